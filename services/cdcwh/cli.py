@@ -1,0 +1,169 @@
+"""The ``cdcwh`` command line: one entry point, one subcommand per service or operator task.
+
+Exit codes: 0 success, 1 an unexpected failure, 2 a cdcwh error with a one-line explanation (a bad setting,
+a service that is not running), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from cdcwh import __version__
+from cdcwh.config import Settings, load_settings
+from cdcwh.errors import CdcwhError
+
+err_console = Console(stderr=True)
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cdcwh",
+        description="Streaming CDC data warehouse: Debezium topics -> Iceberg bronze -> DuckDB silver/gold "
+        "-> PostgreSQL marts. Settings come from CDCWH_* variables and cdcwh.toml (docs/configuration.md).",
+    )
+    parser.add_argument("--version", action="version", version=f"cdcwh {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    gen = sub.add_parser(
+        "generate",
+        help="produce a Debezium-format shop workload to Kafka (or a JSON-lines file)",
+        description="Simulate the Debezium PostgreSQL connector for the shop tables: a snapshot, then "
+        "creates, updates and deletes (each followed by a tombstone). Same seed, same events.",
+    )
+    gen.add_argument(
+        "--events", type=_positive_int, default=10_000, help="change events to emit (default 10000)"
+    )
+    gen.add_argument(
+        "--rate", type=_positive_float, default=None, help="events per second (default: no limit)"
+    )
+    gen.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    gen.add_argument("--partitions", type=_positive_int, default=3, help="partitions per topic (default 3)")
+    gen.add_argument("--schemaless", action="store_true", help="emit JSON without the schema envelope")
+    gen.add_argument(
+        "--output", metavar="FILE", help="write JSON lines to FILE instead of producing to Kafka"
+    )
+    gen.add_argument(
+        "--expected-state", metavar="FILE", help="also write the final state of every table as JSON to FILE"
+    )
+    gen.add_argument(
+        "--simulated-time",
+        action="store_true",
+        help="keep the simulated source commit times (default when producing: stamp the wall clock, so "
+        "freshness can be measured)",
+    )
+
+    broker = sub.add_parser(
+        "broker",
+        help="run the embedded Kafka-compatible broker in the foreground",
+        description="Start the embedded broker (Tansu, memory-only) on 127.0.0.1 and record its address in "
+        "the data dir, so other cdcwh commands with the same CDCWH_DATA_DIR use it. Ctrl-C stops it.",
+    )
+    broker.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
+
+    sub.add_parser(
+        "postgres",
+        help="run the embedded PostgreSQL in the foreground",
+        description="Start the embedded PostgreSQL (data in <data_dir>/postgres, Unix socket only) "
+        "and record its URI in the data dir, so other cdcwh commands with the same CDCWH_DATA_DIR use it. "
+        "Ctrl-C stops it.",
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="start the embedded services, generate a shop workload and run the pipeline on it",
+        description="The local default end to end on embedded services.",
+    )
+    demo.add_argument("--events", type=_positive_int, default=20_000, help="change events (default 20000)")
+    demo.add_argument(
+        "--rate", type=_positive_float, default=None, help="events per second (default: no limit)"
+    )
+    demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+
+    for name, text in PLANNED.items():
+        sub.add_parser(name, help=text, description=text + " (not available in this version yet)")
+    return parser
+
+
+PLANNED = {
+    "ingest": "consume the Debezium topics and land every change in the Iceberg bronze tables",
+    "transform": "build silver (current state) and gold (marts) in DuckDB from bronze, in micro-batches",
+    "sink": "apply the gold change topics to the PostgreSQL marts",
+    "run": "run ingest, transform and sink under one supervisor",
+    "replay": "replay a topic, rebuild silver/gold, backfill Postgres or re-ingest quarantine",
+    "status": "show lag, last batches, freshness and quarantine counts",
+    "query": "run read-only SQL against silver and gold",
+}
+
+
+HANDLERS = {
+    "generate": "cdcwh.commands.generate:run",
+    "broker": "cdcwh.commands.infra:run_broker",
+    "postgres": "cdcwh.commands.infra:run_postgres",
+    "demo": "cdcwh.commands.demo:run",
+}
+
+
+def load_handler(command: str) -> Handler | None:
+    """Import only the chosen command's module, so ``cdcwh broker`` does not load quixstreams or pyiceberg."""
+    target = HANDLERS.get(command)
+    if target is None:
+        return None
+    module, _, function = target.partition(":")
+    handler: Handler = getattr(importlib.import_module(module), function)
+    return handler
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        handler = load_handler(args.command)
+        if handler is None:
+            err_console.print(
+                f"[yellow]cdcwh {args.command}[/]: {PLANNED[args.command]} is not available yet."
+            )
+            return 2
+        return handler(args, settings)
+    except CdcwhError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Implementations of the cdcwh subcommands; cli.py parses arguments and dispatches here."""

@@ -1,0 +1,98 @@
+"""``cdcwh generate``: the shop workload to Kafka or to a JSON-lines file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cdcwh.config import Settings
+from cdcwh.generate import KafkaRecord, ShopGenerator, encode, produce, write_jsonl
+from cdcwh.kafka import producer_config
+
+console = Console(stderr=True)
+
+
+def records(
+    generator: ShopGenerator, events: int, *, schemaless: bool, wall_clock: bool, counts: dict[str, int]
+) -> Iterator[KafkaRecord]:
+    """Encode the generator's changes; stamps the wall clock as source commit time when asked."""
+    for change in generator.changes(events):
+        counts[f"{change.table}:{change.op}"] = counts.get(f"{change.table}:{change.op}", 0) + 1
+        ts_ms = time.time_ns() // 1_000_000 if wall_clock else None
+        yield from encode(change, schemaless=schemaless, ts_ms=ts_ms)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def write_expected_state(generator: ShopGenerator, path: Path) -> None:
+    state = generator.expected_state()
+    serialisable = {table: list(rows.values()) for table, rows in state.items()}
+    path.write_text(json.dumps(serialisable, default=_json_default, indent=1))
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    generator = ShopGenerator(args.seed)
+    counts: dict[str, int] = {}
+    to_kafka = args.output is None
+    stream = records(
+        generator,
+        args.events,
+        schemaless=args.schemaless,
+        wall_clock=to_kafka and not args.simulated_time,
+        counts=counts,
+    )
+    with Progress(
+        TextColumn("[bold]generate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("records", total=None)
+        if to_kafka:
+            config = producer_config(settings)
+            written = produce(
+                stream,
+                producer_config=config,
+                partitions=args.partitions,
+                rate=args.rate,
+                on_progress=lambda n: progress.update(task, completed=n),
+            )
+            where = config["bootstrap.servers"]
+        else:
+            written = write_jsonl(stream, Path(args.output))
+            where = args.output
+    if args.expected_state:
+        write_expected_state(generator, Path(args.expected_state))
+    summarise(counts, written, where)
+    return 0
+
+
+def summarise(counts: dict[str, int], written: int, where: str) -> None:
+    from rich.table import Table
+
+    tables = sorted({key.split(":")[0] for key in counts})
+    ops = ["r", "c", "u", "d"]
+    table = Table(title=f"{sum(counts.values())} change events, {written} Kafka records -> {where}")
+    table.add_column("table")
+    for op in ops:
+        table.add_column(op, justify="right")
+    for name in tables:
+        table.add_row(name, *(str(counts.get(f"{name}:{op}", 0)) for op in ops))
+    Console().print(table)

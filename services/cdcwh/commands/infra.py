@@ -1,0 +1,60 @@
+"""``cdcwh broker`` and ``cdcwh postgres``: embedded services in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from types import FrameType
+
+from rich.console import Console
+
+from cdcwh.config import Settings
+from cdcwh.embedded import EmbeddedBroker, EmbeddedPostgres
+
+console = Console()
+
+
+def wait_for_stop_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    while not stop.wait(1.0):
+        pass
+
+
+def run_broker(args: argparse.Namespace, settings: Settings) -> int:
+    broker = EmbeddedBroker(settings.run_dir, settings.data_dir / "logs", port=args.port)
+    record = broker.start()
+    try:
+        console.print(
+            f"embedded broker listening on [bold]{record.address}[/] (pid {record.pid}, memory-only)"
+        )
+        console.print(f"cdcwh commands with CDCWH_DATA_DIR={settings.data_dir} find it on their own;")
+        console.print(f"other clients: export CDCWH_KAFKA__BOOTSTRAP_SERVERS={record.address}")
+        console.print("Ctrl-C stops it (its topics are lost: bronze is the system of record).")
+        wait_for_stop_signal()
+    finally:
+        broker.stop()
+        console.print("embedded broker stopped")
+    return 0
+
+
+def run_postgres(args: argparse.Namespace, settings: Settings) -> int:
+    postgres = EmbeddedPostgres(settings.data_dir, settings.run_dir)
+    record = postgres.start()
+    try:
+        console.print(f"embedded PostgreSQL running (pid {record.pid}), data in {postgres.pgdata}")
+        console.print(f"connect: psql '{record.address}'")
+        console.print(f"cdcwh commands with CDCWH_DATA_DIR={settings.data_dir} find it on their own.")
+        console.print("Ctrl-C stops it (its data is kept).")
+        wait_for_stop_signal()
+    finally:
+        postgres.stop()
+        console.print("embedded PostgreSQL stopped")
+    return 0

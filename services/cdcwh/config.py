@@ -1,0 +1,198 @@
+"""Typed settings: environment variables prefixed ``CDCWH_`` (``__`` separates nesting), then ``cdcwh.toml``.
+
+``load_settings()`` is the one entry point. It fails fast with a ``ConfigError`` whose message names every
+offending setting as the user would write it (``CDCWH_KAFKA__TOPICS``), so a misconfigured service never
+starts half-way. Secrets are ``SecretStr``: their repr is masked and they are never logged.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from cdcwh.errors import ConfigError
+
+ENV_PREFIX = "CDCWH_"
+CONFIG_FILE = "cdcwh.toml"
+
+
+class KafkaSettings(BaseModel):
+    """Where the Debezium topics are and how to read them."""
+
+    bootstrap_servers: str | None = None
+    """``host:port[,host:port]``. Unset: the embedded broker recorded in the data dir (``cdcwh broker``)."""
+    topics: str = r"^shop\.[^.]+\.[^.]+$"
+    """Regex of the Debezium topics to ingest (``<prefix>.<schema>.<table>``). Matched against the cluster's
+    topic list, which is refreshed while running so that a new source table is picked up."""
+    group_prefix: str = "cdcwh"
+    """Consumer groups are ``<group_prefix>-ingest`` and ``<group_prefix>-sink``."""
+    session_timeout_ms: int | None = Field(default=None, ge=1000)
+    """Consumer session timeout. Unset: 6000 on the embedded broker (whose group join waits about half of
+    it), the client default otherwise."""
+    heartbeat_interval_ms: int | None = Field(default=None, ge=100)
+    """Consumer heartbeat interval. Unset: 500 on the embedded broker, the client default otherwise."""
+    security_protocol: str | None = None
+    """librdkafka ``security.protocol`` (``SASL_SSL``, ``SSL`` ...)."""
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    extra: dict[str, str] = Field(default_factory=dict)
+    """Any other librdkafka setting passed through as is (``ssl.ca.location`` ...)."""
+
+    @field_validator("topics")
+    @classmethod
+    def _valid_regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    def client_config(self, bootstrap_servers: str) -> dict[str, Any]:
+        """librdkafka settings shared by producers, consumers and admin clients."""
+        config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers}
+        if self.security_protocol:
+            config["security.protocol"] = self.security_protocol
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        config.update(self.extra)
+        return config
+
+
+class PostgresSettings(BaseModel):
+    """The warehouse PostgreSQL that receives the marts."""
+
+    dsn: SecretStr | None = None
+    """libpq connection string or URI. Unset: the embedded Postgres recorded in the data dir."""
+    schema_: str = Field(default="marts", alias="schema")
+    """Schema holding the mart tables."""
+
+
+class SchemaRegistrySettings(BaseModel):
+    """Confluent-compatible schema registry, for Avro-encoded topics."""
+
+    url: str | None = None
+    basic_auth: SecretStr | None = None
+    """``user:password`` for the registry."""
+
+
+class IcebergSettings(BaseModel):
+    """The Iceberg catalog holding bronze."""
+
+    catalog_uri: str | None = None
+    """SQLAlchemy URI of the SQL catalog. Unset: sqlite file ``<data_dir>/iceberg/catalog.db``."""
+    warehouse: str | None = None
+    """Warehouse location. Unset: ``file://<data_dir>/iceberg/warehouse``."""
+    namespace: str = "bronze"
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus ``/metrics`` endpoints."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9400, ge=0, le=65535)
+    """Base port: ingest serves on it, transform on +1, sink on +2, the supervisor on +3. 0 disables."""
+
+
+class IngestSettings(BaseModel):
+    """The ingest service (Debezium topics -> bronze)."""
+
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    """Land in bronze at least this often while events arrive."""
+    commit_records: int = Field(default=50_000, ge=1)
+    """...or as soon as this many records are buffered."""
+    max_value_bytes: int = Field(default=1_048_576, ge=1024)
+    """Larger values are quarantined (reason ``too_large``)."""
+    topic_refresh_s: float = Field(default=30.0, gt=0)
+    """How often the topic regex is re-matched against the cluster."""
+
+
+class TransformSettings(BaseModel):
+    """The transform service (bronze -> silver -> gold)."""
+
+    interval_s: float = Field(default=2.0, gt=0)
+
+
+class SinkSettings(BaseModel):
+    """The sink service (gold change topics -> Postgres)."""
+
+    batch_max_rows: int = Field(default=20_000, ge=1)
+    batch_max_s: float = Field(default=0.5, gt=0)
+
+
+class Settings(BaseSettings):
+    """All cdcwh settings. Env: ``CDCWH_<FIELD>`` / ``CDCWH_<SECTION>__<FIELD>``; file: ``cdcwh.toml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        toml_file=CONFIG_FILE,
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    data_dir: Path = Path(".cdcwh")
+    """Where the local state lives: Iceberg catalog and warehouse, DuckDB file, embedded services."""
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
+    iceberg: IcebergSettings = Field(default_factory=IcebergSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    transform: TransformSettings = Field(default_factory=TransformSettings)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls), file_secret_settings)
+
+    @property
+    def run_dir(self) -> Path:
+        """Addresses and pids of the embedded services started for this data dir."""
+        return self.data_dir / "run"
+
+    @property
+    def schemas_dir(self) -> Path:
+        """Table contracts (``schemas/contracts``) shipped with the project."""
+        return Path(__file__).resolve().parents[2] / "schemas" / "contracts"
+
+
+def setting_name(loc: tuple[int | str, ...]) -> str:
+    """``("kafka", "topics")`` -> ``CDCWH_KAFKA__TOPICS``: the name the user writes."""
+    parts = [str(part) for part in loc if not isinstance(part, int)]
+    parts = [part.rstrip("_") for part in parts]
+    return ENV_PREFIX + "__".join(part.upper() for part in parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate every setting, or raise ``ConfigError`` naming each invalid one."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            value = error.get("input")
+            shown = "" if isinstance(value, dict) or error["type"] == "missing" else f" (got {value!r})"
+            problems.append(f"{setting_name(error['loc'])}: {error['msg']}{shown}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None

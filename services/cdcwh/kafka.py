@@ -1,0 +1,40 @@
+"""Kafka client settings shared by every service (an adapter: core/ never imports this)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cdcwh.config import Settings
+from cdcwh.embedded import kafka_bootstrap, uses_embedded_broker
+
+# A consumer-group join on the embedded broker takes about half of session.timeout.ms.
+EMBEDDED_SESSION_TIMEOUT_MS = 6000
+EMBEDDED_HEARTBEAT_INTERVAL_MS = 500
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """bootstrap.servers plus security pass-through; resolves the embedded broker when none is configured."""
+    return settings.kafka.client_config(kafka_bootstrap(settings))
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    return {**client_config(settings), "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+
+
+def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
+    """A manual-commit consumer; session timings tuned for the embedded broker unless configured."""
+    config = {
+        **client_config(settings),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+    }
+    embedded = uses_embedded_broker(settings)
+    session = settings.kafka.session_timeout_ms or (EMBEDDED_SESSION_TIMEOUT_MS if embedded else None)
+    heartbeat = settings.kafka.heartbeat_interval_ms or (EMBEDDED_HEARTBEAT_INTERVAL_MS if embedded else None)
+    if session is not None:
+        config["session.timeout.ms"] = session
+    if heartbeat is not None:
+        config["heartbeat.interval.ms"] = heartbeat
+    return config
