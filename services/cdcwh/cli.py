@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--partitions", type=_positive_int, default=3, help="partitions per topic (default 3)")
     gen.add_argument("--schemaless", action="store_true", help="emit JSON without the schema envelope")
     gen.add_argument(
+        "--topic-prefix", default="shop", help="Debezium topic prefix: topics are <prefix>.public.<table>"
+    )
+    gen.add_argument(
         "--output", metavar="FILE", help="write JSON lines to FILE instead of producing to Kafka"
     )
     gen.add_argument(
@@ -102,13 +105,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
 
+    ingest = sub.add_parser(
+        "ingest",
+        help="consume the Debezium topics and land every change in the Iceberg bronze tables",
+        description="Consume the topics matching CDCWH_KAFKA__TOPICS, decode and validate each change event, "
+        "append it to its bronze table exactly once, and quarantine bad records (bronze._quarantine and "
+        "<topic>.dlq). Runs until SIGTERM/Ctrl-C, which flushes and commits before exiting.",
+    )
+    ingest.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="land everything currently in the topics, then exit 0 (batch mode for backfills and tests)",
+    )
+    ingest.add_argument(
+        "--idle-seconds",
+        type=_positive_float,
+        default=3.0,
+        help="with --until-caught-up: stop after this long without new records (default 3)",
+    )
+
     for name, text in PLANNED.items():
         sub.add_parser(name, help=text, description=text + " (not available in this version yet)")
     return parser
 
 
 PLANNED = {
-    "ingest": "consume the Debezium topics and land every change in the Iceberg bronze tables",
     "transform": "build silver (current state) and gold (marts) in DuckDB from bronze, in micro-batches",
     "sink": "apply the gold change topics to the PostgreSQL marts",
     "run": "run ingest, transform and sink under one supervisor",
@@ -123,6 +144,7 @@ HANDLERS = {
     "broker": "cdcwh.commands.infra:run_broker",
     "postgres": "cdcwh.commands.infra:run_postgres",
     "demo": "cdcwh.commands.demo:run",
+    "ingest": "cdcwh.commands.ingest:run",
 }
 
 

@@ -22,13 +22,19 @@ console = Console(stderr=True)
 
 
 def records(
-    generator: ShopGenerator, events: int, *, schemaless: bool, wall_clock: bool, counts: dict[str, int]
+    generator: ShopGenerator,
+    events: int,
+    *,
+    schemaless: bool,
+    prefix: str,
+    wall_clock: bool,
+    counts: dict[str, int],
 ) -> Iterator[KafkaRecord]:
     """Encode the generator's changes; stamps the wall clock as source commit time when asked."""
     for change in generator.changes(events):
         counts[f"{change.table}:{change.op}"] = counts.get(f"{change.table}:{change.op}", 0) + 1
         ts_ms = time.time_ns() // 1_000_000 if wall_clock else None
-        yield from encode(change, schemaless=schemaless, ts_ms=ts_ms)
+        yield from encode(change, schemaless=schemaless, prefix=prefix, ts_ms=ts_ms)
 
 
 def _json_default(value: Any) -> Any:
@@ -53,6 +59,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         generator,
         args.events,
         schemaless=args.schemaless,
+        prefix=args.topic_prefix,
         wall_clock=to_kafka and not args.simulated_time,
         counts=counts,
     )

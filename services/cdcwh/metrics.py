@@ -1,0 +1,85 @@
+"""Every Prometheus metric cdcwh exports (prefix ``cdcwh_``), defined once. See docs/metrics.md.
+
+Label values that come from data stay bounded: ``topic`` takes only topics matched by ``CDCWH_KAFKA__TOPICS``
+(one per source table), ``reason`` only the ``RejectReason`` values, ``model``/``mart`` only the SQL models.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from cdcwh.config import Settings
+from cdcwh.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("ingest", "transform", "sink", "supervisor")
+
+# Seconds from source commit: sub-second to minutes.
+FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300, 600)
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+EVENTS_CONSUMED = Counter("cdcwh_events_consumed_total", "Kafka records consumed by ingest", ["topic"])
+EVENTS_LANDED = Counter("cdcwh_events_landed_total", "Change events appended to a bronze table", ["topic"])
+EVENTS_QUARANTINED = Counter(
+    "cdcwh_events_quarantined_total",
+    "Records rejected into bronze._quarantine and the DLQ",
+    ["topic", "reason"],
+)
+EVENTS_SKIPPED = Counter(
+    "cdcwh_events_skipped_total", "Records already landed (redelivered after a crash or a replay)", ["topic"]
+)
+CONSUMER_LAG = Gauge(
+    "cdcwh_consumer_lag",
+    "Records behind the partition end, by consumer group",
+    ["group", "topic", "partition"],
+)
+BRONZE_COMMIT_DURATION = Histogram(
+    "cdcwh_bronze_commit_duration_seconds",
+    "Decode, validate and Iceberg commit of one ingest checkpoint",
+    buckets=DURATION_BUCKETS,
+)
+TRANSFORM_BATCH_DURATION = Histogram(
+    "cdcwh_transform_batch_duration_seconds", "One transform micro-batch", buckets=DURATION_BUCKETS
+)
+TRANSFORM_ROWS = Counter(
+    "cdcwh_transform_rows_total", "Rows read from bronze or changed in a model", ["model", "direction"]
+)
+SINK_ROWS = Counter("cdcwh_sink_rows_total", "Mart rows applied to PostgreSQL", ["mart", "op"])
+SINK_BATCH_DURATION = Histogram(
+    "cdcwh_sink_batch_duration_seconds", "One sink batch (COPY + upsert + commit)", buckets=DURATION_BUCKETS
+)
+FRESHNESS = Histogram(
+    "cdcwh_freshness_seconds",
+    "Seconds from source commit (Debezium source.ts_ms) to the change being visible in a stage",
+    ["stage"],
+    buckets=FRESHNESS_BUCKETS,
+)
+LAST_SUCCESS = Gauge(
+    "cdcwh_last_success_timestamp_seconds", "Unix time of the last successful batch", ["service"]
+)
+ERRORS = Counter("cdcwh_errors_total", "Errors by service and kind (retried or fatal)", ["service", "kind"])
+
+
+def metrics_port(settings: Settings, service: str) -> int:
+    """Ingest on the base port, transform +1, sink +2, supervisor +3; 0 disables them all."""
+    base = settings.metrics.port
+    return 0 if base == 0 else base + SERVICES.index(service)
+
+
+def serve_metrics(settings: Settings, service: str) -> int | None:
+    """Start ``/metrics`` for this service; returns the port, or None when disabled (port 0)."""
+    port = metrics_port(settings, service)
+    if port == 0:
+        return None
+    try:
+        start_http_server(port, addr=settings.metrics.host)
+    except OSError as exc:
+        raise ConfigError(
+            f"CDCWH_METRICS__PORT: cannot serve {service} metrics on {settings.metrics.host}:{port} ({exc}); "
+            f"choose another base port, or 0 to disable metrics"
+        ) from exc
+    log.info("metrics for %s on http://%s:%d/metrics", service, settings.metrics.host, port)
+    return port
