@@ -74,6 +74,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             seed=args.seed,
             partitions=3,
             schemaless=False,
+            topic_prefix="shop",
             output=None,
             expected_state=None,
             simulated_time=False,
