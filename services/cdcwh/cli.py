@@ -120,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--idle-seconds",
         type=_positive_float,
-        default=3.0,
-        help="with --until-caught-up: stop after this long without new records (default 3)",
+        default=1.0,
+        help="with --until-caught-up: seconds each partition must stay at its end before exiting (default 1)",
     )
 
     for name, text in PLANNED.items():

@@ -147,6 +147,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".cdcwh")
     """Where the local state lives: Iceberg catalog and warehouse, DuckDB file, embedded services."""
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    contracts_dir: Path | None = None
+    """Table contracts, one TOML file per topic (docs/decoding.md). Unset: the project's schemas/contracts."""
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
@@ -173,8 +175,10 @@ class Settings(BaseSettings):
         return self.data_dir / "run"
 
     @property
-    def schemas_dir(self) -> Path:
-        """Table contracts (``schemas/contracts``) shipped with the project."""
+    def contracts_path(self) -> Path:
+        """``contracts_dir``, or the ``schemas/contracts`` directory shipped with the project."""
+        if self.contracts_dir is not None:
+            return self.contracts_dir
         return Path(__file__).resolve().parents[2] / "schemas" / "contracts"
 
 

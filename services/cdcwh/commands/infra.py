@@ -36,7 +36,10 @@ def run_broker(args: argparse.Namespace, settings: Settings) -> int:
             f"embedded broker listening on [bold]{record.address}[/] (pid {record.pid}, memory-only)"
         )
         console.print(f"cdcwh commands with CDCWH_DATA_DIR={settings.data_dir} find it on their own;")
-        console.print(f"other clients: export CDCWH_KAFKA__BOOTSTRAP_SERVERS={record.address}")
+        console.print(
+            f"from another data dir: export CDCWH_KAFKA__BOOTSTRAP_SERVERS={record.address} "
+            "CDCWH_KAFKA__SESSION_TIMEOUT_MS=6000 CDCWH_KAFKA__HEARTBEAT_INTERVAL_MS=500"
+        )
         console.print("Ctrl-C stops it (its topics are lost: bronze is the system of record).")
         wait_for_stop_signal()
     finally:

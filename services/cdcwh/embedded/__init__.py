@@ -19,7 +19,12 @@ __all__ = ["EmbeddedBroker", "EmbeddedPostgres", "kafka_bootstrap", "postgres_ds
 
 
 def uses_embedded_broker(settings: Settings) -> bool:
-    return settings.kafka.bootstrap_servers is None
+    """True when the broker is the embedded one: none configured, or the configured address is the one
+    recorded by ``cdcwh broker`` for this data dir."""
+    if settings.kafka.bootstrap_servers is None:
+        return True
+    record = read_record(settings.run_dir, _broker.NAME)
+    return record is not None and record.address == settings.kafka.bootstrap_servers
 
 
 def kafka_bootstrap(settings: Settings) -> str:

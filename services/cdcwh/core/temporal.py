@@ -1,0 +1,135 @@
+"""Temporal codecs: Debezium / Kafka Connect dates, times and timestamps -> Arrow date32, time64('us') and
+timestamp('us'[, 'UTC']).
+
+Nanosecond types are floored to microseconds (Iceberg v2 has neither ns times nor ns timestamps). PostgreSQL
++/-infinity arrives as int64 max/min (older Debezium: ``PGStatement.DATE_POSITIVE_INFINITY`` and its negative)
+or as the strings ``infinity``/``-infinity``; it is stored as +/-(2**63 - 1) us, which DuckDB reads as
+``infinity``/``-infinity`` (int64 min itself is outside DuckDB's range).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cdcwh.core.codec import Codec, ValueMismatch, int64_column, require_int
+
+INT64_MAX: Final = 2**63 - 1
+TS_POS_INFINITY: Final = INT64_MAX
+"""+infinity as stored: int64 max microseconds (DuckDB's ``infinity``)."""
+TS_NEG_INFINITY: Final = -INT64_MAX
+"""-infinity as stored: -(2**63 - 1) microseconds (DuckDB's ``-infinity``; int64 min is out of its range)."""
+_PG_POS_INFINITY: Final = 9223372036825200000  # PGStatement.DATE_POSITIVE_INFINITY, older Debezium releases
+_PG_NEG_INFINITY: Final = -9223372036832400000
+_POS_SENTINELS: Final = frozenset({INT64_MAX, _PG_POS_INFINITY})
+_NEG_SENTINELS: Final = frozenset({-(2**63), _PG_NEG_INFINITY})
+_SENTINELS: Final = pa.array(sorted(_POS_SENTINELS | _NEG_SENTINELS), pa.int64())
+_DAY_US: Final = 86_400_000_000
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_FRACTION: Final = re.compile(r"(\.\d{6})\d+")
+
+
+class DateCodec(Codec):
+    """``io.debezium.time.Date`` / Connect ``Date``: int32 days since epoch -> date32."""
+
+    arrow_type = pa.date32()
+
+    def __init__(self, label: str = "Date") -> None:
+        self.label = label
+
+    def one(self, value: Any) -> Any:
+        days = require_int(value)
+        if not -(2**31) <= days < 2**31:
+            raise ValueMismatch("out of int32 range")
+        return days
+
+    def fast(self, values: list[Any]) -> pa.Array:
+        return int64_column(values).cast(pa.int32()).cast(pa.date32())
+
+
+class TimeCodec(Codec):
+    """Time of day in ms, us or ns since midnight -> time64('us'); ns are floored to us."""
+
+    arrow_type = pa.time64("us")
+
+    def __init__(self, label: str, per_us: int = 1, us_per: int = 1) -> None:
+        self.label, self.per_us, self.us_per = label, per_us, us_per
+        self.max_raw = _DAY_US * per_us // us_per  # 24:00:00 is a valid PostgreSQL time
+
+    def one(self, value: Any) -> Any:
+        raw = require_int(value)
+        if not 0 <= raw <= self.max_raw:
+            raise ValueMismatch("not a time of day")
+        return raw * self.us_per // self.per_us
+
+    def fast(self, values: list[Any]) -> pa.Array:
+        array = int64_column(values)
+        bounds = pc.min_max(array).as_py()
+        if bounds["min"] is not None and (bounds["min"] < 0 or bounds["max"] > self.max_raw):
+            raise ValueMismatch("not a time of day")
+        if self.us_per != 1:
+            array = pc.multiply(array, self.us_per)
+        if self.per_us != 1:
+            array = pc.divide(array, self.per_us)  # non-negative here, so truncation is the floor
+        return array.cast(self.arrow_type)
+
+
+class TimestampCodec(Codec):
+    """Epoch ms/us/ns -> timestamp('us'[, tz]); ns floored to us; PostgreSQL +/-infinity sentinels mapped."""
+
+    def __init__(self, label: str, per_us: int = 1, us_per: int = 1, tz: str | None = None) -> None:
+        self.label, self.per_us, self.us_per = label, per_us, us_per
+        self.arrow_type = pa.timestamp("us", tz=tz)
+
+    def one(self, value: Any) -> Any:
+        raw = require_int(value)
+        if raw in _POS_SENTINELS:
+            return TS_POS_INFINITY
+        if raw in _NEG_SENTINELS:
+            return TS_NEG_INFINITY
+        us = raw * self.us_per // self.per_us
+        if not TS_NEG_INFINITY < us < TS_POS_INFINITY:
+            raise ValueMismatch("out of range")
+        return us
+
+    def fast(self, values: list[Any]) -> pa.Array:
+        array = int64_column(values)
+        if pc.any(pc.is_in(array, value_set=_SENTINELS)).as_py():
+            raise ValueMismatch("infinity sentinel")
+        if self.us_per != 1:
+            array = pc.multiply_checked(array, self.us_per)
+        if self.per_us != 1:
+            if (pc.min(array).as_py() or 0) < 0:
+                raise ValueMismatch("negative: floor per value")
+            array = pc.divide(array, self.per_us)
+        return array.cast(self.arrow_type)
+
+
+class ZonedTimestampCodec(Codec):
+    """``io.debezium.time.ZonedTimestamp`` ISO-8601 string with offset -> timestamp('us', 'UTC')."""
+
+    arrow_type = pa.timestamp("us", tz="UTC")
+    label = "ZonedTimestamp"
+
+    def one(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueMismatch("not a string")
+        if value in ("infinity", "+infinity"):
+            return TS_POS_INFINITY
+        if value == "-infinity":
+            return TS_NEG_INFINITY
+        try:
+            parsed = dt.datetime.fromisoformat(_FRACTION.sub(r"\1", value))
+        except ValueError:
+            raise ValueMismatch("not an ISO-8601 timestamp") from None
+        if parsed.tzinfo is None:
+            raise ValueMismatch("no zone offset")
+        delta = parsed - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+    def fast(self, values: list[Any]) -> pa.Array:
+        return pa.array(values, type=pa.string()).cast(self.arrow_type)

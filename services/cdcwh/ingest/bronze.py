@@ -1,0 +1,293 @@
+"""``IcebergBronzeWriter``: lands one batch of Kafka records in the bronze tables, exactly once.
+
+Commit order for one batch (the ingest checkpoint calls ``land`` and only then commits Kafka offsets):
+
+1. Decode and validate the whole batch in ``cdcwh.core`` (pure): good rows per topic, rejections.
+2. Check each topic's rows against its bronze table's schema: new columns and allowed widenings evolve the
+   table (union by name); rows with a value in a column whose type cannot be widened become rejections.
+3. Publish the rejections to ``<topic>.dlq`` and wait for delivery (at least once).
+4. Append the rejections not yet landed to ``bronze._quarantine``; the same commit's snapshot summary
+   advances that table's landed offsets.
+5. For each bronze table: re-read its landed offsets from the current snapshot, drop rows at or below them
+   (redelivered after a crash, or replayed), append the rest with the advanced offsets in the same commit.
+   A concurrent commit makes the append fail; it is retried from the re-read.
+6. Return; the caller commits the Kafka offsets.
+
+A crash anywhere before 6 redelivers the batch from the last committed Kafka offsets, and step 4/5 skip what
+is already landed, so every offset is in bronze (or in quarantine) exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.table import Table
+from pyiceberg.transforms import DayTransform
+
+from cdcwh.core.contract import TableContract
+from cdcwh.core.envelope import decode_batch
+from cdcwh.core.evolve import conform, plan_evolution
+from cdcwh.core.record import RawRecord, Rejection, RejectReason
+from cdcwh.errors import InfrastructureError
+from cdcwh.ingest.catalog import QUARANTINE_TABLE, TOPIC_PROPERTY, bronze_table_name
+from cdcwh.ingest.offsets import OFFSETS_PROPERTY, encode_offsets, landed_offsets, merge_offsets
+from cdcwh.ingest.quarantine import KafkaDeadLetterPublisher, quarantine_rows
+
+log = logging.getLogger(__name__)
+
+INGESTED_AT = "__ingested_at"
+COMMIT_ATTEMPTS = 5
+
+
+@dataclass
+class LandResult:
+    """What one ``land`` call did, per topic."""
+
+    landed: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    quarantined: list[Rejection] = field(default_factory=list)
+    source_ts: dict[str, pa.Array] = field(default_factory=dict)
+
+
+class IcebergBronzeWriter:
+    """Appends decoded change events to ``<namespace>.<table>``, rejections to ``<namespace>._quarantine``."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        namespace: str,
+        contracts: Mapping[str, TableContract],
+        *,
+        max_value_bytes: int,
+        dead_letters: KafkaDeadLetterPublisher | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.namespace = namespace
+        self.contracts = contracts
+        self.max_value_bytes = max_value_bytes
+        self.dead_letters = dead_letters
+        self._tables: dict[str, Table] = {}
+
+    def land(self, records: Sequence[RawRecord]) -> LandResult:
+        result = LandResult()
+        if not records:
+            return result
+        decoded = decode_batch(records, self.contracts, max_value_bytes=self.max_value_bytes)
+        rejections = list(decoded.rejected)
+        by_position = {(r.topic, r.partition, r.offset): r for r in records} if decoded.tables else {}
+        now = datetime.now(UTC)
+        staged: dict[str, pa.Table] = {}
+        for topic, rows in decoded.tables.items():
+            table = self._table_for(topic, rows.schema)
+            rows, conflicts = self._fit_schema(table, rows, topic, by_position)
+            rejections.extend(conflicts)
+            if rows.num_rows:
+                staged[topic] = rows.append_column(
+                    INGESTED_AT, pa.array([now] * rows.num_rows, rows_ts_type())
+                )
+        if self.dead_letters is not None:
+            self.dead_letters.publish(rejections)
+        result.quarantined = self._append_quarantine(rejections, now)
+        for topic, rows in staged.items():
+            landed, skipped = self._append(self._table_for(topic, rows.schema), topic, rows)
+            result.landed[topic] = landed.num_rows
+            result.skipped[topic] = skipped
+            if landed.num_rows:
+                result.source_ts[topic] = landed.column("__source_ts").combine_chunks()
+        return result
+
+    # -- tables ---------------------------------------------------------------------------------------
+
+    def _table_for(self, topic: str, schema: pa.Schema) -> Table:
+        table = self._tables.get(topic)
+        if table is not None:
+            return table
+        identifier = (self.namespace, bronze_table_name(topic))
+        try:
+            table = self.catalog.load_table(identifier)
+        except NoSuchTableError:
+            full = (
+                schema
+                if INGESTED_AT in schema.names
+                else schema.append(pa.field(INGESTED_AT, rows_ts_type()))
+            )
+            try:
+                table = self.catalog.create_table(identifier, schema=full, properties={TOPIC_PROPERTY: topic})
+                with table.update_spec() as spec:
+                    spec.add_field(INGESTED_AT, DayTransform(), "ingested_day")
+                log.info("created bronze table %s.%s for %s", *identifier, topic)
+            except TableAlreadyExistsError:
+                table = self.catalog.load_table(identifier)
+        owner = table.properties.get(TOPIC_PROPERTY)
+        if owner is not None and owner != topic:
+            raise InfrastructureError(
+                f"bronze table {'.'.join(identifier)} belongs to topic {owner!r}, not {topic!r}: "
+                f"two topics map to the same table name"
+            )
+        self._tables[topic] = table
+        return table
+
+    def _fit_schema(
+        self,
+        table: Table,
+        rows: pa.Table,
+        topic: str,
+        by_position: Mapping[tuple[str, int, int], RawRecord],
+    ) -> tuple[pa.Table, list[Rejection]]:
+        """Evolve the table for new columns and widenings; turn rows that cannot fit into rejections."""
+        existing = data_schema(table)
+        plan = plan_evolution(existing, rows.schema)
+        rejections: list[Rejection] = []
+        if plan.incompatible:
+            bad = pc.is_valid(rows.column(plan.incompatible[0]))
+            for name in plan.incompatible[1:]:
+                bad = pc.or_(bad, pc.is_valid(rows.column(name)))
+            rejected = rows.filter(bad)
+            columns = ", ".join(plan.incompatible)
+            for partition, offset in zip(
+                rejected.column("__partition").to_pylist(),
+                rejected.column("__offset").to_pylist(),
+                strict=True,
+            ):
+                raw = by_position[(topic, partition, offset)]
+                rejections.append(
+                    Rejection(
+                        topic=topic,
+                        partition=partition,
+                        offset=offset,
+                        reason=RejectReason.SCHEMA_CONFLICT,
+                        detail=f"column(s) {columns} changed to a type the bronze table cannot widen to",
+                        key=raw.key,
+                        value=raw.value,
+                        timestamp_ms=raw.timestamp_ms,
+                    )
+                )
+            rows = rows.filter(pc.invert(bad)).drop_columns(list(plan.incompatible))
+        if not plan.target.equals(existing):
+            with table.update_schema() as update:
+                update.union_by_name(plan.target)
+            log.info("evolved the bronze table of %s to %s", topic, plan.target)
+        return conform(rows, data_schema(table)), rejections
+
+    # -- appends --------------------------------------------------------------------------------------
+
+    def _append(self, table: Table, topic: str, rows: pa.Table) -> tuple[pa.Table, int]:
+        """Append the rows above the landed offsets, with the advanced offsets in the same commit."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            table.refresh()
+            landed = landed_offsets(table)
+            fresh = drop_landed(rows, landed)
+            skipped = rows.num_rows - fresh.num_rows
+            if fresh.num_rows == 0:
+                return fresh, skipped
+            positions = zip(
+                fresh.column("__topic").to_pylist(),
+                fresh.column("__partition").to_pylist(),
+                fresh.column("__offset").to_pylist(),
+                strict=True,
+            )
+            offsets = merge_offsets(landed, positions)
+            try:
+                table.append(
+                    conform(fresh, table.schema().as_arrow()),
+                    snapshot_properties={OFFSETS_PROPERTY: encode_offsets(offsets)},
+                )
+                return fresh, skipped
+            except CommitFailedException as exc:
+                log.warning("bronze commit for %s conflicted (attempt %d): %s", topic, attempt, exc)
+                time.sleep(0.05 * attempt)
+        raise InfrastructureError(
+            f"could not commit to the bronze table of {topic} after {COMMIT_ATTEMPTS} tries"
+        )
+
+    def _append_quarantine(self, rejections: list[Rejection], now: datetime) -> list[Rejection]:
+        if not rejections:
+            return []
+        table = self._quarantine_table()
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            table.refresh()
+            landed = landed_offsets(table)
+            fresh = [r for r in rejections if r.offset > landed.get((r.topic, r.partition), -1)]
+            if not fresh:
+                return []
+            offsets = merge_offsets(landed, ((r.topic, r.partition, r.offset) for r in fresh))
+            try:
+                table.append(
+                    quarantine_rows(fresh, now),
+                    snapshot_properties={OFFSETS_PROPERTY: encode_offsets(offsets)},
+                )
+                return fresh
+            except CommitFailedException as exc:
+                log.warning("quarantine commit conflicted (attempt %d): %s", attempt, exc)
+                time.sleep(0.05 * attempt)
+        raise InfrastructureError(f"could not commit to the quarantine table after {COMMIT_ATTEMPTS} tries")
+
+    def _quarantine_table(self) -> Table:
+        identifier = (self.namespace, QUARANTINE_TABLE)
+        table = self._tables.get(QUARANTINE_TABLE)
+        if table is not None:
+            return table
+        from cdcwh.ingest.quarantine import QUARANTINE_SCHEMA
+
+        try:
+            table = self.catalog.load_table(identifier)
+        except NoSuchTableError:
+            try:
+                table = self.catalog.create_table(identifier, schema=QUARANTINE_SCHEMA)
+                with table.update_spec() as spec:
+                    spec.add_field("quarantined_at", DayTransform(), "quarantined_day")
+            except TableAlreadyExistsError:
+                table = self.catalog.load_table(identifier)
+        self._tables[QUARANTINE_TABLE] = table
+        return table
+
+
+def data_schema(table: Table) -> pa.Schema:
+    """The table's Arrow schema without ``__ingested_at``, in the plain types the decoder produces
+    (pyiceberg reads strings as large_string and UTC as +00:00)."""
+    schema = table.schema().as_arrow()
+    return normalise(schema.remove(schema.get_field_index(INGESTED_AT)))
+
+
+def normalise(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, normalise_type(f.type), nullable=True) for f in schema])
+
+
+def normalise_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_large_string(t):
+        return pa.string()
+    if pa.types.is_large_binary(t):
+        return pa.binary()
+    if pa.types.is_timestamp(t) and t.tz is not None:
+        return pa.timestamp(t.unit, tz="UTC")
+    if pa.types.is_large_list(t) or pa.types.is_list(t):
+        return pa.list_(normalise_type(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, normalise_type(f.type), nullable=True) for f in t])
+    return t
+
+
+def rows_ts_type() -> pa.DataType:
+    return pa.timestamp("us", tz="UTC")
+
+
+def drop_landed(rows: pa.Table, landed: Mapping[tuple[str, int], int]) -> pa.Table:
+    """Rows whose (topic, partition) offset is above the landed offset."""
+    if not landed or rows.num_rows == 0:
+        return rows
+    keep = None
+    for (topic, partition), offset in landed.items():
+        mine = pc.and_(
+            pc.equal(rows.column("__topic"), topic), pc.equal(rows.column("__partition"), partition)
+        )
+        stale = pc.and_(mine, pc.less_equal(rows.column("__offset"), offset))
+        keep = pc.invert(stale) if keep is None else pc.and_(keep, pc.invert(stale))
+    return rows.filter(keep) if keep is not None else rows

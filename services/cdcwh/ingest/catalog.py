@@ -1,0 +1,34 @@
+"""The Iceberg catalog holding bronze: a SQL catalog (sqlite under the data dir by default)."""
+
+from __future__ import annotations
+
+import re
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.sql import SqlCatalog
+
+from cdcwh.config import Settings
+
+TOPIC_PROPERTY = "cdcwh.topic"
+QUARANTINE_TABLE = "_quarantine"
+
+
+def open_catalog(settings: Settings) -> Catalog:
+    """The configured catalog, or ``<data_dir>/iceberg/catalog.db`` with a file warehouse beside it."""
+    base = (settings.data_dir / "iceberg").resolve()
+    uri = settings.iceberg.catalog_uri
+    warehouse = settings.iceberg.warehouse
+    if uri is None or warehouse is None:
+        base.mkdir(parents=True, exist_ok=True)
+    catalog = SqlCatalog(
+        "cdcwh",
+        uri=uri or f"sqlite:///{base / 'catalog.db'}",
+        warehouse=warehouse or (base / "warehouse").as_uri(),
+    )
+    catalog.create_namespace_if_not_exists(settings.iceberg.namespace)
+    return catalog
+
+
+def bronze_table_name(topic: str) -> str:
+    """``shop.public.orders`` -> ``shop_public_orders``: lower case, anything but ``[a-z0-9_]`` -> ``_``."""
+    return re.sub(r"[^a-z0-9_]", "_", topic.lower())

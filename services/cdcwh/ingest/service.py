@@ -1,0 +1,265 @@
+"""The ingest service: a quixstreams application from the Debezium topics to bronze.
+
+Every matched topic feeds one ``BronzeSink``. The sink buffers raw records; quixstreams calls ``flush`` at
+checkpoint (every ``CDCWH_INGEST__COMMIT_INTERVAL_S`` seconds or ``CDCWH_INGEST__COMMIT_RECORDS``
+records),
+the sink lands the batch through ``IcebergBronzeWriter`` (see its docstring for the commit order), and only
+when that returns does quixstreams commit the Kafka offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from confluent_kafka.admin import AdminClient
+from quixstreams import Application
+from quixstreams.models import HeadersTuples
+from quixstreams.sinks import BaseSink
+
+from cdcwh import metrics
+from cdcwh.config import Settings
+from cdcwh.contracts import load_contracts
+from cdcwh.core.record import RawRecord
+from cdcwh.ingest.bronze import IcebergBronzeWriter
+from cdcwh.ingest.catalog import open_catalog
+from cdcwh.ingest.catchup import CatchUpTracker
+from cdcwh.ingest.quarantine import DLQ_SUFFIX, KafkaDeadLetterPublisher
+from cdcwh.kafka import client_config, consumer_config
+
+log = logging.getLogger(__name__)
+
+FRESHNESS_SAMPLE = 256
+# Fault injection for the crash tests (tests/integration/ingest/test_ingest_crash.py): after each landed
+# batch, append a line to <data_dir>/fault-landed and sleep this long before quixstreams commits the Kafka
+# offsets, so a test can SIGKILL the process exactly between the Iceberg commit and the Kafka commit.
+FAULT_PAUSE_ENV = "CDCWH_FAULT_PAUSE_AFTER_LAND_S"
+STATS_INTERVAL_MS = 5000
+CATCH_UP_STATS_INTERVAL_MS = 250
+
+
+class BronzeSink(BaseSink):
+    """Buffers raw Kafka records and lands them in bronze at each quixstreams checkpoint."""
+
+    def __init__(self, writer: IcebergBronzeWriter, fault_marker: Path | None = None) -> None:
+        super().__init__()
+        self.writer = writer
+        self._buffer: list[RawRecord] = []
+        pause = os.environ.get(FAULT_PAUSE_ENV)
+        self._fault_pause_s = float(pause) if pause and fault_marker is not None else None
+        self._fault_marker = fault_marker
+
+    def add(
+        self,
+        value: Any,
+        key: Any,
+        timestamp: int,
+        headers: HeadersTuples,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        self._buffer.append(RawRecord(topic, partition, offset, timestamp, key, value))
+
+    def flush(self) -> None:
+        records, self._buffer = self._buffer, []
+        if not records:
+            return
+        started = time.monotonic()
+        for record in records:
+            metrics.EVENTS_CONSUMED.labels(record.topic).inc()
+        try:
+            result = self.writer.land(records)
+        except Exception:
+            metrics.ERRORS.labels("ingest", "bronze_commit").inc()
+            raise
+        metrics.BRONZE_COMMIT_DURATION.observe(time.monotonic() - started)
+        now_s = time.time()
+        for topic, count in result.landed.items():
+            metrics.EVENTS_LANDED.labels(topic).inc(count)
+        for topic, count in result.skipped.items():
+            if count:
+                metrics.EVENTS_SKIPPED.labels(topic).inc(count)
+        for rejection in result.quarantined:
+            metrics.EVENTS_QUARANTINED.labels(rejection.topic, str(rejection.reason)).inc()
+        for source_ts in result.source_ts.values():
+            observe_freshness(source_ts, now_s)
+        metrics.LAST_SUCCESS.labels("ingest").set(now_s)
+        if self._fault_pause_s is not None and self._fault_marker is not None:
+            with self._fault_marker.open("a") as marker:
+                marker.write(f"{len(records)}\n")
+            time.sleep(self._fault_pause_s)
+        log.info(
+            "landed %d, skipped %d, quarantined %d of %d records in %.2fs",
+            sum(result.landed.values()),
+            sum(result.skipped.values()),
+            len(result.quarantined),
+            len(records),
+            time.monotonic() - started,
+        )
+
+    def on_paused(self) -> None:
+        self._buffer.clear()
+
+
+def observe_freshness(source_ts: Any, now_s: float) -> None:
+    """Observe source-commit -> bronze seconds for an evenly spaced sample of the landed rows."""
+    valid = source_ts.drop_null()
+    if len(valid) == 0:
+        return
+    step = max(1, len(valid) // FRESHNESS_SAMPLE)
+    sample = pc.cast(valid, "int64").take(pa.array(range(0, len(valid), step)))
+    for value in sample.to_pylist():
+        metrics.FRESHNESS.labels("bronze").observe(max(0.0, now_s - value / 1e6))
+
+
+def matching_topics(settings: Settings) -> dict[str, int]:
+    """Topics matching CDCWH_KAFKA__TOPICS (minus DLQs and cdcwh's own), with their partition counts."""
+    pattern = re.compile(settings.kafka.topics)
+    topics = AdminClient(client_config(settings)).list_topics(timeout=10).topics
+    return {
+        name: len(topics[name].partitions)
+        for name in sorted(topics)
+        if pattern.search(name) and not name.endswith(DLQ_SUFFIX) and not name.startswith(("cdcwh.", "__"))
+    }
+
+
+def ingest_group(settings: Settings) -> str:
+    return f"{settings.kafka.group_prefix}-ingest"
+
+
+def build_app(
+    settings: Settings, topics: list[str], sink: BronzeSink, tracker: CatchUpTracker, stats_interval_ms: int
+) -> Application:
+    group = ingest_group(settings)
+    consumer_extra = {
+        k: v
+        for k, v in consumer_config(settings, group).items()
+        if k not in {"bootstrap.servers", "group.id"}
+    }
+    consumer_extra.update(
+        {"statistics.interval.ms": stats_interval_ms, "stats_cb": tracker.on_stats, "client.id": group}
+    )
+    consumer_extra.pop("enable.auto.commit", None)
+    app = Application(
+        broker_address=client_config(settings)["bootstrap.servers"],
+        consumer_group=group,
+        auto_offset_reset="earliest",
+        commit_interval=settings.ingest.commit_interval_s,
+        commit_every=settings.ingest.commit_records,
+        consumer_extra_config=consumer_extra,
+        producer_extra_config={k: v for k, v in client_config(settings).items() if k != "bootstrap.servers"},
+        state_dir=str(settings.data_dir / "quixstreams"),
+        auto_create_topics=False,
+        use_changelog_topics=False,
+    )
+    for name in topics:
+        topic = app.topic(name, key_deserializer="bytes", value_deserializer="bytes")
+        app.dataframe(topic).sink(sink)
+    return app
+
+
+def make_writer(settings: Settings) -> IcebergBronzeWriter:
+    return IcebergBronzeWriter(
+        open_catalog(settings),
+        settings.iceberg.namespace,
+        load_contracts(settings.contracts_path),
+        max_value_bytes=settings.ingest.max_value_bytes,
+        dead_letters=KafkaDeadLetterPublisher(client_config(settings)),
+    )
+
+
+def run_ingest(settings: Settings, *, until_caught_up: bool = False, idle_s: float = 1.0) -> int:
+    """Run until SIGTERM/SIGINT (exit 0 after the final checkpoint), or until the topics are drained."""
+    sink = BronzeSink(make_writer(settings), fault_marker=settings.data_dir / "fault-landed")
+    while True:
+        topics = matching_topics(settings)
+        if not topics:
+            if until_caught_up:
+                log.info("no topic matches %s: nothing to ingest", settings.kafka.topics)
+                return 0
+            log.info("waiting for topics matching %s", settings.kafka.topics)
+            time.sleep(settings.ingest.topic_refresh_s)
+            continue
+        log.info("ingesting %d topics: %s", len(topics), ", ".join(topics))
+        tracker = CatchUpTracker(ingest_group(settings), expected_partitions=sum(topics.values()))
+        interval = CATCH_UP_STATS_INTERVAL_MS if until_caught_up else STATS_INTERVAL_MS
+        app = build_app(settings, list(topics), sink, tracker, interval)
+        watcher: CatchUpWatcher | TopicWatcher
+        if until_caught_up:
+            watcher = CatchUpWatcher(tracker, idle_s, app.stop)
+        else:
+            watcher = TopicWatcher(settings, list(topics), app.stop)
+        watcher.start()
+        try:
+            app.run()
+        finally:
+            watcher.stop()
+        if isinstance(watcher, CatchUpWatcher) or not watcher.changed:
+            return 0
+        log.info("the set of matching topics changed: resubscribing")
+
+
+class CatchUpWatcher(threading.Thread):
+    """Stops the app once every assigned partition has been consumed to its end and stayed so for idle_s."""
+
+    def __init__(self, tracker: CatchUpTracker, idle_s: float, on_done: Callable[[], None]) -> None:
+        super().__init__(name="cdcwh-catch-up", daemon=True)
+        self.tracker = tracker
+        self.idle_s = idle_s
+        self.on_done = on_done
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        since: float | None = None
+        next_report = time.monotonic() + 30
+        while not self._stop.wait(0.1):
+            if not self.tracker.caught_up():
+                since = None
+                if time.monotonic() > next_report:
+                    log.info("catching up: %s", self.tracker.describe())
+                    next_report = time.monotonic() + 30
+                continue
+            since = since or time.monotonic()
+            if time.monotonic() - since >= self.idle_s:
+                log.info("caught up with every assigned partition")
+                self.on_done()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class TopicWatcher(threading.Thread):
+    """Stops the app when the topics matching the regex change, so the service resubscribes."""
+
+    def __init__(self, settings: Settings, topics: list[str], on_change: Callable[[], None]) -> None:
+        super().__init__(name="cdcwh-topic-watcher", daemon=True)
+        self.settings = settings
+        self.topics = topics
+        self.on_change = on_change
+        self.changed = False
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.settings.ingest.topic_refresh_s):
+            try:
+                current = list(matching_topics(self.settings))
+            except Exception as exc:  # a transient metadata error must not kill the service
+                log.warning("topic refresh failed: %s", exc)
+                continue
+            if current != self.topics:
+                self.changed = True
+                self.on_change()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
