@@ -1,10 +1,9 @@
 """The ingest service: a quixstreams application from the Debezium topics to bronze.
 
-Every matched topic feeds one ``BronzeSink``. The sink buffers raw records; quixstreams calls ``flush`` at
-checkpoint (every ``CDCWH_INGEST__COMMIT_INTERVAL_S`` seconds or ``CDCWH_INGEST__COMMIT_RECORDS``
-records),
-the sink lands the batch through ``IcebergBronzeWriter`` (see its docstring for the commit order), and only
-when that returns does quixstreams commit the Kafka offsets.
+Every matched topic feeds one ``BronzeSink``, which buffers raw records. At each quixstreams checkpoint
+(every ``CDCWH_INGEST__COMMIT_INTERVAL_S`` seconds or ``CDCWH_INGEST__COMMIT_RECORDS`` records) the sink
+lands the batch through ``IcebergBronzeWriter`` (see its docstring for the commit order), and only when that
+returns does quixstreams commit the Kafka offsets.
 """
 
 from __future__ import annotations
