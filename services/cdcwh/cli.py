@@ -124,18 +124,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --until-caught-up: seconds each partition must stay at its end before exiting (default 1)",
     )
 
+    transform = sub.add_parser(
+        "transform",
+        help="build silver (current state) and gold (marts) in DuckDB from bronze, in micro-batches",
+        description="Every CDCWH_TRANSFORM__INTERVAL_S seconds: apply the new bronze rows to silver, "
+        "recompute the gold models of sql/gold, publish their changes to cdcwh.gold.<mart>. SIGTERM/Ctrl-C "
+        "stops after the current batch.",
+    )
+    transform.add_argument(
+        "--once", action="store_true", help="process everything new in bronze, then exit 0"
+    )
+
+    query = sub.add_parser(
+        "query",
+        help="run read-only SQL against silver and gold",
+        description="Run one read-only SQL statement against the DuckDB warehouse (schemas silver, "
+        "silver_history, gold, cdcwh) and print the result.",
+    )
+    query.add_argument("sql", help='e.g. "SELECT * FROM gold.daily_revenue ORDER BY order_date"')
+    query.add_argument("--limit", type=_positive_int, default=100, help="rows to print (default 100)")
+
     for name, text in PLANNED.items():
         sub.add_parser(name, help=text, description=text + " (not available in this version yet)")
     return parser
 
 
 PLANNED = {
-    "transform": "build silver (current state) and gold (marts) in DuckDB from bronze, in micro-batches",
     "sink": "apply the gold change topics to the PostgreSQL marts",
     "run": "run ingest, transform and sink under one supervisor",
     "replay": "replay a topic, rebuild silver/gold, backfill Postgres or re-ingest quarantine",
     "status": "show lag, last batches, freshness and quarantine counts",
-    "query": "run read-only SQL against silver and gold",
 }
 
 
@@ -145,6 +163,8 @@ HANDLERS = {
     "postgres": "cdcwh.commands.infra:run_postgres",
     "demo": "cdcwh.commands.demo:run",
     "ingest": "cdcwh.commands.ingest:run",
+    "transform": "cdcwh.commands.transform:run",
+    "query": "cdcwh.commands.transform:query",
 }
 
 

@@ -23,6 +23,7 @@ from cdcwh.errors import ConfigError
 
 ENV_PREFIX = "CDCWH_"
 CONFIG_FILE = "cdcwh.toml"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class KafkaSettings(BaseModel):
@@ -33,6 +34,8 @@ class KafkaSettings(BaseModel):
     topics: str = r"^shop\.[^.]+\.[^.]+$"
     """Regex of the Debezium topics to ingest (``<prefix>.<schema>.<table>``). Matched against the cluster's
     topic list, which is refreshed while running so that a new source table is picked up."""
+    gold_topic_prefix: str = "cdcwh.gold"
+    """Gold change topics are ``<gold_topic_prefix>.<mart>``; ingest never subscribes to them."""
     group_prefix: str = "cdcwh"
     """Consumer groups are ``<group_prefix>-ingest`` and ``<group_prefix>-sink``."""
     session_timeout_ms: int | None = Field(default=None, ge=1000)
@@ -123,7 +126,12 @@ class IngestSettings(BaseModel):
 class TransformSettings(BaseModel):
     """The transform service (bronze -> silver -> gold)."""
 
-    interval_s: float = Field(default=2.0, gt=0)
+    interval_s: float = Field(default=1.0, gt=0)
+    """Seconds between the starts of two micro-batches."""
+    max_offsets_per_partition: int = Field(default=200_000, ge=1)
+    """Upper bound of the bronze rows one batch reads per partition (bounds memory on a large backlog)."""
+    gold_partitions: int = Field(default=3, ge=1)
+    """Partitions of the ``cdcwh.gold.<mart>`` topics when transform creates them."""
 
 
 class SinkSettings(BaseModel):
@@ -147,6 +155,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".cdcwh")
     """Where the local state lives: Iceberg catalog and warehouse, DuckDB file, embedded services."""
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    sql_dir: Path | None = None
+    """SQL models: ``gold/`` (DuckDB marts) and ``postgres/`` (mart DDL). Unset: the project's ``sql/``."""
     contracts_dir: Path | None = None
     """Table contracts, one TOML file per topic (docs/decoding.md). Unset: the project's schemas/contracts."""
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -175,11 +185,16 @@ class Settings(BaseSettings):
         return self.data_dir / "run"
 
     @property
+    def sql_path(self) -> Path:
+        """``sql_dir``, or the ``sql`` directory shipped with the project."""
+        return self.sql_dir if self.sql_dir is not None else PROJECT_ROOT / "sql"
+
+    @property
     def contracts_path(self) -> Path:
         """``contracts_dir``, or the ``schemas/contracts`` directory shipped with the project."""
         if self.contracts_dir is not None:
             return self.contracts_dir
-        return Path(__file__).resolve().parents[2] / "schemas" / "contracts"
+        return PROJECT_ROOT / "schemas" / "contracts"
 
 
 def setting_name(loc: tuple[int | str, ...]) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
+import pyarrow as pa
 
 from cdcwh.core.contract import TableContract
 from cdcwh.core.plan import EMPTY_PLAN, PlanCache, RowPlan, key_plan, schemaless_plan, value_plan
@@ -50,19 +51,26 @@ def decode_batch(
     contracts: Mapping[str, TableContract],
     *,
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    schemas: Mapping[str, pa.Schema] | None = None,
 ) -> DecodedBatch:
     """Decode ``records`` (any mix of topics) into bronze tables keyed by topic and a list of rejections.
 
     ``contracts`` are keyed by topic. Keys or values longer than ``max_value_bytes`` are rejected unread.
+    ``schemas`` are the current schemas of the topics' bronze tables, when they exist: a schema in the batch
+    that cannot be unified with its table's is rejected (``schema_conflict``), so that it is never the
+    batch's first schema that decides which of two conflicting schemas is rejected.
     Tables hold the good rows in input order; rejections are in input order too.
     """
+    existing = schemas or {}
     topics: dict[str, TopicBuilder] = {}
     rejected: list[tuple[int, RejectReason, str]] = []
     for position, record in enumerate(records):
         try:
             builder = topics.get(record.topic)
             if builder is None:
-                builder = topics[record.topic] = TopicBuilder(record.topic, contracts.get(record.topic))
+                builder = topics[record.topic] = TopicBuilder(
+                    record.topic, contracts.get(record.topic), existing.get(record.topic)
+                )
             _decode_record(position, record, builder, max_value_bytes)
         except _Reject as exc:
             rejected.append((position, exc.reason, exc.detail))

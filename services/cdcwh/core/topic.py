@@ -1,8 +1,9 @@
 """All rows of one topic in a batch: groups by (value plan, key plan), unified into one bronze table.
 
 Groups are unified in order of first appearance with :func:`cdcwh.core.evolve.plan_evolution`; a group whose
-schema cannot be unified with the earlier ones is rejected as a whole (``schema_conflict``). Columns of
-schemaless rows that no contract types are inferred here, once per topic, from all their values in the batch.
+schema cannot be unified with the earlier ones, or with the bronze table's schema when the caller passes it,
+is rejected as a whole (``schema_conflict``). Columns of schemaless rows that no contract types are inferred
+here, once per topic, from all their values in the batch.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from cdcwh.core.record import RejectReason
 class TopicBuilder:
     """All groups of one topic in a batch."""
 
-    def __init__(self, topic: str, contract: TableContract | None) -> None:
+    def __init__(self, topic: str, contract: TableContract | None, existing: pa.Schema | None = None) -> None:
         self.topic, self.contract = topic, contract
+        self.existing = existing
+        """The bronze table's current schema, if known: every accepted group must unify with it too."""
         self.groups: dict[tuple[RowPlan, RowPlan], GroupBuilder] = {}
         self.schemaless: dict[tuple[bool, tuple[str, ...]], RowPlan] = {}
         self.memo: dict[str, tuple[bytes, RowPlan, int]] = {}
@@ -47,18 +50,26 @@ class TopicBuilder:
             rejected.extend(result.rejected)
             if result.table.num_rows:
                 results.append(result)
-        if not results:
-            return None, rejected
-        target = results[0].table.schema
-        accepted = [results[0]]
-        for result in results[1:]:
-            plan = plan_evolution(target, result.table.schema)
-            if plan.compatible:
-                target = plan.target
-                accepted.append(result)
-            else:
-                detail = "schema change within the batch cannot be unified: " + "; ".join(plan.conflicts)
+        accepted: list[GroupResult] = []
+        target: pa.Schema | None = None  # the union of the accepted groups
+        bound = self.existing  # the union of the bronze table's schema and the accepted groups
+        for result in results:
+            schema = result.table.schema
+            against_table = None if bound is None else plan_evolution(bound, schema)
+            against_batch = None if target is None else plan_evolution(target, schema)
+            conflicts = [
+                c for plan in (against_table, against_batch) if plan is not None for c in plan.conflicts
+            ]
+            if conflicts:
+                where = "the bronze table" if against_table and against_table.conflicts else "the batch"
+                detail = f"schema cannot be unified with {where}: " + "; ".join(dict.fromkeys(conflicts))
                 rejected.extend((p, RejectReason.SCHEMA_CONFLICT, detail) for p in result.positions)
+                continue
+            bound = None if against_table is None else against_table.target
+            target = schema if against_batch is None else against_batch.target
+            accepted.append(result)
+        if target is None:
+            return None, rejected
         if len(accepted) == 1:
             return accepted[0].table, rejected
         data_fields = [f for f in target if f.name not in METADATA_COLUMNS]

@@ -127,7 +127,9 @@ def matching_topics(settings: Settings) -> dict[str, int]:
     return {
         name: len(topics[name].partitions)
         for name in sorted(topics)
-        if pattern.search(name) and not name.endswith(DLQ_SUFFIX) and not name.startswith(("cdcwh.", "__"))
+        if pattern.search(name)
+        and not name.endswith(DLQ_SUFFIX)
+        and not name.startswith((settings.kafka.gold_topic_prefix + ".", "__"))
     }
 
 

@@ -1,0 +1,192 @@
+"""One transform micro-batch: bronze -> silver -> gold -> outbox, in one DuckDB transaction.
+
+Order inside the transaction: read the new bronze rows of every table (above the stored watermarks), apply
+them to silver (``silver.py``), recompute the gold models and queue their changes (``gold.py``), advance the
+watermarks, record the batch in ``cdcwh.batches``; commit. Then publish the outbox (``outbox.py``). A crash
+before the commit leaves silver, gold and the watermarks as they were, so the batch is simply redone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import duckdb
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+
+from cdcwh import metrics
+from cdcwh.config import Settings
+from cdcwh.errors import ConfigError
+from cdcwh.ingest.offsets import TopicPartition
+from cdcwh.transform.bronze_reader import BronzeSlice, bronze_tables, read_new_rows
+from cdcwh.transform.gold import GoldModel, ModelResult, refresh_model
+from cdcwh.transform.silver import apply_changes, key_columns
+from cdcwh.transform.warehouse import count, scalar
+
+log = logging.getLogger(__name__)
+
+FRESHNESS_SAMPLE = 256
+
+
+@dataclass
+class BatchResult:
+    batch_id: int | None = None
+    bronze_rows: int = 0
+    silver: dict[str, int] = field(default_factory=dict)
+    gold: list[ModelResult] = field(default_factory=list)
+
+    @property
+    def gold_changes(self) -> int:
+        return sum(m.upserts + m.deletes for m in self.gold)
+
+
+def silver_name(topic: str) -> str:
+    """``shop.public.orders`` -> ``orders``: silver tables are named after the source table."""
+    return topic.rsplit(".", 1)[-1].lower()
+
+
+def load_watermarks(con: duckdb.DuckDBPyConnection) -> dict[TopicPartition, int]:
+    rows = con.execute('SELECT topic, "partition", "offset" FROM cdcwh.watermarks').fetchall()
+    return {(str(t), int(p)): int(o) for t, p, o in rows}
+
+
+def _state(con: duckdb.DuckDBPyConnection, name: str) -> int:
+    return count(con, "SELECT value FROM cdcwh.state WHERE name = ?", [name])
+
+
+def _set_state(con: duckdb.DuckDBPyConnection, name: str, value: int) -> None:
+    con.execute("INSERT OR REPLACE INTO cdcwh.state VALUES (?, ?)", [name, value])
+
+
+def _register_silver(con: duckdb.DuckDBPyConnection, name: str, topic: str, keys: list[str]) -> None:
+    owner = scalar(con, "SELECT topic FROM cdcwh.silver_tables WHERE name = ?", [name])
+    if owner is None:
+        con.execute("INSERT INTO cdcwh.silver_tables VALUES (?, ?, ?)", [name, topic, keys])
+    elif owner != topic:
+        raise ConfigError(
+            f"topics {owner} and {topic} both map to silver.{name}; narrow CDCWH_KAFKA__TOPICS so that one "
+            f"warehouse holds one source table of each name"
+        )
+
+
+def run_batch(
+    settings: Settings,
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    models: list[GoldModel],
+    *,
+    max_offsets_per_partition: int,
+) -> BatchResult:
+    """Run one micro-batch; an empty result (batch_id None) when bronze has nothing new."""
+    watermarks = load_watermarks(con)
+    slices: list[BronzeSlice] = []
+    for topic, table in sorted(bronze_tables(catalog, settings.iceberg.namespace).items()):
+        mine = {tp: o for tp, o in watermarks.items() if tp[0] == topic}
+        piece = read_new_rows(table, topic, mine, max_offsets_per_partition)
+        if piece is not None:
+            slices.append(piece)
+    if not slices:
+        return BatchResult()
+    started = datetime.now(UTC)
+    result = BatchResult(batch_id=_state(con, "batch_id") + 1)
+    con.begin()
+    try:
+        seq = _state(con, "seq")
+        oldest_source_ts = None
+        for piece in slices:
+            name = silver_name(piece.topic)
+            _register_silver(con, name, piece.topic, key_columns(piece.rows) if piece.rows.num_rows else [])
+            applied = apply_changes(con, name, piece.rows, seq) if piece.rows.num_rows else 0
+            seq += piece.rows.num_rows
+            result.bronze_rows += piece.rows.num_rows
+            result.silver[name] = applied
+            metrics.TRANSFORM_ROWS.labels(f"silver.{name}", "in").inc(piece.rows.num_rows)
+            metrics.TRANSFORM_ROWS.labels(f"silver.{name}", "out").inc(applied)
+            if piece.rows.num_rows:
+                low = pc.min(piece.rows["__source_ts"]).as_py()
+                if low is not None and (oldest_source_ts is None or low < oldest_source_ts):
+                    oldest_source_ts = low
+            for (topic, partition), offset in piece.upper.items():
+                con.execute(
+                    "INSERT OR REPLACE INTO cdcwh.watermarks VALUES (?, ?, ?)", [topic, partition, offset]
+                )
+        if any(result.silver.values()):
+            result.gold = refresh_gold(con, models, result.batch_id or 0)
+            con.execute(
+                "UPDATE cdcwh.outbox SET source_ts = ? WHERE version = ? AND source_ts IS NULL",
+                [oldest_source_ts, result.batch_id],
+            )
+        _set_state(con, "seq", seq)
+        _set_state(con, "batch_id", result.batch_id or 0)
+        con.execute(
+            "INSERT INTO cdcwh.batches VALUES (?, ?, now(), 'ok', NULL, ?, ?)",
+            [result.batch_id, started, result.bronze_rows, result.gold_changes],
+        )
+        for name, applied in result.silver.items():
+            con.execute(
+                "INSERT INTO cdcwh.batch_models VALUES (?, ?, ?, ?)",
+                [
+                    result.batch_id,
+                    f"silver.{name}",
+                    sum(p.rows.num_rows for p in slices if silver_name(p.topic) == name),
+                    applied,
+                ],
+            )
+        for model in result.gold:
+            con.execute(
+                "INSERT INTO cdcwh.batch_models VALUES (?, ?, ?, ?)",
+                [result.batch_id, model.name, model.rows, model.upserts + model.deletes],
+            )
+        con.commit()
+    except Exception as exc:
+        con.rollback()
+        record_failure(con, result.batch_id or 0, started, exc)
+        raise
+    observe_freshness(slices)
+    return result
+
+
+def refresh_gold(con: duckdb.DuckDBPyConnection, models: list[GoldModel], version: int) -> list[ModelResult]:
+    """Refresh every model whose silver inputs exist (a mart over a table that never had a row waits)."""
+    existing = {
+        (str(schema), str(name))
+        for schema, name in con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+        ).fetchall()
+    }
+    results = []
+    for model in models:
+        missing = [ref for ref in model.reads if ref not in existing]
+        if missing:
+            log.debug("gold.%s waits for %s", model.name, ", ".join(".".join(ref) for ref in missing))
+            continue
+        result = refresh_model(con, model, version)
+        existing.add(("gold", model.name))
+        metrics.TRANSFORM_ROWS.labels(model.name, "out").inc(result.upserts + result.deletes)
+        results.append(result)
+    return results
+
+
+def record_failure(con: duckdb.DuckDBPyConnection, batch_id: int, started: datetime, exc: Exception) -> None:
+    metrics.ERRORS.labels("transform", type(exc).__name__).inc()
+    try:
+        con.execute(
+            "INSERT OR REPLACE INTO cdcwh.batches VALUES (?, ?, now(), 'failed', ?, NULL, NULL)",
+            [batch_id, started, f"{type(exc).__name__}: {exc}"[:2000]],
+        )
+    except duckdb.Error as audit_error:
+        log.error("could not record the failed batch %d: %s", batch_id, audit_error)
+
+
+def observe_freshness(slices: list[BronzeSlice]) -> None:
+    now = time.time()
+    for piece in slices:
+        column = piece.rows["__source_ts"].drop_null() if piece.rows.num_rows else None
+        if column is None or len(column) == 0:
+            continue
+        step = max(1, len(column) // FRESHNESS_SAMPLE)
+        for value in column.to_pylist()[::step]:
+            metrics.FRESHNESS.labels("gold").observe(max(0.0, now - value.timestamp()))

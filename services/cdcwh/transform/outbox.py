@@ -1,0 +1,95 @@
+"""The gold change feed: outbox rows in DuckDB, published to ``cdcwh.gold.<mart>`` after the batch commits
+(the prefix is ``CDCWH_KAFKA__GOLD_TOPIC_PREFIX``).
+
+The outbox rows are written in the same DuckDB transaction as the silver and gold changes. Publishing reads
+them in id order, produces them (idempotent producer, per-key order: the key is the mart's primary key), waits
+for every delivery, and only then deletes them. A crash before the delete publishes them again on the next
+start: at least once, and harmless, because a change is identified by (mart, key, version) and the sink
+applies a version only if it is newer than the row's.
+
+Message value: ``{"mart", "op": "upsert"|"delete", "version", "source_ts_ms", "key": {...}, "row": {...}}``
+with decimals as strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cdcwh.errors import ProduceError
+
+PUBLISH_CHUNK = 20_000
+
+
+class KafkaOutboxPublisher:
+    """Publishes pending outbox rows; one instance per transform process."""
+
+    def __init__(self, client_config: dict[str, Any], topic_prefix: str, partitions: int = 3) -> None:
+        self._client_config = client_config
+        self._topic_prefix = topic_prefix
+        self._producer = Producer(
+            {**client_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+        )
+        self._partitions = partitions
+        self._known: set[str] = set()
+
+    def topic(self, mart: str) -> str:
+        return f"{self._topic_prefix}.{mart}"
+
+    def _ensure_topics(self, marts: set[str]) -> None:
+        missing = {self.topic(m) for m in marts} - self._known
+        if not missing:
+            return
+        admin = AdminClient(self._client_config)
+        existing = admin.list_topics(timeout=10).topics
+        new = [NewTopic(t, num_partitions=self._partitions) for t in sorted(missing) if t not in existing]
+        if new:
+            for topic, future in admin.create_topics(new).items():
+                try:
+                    future.result()
+                except KafkaException as exc:
+                    if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                        raise ProduceError(f"cannot create gold topic {topic}: {exc}") from exc
+        self._known |= missing
+
+    def publish(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Publish every pending outbox row; returns how many were published."""
+        published = 0
+        while True:
+            rows = con.execute(
+                """SELECT id, version, mart, key, op, "row", epoch_ms(source_ts) FROM cdcwh.outbox
+                ORDER BY id LIMIT ?""",
+                [PUBLISH_CHUNK],
+            ).fetchall()
+            if not rows:
+                return published
+            self._ensure_topics({row[2] for row in rows})
+            failures: list[str] = []
+            on_delivery = _collect_failures(failures)
+
+            for _id, version, mart, key, op, row, source_ts_ms in rows:
+                value = (
+                    f'{{"mart":"{mart}","op":"{op}","version":{version},'
+                    f'"source_ts_ms":{"null" if source_ts_ms is None else int(source_ts_ms)},'
+                    f'"key":{key},"row":{row if row is not None else "null"}}}'
+                )
+                self._producer.produce(
+                    self.topic(mart), key=key.encode(), value=value.encode(), on_delivery=on_delivery
+                )
+                self._producer.poll(0)
+            remaining = self._producer.flush(60)
+            if remaining or failures:
+                raise ProduceError(f"gold change delivery failed ({remaining} undelivered): {failures[:3]}")
+            con.execute("DELETE FROM cdcwh.outbox WHERE id <= ?", [rows[-1][0]])
+            published += len(rows)
+
+
+def _collect_failures(failures: list[str]) -> Any:
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    return on_delivery

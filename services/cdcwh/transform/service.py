@@ -1,0 +1,102 @@
+"""The transform service: micro-batches every ``CDCWH_TRANSFORM__INTERVAL_S`` seconds until SIGTERM/SIGINT.
+
+Each batch opens the DuckDB file, first publishes any outbox rows a previous crash left behind, runs
+``batch.run_batch`` and publishes its changes, then closes the file (so ``cdcwh query`` can read between
+batches). A failed batch is rolled back, recorded in ``cdcwh.batches`` and retried with back-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from cdcwh import metrics
+from cdcwh.config import Settings
+from cdcwh.errors import ConfigError
+from cdcwh.ingest.catalog import open_catalog
+from cdcwh.kafka import client_config
+from cdcwh.transform.batch import BatchResult, run_batch
+from cdcwh.transform.gold import load_models
+from cdcwh.transform.outbox import KafkaOutboxPublisher
+from cdcwh.transform.warehouse import open_warehouse
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 30.0
+
+
+class TransformService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalog = open_catalog(settings)
+        self.models = load_models(settings.sql_path / "gold")
+        self.publisher = KafkaOutboxPublisher(
+            client_config(settings),
+            topic_prefix=settings.kafka.gold_topic_prefix,
+            partitions=settings.transform.gold_partitions,
+        )
+        self.stopping = threading.Event()
+
+    def step(self) -> BatchResult:
+        """Publish leftovers, run one batch, publish its changes."""
+        started = time.monotonic()
+        con = open_warehouse(self.settings)
+        try:
+            self.publisher.publish(con)
+            result = run_batch(
+                self.settings,
+                con,
+                self.catalog,
+                self.models,
+                max_offsets_per_partition=self.settings.transform.max_offsets_per_partition,
+            )
+            published = self.publisher.publish(con)
+        finally:
+            con.close()
+        if result.batch_id is not None:
+            metrics.TRANSFORM_BATCH_DURATION.observe(time.monotonic() - started)
+            log.info(
+                "batch %d: %d bronze rows, %d silver changes, %d gold changes (%d published) in %.2fs",
+                result.batch_id,
+                result.bronze_rows,
+                sum(result.silver.values()),
+                result.gold_changes,
+                published,
+                time.monotonic() - started,
+            )
+        metrics.LAST_SUCCESS.labels("transform").set(time.time())
+        return result
+
+    def run_once(self) -> int:
+        """Batches until bronze has nothing new."""
+        while self.step().batch_id is not None:
+            pass
+        return 0
+
+    def run_forever(self) -> int:
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            log.info("stopping after the current batch")
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        backoff = 0.0
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                self.step()
+                backoff = 0.0
+            except ConfigError:
+                raise
+            except Exception as exc:
+                backoff = min(MAX_BACKOFF_S, max(1.0, backoff * 2))
+                metrics.ERRORS.labels("transform", type(exc).__name__).inc()
+                log.error(
+                    "transform batch failed (%s: %s); retrying in %.0fs", type(exc).__name__, exc, backoff
+                )
+            wait = max(backoff, self.settings.transform.interval_s - (time.monotonic() - started))
+            self.stopping.wait(wait)
+        return 0

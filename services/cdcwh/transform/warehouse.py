@@ -1,0 +1,82 @@
+"""The DuckDB warehouse file: silver, silver_history, gold, and cdcwh's own bookkeeping schema.
+
+The transform service opens it read-write for the length of one micro-batch and closes it in between, so
+``cdcwh query`` (read-only) can open it between batches.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import duckdb
+
+from cdcwh.config import Settings
+from cdcwh.errors import InfrastructureError
+
+SCHEMAS = ("silver", "silver_history", "gold", "cdcwh")
+
+BOOKKEEPING = """
+CREATE TABLE IF NOT EXISTS cdcwh.watermarks (
+    topic VARCHAR NOT NULL, "partition" INTEGER NOT NULL, "offset" BIGINT NOT NULL,
+    PRIMARY KEY (topic, "partition"));
+CREATE TABLE IF NOT EXISTS cdcwh.state (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS cdcwh.silver_tables (
+    name VARCHAR PRIMARY KEY, topic VARCHAR NOT NULL, key_columns VARCHAR[] NOT NULL);
+CREATE SEQUENCE IF NOT EXISTS cdcwh.outbox_id;
+CREATE TABLE IF NOT EXISTS cdcwh.outbox (
+    id BIGINT PRIMARY KEY DEFAULT nextval('cdcwh.outbox_id'), version BIGINT NOT NULL, mart VARCHAR NOT NULL,
+    key VARCHAR NOT NULL, op VARCHAR NOT NULL, "row" VARCHAR, source_ts TIMESTAMPTZ,
+    created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS cdcwh.batches (
+    batch_id BIGINT PRIMARY KEY, started_at TIMESTAMPTZ NOT NULL, ended_at TIMESTAMPTZ,
+    status VARCHAR NOT NULL, error VARCHAR, bronze_rows BIGINT, gold_changes BIGINT);
+CREATE TABLE IF NOT EXISTS cdcwh.batch_models (
+    batch_id BIGINT NOT NULL, model VARCHAR NOT NULL, rows_in BIGINT NOT NULL, rows_out BIGINT NOT NULL);
+"""
+
+
+def warehouse_path(settings: Settings) -> Path:
+    return settings.data_dir / "warehouse.duckdb"
+
+
+def open_warehouse(
+    settings: Settings, *, read_only: bool = False, wait_s: float = 30.0
+) -> duckdb.DuckDBPyConnection:
+    """Connect to the warehouse file, waiting up to ``wait_s`` while another process holds its lock."""
+    path = warehouse_path(settings)
+    if read_only and not path.exists():
+        raise InfrastructureError(f"no warehouse at {path} yet: run `cdcwh transform` first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise InfrastructureError(f"cannot open the warehouse {path}: {exc}") from exc
+            time.sleep(0.1)
+    con.execute("SET TimeZone = 'UTC'")
+    if not read_only:
+        for schema in SCHEMAS:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        con.execute(BOOKKEEPING)
+    return con
+
+
+def quote(identifier: str) -> str:
+    """A DuckDB identifier, quoted (identifiers come from topics and payloads: never interpolate them raw)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> object | None:
+    """The first column of the first row, or None; consumes the whole result (DuckDB 2 requires it before
+    the connection runs anything else)."""
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0][0] if rows else None
+
+
+def count(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> int:
+    value = scalar(con, sql, params)
+    return int(value) if isinstance(value, int) else 0

@@ -1,0 +1,69 @@
+"""Drive generator -> broker -> ingest -> transform for the transform tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from cdcwh.config import Settings
+from cdcwh.generate import KafkaRecord, SourceChange, encode, produce
+from tests.integration.ingest.helpers import cli_env, run_ingest_until_caught_up
+
+MARTS = (
+    "orders",
+    "customers",
+    "daily_revenue",
+    "fact_order_items",
+    "dim_products",
+    "dim_customers",
+    "dim_date",
+)
+
+
+def produce_changes(bootstrap: str, prefix: str, changes: list[SourceChange], partitions: int = 3) -> None:
+    records: list[KafkaRecord] = [r for c in changes for r in encode(c, prefix=prefix)]
+    produce(records, producer_config={"bootstrap.servers": bootstrap}, partitions=partitions)
+
+
+def run_transform_once(settings: Settings, **extra: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "cdcwh.cli", "transform", "--once"],
+        env=cli_env(settings, **extra),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def ingest_and_transform(settings: Settings) -> None:
+    run_ingest_until_caught_up(settings)
+    run_transform_once(settings)
+
+
+def read_marts(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    con = duckdb.connect(str(Path(settings.data_dir) / "warehouse.duckdb"), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    try:
+        marts = {}
+        for mart in MARTS:
+            marts[mart] = con.sql(f"SELECT * FROM gold.{mart}").to_arrow_table().to_pylist()
+        return marts
+    finally:
+        con.close()
+
+
+def read_silver(settings: Settings, table: str) -> list[dict[str, Any]]:
+    con = duckdb.connect(str(Path(settings.data_dir) / "warehouse.duckdb"), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    try:
+        sql = f"SELECT * EXCLUDE (__op, __source_ts, __lsn, __seq) FROM silver.{table}"
+        rows: list[dict[str, Any]] = con.sql(sql).to_arrow_table().to_pylist()
+        return rows
+    finally:
+        con.close()
