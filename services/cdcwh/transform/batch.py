@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -79,6 +80,7 @@ def run_batch(
     models: list[GoldModel],
     *,
     max_offsets_per_partition: int,
+    before_commit: Callable[[], None] | None = None,
 ) -> BatchResult:
     """Run one micro-batch; an empty result (batch_id None) when bronze has nothing new."""
     watermarks = load_watermarks(con)
@@ -140,6 +142,8 @@ def run_batch(
                 "INSERT INTO cdcwh.batch_models VALUES (?, ?, ?, ?)",
                 [result.batch_id, model.name, model.rows, model.upserts + model.deletes],
             )
+        if before_commit is not None and result.gold_changes:
+            before_commit()
         con.commit()
     except Exception as exc:
         con.rollback()

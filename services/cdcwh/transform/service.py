@@ -8,6 +8,7 @@ batches). A failed batch is rolled back, recorded in ``cdcwh.batches`` and retri
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -26,6 +27,21 @@ from cdcwh.transform.warehouse import open_warehouse
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
+# Fault injection for the crash tests (tests/integration/transform/test_transform_crash.py): after a batch
+# that changed something, append a line to <data_dir>/fault-<point> and sleep this many seconds, so a test can
+# SIGKILL the process inside the window: "before_commit" (silver/gold written, DuckDB not committed) or
+# "before_publish" (committed, outbox not yet published).
+FAULT_PAUSE_ENV = "CDCWH_FAULT_PAUSE_S"
+FAULT_POINT_ENV = "CDCWH_FAULT_POINT"
+
+
+def fault_pause(settings: Settings, point: str) -> None:
+    """Test hook: pause at ``point`` when the fault-injection variables name it."""
+    if os.environ.get(FAULT_POINT_ENV) != point or not os.environ.get(FAULT_PAUSE_ENV):
+        return
+    with (settings.data_dir / f"fault-{point}").open("a") as marker:
+        marker.write("paused\n")
+    time.sleep(float(os.environ[FAULT_PAUSE_ENV]))
 
 
 class TransformService:
@@ -52,7 +68,10 @@ class TransformService:
                 self.catalog,
                 self.models,
                 max_offsets_per_partition=self.settings.transform.max_offsets_per_partition,
+                before_commit=lambda: fault_pause(self.settings, "before_commit"),
             )
+            if result.gold_changes:
+                fault_pause(self.settings, "before_publish")
             published = self.publisher.publish(con)
         finally:
             con.close()
