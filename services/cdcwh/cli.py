@@ -144,13 +144,30 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("sql", help='e.g. "SELECT * FROM gold.daily_revenue ORDER BY order_date"')
     query.add_argument("--limit", type=_positive_int, default=100, help="rows to print (default 100)")
 
+    sink = sub.add_parser(
+        "sink",
+        help="apply the gold change topics to the PostgreSQL marts",
+        description="Consume cdcwh.gold.<mart> and upsert/delete the rows of the marts schema in PostgreSQL, "
+        "guarded by version, one transaction per batch; Kafka offsets are committed after Postgres commits.",
+    )
+    sink.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="apply everything currently in the gold topics, then exit",
+    )
+    sink.add_argument(
+        "--idle-seconds",
+        type=_positive_float,
+        default=1.0,
+        help="with --until-caught-up: seconds each partition must stay at its end before exiting (default 1)",
+    )
+
     for name, text in PLANNED.items():
         sub.add_parser(name, help=text, description=text + " (not available in this version yet)")
     return parser
 
 
 PLANNED = {
-    "sink": "apply the gold change topics to the PostgreSQL marts",
     "run": "run ingest, transform and sink under one supervisor",
     "replay": "replay a topic, rebuild silver/gold, backfill Postgres or re-ingest quarantine",
     "status": "show lag, last batches, freshness and quarantine counts",
@@ -165,6 +182,7 @@ HANDLERS = {
     "ingest": "cdcwh.commands.ingest:run",
     "transform": "cdcwh.commands.transform:run",
     "query": "cdcwh.commands.transform:query",
+    "sink": "cdcwh.commands.sink:run",
 }
 
 

@@ -1,0 +1,216 @@
+"""``PostgresMartSink``: applies batches of gold changes to the mart tables, guarded by version.
+
+Per batch, in one transaction, per mart:
+
+1. keep the newest change per key (highest ``version``);
+2. COPY the upserts into a temporary staging table shaped like the mart;
+3. ``INSERT ... SELECT`` from staging ``ON CONFLICT (pk) DO UPDATE ... WHERE mart._version <
+   excluded._version``, skipping keys whose tombstone is at least as new;
+4. deletes: record ``(mart, key, version)`` in ``<schema>._tombstones`` (keeping the newest) and delete the
+   row only if its ``_version`` is older.
+
+So replaying old changes never regresses a row, and a replayed upsert older than a delete does not bring the
+row back. The caller commits the Kafka offsets only after this transaction commits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+TOMBSTONES = "_tombstones"
+
+
+@dataclass(frozen=True)
+class GoldChange:
+    """One message of a gold change topic."""
+
+    mart: str
+    op: str
+    version: int
+    key: str
+    row: dict[str, Any] | None
+    source_ts_ms: int | None
+
+    @classmethod
+    def parse(cls, key: bytes, value: bytes) -> GoldChange:
+        data = json.loads(value)
+        return cls(
+            mart=str(data["mart"]),
+            op=str(data["op"]),
+            version=int(data["version"]),
+            key=key.decode(),
+            row=data.get("row"),
+            source_ts_ms=data.get("source_ts_ms"),
+        )
+
+
+@dataclass
+class ApplyResult:
+    upserts: dict[str, int]
+    deletes: dict[str, int]
+
+
+def mart_ddl(sql_dir: Path, schema: str) -> str:
+    """``sql/postgres/marts.sql`` with its ``marts`` schema replaced by the configured one."""
+    text = (sql_dir / "postgres" / "marts.sql").read_text()
+    quoted = '"' + schema.replace('"', '""') + '"'
+    text = re.sub(r"\bSCHEMA IF NOT EXISTS marts\b", f"SCHEMA IF NOT EXISTS {quoted}", text)
+    return re.sub(r"\bmarts\.", f"{quoted}.", text)
+
+
+class PostgresMartSink:
+    def __init__(self, dsn: str, schema: str, sql_dir: Path) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.sql_dir = sql_dir
+        self._conn: psycopg.Connection[Any] | None = None
+        self._columns: dict[str, list[str]] = {}
+        self._keys: dict[str, list[str]] = {}
+
+    def connect(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self.dsn, autocommit=False)
+            self._ensure_schema(self._conn)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _ensure_schema(self, conn: psycopg.Connection[Any]) -> None:
+        ident = sql.Identifier(self.schema)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdcwh-mart-ddl'))")
+            conn.execute(mart_ddl(self.sql_dir, self.schema))  # our own DDL file, schema quoted
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.{} (mart text NOT NULL, key text NOT NULL, "
+                    "_version bigint NOT NULL, PRIMARY KEY (mart, key))"
+                ).format(ident, sql.Identifier(TOMBSTONES))
+            )
+        rows = conn.execute(
+            """SELECT c.table_name, c.column_name FROM information_schema.columns c
+            WHERE c.table_schema = %s ORDER BY c.table_name, c.ordinal_position""",
+            (self.schema,),
+        ).fetchall()
+        self._columns = {}
+        for table, column in rows:
+            self._columns.setdefault(table, []).append(column)
+        keys = conn.execute(
+            """SELECT tc.table_name, kcu.column_name FROM information_schema.table_constraints tc
+            JOIN information_schema.key_column_usage kcu
+              ON tc.constraint_name = kcu.constraint_name AND tc.table_schema = kcu.table_schema
+            WHERE tc.table_schema = %s AND tc.constraint_type = 'PRIMARY KEY'
+            ORDER BY tc.table_name, kcu.ordinal_position""",
+            (self.schema,),
+        ).fetchall()
+        self._keys = {}
+        for table, column in keys:
+            self._keys.setdefault(table, []).append(column)
+        conn.commit()
+
+    def apply(self, changes: Iterable[GoldChange]) -> ApplyResult:
+        """Apply the changes in one transaction (committed on return)."""
+        newest: dict[tuple[str, str], GoldChange] = {}
+        for change in changes:
+            current = newest.get((change.mart, change.key))
+            if current is None or change.version >= current.version:
+                newest[(change.mart, change.key)] = change
+        by_mart: dict[str, list[GoldChange]] = {}
+        for change in newest.values():
+            by_mart.setdefault(change.mart, []).append(change)
+        conn = self.connect()
+        result = ApplyResult(upserts={}, deletes={})
+        with conn.transaction():
+            for mart, mart_changes in sorted(by_mart.items()):
+                if mart not in self._columns:
+                    raise psycopg.ProgrammingError(f"no table {self.schema}.{mart} for gold mart {mart}")
+                upserts = [c for c in mart_changes if c.op == "upsert"]
+                deletes = [c for c in mart_changes if c.op == "delete"]
+                if deletes:
+                    self._delete(conn, mart, deletes)
+                if upserts:
+                    self._upsert(conn, mart, upserts)
+                result.upserts[mart] = len(upserts)
+                result.deletes[mart] = len(deletes)
+        conn.commit()
+        return result
+
+    def _upsert(self, conn: psycopg.Connection[Any], mart: str, changes: list[GoldChange]) -> None:
+        columns = self._columns[mart]
+        data = [c for c in columns if c not in ("_version", "_updated_at")]
+        keys = self._keys[mart]
+        target = sql.Identifier(self.schema, mart)
+        conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS, _key text) "
+                "ON COMMIT DELETE ROWS"
+            ).format(sql.Identifier(f"stage_{mart}"), target)
+        )
+        stage = sql.Identifier(f"stage_{mart}")
+        copy_columns = [*data, "_version", "_updated_at", "_key"]
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            stage, sql.SQL(", ").join(map(sql.Identifier, copy_columns))
+        )
+        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            for change in changes:
+                row = change.row or {}
+                copy.write_row([*(row.get(c) for c in data), change.version, "now", change.key])
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+            for c in columns
+            if c not in keys
+        )
+        conn.execute(
+            sql.SQL(
+                """INSERT INTO {target} ({cols})
+                SELECT {scols} FROM {stage} s
+                LEFT JOIN {tombstones} t ON t.mart = %s AND t.key = s._key
+                WHERE t._version IS NULL OR t._version < s._version
+                ON CONFLICT ({keys}) DO UPDATE SET {assignments}
+                WHERE {target_name}._version < EXCLUDED._version"""
+            ).format(
+                target=target,
+                cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+                scols=sql.SQL(", ").join(sql.Identifier("s", c) for c in columns),
+                stage=stage,
+                tombstones=sql.Identifier(self.schema, TOMBSTONES),
+                keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
+                assignments=assignments,
+                target_name=sql.Identifier(mart),
+            ),
+            (mart,),
+        )
+
+    def _delete(self, conn: psycopg.Connection[Any], mart: str, changes: list[GoldChange]) -> None:
+        keys = self._keys[mart]
+        tombstones = sql.Identifier(self.schema, TOMBSTONES)
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    """INSERT INTO {} (mart, key, _version) VALUES (%s, %s, %s)
+                    ON CONFLICT (mart, key) DO UPDATE SET _version = EXCLUDED._version
+                    WHERE {}._version < EXCLUDED._version"""
+                ).format(tombstones, sql.Identifier(TOMBSTONES)),
+                [(mart, c.key, c.version) for c in changes],
+            )
+            for change in changes:
+                key = json.loads(change.key)
+                condition = sql.SQL(" AND ").join(
+                    sql.SQL("{} IS NOT DISTINCT FROM %s").format(sql.Identifier(k)) for k in keys
+                )
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE {} AND _version < %s").format(
+                        sql.Identifier(self.schema, mart), condition
+                    ),
+                    [*(key.get(k) for k in keys), change.version],
+                )

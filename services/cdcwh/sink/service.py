@@ -1,0 +1,167 @@
+"""The sink service: gold change topics -> PostgreSQL marts.
+
+Loop: consume up to ``CDCWH_SINK__BATCH_MAX_ROWS`` messages or ``CDCWH_SINK__BATCH_MAX_S`` seconds, apply
+them in one Postgres transaction (``PostgresMartSink``), then commit the Kafka offsets. When Postgres is
+unavailable the same batch is retried with back-off until it succeeds: nothing is skipped, and the
+consumer is paused meanwhile so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+import time
+from types import FrameType
+
+import psycopg
+from confluent_kafka import Consumer, Message
+
+from cdcwh import metrics
+from cdcwh.config import Settings
+from cdcwh.embedded import postgres_dsn
+from cdcwh.ingest.catchup import CatchUpTracker
+from cdcwh.kafka import consumer_config
+from cdcwh.sink.postgres import GoldChange, PostgresMartSink
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 30.0
+STATS_INTERVAL_MS = 5000
+CATCH_UP_STATS_INTERVAL_MS = 250
+
+
+def sink_group(settings: Settings) -> str:
+    return f"{settings.kafka.group_prefix}-sink"
+
+
+def gold_topics(consumer: Consumer, prefix: str) -> dict[str, int]:
+    metadata = consumer.list_topics(timeout=10).topics
+    return {name: len(t.partitions) for name, t in metadata.items() if name.startswith(prefix + ".")}
+
+
+class SinkService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.group = sink_group(settings)
+        self.tracker = CatchUpTracker(self.group, expected_partitions=0)
+        self.sink = PostgresMartSink(postgres_dsn(settings), settings.postgres.schema_, settings.sql_path)
+        self.stopping = threading.Event()
+
+    def _consumer(self, stats_interval_ms: int) -> Consumer:
+        config = consumer_config(self.settings, self.group)
+        config.update({"statistics.interval.ms": stats_interval_ms, "stats_cb": self.tracker.on_stats})
+        return Consumer(config)
+
+    def run(self, *, until_caught_up: bool = False, idle_s: float = 1.0) -> int:
+        prefix = self.settings.kafka.gold_topic_prefix
+        consumer = self._consumer(CATCH_UP_STATS_INTERVAL_MS if until_caught_up else STATS_INTERVAL_MS)
+        topics = gold_topics(consumer, prefix)
+        if until_caught_up and not topics:
+            log.info("no gold topics (%s.*) yet: nothing to apply", prefix)
+            consumer.close()
+            return 0
+        self.tracker.expected_partitions = sum(topics.values())
+        consumer.subscribe(["^" + re.escape(prefix) + r"\..+"])
+        if not until_caught_up:
+            self._install_signal_handlers()
+        self.sink.connect()
+        caught_up_since: float | None = None
+        try:
+            while not self.stopping.is_set():
+                messages = self._collect(consumer)
+                if messages:
+                    self._apply_with_retry(consumer, messages)
+                    consumer.commit(asynchronous=False)
+                if until_caught_up:
+                    if self.tracker.caught_up():
+                        caught_up_since = caught_up_since or time.monotonic()
+                        if time.monotonic() - caught_up_since >= idle_s:
+                            log.info("caught up with every gold partition")
+                            return 0
+                    else:
+                        caught_up_since = None
+        finally:
+            consumer.close()
+            self.sink.close()
+        return 0
+
+    def _install_signal_handlers(self) -> None:
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            log.info("stopping after the current batch")
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+
+    def _collect(self, consumer: Consumer) -> list[Message]:
+        deadline = time.monotonic() + self.settings.sink.batch_max_s
+        messages: list[Message] = []
+        while len(messages) < self.settings.sink.batch_max_rows and not self.stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            batch = consumer.consume(self.settings.sink.batch_max_rows - len(messages), timeout=remaining)
+            for message in batch:
+                error = message.error()
+                if error is not None:
+                    if error.fatal():
+                        raise RuntimeError(f"Kafka consumer error: {error}")
+                    log.warning("Kafka consumer: %s", error)
+                    continue
+                messages.append(message)
+        return messages
+
+    def _apply_with_retry(self, consumer: Consumer, messages: list[Message]) -> None:
+        changes = []
+        for message in messages:
+            key, value = message.key(), message.value()
+            if key is None or value is None:
+                continue
+            changes.append(GoldChange.parse(key, value))
+        backoff = 0.5
+        paused = False
+        while True:
+            started = time.monotonic()
+            try:
+                result = self.sink.apply(changes)
+                break
+            except psycopg.OperationalError as exc:
+                metrics.ERRORS.labels("sink", "postgres_unavailable").inc()
+                log.warning("Postgres unavailable (%s); retrying the batch in %.1fs", exc, backoff)
+                self.sink.close()
+                if not paused:
+                    consumer.pause(consumer.assignment())
+                    paused = True
+                self._wait(consumer, backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+        if paused:
+            consumer.resume(consumer.assignment())
+        metrics.SINK_BATCH_DURATION.observe(time.monotonic() - started)
+        for mart, n in result.upserts.items():
+            metrics.SINK_ROWS.labels(mart, "upsert").inc(n)
+        for mart, n in result.deletes.items():
+            metrics.SINK_ROWS.labels(mart, "delete").inc(n)
+        now = time.time()
+        for change in changes[:: max(1, len(changes) // 256)]:
+            if change.source_ts_ms is not None:
+                metrics.FRESHNESS.labels("postgres").observe(max(0.0, now - change.source_ts_ms / 1000))
+        metrics.LAST_SUCCESS.labels("sink").set(now)
+        log.info(
+            "applied %d gold changes (%d messages)",
+            sum(result.upserts.values()) + sum(result.deletes.values()),
+            len(messages),
+        )
+
+    def _wait(self, consumer: Consumer, seconds: float) -> None:
+        """Sleep while serving the consumer (heartbeats, rebalances) so the group keeps us."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            consumer.poll(0.1)  # paused: returns no messages, keeps the session alive
+            if self.stopping.is_set():
+                raise SystemExit(0)
+
+
+def run_sink(settings: Settings, *, until_caught_up: bool = False, idle_s: float = 1.0) -> int:
+    return SinkService(settings).run(until_caught_up=until_caught_up, idle_s=idle_s)
