@@ -1,6 +1,6 @@
-"""The whole pipeline through the CLI: generator -> broker -> ingest -> transform -> sink -> PostgreSQL, compared
-with an independent computation of every mart (tests/integration/transform/marts_reference.py). Runs on the
-embedded Postgres, or on CDCWH_TEST_POSTGRES_DSN when set (conftest.postgres_dsn)."""
+"""The whole pipeline through the CLI: generator -> broker -> ingest -> transform -> sink -> PostgreSQL,
+compared with an independent computation of every mart (tests/integration/transform/marts_reference.py).
+Runs on the embedded Postgres, or on CDCWH_TEST_POSTGRES_DSN when set (conftest.postgres_dsn)."""
 
 from __future__ import annotations
 
