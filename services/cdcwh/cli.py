@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=_positive_float, default=None, help="events per second (default: no limit)"
     )
     demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    demo.add_argument(
+        "--keep-running", action="store_true", help="leave the pipeline and its metrics up until Ctrl-C"
+    )
 
     ingest = sub.add_parser(
         "ingest",
@@ -162,13 +165,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --until-caught-up: seconds each partition must stay at its end before exiting (default 1)",
     )
 
+    run = sub.add_parser(
+        "run",
+        help="run ingest, transform and sink under one supervisor",
+        description="Start the three services as separate processes, restart any that crashes, stop all on "
+        "Ctrl-C. Starts the embedded broker and Postgres when CDCWH_KAFKA__BOOTSTRAP_SERVERS / "
+        "CDCWH_POSTGRES__DSN are unset and none is running for the data dir.",
+    )
+    run.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="process everything currently in the topics through to PostgreSQL, then exit 0",
+    )
+
     for name, text in PLANNED.items():
         sub.add_parser(name, help=text, description=text + " (not available in this version yet)")
     return parser
 
 
 PLANNED = {
-    "run": "run ingest, transform and sink under one supervisor",
     "replay": "replay a topic, rebuild silver/gold, backfill Postgres or re-ingest quarantine",
     "status": "show lag, last batches, freshness and quarantine counts",
 }
@@ -183,6 +198,7 @@ HANDLERS = {
     "transform": "cdcwh.commands.transform:run",
     "query": "cdcwh.commands.transform:query",
     "sink": "cdcwh.commands.sink:run",
+    "run": "cdcwh.commands.run:run",
 }
 
 
@@ -203,6 +219,9 @@ def configure_logging(level: str) -> None:
         datefmt="[%X]",
         handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
     )
+    # third-party chatter stays at WARNING unless cdcwh itself is debugged
+    for noisy in ("pgserver", "quixstreams", "pyiceberg", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,6 +51,22 @@ def write_expected_state(generator: ShopGenerator, path: Path) -> None:
     path.write_text(json.dumps(serialisable, default=_json_default, indent=1))
 
 
+def produce_workload(
+    settings: Settings,
+    *,
+    events: int,
+    seed: int,
+    rate: float | None,
+    counts: dict[str, int],
+    partitions: int = 3,
+) -> int:
+    """The shop workload to Kafka with wall-clock source times (the demo's producer); returns records sent."""
+    stream = records(
+        ShopGenerator(seed), events, schemaless=False, prefix="shop", wall_clock=True, counts=counts
+    )
+    return produce(stream, producer_config=producer_config(settings), partitions=partitions, rate=rate)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     generator = ShopGenerator(args.seed)
     counts: dict[str, int] = {}

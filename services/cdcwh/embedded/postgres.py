@@ -59,7 +59,9 @@ class EmbeddedPostgres:
                 f"connect with: psql '{existing.address}'"
             )
         try:
-            from pgserver.postgres_server import PostgresServer, get_server
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on servers
+                from pgserver.postgres_server import PostgresServer, get_server
         except ImportError as exc:
             raise EmbeddedStartError(
                 "the embedded Postgres needs the 'embedded' extra: pip install 'cdcwh[embedded]' "

@@ -51,7 +51,14 @@ class SinkService:
 
     def _consumer(self, stats_interval_ms: int) -> Consumer:
         config = consumer_config(self.settings, self.group)
-        config.update({"statistics.interval.ms": stats_interval_ms, "stats_cb": self.tracker.on_stats})
+        config.update(
+            {
+                "statistics.interval.ms": stats_interval_ms,
+                "stats_cb": self.tracker.on_stats,
+                # the subscription is a regex: notice a new mart's topic within seconds, not minutes
+                "topic.metadata.refresh.interval.ms": 2000,
+            }
+        )
         return Consumer(config)
 
     def run(self, *, until_caught_up: bool = False, idle_s: float = 1.0) -> int:

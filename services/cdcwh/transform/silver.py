@@ -3,15 +3,17 @@
 For one table and one batch of bronze rows (``batch``, registered as an Arrow view):
 
 1. order the changes by source position: LSN where the connector has one, then Kafka partition and offset
-   (per key that is the source order: one key lives in one partition);
+   (per key that is the source order: one key lives in one partition), and drop redeliveries: a change whose
+   LSN is not above the highest LSN already applied to its key (earlier in the batch, or in an earlier batch
+   as ``silver_history`` records) was applied before;
 2. resolve TOAST: a column listed in ``__toasted`` takes the last earlier value of the same key in the batch,
    else the value silver already holds;
 3. append every change to ``silver_history.<table>`` (the changelog SCD2 models read);
 4. per key keep the last change: delete the key from ``silver.<table>``, then insert the row unless the last
    change was a delete. Snapshot reads (``r``) are upserts like creates and updates.
 
-Applying the same change twice leaves the same row (an upsert of the same image), so duplicates from a
-Debezium restart are harmless. Tombstones carry nothing silver needs. A truncate (``t``) empties the table
+Debezium re-sends changes after a connector restart; dropping them by LSN keeps them out of the history
+(where they would start SCD2 versions again) and keeps a stale image from overwriting a newer one. Tombstones carry nothing silver needs. A truncate (``t``) empties the table
 and discards the batch's earlier changes. Tables without a key (no primary key in the source) keep only
 their history.
 """
@@ -80,6 +82,8 @@ def apply_changes(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table, fir
                    {first_seq} + row_number() OVER (ORDER BY {order}) AS __seq
             FROM batch"""
         )
+        if keys:
+            _drop_redelivered(con, name, keys)
         truncated_at = count(con, "SELECT coalesce(max(__seq), -1) FROM ordered WHERE __op = 't'")
         if truncated_at >= 0:
             if _table_exists(con, "silver", name):
@@ -115,6 +119,31 @@ def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> boo
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
             [schema, name],
         )
+    )
+
+
+def _drop_redelivered(con: duckdb.DuckDBPyConnection, name: str, keys: list[str]) -> None:
+    """Delete from ``ordered`` the changes at or below an LSN already applied to their key (changes without
+    an LSN are kept: only LSNs order a key's changes across deliveries)."""
+    key_list = ", ".join(quote(k) for k in keys)
+    con.execute(
+        f"""DELETE FROM ordered WHERE __seq IN (
+            SELECT __seq FROM ordered WHERE __lsn IS NOT NULL AND __op <> 't'
+            QUALIFY __lsn <= max(__lsn) OVER (
+                PARTITION BY {key_list} ORDER BY __seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING))"""
+    )
+    if not _table_exists(con, "silver_history", name):
+        return
+    history = f"silver_history.{quote(name)}"
+    match = " AND ".join(f"h.{quote(k)} = b.{quote(k)}" for k in keys)
+    con.execute(
+        f"""DELETE FROM ordered AS o USING (
+            SELECT {", ".join(f"h.{quote(k)}" for k in keys)}, max(h.__lsn) AS applied_lsn
+            FROM {history} AS h SEMI JOIN (SELECT DISTINCT {key_list} FROM ordered) AS b ON {match}
+            GROUP BY ALL
+        ) AS a
+        WHERE o.__lsn <= a.applied_lsn AND """
+        + " AND ".join(f"o.{quote(k)} = a.{quote(k)}" for k in keys)
     )
 
 

@@ -1,0 +1,140 @@
+"""``cdcwh run``: ingest, transform and sink as separate processes under one supervisor.
+
+The supervisor starts each service as ``python -m cdcwh.cli <service>``, restarts a child that exits with
+back-off (1 s doubling to 30 s, reset after a minute of healthy running), and on SIGINT/SIGTERM sends SIGTERM
+to every child (each flushes and commits), waits, then SIGKILLs stragglers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("ingest", "transform", "sink")
+MAX_BACKOFF_S = 30.0
+HEALTHY_AFTER_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = 1.0
+    next_start: float = 0.0
+    log_path: Path | None = None
+    exits: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(
+        self, log_dir: Path, env: dict[str, str] | None = None, services: tuple[str, ...] = SERVICES
+    ):
+        self.log_dir = log_dir
+        self.env = env if env is not None else dict(os.environ)
+        self.children = [Child(name, [sys.executable, "-m", "cdcwh.cli", name]) for name in services]
+        self.stopping = threading.Event()
+
+    def _start(self, child: Child) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        child.log_path = self.log_dir / f"{child.name}.log"
+        with child.log_path.open("ab") as out:
+            child.process = subprocess.Popen(  # noqa: S603 - our own CLI
+                child.args, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        child.started_at = time.monotonic()
+        log.info("started %s (pid %d), log in %s", child.name, child.process.pid, child.log_path)
+
+    def start(self) -> None:
+        for child in self.children:
+            self._start(child)
+
+    def check(self) -> None:
+        """Restart children that exited (with back-off)."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.process is None:
+                if now >= child.next_start and not self.stopping.is_set():
+                    child.restarts += 1
+                    self._start(child)
+                continue
+            code = child.process.poll()
+            if code is None:
+                if now - child.started_at > HEALTHY_AFTER_S:
+                    child.backoff = 1.0
+                continue
+            child.exits.append(code)
+            log.warning(
+                "%s exited with code %d; restarting in %.0fs (see %s)",
+                child.name,
+                code,
+                child.backoff,
+                child.log_path,
+            )
+            child.process = None
+            child.next_start = now + child.backoff
+            child.backoff = min(MAX_BACKOFF_S, child.backoff * 2)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        running = [c for c in self.children if c.process is not None and c.process.poll() is None]
+        for child in running:
+            assert child.process is not None  # noqa: S101 - narrowed above
+            child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in running:
+            assert child.process is not None  # noqa: S101 - narrowed above
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0fs: killing it", child.name, STOP_TIMEOUT_S)
+                child.process.kill()
+                child.process.wait()
+
+    def run_until_signal(self) -> int:
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            self.stopping.set()
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        self.start()
+        try:
+            while not self.stopping.wait(0.5):
+                self.check()
+        finally:
+            self.stop()
+        return 0
+
+
+def run_stage(name: str, args: list[str], env: dict[str, str]) -> None:
+    """Run one ``cdcwh`` batch command to completion; raise with its output on failure."""
+    result = subprocess.run(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "cdcwh.cli", *args], env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        from cdcwh.errors import InfrastructureError
+
+        raise InfrastructureError(
+            f"`cdcwh {' '.join(args)}` failed ({result.returncode}):\n{result.stderr[-2000:]}"
+        )
+    log.info("%s done", name)
+
+
+def run_until_caught_up(env: dict[str, str]) -> None:
+    """Everything currently in the topics through to Postgres: ingest, transform, sink, each to completion."""
+    run_stage("ingest", ["ingest", "--until-caught-up"], env)
+    run_stage("transform", ["transform", "--once"], env)
+    run_stage("sink", ["sink", "--until-caught-up"], env)
