@@ -178,13 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="process everything currently in the topics through to PostgreSQL, then exit 0",
     )
 
+    from cdcwh.commands.replay import add_parser as add_replay_parser
+
+    add_replay_parser(sub)
+
     for name, text in PLANNED.items():
         sub.add_parser(name, help=text, description=text + " (not available in this version yet)")
     return parser
 
 
 PLANNED = {
-    "replay": "replay a topic, rebuild silver/gold, backfill Postgres or re-ingest quarantine",
     "status": "show lag, last batches, freshness and quarantine counts",
 }
 
@@ -199,6 +202,7 @@ HANDLERS = {
     "query": "cdcwh.commands.transform:query",
     "sink": "cdcwh.commands.sink:run",
     "run": "cdcwh.commands.run:run",
+    "replay": "cdcwh.commands.replay:run",
 }
 
 

@@ -86,8 +86,8 @@ class IcebergBronzeWriter:
         now = datetime.now(UTC)
         staged: dict[str, pa.Table] = {}
         for topic, rows in decoded.tables.items():
-            table = self._table_for(topic, rows.schema)
-            rows, conflicts = self._fit_schema(table, rows, topic, by_position)
+            table = self.table_for(topic, rows.schema)
+            rows, conflicts = self.fit_schema(table, rows, topic, by_position)
             rejections.extend(conflicts)
             if rows.num_rows:
                 staged[topic] = rows.append_column(
@@ -97,7 +97,7 @@ class IcebergBronzeWriter:
             self.dead_letters.publish(rejections)
         result.quarantined = self._append_quarantine(rejections, now)
         for topic, rows in staged.items():
-            landed, skipped = self._append(self._table_for(topic, rows.schema), topic, rows)
+            landed, skipped = self._append(self.table_for(topic, rows.schema), topic, rows)
             result.landed[topic] = landed.num_rows
             result.skipped[topic] = skipped
             if landed.num_rows:
@@ -106,7 +106,7 @@ class IcebergBronzeWriter:
 
     # -- tables ---------------------------------------------------------------------------------------
 
-    def _table_for(self, topic: str, schema: pa.Schema) -> Table:
+    def table_for(self, topic: str, schema: pa.Schema) -> Table:
         table = self._tables.get(topic)
         if table is not None:
             return table
@@ -135,7 +135,7 @@ class IcebergBronzeWriter:
         self._tables[topic] = table
         return table
 
-    def _fit_schema(
+    def fit_schema(
         self,
         table: Table,
         rows: pa.Table,

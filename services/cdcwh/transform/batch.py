@@ -81,6 +81,7 @@ def run_batch(
     *,
     max_offsets_per_partition: int,
     before_commit: Callable[[], None] | None = None,
+    gold: bool = True,
 ) -> BatchResult:
     """Run one micro-batch; an empty result (batch_id None) when bronze has nothing new."""
     watermarks = load_watermarks(con)
@@ -115,7 +116,7 @@ def run_batch(
                 con.execute(
                     "INSERT OR REPLACE INTO cdcwh.watermarks VALUES (?, ?, ?)", [topic, partition, offset]
                 )
-        if any(result.silver.values()):
+        if gold and any(result.silver.values()):
             result.gold = refresh_gold(con, models, result.batch_id or 0)
             con.execute(
                 "UPDATE cdcwh.outbox SET source_ts = ? WHERE version = ? AND source_ts IS NULL",
@@ -150,6 +151,26 @@ def run_batch(
         record_failure(con, result.batch_id or 0, started, exc)
         raise
     observe_freshness(slices)
+    return result
+
+
+def run_gold_batch(con: duckdb.DuckDBPyConnection, models: list[GoldModel]) -> BatchResult:
+    """A batch that only recomputes gold (after a rebuild of silver), recorded like any other."""
+    started = datetime.now(UTC)
+    result = BatchResult(batch_id=_state(con, "batch_id") + 1)
+    con.begin()
+    try:
+        result.gold = refresh_gold(con, models, result.batch_id or 0)
+        _set_state(con, "batch_id", result.batch_id or 0)
+        con.execute(
+            "INSERT INTO cdcwh.batches VALUES (?, ?, now(), 'ok', NULL, 0, ?)",
+            [result.batch_id, started, result.gold_changes],
+        )
+        con.commit()
+    except Exception as exc:
+        con.rollback()
+        record_failure(con, result.batch_id or 0, started, exc)
+        raise
     return result
 
 

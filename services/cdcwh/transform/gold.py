@@ -65,6 +65,25 @@ def load_models(directory: Path) -> list[GoldModel]:
     return [models[name] for name in order]
 
 
+def key_json_sql(primary_key: tuple[str, ...]) -> str:
+    """DuckDB expression: the primary key as a JSON object (the Kafka key of a gold change)."""
+    return "to_json({" + ", ".join(f"{literal(k)}: {quote(k)}" for k in primary_key) + "})"
+
+
+def row_json_sql(columns: list[tuple[str, str]]) -> str:
+    """DuckDB expression: the row as a JSON object, decimals as strings (money is never a float between
+    Debezium and Postgres)."""
+    fields = (
+        f"{literal(name)}: {quote(name)}" + ("::VARCHAR" if kind.startswith("DECIMAL") else "")
+        for name, kind in columns
+    )
+    return "to_json({" + ", ".join(fields) + "})"
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 @dataclass(frozen=True)
 class ModelResult:
     name: str
@@ -103,16 +122,8 @@ def refresh_model(con: duckdb.DuckDBPyConnection, model: GoldModel, version: int
         f"INSERT INTO {target} ({cols}, _version, _updated_at) "
         f"SELECT {cols}, {version}, now() FROM model_upserts"
     )
-    key_json = "to_json({" + ", ".join(f"'{k}': {quote(k)}" for k in model.primary_key) + "})"
-    # decimals travel as strings: money is never a float between Debezium and Postgres
-    row_json = (
-        "to_json({"
-        + ", ".join(
-            f"'{name}': {quote(name)}" + ("::VARCHAR" if str(kind).startswith("DECIMAL") else "")
-            for name, kind in described
-        )
-        + "})"
-    )
+    key_json = key_json_sql(model.primary_key)
+    row_json = row_json_sql([(str(name), str(kind)) for name, kind in described])
     con.execute(
         f'INSERT INTO cdcwh.outbox (version, mart, key, op, "row", created_at) '
         f"SELECT {version}, ?, {key_json}, 'upsert', {row_json}, now() FROM model_upserts "

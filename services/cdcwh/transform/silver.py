@@ -13,9 +13,9 @@ For one table and one batch of bronze rows (``batch``, registered as an Arrow vi
    change was a delete. Snapshot reads (``r``) are upserts like creates and updates.
 
 Debezium re-sends changes after a connector restart; dropping them by LSN keeps them out of the history
-(where they would start SCD2 versions again) and keeps a stale image from overwriting a newer one. Tombstones carry nothing silver needs. A truncate (``t``) empties the table
-and discards the batch's earlier changes. Tables without a key (no primary key in the source) keep only
-their history.
+(where they would start SCD2 versions again) and keeps a stale image from overwriting a newer one.
+Tombstones carry nothing silver needs. A truncate (``t``) empties the table and discards the batch's earlier
+changes. Tables without a key (no primary key in the source) keep only their history.
 """
 
 from __future__ import annotations
