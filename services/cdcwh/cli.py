@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from rich.console import Console
@@ -182,14 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_parser(sub)
 
-    for name, text in PLANNED.items():
-        sub.add_parser(name, help=text, description=text + " (not available in this version yet)")
+    sub.add_parser(
+        "status",
+        help="show lag per topic-partition, last batches, freshness and quarantine counts",
+        description="Read-only overview of every layer: end offsets vs. ingest, bronze and silver; the last "
+        "transform batches; newest rows in silver and PostgreSQL; quarantine counts by topic and reason.",
+    )
+
     return parser
-
-
-PLANNED = {
-    "status": "show lag, last batches, freshness and quarantine counts",
-}
 
 
 HANDLERS = {
@@ -203,6 +204,7 @@ HANDLERS = {
     "sink": "cdcwh.commands.sink:run",
     "run": "cdcwh.commands.run:run",
     "replay": "cdcwh.commands.replay:run",
+    "status": "cdcwh.commands.status:run",
 }
 
 
@@ -228,20 +230,24 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
+def silence_known_warnings() -> None:
+    """quixstreams imports authlib's httpx client, which warns AuthlibDeprecationWarning on import; filter
+    exactly that category (by name, from authlib's modules) and nothing else."""
+    warnings.filterwarnings("ignore", message=r"The httpx module is deprecated", category=DeprecationWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    silence_known_warnings()
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
         configure_logging(settings.log_level)
         handler = load_handler(args.command)
-        if handler is None:
-            err_console.print(
-                f"[yellow]cdcwh {args.command}[/]: {PLANNED[args.command]} is not available yet."
-            )
-            return 2
+        if handler is None:  # a subcommand without a handler is a bug
+            raise RuntimeError(f"no handler for {args.command}")
         return handler(args, settings)
     except CdcwhError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")

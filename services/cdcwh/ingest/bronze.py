@@ -80,7 +80,12 @@ class IcebergBronzeWriter:
         result = LandResult()
         if not records:
             return result
-        decoded = decode_batch(records, self.contracts, max_value_bytes=self.max_value_bytes)
+        decoded = decode_batch(
+            records,
+            self.contracts,
+            max_value_bytes=self.max_value_bytes,
+            schemas=self._existing_schemas({r.topic for r in records}),
+        )
         rejections = list(decoded.rejected)
         by_position = {(r.topic, r.partition, r.offset): r for r in records} if decoded.tables else {}
         now = datetime.now(UTC)
@@ -105,6 +110,21 @@ class IcebergBronzeWriter:
         return result
 
     # -- tables ---------------------------------------------------------------------------------------
+
+    def _existing_schemas(self, topics: set[str]) -> dict[str, pa.Schema]:
+        """Data schemas of the topics' bronze tables that exist, so that decoding judges a batch's schemas
+        against the table rather than against whichever schema came first in the batch."""
+        schemas = {}
+        for topic in topics:
+            table = self._tables.get(topic)
+            if table is None:
+                try:
+                    table = self.catalog.load_table((self.namespace, bronze_table_name(topic)))
+                except NoSuchTableError:
+                    continue
+                self._tables[topic] = table
+            schemas[topic] = data_schema(table)
+        return schemas
 
     def table_for(self, topic: str, schema: pa.Schema) -> Table:
         table = self._tables.get(topic)

@@ -68,8 +68,9 @@ class CatchUpTracker:
                     low=p.get("lo_offset", INVALID),
                     active=p["fetch_state"] == "active",
                 )
-                if end >= 0 and position >= 0:
-                    metrics.CONSUMER_LAG.labels(self.group, topic, name).set(max(0, end - position))
+                start = position if position >= 0 else p.get("lo_offset", INVALID)
+                if end >= 0 and start >= 0:  # before the first record: lag from the partition's start
+                    metrics.CONSUMER_LAG.labels(self.group, topic, name).set(max(0, end - start))
         with self._lock:
             self._steady = cgrp.get("join_state") == "steady" and cgrp.get("state") == "up"
             self._assigned = int(cgrp.get("assignment_size", 0))
