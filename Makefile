@@ -5,13 +5,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help demo test test-unit lint format bench clean
+.PHONY: help demo test test-unit lint format clean
 
 help:
 	@echo "make demo   set up .venv, then run the pipeline demo on the embedded broker and Postgres"
 	@echo "make test   set up .venv, then run the whole test suite"
 	@echo "make lint   ruff + mypy --strict on the package"
-	@echo "make bench  performance ratios against physical references (not part of test)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -38,9 +37,6 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format services tests
 	$(BIN)/ruff check --fix services tests
-
-bench: $(STAMP)
-	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cdcwh .pytest_cache .mypy_cache .ruff_cache
