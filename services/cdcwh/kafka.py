@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import NewTopic
 
 from cdcwh.config import Settings
 from cdcwh.embedded import kafka_bootstrap, uses_embedded_broker
+from cdcwh.errors import InfrastructureError
 
 # A consumer-group join on the embedded broker takes about half of session.timeout.ms.
 EMBEDDED_SESSION_TIMEOUT_MS = 6000
 EMBEDDED_HEARTBEAT_INTERVAL_MS = 500
+TOPIC_TIMEOUT_S = 30.0
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -38,3 +44,24 @@ def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
     if heartbeat is not None:
         config["heartbeat.interval.ms"] = heartbeat
     return config
+
+
+def ensure_topics(admin: Any, topics: Iterable[str], partitions: int) -> None:
+    """Create ``topics`` with ``partitions`` partitions (broker-default replication); existing is fine.
+
+    ``admin`` is a ``confluent_kafka.admin.AdminClient``.
+    """
+    new = [NewTopic(topic, num_partitions=partitions) for topic in topics]
+    if not new:
+        return
+    futures = admin.create_topics(new, operation_timeout=TOPIC_TIMEOUT_S, request_timeout=TOPIC_TIMEOUT_S)
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=TOPIC_TIMEOUT_S)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise InfrastructureError(
+                f"cannot create topic {topic} ({partitions} partitions): {error}"
+            ) from exc

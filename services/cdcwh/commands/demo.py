@@ -27,8 +27,7 @@ from cdcwh.config import Settings
 from cdcwh.embedded import postgres_dsn
 from cdcwh.errors import InfrastructureError
 from cdcwh.generate import SHOP_TABLES
-from cdcwh.generate.output import ensure_topics
-from cdcwh.kafka import client_config
+from cdcwh.kafka import client_config, ensure_topics
 from cdcwh.metrics import metrics_port
 from cdcwh.supervisor import Supervisor, run_until_caught_up
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
-from cdcwh.errors import InfrastructureError, ProduceError
+from cdcwh.errors import ProduceError
 from cdcwh.generate.debezium import KafkaRecord
+from cdcwh.kafka import ensure_topics
 
-TOPIC_TIMEOUT_S = 30.0
 FLUSH_TIMEOUT_S = 60.0
 PROGRESS_INTERVAL_S = 0.1
 
@@ -77,30 +77,6 @@ class Pacer:
             while (delay := self.next_at - time.monotonic()) > 0.001:
                 sleep(delay)
         self.next_at += self.interval
-
-
-def ensure_topics(admin: Any, topics: Iterable[str], partitions: int) -> None:
-    """Create ``topics`` with ``partitions`` partitions (broker-default replication); existing is fine.
-
-    ``admin`` is a ``confluent_kafka.admin.AdminClient``.
-    """
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import NewTopic
-
-    new = [NewTopic(topic, num_partitions=partitions) for topic in topics]
-    if not new:
-        return
-    futures = admin.create_topics(new, operation_timeout=TOPIC_TIMEOUT_S, request_timeout=TOPIC_TIMEOUT_S)
-    for topic, future in futures.items():
-        try:
-            future.result(timeout=TOPIC_TIMEOUT_S)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                continue
-            raise InfrastructureError(
-                f"cannot create topic {topic} ({partitions} partitions): {error}"
-            ) from exc
 
 
 def produce(

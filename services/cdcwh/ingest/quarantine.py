@@ -11,11 +11,12 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from cdcwh.core.record import Rejection
 from cdcwh.errors import ProduceError
+from cdcwh.kafka import ensure_topics
 
 DLQ_SUFFIX = ".dlq"
 
@@ -67,17 +68,9 @@ class KafkaDeadLetterPublisher:
 
     def _ensure_topics(self, topics: set[str]) -> None:
         missing = topics - self._known
-        if not missing:
-            return
-        admin = AdminClient(self._client_config)
-        futures = admin.create_topics([NewTopic(t, num_partitions=self._partitions) for t in sorted(missing)])
-        for topic, future in futures.items():
-            try:
-                future.result()
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise ProduceError(f"cannot create DLQ topic {topic}: {exc}") from exc
-            self._known.add(topic)
+        if missing:
+            ensure_topics(AdminClient(self._client_config), sorted(missing), self._partitions)
+            self._known |= missing
 
     def publish(self, rejections: Sequence[Rejection]) -> None:
         if not rejections:

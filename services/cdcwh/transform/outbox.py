@@ -16,10 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 import duckdb
-from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from cdcwh.errors import ProduceError
+from cdcwh.kafka import ensure_topics
 
 PUBLISH_CHUNK = 20_000
 
@@ -41,19 +42,9 @@ class KafkaOutboxPublisher:
 
     def _ensure_topics(self, marts: set[str]) -> None:
         missing = {self.topic(m) for m in marts} - self._known
-        if not missing:
-            return
-        admin = AdminClient(self._client_config)
-        existing = admin.list_topics(timeout=10).topics
-        new = [NewTopic(t, num_partitions=self._partitions) for t in sorted(missing) if t not in existing]
-        if new:
-            for topic, future in admin.create_topics(new).items():
-                try:
-                    future.result()
-                except KafkaException as exc:
-                    if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                        raise ProduceError(f"cannot create gold topic {topic}: {exc}") from exc
-        self._known |= missing
+        if missing:
+            ensure_topics(AdminClient(self._client_config), sorted(missing), self._partitions)
+            self._known |= missing
 
     def publish(self, con: duckdb.DuckDBPyConnection) -> int:
         """Publish every pending outbox row; returns how many were published."""
