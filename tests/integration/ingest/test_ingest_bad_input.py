@@ -27,8 +27,8 @@ from pyiceberg.exceptions import NoSuchTableError
 from cdcwh.config import Settings
 from cdcwh.core.record import RejectReason
 from cdcwh.generate import ShopGenerator, encode
-from cdcwh.generate.output import ensure_topics
 from cdcwh.ingest.catalog import bronze_table_name, open_catalog
+from cdcwh.kafka import ensure_topics
 
 from .helpers import TABLES, bronze, cli_env, quarantine, run_ingest_until_caught_up, settings_for
 
