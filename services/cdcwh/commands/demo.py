@@ -156,7 +156,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             supervisor.stop()
         console.print("bringing every stage to the end of its topics ...")
         run_until_caught_up(env)
-        print_summary(settings, freshness)
+        print_summary(settings, freshness, args.rate)
     return 0
 
 
@@ -188,15 +188,16 @@ def sink_idle(settings: Settings) -> bool:
     return last > 0 and time.time() - last > 2
 
 
-def print_summary(settings: Settings, freshness: dict[float, float | None]) -> None:
+def print_summary(settings: Settings, freshness: dict[float, float | None], rate: float | None) -> None:
     from cdcwh.ingest.catalog import TOPIC_PROPERTY, open_catalog
     from cdcwh.transform.batch import silver_name
     from cdcwh.transform.warehouse import count, open_warehouse, quote
 
     catalog = open_catalog(settings)
     layers = Table(title="rows per layer")
-    for column in ("table", "bronze", "silver", "gold (DuckDB)", "PostgreSQL marts"):
-        layers.add_column(column, justify="right" if column != "table" else "left")
+    layers.add_column("table", no_wrap=True)
+    for column in ("bronze", "silver", "gold (DuckDB)", "PostgreSQL marts"):
+        layers.add_column(column, justify="right")
     con = open_warehouse(settings, read_only=True)
     dsn = postgres_dsn(settings)
     schema = settings.postgres.schema_
@@ -241,4 +242,9 @@ def print_summary(settings: Settings, freshness: dict[float, float | None]) -> N
         console.print(
             f"freshness source commit -> PostgreSQL while streaming: p50 <= {p50:g} s, p99 <= {p99:g} s"
         )
+        if rate is None:
+            console.print(
+                "(the workload was produced as fast as possible, so this includes the backlog; "
+                "--rate gives a steady-state figure)"
+            )
     console.print(f"explore the marts: psql '{dsn}'  (schema {schema})")
