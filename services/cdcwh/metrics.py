@@ -63,6 +63,21 @@ LAST_SUCCESS = Gauge(
 ERRORS = Counter("cdcwh_errors_total", "Errors by service and kind (retried or fatal)", ["service", "kind"])
 
 
+def error_kind(exc: BaseException) -> str:
+    """A bounded ``kind`` label for an unexpected exception: the library it came from."""
+    module = type(exc).__module__.split(".")[0]
+    known = {"duckdb": "duckdb", "pyiceberg": "iceberg", "psycopg": "postgres", "confluent_kafka": "kafka"}
+    if module in known:
+        return known[module]
+    from cdcwh.errors import ConfigError, ProduceError
+
+    if isinstance(exc, ProduceError):
+        return "kafka"
+    if isinstance(exc, ConfigError):
+        return "config"
+    return "other"
+
+
 def metrics_port(settings: Settings, service: str) -> int:
     """Ingest on the base port, transform +1, sink +2, supervisor +3; 0 disables them all."""
     base = settings.metrics.port

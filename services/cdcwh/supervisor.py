@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from cdcwh import metrics
+
 log = logging.getLogger(__name__)
 
 SERVICES = ("ingest", "transform", "sink")
@@ -77,6 +79,7 @@ class Supervisor:
                     child.backoff = 1.0
                 continue
             child.exits.append(code)
+            metrics.ERRORS.labels(child.name, "exited").inc()
             log.warning(
                 "%s exited with code %d; restarting in %.0fs (see %s)",
                 child.name,

@@ -19,6 +19,7 @@ from cdcwh.embedded import (
 from cdcwh.embedded import broker as embedded_broker
 from cdcwh.embedded import postgres as embedded_postgres
 from cdcwh.embedded.registry import read_record
+from cdcwh.metrics import serve_metrics
 from cdcwh.supervisor import Supervisor, run_until_caught_up
 
 console = Console(stderr=True)
@@ -58,5 +59,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             console.print("caught up: everything in the topics is in PostgreSQL")
             return 0
         supervisor = Supervisor(settings.data_dir / "logs", env)
+        serve_metrics(settings, "supervisor")  # cdcwh_errors_total{service=<child>, kind="exited"}
         console.print("running ingest, transform and sink; Ctrl-C stops them all")
         return supervisor.run_until_signal()

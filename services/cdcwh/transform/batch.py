@@ -196,7 +196,7 @@ def refresh_gold(con: duckdb.DuckDBPyConnection, models: list[GoldModel], versio
 
 
 def record_failure(con: duckdb.DuckDBPyConnection, batch_id: int, started: datetime, exc: Exception) -> None:
-    metrics.ERRORS.labels("transform", type(exc).__name__).inc()
+    metrics.ERRORS.labels("transform", metrics.error_kind(exc)).inc()
     try:
         con.execute(
             "INSERT OR REPLACE INTO cdcwh.batches VALUES (?, ?, now(), 'failed', ?, NULL, NULL)",

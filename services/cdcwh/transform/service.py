@@ -112,7 +112,7 @@ class TransformService:
                 raise
             except Exception as exc:
                 backoff = min(MAX_BACKOFF_S, max(1.0, backoff * 2))
-                metrics.ERRORS.labels("transform", type(exc).__name__).inc()
+                metrics.ERRORS.labels("transform", metrics.error_kind(exc)).inc()
                 log.error(
                     "transform batch failed (%s: %s); retrying in %.0fs", type(exc).__name__, exc, backoff
                 )
