@@ -57,7 +57,7 @@ def backfill(
                     changes.append(GoldChange(mart, "upsert", int(version), str(key), data, None))
                     keys.append(tuple(data[k] for k in model.primary_key))
                     snapshot_version = max(snapshot_version, int(version))
-                sink.apply(changes)
+                sink.apply(changes, repair=True)  # also restores a same-version row altered by hand
                 loaded += len(changes)
                 if progress is not None:
                     progress(mart, len(changes))

@@ -118,8 +118,11 @@ class PostgresMartSink:
             self._keys.setdefault(table, []).append(column)
         conn.commit()
 
-    def apply(self, changes: Iterable[GoldChange]) -> ApplyResult:
-        """Apply the changes in one transaction (committed on return)."""
+    def apply(self, changes: Iterable[GoldChange], *, repair: bool = False) -> ApplyResult:
+        """Apply the changes in one transaction (committed on return).
+
+        ``repair`` (the batch backfill): an upsert also overwrites a row of the *same* version, whose content
+        must then be the same; so a row altered by hand in Postgres is restored. Newer rows stay untouched."""
         newest: dict[tuple[str, str], GoldChange] = {}
         for change in changes:
             current = newest.get((change.mart, change.key))
@@ -139,13 +142,15 @@ class PostgresMartSink:
                 if deletes:
                     self._delete(conn, mart, deletes)
                 if upserts:
-                    self._upsert(conn, mart, upserts)
+                    self._upsert(conn, mart, upserts, repair=repair)
                 result.upserts[mart] = len(upserts)
                 result.deletes[mart] = len(deletes)
         conn.commit()
         return result
 
-    def _upsert(self, conn: psycopg.Connection[Any], mart: str, changes: list[GoldChange]) -> None:
+    def _upsert(
+        self, conn: psycopg.Connection[Any], mart: str, changes: list[GoldChange], *, repair: bool = False
+    ) -> None:
         columns = self._columns[mart]
         data = [c for c in columns if c not in ("_version", "_updated_at")]
         keys = self._keys[mart]
@@ -177,7 +182,7 @@ class PostgresMartSink:
                 LEFT JOIN {tombstones} t ON t.mart = %s AND t.key = s._key
                 WHERE t._version IS NULL OR t._version < s._version
                 ON CONFLICT ({keys}) DO UPDATE SET {assignments}
-                WHERE {target_name}._version < EXCLUDED._version"""
+                WHERE {target_name}._version {guard} EXCLUDED._version"""
             ).format(
                 target=target,
                 cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
@@ -187,6 +192,7 @@ class PostgresMartSink:
                 keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
                 assignments=assignments,
                 target_name=sql.Identifier(mart),
+                guard=sql.SQL("<=" if repair else "<"),
             ),
             (mart,),
         )

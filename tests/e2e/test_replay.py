@@ -1,0 +1,357 @@
+"""Operator replays through the CLI leave the PostgreSQL marts as they were (DESIGN.md section 8).
+
+One pipeline state (generator -> broker -> ingest -> transform -> sink), snapshotted from Postgres, then:
+replaying a whole source topic, rebuilding silver/gold from bronze, the batch backfill (also over a
+corrupted Postgres), and re-consuming every old gold change with a fresh sink group each leave the marts
+identical, ``_version`` included. Finally ``replay quarantine`` lands records quarantined by a contract that
+was then relaxed, exactly once, and they reach the marts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from cdcwh.config import PROJECT_ROOT, Settings
+from cdcwh.generate import ShopGenerator, SourceChange
+from tests.integration.ingest.helpers import bronze, cli_env, quarantine, settings_for
+from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.integration.transform.pipeline import MARTS, produce_changes
+
+Marts = dict[str, list[dict[str, Any]]]
+
+CONTRACTS = PROJECT_ROOT / "schemas" / "contracts"
+ENTERPRISE_ID = 900_001
+
+
+# ---- helpers shared with test_sink_faults.py ---------------------------------------------------------------
+
+
+def run_cli(settings: Settings, *args: str, **extra: str) -> str:
+    """Run ``cdcwh <args>`` to completion; returns its stdout, then its stderr (the log)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cdcwh.cli", *args],
+        env=cli_env(settings, **extra),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"cdcwh {' '.join(args)}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+    return result.stdout + "\n" + result.stderr
+
+
+def pg_marts(dsn: str, schema: str) -> Marts:
+    """Every mart in Postgres, all columns but ``_updated_at``, ordered by primary key."""
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        marts = {}
+        for mart in MARTS:
+            query = sql.SQL("SELECT * FROM {} ORDER BY 1, 2").format(sql.Identifier(schema, mart))
+            marts[mart] = [
+                {k: v for k, v in row.items() if k != "_updated_at"} for row in conn.execute(query)
+            ]
+        return marts
+
+
+def gold_marts(settings: Settings) -> Marts:
+    """Every gold mart in DuckDB, shaped like ``pg_marts``."""
+    con = duckdb.connect(str(Path(settings.data_dir) / "warehouse.duckdb"), read_only=True)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        return {
+            mart: con.sql(f"SELECT * EXCLUDE (_updated_at) FROM gold.{mart} ORDER BY 1, 2")
+            .to_arrow_table()
+            .to_pylist()
+            for mart in MARTS
+        }
+    finally:
+        con.close()
+
+
+def differences(actual: Marts, expected: Marts, limit: int = 5) -> list[str]:
+    """Rows one side has and the other lacks, per mart (every column compared, types included)."""
+
+    def rows(marts: Marts, mart: str) -> set[tuple[Any, ...]]:
+        return {tuple((k, type(v).__name__, v) for k, v in row.items()) for row in marts[mart]}
+
+    diffs = []
+    for mart in MARTS:
+        got, want = rows(actual, mart), rows(expected, mart)
+        if len(actual[mart]) != len(got):
+            diffs.append(f"{mart}: duplicate rows in actual")
+        for label, extra in (("missing", want - got), ("unexpected", got - want)):
+            for row in sorted(extra, key=repr)[:limit]:
+                diffs.append(f"{mart}: {label} { {k: v for k, _, v in row} }")
+    return diffs
+
+
+def summary_counts(stdout: str) -> dict[str, dict[str, int]]:
+    """The rich summary tables a replay command prints: title -> row name -> count."""
+    tables: dict[str, dict[str, int]] = {}
+    title, before = "", list[str]()
+    for line in stdout.splitlines():
+        if line.startswith("┏"):
+            # the title is centred above its table, padded and wrapped to the table's width
+            title_lines: list[str] = []
+            while before and len(before[-1]) == len(line):
+                title_lines.insert(0, before.pop().strip())
+            title, before = " ".join(title_lines), []
+            continue
+        match = re.match(r"^│\s*(\S[^│]*?)\s*│\s*([\d,]+)\s*│$", line)
+        if match:
+            tables.setdefault(title, {})[match.group(1)] = int(match.group(2).replace(",", ""))
+        elif not re.search(r"[\u2500-\u257f]", line):
+            before.append(line)
+    return tables
+
+
+def read_topics(bootstrap: str, topics: list[str]) -> list[Message]:
+    """Every message of the topics, each partition read to its end."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-{uuid.uuid4().hex}",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(timeout=10).topics
+        assignment = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in metadata[t].partitions]
+        consumer.assign(assignment)
+        pending = {(tp.topic, tp.partition) for tp in assignment}
+        messages: list[Message] = []
+        deadline = time.monotonic() + 60
+        while pending:
+            assert time.monotonic() < deadline, f"partitions {pending} not read to the end"
+            for message in consumer.consume(1000, timeout=1.0):
+                error = message.error()
+                if error is None:
+                    messages.append(message)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard((message.topic(), message.partition()))
+                else:
+                    raise AssertionError(f"{message.topic()}: {error}")
+        return messages
+    finally:
+        consumer.close()
+
+
+def gold_topics(bootstrap: str, gold_prefix: str) -> list[str]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "list"})
+    try:
+        return sorted(t for t in consumer.list_topics(timeout=10).topics if t.startswith(gold_prefix + "."))
+    finally:
+        consumer.close()
+
+
+def republish_gold(bootstrap: str, gold_prefix: str) -> tuple[int, int]:
+    """Produce again, to the same partition, every gold change that is not the last of its key (so each
+    republished one is older than what its key holds); returns the messages read and republished."""
+    topics = gold_topics(bootstrap, gold_prefix)
+    assert len(topics) == len(MARTS)
+    messages = read_topics(bootstrap, topics)
+    last = {(m.topic(), m.key()): (m.partition(), m.offset()) for m in messages}
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    republished = 0
+    for message in messages:
+        if last[(message.topic(), message.key())] != (message.partition(), message.offset()):
+            producer.produce(message.topic(), message.value(), message.key(), partition=message.partition())
+            producer.poll(0)
+            republished += 1
+    assert producer.flush(30) == 0
+    return len(messages), republished
+
+
+def nonzero(counts: dict[str, int]) -> dict[str, int]:
+    return {name: n for name, n in counts.items() if n}
+
+
+# ---- the scenario ------------------------------------------------------------------------------------------
+
+
+def install_contracts(directory: Path, prefix: str) -> Path:
+    """The shop contracts, rewritten for topics ``<prefix>.public.<table>``."""
+    directory.mkdir(parents=True)
+    for path in CONTRACTS.glob("shop.public.*.toml"):
+        text = path.read_text()
+        assert 'topic = "shop.public.' in text
+        text = text.replace('topic = "shop.public.', f'topic = "{prefix}.public.')
+        (directory / path.name.replace("shop.", f"{prefix}.", 1)).write_text(text)
+    return directory
+
+
+def enterprise_customer(changes: list[SourceChange]) -> list[SourceChange]:
+    """A new customer in segment "enterprise" (not accepted by the contract), created then re-addressed."""
+    template = next(c for c in changes if c.table == "customers" and c.op == "c")
+    lsn = max(c.lsn for c in changes)
+    ts_ms = max(c.ts_ms for c in changes)
+    after = dict(template.after or {}, id=ENTERPRISE_ID, segment="enterprise", email="big@example.com")
+    created = dataclasses.replace(
+        template, key={"id": ENTERPRISE_ID}, after=after, lsn=lsn + 100, ts_ms=ts_ms + 1000, tx_id=10**6
+    )
+    updated = dataclasses.replace(
+        created,
+        op="u",
+        after=dict(after, email="bigger@example.com"),
+        lsn=lsn + 200,
+        ts_ms=ts_ms + 2000,
+        tx_id=10**6 + 1,
+        last_commit_lsn=lsn + 100,
+    )
+    return [created, updated]
+
+
+def test_replays_leave_postgres_identical(
+    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, unique_prefix: str
+) -> None:
+    prefix = unique_prefix
+    schema = f"marts_{prefix}"
+    settings = settings_for(tmp_path / "data", kafka_bootstrap, prefix)
+    contracts = install_contracts(tmp_path / "contracts", prefix)
+    env = {
+        "CDCWH_POSTGRES__DSN": postgres_dsn,
+        "CDCWH_POSTGRES__SCHEMA": schema,
+        "CDCWH_CONTRACTS_DIR": str(contracts),
+    }
+    generator = ShopGenerator(11)
+    changes = list(generator.changes(2000))
+    rejected = enterprise_customer(changes)
+    produce_changes(kafka_bootstrap, prefix, changes + rejected)
+    run_cli(settings, "ingest", "--until-caught-up", **env)
+    # small batches: gold holds several versions of many keys, so the gold topics carry old changes
+    log = run_cli(settings, "transform", "--once", CDCWH_TRANSFORM__MAX_OFFSETS_PER_PARTITION="80", **env)
+    run_cli(settings, "sink", "--until-caught-up", **env)
+
+    customers_topic, orders_topic = f"{prefix}.public.customers", f"{prefix}.public.orders"
+    quarantined = quarantine(settings).to_pylist()
+    assert [(q["topic"], q["reason"]) for q in quarantined] == [(customers_topic, "contract_violation")] * 2
+    snapshot = pg_marts(postgres_dsn, schema)
+    assert all(snapshot[m] for m in MARTS)
+    assert snapshot == gold_marts(settings)
+    expected = reference_marts(generator.expected_state(), customer_changes_from(changes))
+    assert compare_marts(snapshot, expected) == []
+    versions = {row["_version"] for mart in MARTS for row in snapshot[mart]}
+    assert len(versions) >= 3, (versions, log[-2000:])
+
+    # (a) a whole source topic again: everything is already in bronze, nothing lands, marts unchanged
+    orders_rows = bronze(settings, orders_topic).num_rows
+    output = run_cli(settings, "replay", "topic", orders_topic, **env)
+    totals = summary_counts(output)[f"replay of {orders_topic}"]
+    assert totals["landed"] == 0 and totals["quarantined"] == 0
+    assert totals["skipped"] == orders_rows and totals["read"] >= orders_rows > 0
+    assert bronze(settings, orders_topic).num_rows == orders_rows
+    run_cli(settings, "transform", "--once", **env)
+    run_cli(settings, "sink", "--until-caught-up", **env)
+    assert differences(pg_marts(postgres_dsn, schema), snapshot) == []
+
+    # (b) rebuild silver and gold from bronze, all tables then one: gold identical, no change to publish
+    gold = gold_marts(settings)
+    counts = summary_counts(run_cli(settings, "replay", "rebuild", **env))["rebuild"]
+    assert counts["gold changes"] == 0
+    assert counts["orders"] > 0 and counts["customers"] > 0 and counts["payments"] > 0
+    assert differences(gold_marts(settings), gold) == []
+    counts = summary_counts(run_cli(settings, "replay", "rebuild", "--table", "orders", **env))["rebuild"]
+    assert counts["orders"] > 0 and counts["gold changes"] == 0 and "customers" not in counts
+    assert differences(gold_marts(settings), gold) == []
+    run_cli(settings, "sink", "--until-caught-up", **env)
+    assert differences(pg_marts(postgres_dsn, schema), snapshot) == []
+
+    # (c) the batch backfill, on the healthy marts and then on corrupted ones
+    run_cli(settings, "replay", "sink", **env)
+    assert differences(pg_marts(postgres_dsn, schema), snapshot) == []
+    corrupt(postgres_dsn, schema, snapshot)
+    assert differences(pg_marts(postgres_dsn, schema), snapshot) != []
+    run_cli(settings, "replay", "sink", **env)
+    assert differences(pg_marts(postgres_dsn, schema), snapshot) == []
+
+    # (d) old gold changes again: published a second time at the end of the gold topics (so, without the
+    # version guard, the last change of many keys would be an old one), then the whole topics re-read from
+    # offset 0 by a new sink group, in batches small enough that the old tail is not merged with the
+    # newer changes of its keys before Postgres sees it: nothing regresses
+    read, old_changes = republish_gold(kafka_bootstrap, settings.kafka.gold_topic_prefix)
+    assert old_changes > 100
+    log = run_cli(
+        settings,
+        "sink",
+        "--until-caught-up",
+        CDCWH_KAFKA__GROUP_PREFIX=f"{prefix}-again",
+        CDCWH_SINK__BATCH_MAX_ROWS="500",
+        **env,
+    )
+    batches = [int(n) for n in re.findall(r"applied \d+ gold changes \((\d+) messages\)", log)]
+    assert sum(batches) == read + old_changes and len(batches) >= 4
+    assert differences(pg_marts(postgres_dsn, schema), snapshot) == []
+
+    # quarantine: relax the contract, re-ingest, rebuild; the customer reaches Postgres, exactly once
+    customers_rows = bronze(settings, customers_topic).num_rows
+    contract = contracts / f"{customers_topic}.toml"
+    relaxed = contract.read_text().replace('"home_office"]', '"home_office", "enterprise"]')
+    assert relaxed != contract.read_text()
+    contract.write_text(relaxed)
+    tables = summary_counts(run_cli(settings, "replay", "quarantine", **env))
+    assert nonzero(tables["landed"]) == {customers_topic: 2}
+    assert nonzero(tables["already in bronze"]) == {} and nonzero(tables["still rejected"]) == {}
+    assert tables["rebuild"]["customers"] > 0 and tables["rebuild"]["gold changes"] > 0
+    assert bronze(settings, customers_topic).num_rows == customers_rows + 2
+    gold = gold_marts(settings)
+    [enterprise] = [r for r in gold["customers"] if r["customer_id"] == ENTERPRISE_ID]
+    assert enterprise["segment"] == "enterprise" and enterprise["email"] == "bigger@example.com"
+    history = [r for r in gold["dim_customers"] if r["customer_id"] == ENTERPRISE_ID]
+    assert [(r["version"], r["email"], r["is_current"]) for r in history] == [
+        (1, "big@example.com", False),
+        (2, "bigger@example.com", True),
+    ]
+    run_cli(settings, "sink", "--until-caught-up", **env)
+    after = pg_marts(postgres_dsn, schema)
+    assert after == gold
+    new_rows = differences(after, snapshot)
+    assert new_rows and all(f"'customer_id': {ENTERPRISE_ID}," in d for d in new_rows), new_rows
+
+    tables = summary_counts(run_cli(settings, "replay", "quarantine", **env))
+    assert nonzero(tables["landed"]) == {} and nonzero(tables["already in bronze"]) == {customers_topic: 2}
+    assert "rebuild" not in tables  # nothing landed, so nothing rebuilt
+    assert bronze(settings, customers_topic).num_rows == customers_rows + 2
+    assert len(quarantine(settings)) == 2  # quarantine keeps its records (the audit trail)
+
+
+def corrupt(dsn: str, schema: str, snapshot: Marts) -> None:
+    """Rows deleted, an amount changed, a stray row with a low ``_version``."""
+    lowest = min(row["_version"] for row in snapshot["orders"])
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {} WHERE order_id IN (SELECT order_id FROM {} ORDER BY order_id LIMIT 3)"
+            ).format(sql.Identifier(schema, "orders"), sql.Identifier(schema, "orders"))
+        )
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE order_item_id % 7 = 0").format(
+                sql.Identifier(schema, "fact_order_items")
+            )
+        )
+        conn.execute(
+            sql.SQL("UPDATE {} SET amount = amount + 1 WHERE order_id = %s").format(
+                sql.Identifier(schema, "orders")
+            ),
+            (snapshot["orders"][-1]["order_id"],),
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (order_id, customer_id, order_date, status, credit_card_amount, "
+                "coupon_amount, bank_transfer_amount, gift_card_amount, amount, _version, _updated_at) "
+                "VALUES (%s, 1, '2020-01-01', 'placed', 5, 0, 0, 0, 5, %s, now())"
+            ).format(sql.Identifier(schema, "orders")),
+            (10**9, lowest),
+        )
