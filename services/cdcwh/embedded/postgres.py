@@ -95,15 +95,26 @@ class EmbeddedPostgres:
 
     def _remove_stale_pid_file(self) -> None:
         """A killed postmaster can linger as a zombie (no init to reap it in a container), which both
-        pgserver and postgres would take for a live server: drop its lock file when the pid is dead."""
+        pgserver and postgres would take for a live server: drop its lock files (``postmaster.pid`` and the
+        socket's ``.s.PGSQL.<port>.lock``) when their pid is dead."""
         pid_file = self.pgdata / "postmaster.pid"
         try:
-            pid = int(pid_file.read_text().splitlines()[0])
+            lines = pid_file.read_text().splitlines()
+            pid = int(lines[0])
         except (OSError, ValueError, IndexError):
             return
-        if not pid_alive(pid):
-            log.warning("removing the lock file of a dead embedded Postgres (pid %d)", pid)
-            pid_file.unlink(missing_ok=True)
+        if pid_alive(pid):
+            return
+        log.warning("removing the lock files of a dead embedded Postgres (pid %d)", pid)
+        socket_dirs = {self.pgdata}
+        if len(lines) > 4 and lines[4].strip():
+            socket_dirs.add(Path(lines[4].strip()))
+        for directory in socket_dirs:
+            for lock in directory.glob(".s.PGSQL.*.lock"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    if int(lock.read_text().splitlines()[0]) == pid:
+                        lock.unlink()
+        pid_file.unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Fast shutdown (pg_ctl -m fast): open transactions roll back, committed data stays."""
