@@ -5,12 +5,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help demo test test-unit lint format clean
+.PHONY: help demo test test-unit lint format clean bench
 
 help:
 	@echo "make demo   set up .venv, then run the pipeline demo on the embedded broker and Postgres"
 	@echo "make test   set up .venv, then run the whole test suite"
 	@echo "make lint   ruff + mypy --strict on the package"
+	@echo "make bench  throughput, freshness, rebuild and memory on embedded services (ARGS='--help'; not in make test)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -29,9 +30,12 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(ARGS)
 
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check services tests
-	$(BIN)/ruff format --check services tests
+	$(BIN)/ruff check services tests bench
+	$(BIN)/ruff format --check services tests bench
 	$(BIN)/mypy
 
 format: $(STAMP)
