@@ -21,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -33,6 +32,9 @@ from typing import Any
 import psutil
 from rich.console import Console
 from rich.table import Table
+
+from cdcwh.metrics import Samples
+from cdcwh.metrics import scrape as scrape_metrics
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -73,22 +75,11 @@ def _port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:  # noqa: S310 (localhost metrics of our own child)
-            text = response.read().decode()
-    except OSError:
-        return {}
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
+def scrape(port: int) -> Samples:
+    return scrape_metrics("127.0.0.1", port)
 
 
-def metric_total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str) -> float:
+def metric_total(samples: Samples, name: str) -> float:
     return sum(v for _, v in samples.get(name, []))
 
 

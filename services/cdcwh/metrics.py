@@ -7,6 +7,7 @@ Label values that come from data stay bounded: ``topic`` takes only topics match
 from __future__ import annotations
 
 import logging
+import urllib.request
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -76,6 +77,25 @@ def error_kind(exc: BaseException) -> str:
     if isinstance(exc, ConfigError):
         return "config"
     return "other"
+
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def scrape(host: str, port: int, timeout_s: float = 2.0) -> Samples:
+    """Samples of a cdcwh ``/metrics`` endpoint by sample name; empty when it does not answer (yet)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout_s) as response:  # noqa: S310
+            text = response.read().decode()
+    except OSError:
+        return {}
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
 
 
 def metrics_port(settings: Settings, service: str) -> int:

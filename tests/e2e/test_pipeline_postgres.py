@@ -5,7 +5,6 @@ Runs on the embedded Postgres, or on CDCWH_TEST_POSTGRES_DSN when set (conftest.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +13,15 @@ from psycopg.rows import dict_row
 
 from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator
-from tests.integration.ingest.helpers import cli_env, run_ingest_until_caught_up, settings_for
+from tests.integration.ingest.helpers import run_cdcwh, run_ingest_until_caught_up, settings_for
 from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
 from tests.integration.transform.pipeline import MARTS, produce_changes, run_transform_once
 
 
 def run_sink_until_caught_up(settings: Settings, dsn: str, schema: str) -> subprocess.CompletedProcess[str]:
-    env = cli_env(settings, CDCWH_POSTGRES__DSN=dsn, CDCWH_POSTGRES__SCHEMA=schema)
-    result = subprocess.run(
-        [sys.executable, "-m", "cdcwh.cli", "sink", "--until-caught-up"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    return run_cdcwh(
+        settings, "sink", "--until-caught-up", CDCWH_POSTGRES__DSN=dsn, CDCWH_POSTGRES__SCHEMA=schema
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
 
 
 def read_postgres_marts(dsn: str, schema: str) -> dict[str, list[dict[str, Any]]]:

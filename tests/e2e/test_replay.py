@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +24,7 @@ from psycopg.rows import dict_row
 
 from cdcwh.config import PROJECT_ROOT, Settings
 from cdcwh.generate import ShopGenerator, SourceChange
-from tests.integration.ingest.helpers import bronze, cli_env, quarantine, settings_for
+from tests.integration.ingest.helpers import bronze, quarantine, run_cdcwh, settings_for
 from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
 from tests.integration.transform.pipeline import MARTS, produce_changes
 
@@ -41,14 +39,7 @@ ENTERPRISE_ID = 900_001
 
 def run_cli(settings: Settings, *args: str, **extra: str) -> str:
     """Run ``cdcwh <args>`` to completion; returns its stdout, then its stderr (the log)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "cdcwh.cli", *args],
-        env=cli_env(settings, **extra),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, f"cdcwh {' '.join(args)}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+    result = run_cdcwh(settings, *args, **extra)
     return result.stdout + "\n" + result.stderr
 
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-import urllib.request
 
 import psycopg
 from confluent_kafka.admin import AdminClient
-from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 from rich.console import Console
 from rich.live import Live
@@ -28,43 +26,33 @@ from cdcwh.embedded import postgres_dsn
 from cdcwh.errors import InfrastructureError
 from cdcwh.generate import SHOP_TABLES
 from cdcwh.kafka import client_config, ensure_topics
-from cdcwh.metrics import metrics_port
+from cdcwh.metrics import Samples, metrics_port
+from cdcwh.metrics import scrape as scrape_metrics
 from cdcwh.supervisor import Supervisor, run_until_caught_up
 
 console = Console()
 
 
-def scrape(settings: Settings, service: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Samples of one service's /metrics by sample name; empty when it is not answering (yet)."""
+def scrape(settings: Settings, service: str) -> Samples:
+    """One service's /metrics; empty when it is not answering (yet) or metrics are off."""
     port = metrics_port(settings, service)
-    if port == 0:
-        return {}
-    try:
-        with urllib.request.urlopen(f"http://{settings.metrics.host}:{port}/metrics", timeout=1) as response:  # noqa: S310
-            text = response.read().decode()
-    except OSError:
-        return {}
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
+    return {} if port == 0 else scrape_metrics(settings.metrics.host, port, timeout_s=1.0)
 
 
-def total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+def total(samples: Samples, name: str, **labels: str) -> float:
     return sum(
         v for labels_, v in samples.get(name, []) if all(labels_.get(k) == x for k, x in labels.items())
     )
 
 
-def silver_applied(samples: dict[str, list[tuple[dict[str, str], float]]]) -> float:
+def silver_applied(samples: Samples) -> float:
     rows = samples.get("cdcwh_transform_rows_total", [])
     return sum(
         v for labels, v in rows if labels.get("direction") == "out" and labels["model"].startswith("silver.")
     )
 
 
-def quantile(samples: dict[str, list[tuple[dict[str, str], float]]], stage: str, q: float) -> float | None:
+def quantile(samples: Samples, stage: str, q: float) -> float | None:
     """Upper bound of the histogram bucket holding quantile ``q`` of cdcwh_freshness_seconds{stage}."""
     buckets = sorted(
         (float(labels["le"]), v)
@@ -83,7 +71,7 @@ def progress_table(settings: Settings, produced: int, target: int) -> Table:
     for column in ("stage", "count", "freshness p50 / p99 (s)"):
         table.add_column(column, justify="right" if column != "stage" else "left")
 
-    def fresh(samples: dict[str, list[tuple[dict[str, str], float]]], stage: str) -> str:
+    def fresh(samples: Samples, stage: str) -> str:
         p50, p99 = quantile(samples, stage, 0.5), quantile(samples, stage, 0.99)
         return "-" if p50 is None else f"<= {p50:g} / <= {p99:g}"
 

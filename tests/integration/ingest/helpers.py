@@ -46,9 +46,10 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_ingest_until_caught_up(settings: Settings, **extra: str) -> subprocess.CompletedProcess[str]:
+def run_cdcwh(settings: Settings, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``cdcwh ARGS`` for these settings (extra environment variables as keywords); it must exit 0."""
     result = subprocess.run(
-        [sys.executable, "-m", "cdcwh.cli", "ingest", "--until-caught-up"],
+        [sys.executable, "-m", "cdcwh.cli", *args],
         env=cli_env(settings, **extra),
         capture_output=True,
         text=True,
@@ -56,6 +57,10 @@ def run_ingest_until_caught_up(settings: Settings, **extra: str) -> subprocess.C
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def run_ingest_until_caught_up(settings: Settings, **extra: str) -> subprocess.CompletedProcess[str]:
+    return run_cdcwh(settings, "ingest", "--until-caught-up", **extra)
 
 
 def bronze(settings: Settings, topic: str) -> pa.Table:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import duckdb
 
 from cdcwh.config import Settings
 from cdcwh.generate import KafkaRecord, SourceChange, encode, produce
-from tests.integration.ingest.helpers import cli_env, run_ingest_until_caught_up
+from tests.integration.ingest.helpers import run_cdcwh, run_ingest_until_caught_up
 
 MARTS = (
     "orders",
@@ -30,15 +29,7 @@ def produce_changes(bootstrap: str, prefix: str, changes: list[SourceChange], pa
 
 
 def run_transform_once(settings: Settings, **extra: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "cdcwh.cli", "transform", "--once"],
-        env=cli_env(settings, **extra),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_cdcwh(settings, "transform", "--once", **extra)
 
 
 def ingest_and_transform(settings: Settings) -> None:
