@@ -39,6 +39,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _add_catch_up(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--until-caught-up`` and its ``--idle-seconds``, shared by the consuming services."""
+    parser.add_argument("--until-caught-up", action="store_true", help=help_text)
+    parser.add_argument(
+        "--idle-seconds",
+        type=_positive_float,
+        default=1.0,
+        help="with --until-caught-up: seconds each partition must stay at its end before exiting (default 1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cdcwh",
@@ -116,16 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "append it to its bronze table exactly once, and quarantine bad records (bronze._quarantine and "
         "<topic>.dlq). Runs until SIGTERM/Ctrl-C, which flushes and commits before exiting.",
     )
-    ingest.add_argument(
-        "--until-caught-up",
-        action="store_true",
-        help="land everything currently in the topics, then exit 0 (batch mode for backfills and tests)",
-    )
-    ingest.add_argument(
-        "--idle-seconds",
-        type=_positive_float,
-        default=1.0,
-        help="with --until-caught-up: seconds each partition must stay at its end before exiting (default 1)",
+    _add_catch_up(
+        ingest, "land everything currently in the topics, then exit 0 (batch mode for backfills and tests)"
     )
 
     transform = sub.add_parser(
@@ -154,17 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Consume cdcwh.gold.<mart> and upsert/delete the rows of the marts schema in PostgreSQL, "
         "guarded by version, one transaction per batch; Kafka offsets are committed after Postgres commits.",
     )
-    sink.add_argument(
-        "--until-caught-up",
-        action="store_true",
-        help="apply everything currently in the gold topics, then exit",
-    )
-    sink.add_argument(
-        "--idle-seconds",
-        type=_positive_float,
-        default=1.0,
-        help="with --until-caught-up: seconds each partition must stay at its end before exiting (default 1)",
-    )
+    _add_catch_up(sink, "apply everything currently in the gold topics, then exit")
 
     run = sub.add_parser(
         "run",

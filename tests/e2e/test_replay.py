@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from cdcwh.config import PROJECT_ROOT, Settings
 from cdcwh.generate import ShopGenerator, SourceChange
 from tests.integration.ingest.helpers import bronze, quarantine, run_cdcwh, settings_for
+from tests.integration.kafka_readback import read_to_end
 from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
 from tests.integration.transform.pipeline import MARTS, produce_changes
 
@@ -110,34 +109,7 @@ def summary_counts(stdout: str) -> dict[str, dict[str, int]]:
 
 def read_topics(bootstrap: str, topics: list[str]) -> list[Message]:
     """Every message of the topics, each partition read to its end."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"read-{uuid.uuid4().hex}",
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        metadata = consumer.list_topics(timeout=10).topics
-        assignment = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in metadata[t].partitions]
-        consumer.assign(assignment)
-        pending = {(tp.topic, tp.partition) for tp in assignment}
-        messages: list[Message] = []
-        deadline = time.monotonic() + 60
-        while pending:
-            assert time.monotonic() < deadline, f"partitions {pending} not read to the end"
-            for message in consumer.consume(1000, timeout=1.0):
-                error = message.error()
-                if error is None:
-                    messages.append(message)
-                elif error.code() == KafkaError._PARTITION_EOF:
-                    pending.discard((message.topic(), message.partition()))
-                else:
-                    raise AssertionError(f"{message.topic()}: {error}")
-        return messages
-    finally:
-        consumer.close()
+    return read_to_end(bootstrap, topics=topics)
 
 
 def gold_topics(bootstrap: str, gold_prefix: str) -> list[str]:

@@ -17,37 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from tests.integration.kafka_readback import read_to_end
 
 TABLES = ("customers", "products", "orders", "order_items", "payments")
 PLACEHOLDER = "__debezium_unavailable_value"
 
 
 def consume_all(bootstrap: str, prefix: str) -> list[Any]:
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"{prefix}-readback", "enable.partition.eof": True}
-    )
-    try:
-        topics = consumer.list_topics(timeout=10).topics
-        tps = [
-            TopicPartition(t, p, 0)
-            for t in topics
-            if t.startswith(prefix + ".")
-            for p in topics[t].partitions
-        ]
-        consumer.assign(tps)
-        pending = {(tp.topic, tp.partition) for tp in tps}
-        messages = []
-        while pending:
-            for m in consumer.consume(5000, timeout=5):
-                if m.error():
-                    assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
-                    pending.discard((m.topic(), m.partition()))
-                else:
-                    messages.append(m)
-        return messages
-    finally:
-        consumer.close()
+    return read_to_end(bootstrap, prefix=prefix + ".")
 
 
 def decode_field(value: Any, schema: dict[str, Any]) -> Any:

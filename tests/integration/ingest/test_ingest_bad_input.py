@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from pyiceberg.exceptions import NoSuchTableError
 
@@ -29,6 +29,7 @@ from cdcwh.core.record import RejectReason
 from cdcwh.generate import ShopGenerator, encode
 from cdcwh.ingest.catalog import bronze_table_name, open_catalog
 from cdcwh.kafka import ensure_topics
+from tests.integration.kafka_readback import read_to_end
 
 from .helpers import TABLES, bronze, cli_env, quarantine, run_ingest_until_caught_up, settings_for
 
@@ -372,34 +373,7 @@ def bad_records(templates: Templates, kinds: list[BadKind]) -> list[Outgoing]:
 
 def read_topics(bootstrap: str, topics: list[str]) -> list[Any]:
     """Every record of ``topics``, read to partition EOF (the embedded broker's "latest" offset is wrong)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "readback",
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        metadata = consumer.list_topics(timeout=10).topics
-        missing = [t for t in topics if t not in metadata]
-        assert not missing, f"topics {missing} do not exist"
-        assignment = [TopicPartition(t, p, 0) for t in topics for p in metadata[t].partitions]
-        consumer.assign(assignment)
-        pending = {(tp.topic, tp.partition) for tp in assignment}
-        messages = []
-        deadline = time.monotonic() + 30
-        while pending:
-            assert time.monotonic() < deadline, f"no end of partitions {pending}"
-            for m in consumer.consume(1000, timeout=0.5):
-                if m.error():
-                    assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
-                    pending.discard((m.topic(), m.partition()))
-                else:
-                    messages.append(m)
-        return messages
-    finally:
-        consumer.close()
+    return read_to_end(bootstrap, topics=topics, timeout_s=30)
 
 
 # ---- checks ------------------------------------------------------------------------------------------------
