@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import pyarrow as pa
 
@@ -20,9 +20,11 @@ VALUE_REPR_MAX_CHARS: Final = 120
 """A value quoted inside a detail is truncated to this many characters."""
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One Kafka record as consumed: coordinates plus the undecoded key and value bytes."""
+class RawRecord(NamedTuple):
+    """One Kafka record as consumed: coordinates plus the undecoded key and value bytes.
+
+    A named tuple: the ingest service makes one per consumed record, and a tuple is built about three times
+    faster than a frozen dataclass."""
 
     topic: str
     partition: int

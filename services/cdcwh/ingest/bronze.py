@@ -96,7 +96,7 @@ class IcebergBronzeWriter:
             rejections.extend(conflicts)
             if rows.num_rows:
                 staged[topic] = rows.append_column(
-                    INGESTED_AT, pa.array([now] * rows.num_rows, rows_ts_type())
+                    INGESTED_AT, pa.repeat(pa.scalar(now, rows_ts_type()), rows.num_rows)
                 )
         if self.dead_letters is not None:
             self.dead_letters.publish(rejections)

@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,8 @@ class BronzeSink(BaseSink):
         if not records:
             return
         started = time.monotonic()
-        for record in records:
-            metrics.EVENTS_CONSUMED.labels(record.topic).inc()
+        for topic, count in Counter(r.topic for r in records).items():
+            metrics.EVENTS_CONSUMED.labels(topic).inc(count)
         try:
             result = self.writer.land(records)
         except Exception:

@@ -3,10 +3,15 @@
 Per batch, in one transaction, per mart:
 
 1. keep the newest change per key (highest ``version``);
-2. COPY the upserts into a temporary staging table shaped like the mart;
-3. ``INSERT ... SELECT`` from staging ``ON CONFLICT (pk) DO UPDATE ... WHERE mart._version <
-   excluded._version``, skipping keys whose tombstone is at least as new;
-4. deletes: record ``(mart, key, version)`` in ``<schema>._tombstones`` (keeping the newest) and delete the
+2. look up the batch's keys in the mart and in the tombstones (one indexed query): an upsert whose key has a
+   tombstone at least as new, or a row at least as new, is dropped here;
+3. upserts of keys the mart does not hold are COPied straight into the mart (as fast as a plain COPY). If
+   another writer inserted one of those keys meanwhile, the COPY fails inside a savepoint and its rows take
+   step 4 instead;
+4. the other upserts are COPied into a temporary staging table shaped like the mart, then
+   ``INSERT ... SELECT`` from it ``ON CONFLICT (pk) DO UPDATE ... WHERE mart._version < excluded._version``,
+   skipping keys whose tombstone is at least as new;
+5. deletes: record ``(mart, key, version)`` in ``<schema>._tombstones`` (keeping the newest) and delete the
    row only if its ``_version`` is older.
 
 So replaying old changes never regresses a row, and a replayed upsert older than a delete does not bring the
@@ -26,6 +31,7 @@ import psycopg
 from psycopg import sql
 
 TOMBSTONES = "_tombstones"
+INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class PostgresMartSink:
         self.sql_dir = sql_dir
         self._conn: psycopg.Connection[Any] | None = None
         self._columns: dict[str, list[str]] = {}
+        self._types: dict[str, dict[str, str]] = {}
         self._keys: dict[str, list[str]] = {}
 
     def connect(self) -> psycopg.Connection[Any]:
@@ -98,13 +105,17 @@ class PostgresMartSink:
                 ).format(ident, sql.Identifier(TOMBSTONES))
             )
         rows = conn.execute(
-            """SELECT c.table_name, c.column_name FROM information_schema.columns c
+            """SELECT c.table_name, c.column_name, format_type(a.atttypid, a.atttypmod)
+            FROM information_schema.columns c
+            JOIN pg_attribute a ON a.attrelid = format('%%I.%%I', c.table_schema, c.table_name)::regclass
+              AND a.attname = c.column_name
             WHERE c.table_schema = %s ORDER BY c.table_name, c.ordinal_position""",
             (self.schema,),
         ).fetchall()
-        self._columns = {}
-        for table, column in rows:
+        self._columns, self._types = {}, {}
+        for table, column, type_ in rows:
             self._columns.setdefault(table, []).append(column)
+            self._types.setdefault(table, {})[column] = type_
         keys = conn.execute(
             """SELECT tc.table_name, kcu.column_name FROM information_schema.table_constraints tc
             JOIN information_schema.key_column_usage kcu
@@ -151,25 +162,123 @@ class PostgresMartSink:
     def _upsert(
         self, conn: psycopg.Connection[Any], mart: str, changes: list[GoldChange], *, repair: bool = False
     ) -> None:
-        columns = self._columns[mart]
-        data = [c for c in columns if c not in ("_version", "_updated_at")]
-        keys = self._keys[mart]
-        target = sql.Identifier(self.schema, mart)
-        conn.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS, _key text) "
-                "ON COMMIT DELETE ROWS"
-            ).format(sql.Identifier(f"stage_{mart}"), target)
-        )
-        stage = sql.Identifier(f"stage_{mart}")
-        copy_columns = [*data, "_version", "_updated_at", "_key"]
+        rows, versions = self._current(conn, mart, changes)
+        new, known = [], []
+        for change in changes:
+            deleted_at = versions.get(change.key)
+            if deleted_at is not None and deleted_at >= change.version:
+                continue  # a delete at least as new
+            held = rows.get(change.key)
+            if held is None:
+                new.append(change)
+            elif held < change.version or (repair and held == change.version):
+                known.append(change)
+        if new:
+            try:
+                with conn.transaction():  # a savepoint: a key inserted meanwhile fails this part only
+                    self._copy_rows(conn, sql.Identifier(self.schema, mart), mart, new)
+            except psycopg.errors.UniqueViolation:
+                known.extend(new)
+        if known:
+            self._merge(conn, mart, known, repair=repair)
+
+    def _current(
+        self, conn: psycopg.Connection[Any], mart: str, changes: list[GoldChange]
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """The ``_version`` of the rows the mart holds for these changes' keys, and of their tombstones.
+
+        Key values are compared as text; a key whose text differs from Postgres's (an exotic key type) is
+        merely not found here, and then fails the direct COPY and takes the guarded path. A single integer
+        key above the mart's largest (a new row of a serial key) is new without an index probe."""
+        key_columns = self._keys[mart]
+        values = [
+            c.row if c.row and all(k in c.row for k in key_columns) else json.loads(c.key) for c in changes
+        ]
+        probe = list(range(len(changes)))
+        if len(key_columns) == 1 and self._types[mart][key_columns[0]] in INTEGER_TYPES:
+            column = key_columns[0]
+            (largest,) = conn.execute(
+                sql.SQL("SELECT max({}) FROM {}").format(
+                    sql.Identifier(column), sql.Identifier(self.schema, mart)
+                )
+            ).fetchone() or (None,)
+            probe = [] if largest is None else [i for i in probe if _at_most(values[i].get(column), largest)]
+        rows: dict[str, int] = {}
+        if probe:
+            arrays = sql.SQL(", ").join(
+                sql.SQL("%s::{}[]").format(sql.SQL(self._types[mart][c]))
+                for c in key_columns  # catalog names
+            )
+            found = conn.execute(
+                sql.SQL(
+                    "SELECT {texts}, _version FROM {mart} WHERE ({cols}) IN (SELECT * FROM unnest({arrays}))"
+                ).format(
+                    texts=sql.SQL(", ").join(
+                        sql.SQL("{}::text").format(sql.Identifier(c)) for c in key_columns
+                    ),
+                    mart=sql.Identifier(self.schema, mart),
+                    cols=sql.SQL(", ").join(map(sql.Identifier, key_columns)),
+                    arrays=arrays,
+                ),
+                [[values[i].get(c) for i in probe] for c in key_columns],
+            ).fetchall()
+            held = {tuple(row[:-1]): row[-1] for row in found}
+            for i in probe if held else ():
+                version = held.get(tuple(_as_text(values[i].get(c)) for c in key_columns))
+                if version is not None:
+                    rows[changes[i].key] = version
+        tombstones = sql.Identifier(self.schema, TOMBSTONES)
+        deleted: dict[str, int] = {}
+        if conn.execute(
+            sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE mart = %s)").format(tombstones), (mart,)
+        ).fetchone() == (True,):
+            deleted = dict(
+                conn.execute(
+                    sql.SQL("SELECT key, _version FROM {} WHERE mart = %s AND key = ANY(%s::text[])").format(
+                        tombstones
+                    ),
+                    (mart, [c.key for c in changes]),
+                ).fetchall()
+            )
+        return rows, deleted
+
+    def _copy_rows(
+        self,
+        conn: psycopg.Connection[Any],
+        target: sql.Composable,
+        mart: str,
+        changes: list[GoldChange],
+        *,
+        with_key: bool = False,
+    ) -> None:
+        data = [c for c in self._columns[mart] if c not in ("_version", "_updated_at")]
+        copy_columns = [*data, "_version", "_updated_at", *(["_key"] if with_key else [])]
         copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            stage, sql.SQL(", ").join(map(sql.Identifier, copy_columns))
+            target, sql.SQL(", ").join(map(sql.Identifier, copy_columns))
         )
         with conn.cursor() as cur, cur.copy(copy_sql) as copy:
             for change in changes:
                 row = change.row or {}
-                copy.write_row([*(row.get(c) for c in data), change.version, "now", change.key])
+                values = [*(row.get(c) for c in data), change.version, "now"]
+                if with_key:
+                    values.append(change.key)
+                copy.write_row(values)
+
+    def _merge(
+        self, conn: psycopg.Connection[Any], mart: str, changes: list[GoldChange], *, repair: bool = False
+    ) -> None:
+        """Upsert through a staging table, each row guarded by the mart's version and the tombstones."""
+        columns = self._columns[mart]
+        keys = self._keys[mart]
+        target = sql.Identifier(self.schema, mart)
+        stage = sql.Identifier(f"stage_{mart}")
+        conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS, _key text) "
+                "ON COMMIT DELETE ROWS"
+            ).format(stage, target)
+        )
+        self._copy_rows(conn, stage, mart, changes, with_key=True)
         assignments = sql.SQL(", ").join(
             sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
             for c in columns
@@ -220,3 +329,17 @@ class PostgresMartSink:
                     ),
                     [*(key.get(k) for k in keys), change.version],
                 )
+
+
+def _as_text(value: Any) -> str | None:
+    """A JSON key value as Postgres prints it (``true`` for booleans)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _at_most(value: Any, largest: int) -> bool:
+    """Whether a key value may be held by a mart whose largest key is ``largest`` (not a plain int: maybe)."""
+    return not isinstance(value, int) or isinstance(value, bool) or value <= largest

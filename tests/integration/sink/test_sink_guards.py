@@ -205,3 +205,33 @@ def test_unreachable_postgres_raises_operational_error() -> None:
     with pytest.raises(psycopg.OperationalError):
         sink.apply([order(1, 1)])
     sink.close()
+
+
+def test_a_key_inserted_by_another_writer_meanwhile_takes_the_guarded_path(
+    sink: PostgresMartSink, postgres_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New keys are COPied straight into the mart; when another writer inserted one of them between the
+    lookup and the COPY, the COPY fails inside its savepoint and the batch still applies, version-guarded."""
+    sink.apply([order(1, 5, "10.00", "placed"), order(2, 5, "20.00", "placed")])
+    # the lookup sees neither key, as if both had been inserted after it ran
+    monkeypatch.setattr(sink, "_current", lambda conn, mart, changes: ({}, {}))
+    sink.apply([order(1, 9, "11.00", "shipped"), order(2, 4, "99.00", "cancelled"), order(3, 1, "30.00")])
+    assert orders(postgres_dsn, schema) == {
+        1: (9, "shipped", Decimal("11.00")),  # newer: updated
+        2: (5, "placed", Decimal("20.00")),  # older: ignored by the guard
+        3: (1, "placed", Decimal("30.00")),  # new: inserted
+    }
+
+
+def test_keys_below_and_above_the_largest_held_key(
+    sink: PostgresMartSink, postgres_dsn: str, schema: str
+) -> None:
+    """Integer keys above the mart's largest are inserted without a probe; those below are probed."""
+    sink.apply([order(10, 2), order(20, 2)])
+    sink.apply([order(5, 3), order(10, 1, "1.00", "stale"), order(20, 3, "21.00", "shipped"), order(30, 3)])
+    assert orders(postgres_dsn, schema) == {
+        5: (3, "placed", Decimal("10.00")),
+        10: (2, "placed", Decimal("10.00")),
+        20: (3, "shipped", Decimal("21.00")),
+        30: (3, "placed", Decimal("10.00")),
+    }
