@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import duckdb
+import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 
@@ -30,6 +31,7 @@ from cdcwh.transform.warehouse import count, scalar
 log = logging.getLogger(__name__)
 
 FRESHNESS_SAMPLE = 256
+SOURCE_TS_SAMPLE = 256
 
 
 @dataclass
@@ -98,7 +100,7 @@ def run_batch(
     con.begin()
     try:
         seq = _state(con, "seq")
-        oldest_source_ts = None
+        source_times: list[pa.Array] = []
         for piece in slices:
             name = silver_name(piece.topic)
             _register_silver(con, name, piece.topic, key_columns(piece.rows) if piece.rows.num_rows else [])
@@ -109,19 +111,14 @@ def run_batch(
             metrics.TRANSFORM_ROWS.labels(f"silver.{name}", "in").inc(piece.rows.num_rows)
             metrics.TRANSFORM_ROWS.labels(f"silver.{name}", "out").inc(applied)
             if piece.rows.num_rows:
-                low = pc.min(piece.rows["__source_ts"]).as_py()
-                if low is not None and (oldest_source_ts is None or low < oldest_source_ts):
-                    oldest_source_ts = low
+                source_times.append(piece.rows["__source_ts"].combine_chunks().drop_null())
             for (topic, partition), offset in piece.upper.items():
                 con.execute(
                     "INSERT OR REPLACE INTO cdcwh.watermarks VALUES (?, ?, ?)", [topic, partition, offset]
                 )
         if gold and any(result.silver.values()):
             result.gold = refresh_gold(con, models, result.batch_id or 0)
-            con.execute(
-                "UPDATE cdcwh.outbox SET source_ts = ? WHERE version = ? AND source_ts IS NULL",
-                [oldest_source_ts, result.batch_id],
-            )
+            stamp_source_times(con, result.batch_id or 0, source_times)
         _set_state(con, "seq", seq)
         _set_state(con, "batch_id", result.batch_id or 0)
         con.execute(
@@ -193,6 +190,23 @@ def refresh_gold(con: duckdb.DuckDBPyConnection, models: list[GoldModel], versio
         metrics.TRANSFORM_ROWS.labels(model.name, "out").inc(result.upserts + result.deletes)
         results.append(result)
     return results
+
+
+def stamp_source_times(con: duckdb.DuckDBPyConnection, version: int, source_times: list[pa.Array]) -> None:
+    """Stamp the batch's gold changes with source commit times of the batch's changes: an evenly spaced
+    sample, sorted, dealt out over the changes in turn. The sink measures source -> Postgres freshness from
+    these, so its histogram follows the batch's changes rather than repeating the batch's oldest one."""
+    times = pa.chunked_array(source_times, pa.timestamp("us", tz="UTC")) if source_times else None
+    if times is None or len(times) == 0:
+        return
+    step = max(1, len(times) // SOURCE_TS_SAMPLE)
+    sample = pc.sort_indices(times).take(pa.array(range(0, len(times), step)))
+    stamps = pc.take(times, sample).to_pylist()
+    con.execute(
+        "UPDATE cdcwh.outbox SET source_ts = list_extract(?::TIMESTAMPTZ[], (id % ?)::BIGINT + 1) "
+        "WHERE version = ? AND source_ts IS NULL",
+        [stamps, len(stamps), version],
+    )
 
 
 def record_failure(con: duckdb.DuckDBPyConnection, batch_id: int, started: datetime, exc: Exception) -> None:

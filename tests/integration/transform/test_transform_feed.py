@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from cdcwh.config import Settings
-from cdcwh.generate import ShopGenerator
+from cdcwh.generate import SHOP_TABLES, ShopGenerator
 from tests.integration.ingest.helpers import run_ingest_until_caught_up, settings_for
 from tests.integration.transform.marts_reference import (
     MART_KEYS,
@@ -138,3 +138,22 @@ def test_message_shape(fed: Fed) -> None:
     assert any(c.startswith("DECIMAL") for types in fed.types.values() for c in types.values()), (
         "some mart carries money"
     )
+
+
+def test_changes_carry_source_times_of_their_batch(fed: Fed) -> None:
+    """A batch's gold changes are stamped with a sample of its changes' source commit times (for the sink's
+    freshness histogram), not all with the oldest one."""
+    by_version: dict[int, list[int]] = {}
+    for messages in fed.feed.values():
+        for message in messages:
+            by_version.setdefault(message.version, []).append(message.value["source_ts_ms"])
+    bounds = query(
+        fed.settings,
+        "SELECT epoch_ms(min(__source_ts)) AS low, epoch_ms(max(__source_ts)) AS high FROM ("
+        + " UNION ALL ".join(f"SELECT __source_ts FROM silver_history.{t}" for t in SHOP_TABLES)
+        + ")",
+    )[0]
+    largest = max(by_version.values(), key=len)
+    assert len(set(largest)) > 1
+    for stamps in by_version.values():
+        assert all(bounds["low"] <= ts <= bounds["high"] for ts in stamps)
