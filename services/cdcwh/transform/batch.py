@@ -227,5 +227,7 @@ def observe_freshness(slices: list[BronzeSlice]) -> None:
         if column is None or len(column) == 0:
             continue
         step = max(1, len(column) // FRESHNESS_SAMPLE)
-        for value in column.to_pylist()[::step]:
-            metrics.FRESHNESS.labels("gold").observe(max(0.0, now - value.timestamp()))
+        sample = column.take(pa.array(range(0, len(column), step)))
+        sample = pc.cast(pc.cast(sample, pa.timestamp("us", tz="UTC")), pa.int64())  # us since the epoch
+        for micros in sample.to_pylist():
+            metrics.FRESHNESS.labels("gold").observe(max(0.0, now - micros / 1e6))

@@ -61,7 +61,7 @@ class KafkaOutboxPublisher:
             failures: list[str] = []
             on_delivery = _collect_failures(failures)
 
-            for _id, version, mart, key, op, row, source_ts_ms in rows:
+            for i, (_id, version, mart, key, op, row, source_ts_ms) in enumerate(rows):
                 value = (
                     f'{{"mart":"{mart}","op":"{op}","version":{version},'
                     f'"source_ts_ms":{"null" if source_ts_ms is None else int(source_ts_ms)},'
@@ -70,7 +70,8 @@ class KafkaOutboxPublisher:
                 self._producer.produce(
                     self.topic(mart), key=key.encode(), value=value.encode(), on_delivery=on_delivery
                 )
-                self._producer.poll(0)
+                if i % 1000 == 999:
+                    self._producer.poll(0)  # serve delivery reports now and then; flush waits for the rest
             remaining = self._producer.flush(60)
             if remaining or failures:
                 raise ProduceError(f"gold change delivery failed ({remaining} undelivered): {failures[:3]}")
