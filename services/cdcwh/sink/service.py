@@ -156,9 +156,10 @@ class SinkService:
                 metrics.FRESHNESS.labels("postgres").observe(max(0.0, now - change.source_ts_ms / 1000))
         metrics.LAST_SUCCESS.labels("sink").set(now)
         log.info(
-            "applied %d gold changes (%d messages)",
+            "applied %d gold changes (%d messages) in %.2fs",
             sum(result.upserts.values()) + sum(result.deletes.values()),
             len(messages),
+            time.monotonic() - started,
         )
 
     def _wait(self, consumer: Consumer, seconds: float) -> None:
