@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 
 INGESTED_AT = "__ingested_at"
 COMMIT_ATTEMPTS = 5
+# every commit writes a new metadata file: keep the last 10 and delete older ones as Iceberg commits
+METADATA_PROPERTIES = {
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "10",
+}
 
 
 @dataclass
@@ -68,12 +73,14 @@ class IcebergBronzeWriter:
         *,
         max_value_bytes: int,
         dead_letters: KafkaDeadLetterPublisher | None = None,
+        snapshots_kept: int = 20,
     ) -> None:
         self.catalog = catalog
         self.namespace = namespace
         self.contracts = contracts
         self.max_value_bytes = max_value_bytes
         self.dead_letters = dead_letters
+        self.snapshots_kept = snapshots_kept
         self._tables: dict[str, Table] = {}
 
     def land(self, records: Sequence[RawRecord]) -> LandResult:
@@ -140,7 +147,9 @@ class IcebergBronzeWriter:
                 else schema.append(pa.field(INGESTED_AT, rows_ts_type()))
             )
             try:
-                table = self.catalog.create_table(identifier, schema=full, properties={TOPIC_PROPERTY: topic})
+                table = self.catalog.create_table(
+                    identifier, schema=full, properties={TOPIC_PROPERTY: topic, **METADATA_PROPERTIES}
+                )
                 with table.update_spec() as spec:
                     spec.add_field(INGESTED_AT, DayTransform(), "ingested_day")
                 log.info("created bronze table %s.%s for %s", *identifier, topic)
@@ -220,6 +229,7 @@ class IcebergBronzeWriter:
                     conform(fresh, table.schema().as_arrow()),
                     snapshot_properties={OFFSETS_PROPERTY: encode_offsets(offsets)},
                 )
+                expire_snapshots(table, self.snapshots_kept)
                 return fresh, skipped
             except CommitFailedException as exc:
                 log.warning("bronze commit for %s conflicted (attempt %d): %s", topic, attempt, exc)
@@ -244,6 +254,7 @@ class IcebergBronzeWriter:
                     quarantine_rows(fresh, now),
                     snapshot_properties={OFFSETS_PROPERTY: encode_offsets(offsets)},
                 )
+                expire_snapshots(table, self.snapshots_kept)
                 return fresh
             except CommitFailedException as exc:
                 log.warning("quarantine commit conflicted (attempt %d): %s", attempt, exc)
@@ -261,13 +272,35 @@ class IcebergBronzeWriter:
             table = self.catalog.load_table(identifier)
         except NoSuchTableError:
             try:
-                table = self.catalog.create_table(identifier, schema=QUARANTINE_SCHEMA)
+                table = self.catalog.create_table(
+                    identifier, schema=QUARANTINE_SCHEMA, properties=METADATA_PROPERTIES
+                )
                 with table.update_spec() as spec:
                     spec.add_field("quarantined_at", DayTransform(), "quarantined_day")
             except TableAlreadyExistsError:
                 table = self.catalog.load_table(identifier)
         self._tables[QUARANTINE_TABLE] = table
         return table
+
+
+def expire_snapshots(table: Table, kept: int) -> None:
+    """Once the table has twice ``kept`` snapshots, expire all but the newest ``kept`` (in one commit).
+
+    The offsets that make landing exactly-once live in the current snapshot, and the transform reads the
+    current snapshot, so only history goes. A conflicting commit is left for the next time."""
+    snapshots = sorted(table.snapshots(), key=lambda snap: (snap.sequence_number or 0, snap.timestamp_ms))
+    if len(snapshots) < 2 * kept:
+        return
+    current = table.current_snapshot()
+    old = [
+        s.snapshot_id for s in snapshots[:-kept] if current is None or s.snapshot_id != current.snapshot_id
+    ]
+    try:
+        table.maintenance.expire_snapshots().by_ids(old).commit()
+    except CommitFailedException as exc:
+        log.info("snapshot expiry of %s deferred: %s", table.name(), exc)
+        return
+    log.debug("expired %d snapshots of %s", len(old), table.name())
 
 
 def data_schema(table: Table) -> pa.Schema:

@@ -176,6 +176,7 @@ def make_writer(settings: Settings) -> IcebergBronzeWriter:
         load_contracts(settings.contracts_path),
         max_value_bytes=settings.ingest.max_value_bytes,
         dead_letters=KafkaDeadLetterPublisher(client_config(settings)),
+        snapshots_kept=settings.iceberg.snapshots_kept,
     )
 
 
