@@ -261,13 +261,13 @@ def broker(root: Path, name: str) -> Iterator[str]:
 BROKER_PIDS: dict[str, int] = {}  # bootstrap address -> broker pid, for CPU accounting
 
 
-def tree_cpu_s(pid: int | None) -> float:
-    """CPU seconds (user + system) used so far by a process and its living children."""
+def tree_cpu_s(pid: int | None, *, children: bool = True) -> float:
+    """CPU seconds (user + system) used so far by a process and (unless told not to) its living children."""
     if pid is None:
         return 0.0
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        procs = [root, *(root.children(recursive=True) if children else [])]
     except psutil.Error:
         return 0.0
     total = 0.0

@@ -62,7 +62,7 @@ def bench_freshness(bench: Bench) -> None:
                         "postgres": bench.pg_pid,
                         "load generator": os.getpid(),
                     }
-                    cpu_before = {**rss.cpu_s, **{k: tree_cpu_s(pid) for k, pid in others.items()}}
+                    cpu_before = {**rss.cpu_s, **{k: cpu_of(k, pid) for k, pid in others.items()}}
                     prefill(env, events, args.seed + i, rate=args.rate)
                     achieved.append(events / (time.perf_counter() - start))
                     settle_deadline = time.monotonic() + 120
@@ -74,7 +74,7 @@ def bench_freshness(bench: Bench) -> None:
                         elif rows > 0 and time.monotonic() - idle_since > 5:
                             break
                         time.sleep(0.5)
-                    cpu_after = {**rss.cpu_s, **{k: tree_cpu_s(pid) for k, pid in others.items()}}
+                    cpu_after = {**rss.cpu_s, **{k: cpu_of(k, pid) for k, pid in others.items()}}
                     for name, used in cpu_after.items():
                         cpu_us.setdefault(name, []).append((used - cpu_before.get(name, 0.0)) * 1e6 / events)
                     for stage, port in zip(STAGES, (base, base + 1, base + 2), strict=True):
@@ -113,3 +113,9 @@ def bench_freshness(bench: Bench) -> None:
         "cpu_us_per_event": {k: summary(v) for k, v in cpu_us.items()},
         "cpu_cores_available": os.cpu_count(),
     }
+
+
+def cpu_of(name: str, pid: int | None) -> float:
+    """CPU seconds so far: the broker and Postgres with their child processes; the load generator is this
+    process alone (its children are the services, the broker and Postgres, counted on their own)."""
+    return tree_cpu_s(pid, children=name != "load generator")

@@ -162,74 +162,48 @@ class PostgresMartSink:
     def _upsert(
         self, conn: psycopg.Connection[Any], mart: str, changes: list[GoldChange], *, repair: bool = False
     ) -> None:
-        rows, versions = self._current(conn, mart, changes)
-        new, known = [], []
-        for change in changes:
-            deleted_at = versions.get(change.key)
-            if deleted_at is not None and deleted_at >= change.version:
-                continue  # a delete at least as new
-            held = rows.get(change.key)
-            if held is None:
-                new.append(change)
-            elif held < change.version or (repair and held == change.version):
-                known.append(change)
+        new, others = self._split(conn, mart, changes)
         if new:
             try:
                 with conn.transaction():  # a savepoint: a key inserted meanwhile fails this part only
                     self._copy_rows(conn, sql.Identifier(self.schema, mart), mart, new)
             except psycopg.errors.UniqueViolation:
-                known.extend(new)
-        if known:
-            self._merge(conn, mart, known, repair=repair)
+                others.extend(new)
+        if others:
+            self._merge(conn, mart, others, repair=repair)
 
-    def _current(
+    def _split(
         self, conn: psycopg.Connection[Any], mart: str, changes: list[GoldChange]
-    ) -> tuple[dict[str, int], dict[str, int]]:
-        """The ``_version`` of the rows the mart holds for these changes' keys, and of their tombstones.
+    ) -> tuple[list[GoldChange], list[GoldChange]]:
+        """The upserts that are new rows for sure, and the others (for the guarded merge).
 
-        Key values are compared as text; a key whose text differs from Postgres's (an exotic key type) is
-        merely not found here, and then fails the direct COPY and takes the guarded path. A single integer
-        key above the mart's largest (a new row of a serial key) is new without an index probe."""
-        key_columns = self._keys[mart]
-        values = [
-            c.row if c.row and all(k in c.row for k in key_columns) else json.loads(c.key) for c in changes
-        ]
-        probe = list(range(len(changes)))
-        if len(key_columns) == 1 and self._types[mart][key_columns[0]] in INTEGER_TYPES:
-            column = key_columns[0]
-            (largest,) = conn.execute(
-                sql.SQL("SELECT max({}) FROM {}").format(
-                    sql.Identifier(column), sql.Identifier(self.schema, mart)
-                )
-            ).fetchone() or (None,)
-            probe = [] if largest is None else [i for i in probe if _at_most(values[i].get(column), largest)]
-        rows: dict[str, int] = {}
-        if probe:
-            arrays = sql.SQL(", ").join(
-                sql.SQL("%s::{}[]").format(sql.SQL(self._types[mart][c]))
-                for c in key_columns  # catalog names
+        Only for a mart with a single integer key: a key above the mart's largest is new (a new row of a
+        serial key, the usual insert), unless a tombstone at least as new says it was deleted (then it is
+        dropped). Probing every key instead cost more than it saved when most rows already exist."""
+        keys = self._keys[mart]
+        if len(keys) != 1 or self._types[mart][keys[0]] not in INTEGER_TYPES:
+            return [], list(changes)
+        column = keys[0]
+        row = conn.execute(
+            sql.SQL("SELECT max({}) FROM {}").format(
+                sql.Identifier(column), sql.Identifier(self.schema, mart)
             )
-            found = conn.execute(
-                sql.SQL(
-                    "SELECT {texts}, _version FROM {mart} WHERE ({cols}) IN (SELECT * FROM unnest({arrays}))"
-                ).format(
-                    texts=sql.SQL(", ").join(
-                        sql.SQL("{}::text").format(sql.Identifier(c)) for c in key_columns
-                    ),
-                    mart=sql.Identifier(self.schema, mart),
-                    cols=sql.SQL(", ").join(map(sql.Identifier, key_columns)),
-                    arrays=arrays,
-                ),
-                [[values[i].get(c) for i in probe] for c in key_columns],
-            ).fetchall()
-            held = {tuple(row[:-1]): row[-1] for row in found}
-            for i in probe if held else ():
-                version = held.get(tuple(_as_text(values[i].get(c)) for c in key_columns))
-                if version is not None:
-                    rows[changes[i].key] = version
+        ).fetchone()
+        largest = row[0] if row else None
+        new: list[GoldChange] = []
+        others: list[GoldChange] = []
+        for change in changes:
+            value = (change.row or {}).get(column) if change.row and column in change.row else None
+            if value is None:
+                value = json.loads(change.key).get(column)
+            fresh = (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and (largest is None or value > largest)
+            )
+            (new if fresh else others).append(change)
         tombstones = sql.Identifier(self.schema, TOMBSTONES)
-        deleted: dict[str, int] = {}
-        if conn.execute(
+        if new and conn.execute(
             sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE mart = %s)").format(tombstones), (mart,)
         ).fetchone() == (True,):
             deleted = dict(
@@ -237,10 +211,11 @@ class PostgresMartSink:
                     sql.SQL("SELECT key, _version FROM {} WHERE mart = %s AND key = ANY(%s::text[])").format(
                         tombstones
                     ),
-                    (mart, [c.key for c in changes]),
+                    (mart, [c.key for c in new]),
                 ).fetchall()
             )
-        return rows, deleted
+            new = [c for c in new if deleted.get(c.key, -1) < c.version]
+        return new, others
 
     def _copy_rows(
         self,
@@ -329,17 +304,3 @@ class PostgresMartSink:
                     ),
                     [*(key.get(k) for k in keys), change.version],
                 )
-
-
-def _as_text(value: Any) -> str | None:
-    """A JSON key value as Postgres prints it (``true`` for booleans)."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _at_most(value: Any, largest: int) -> bool:
-    """Whether a key value may be held by a mart whose largest key is ``largest`` (not a plain int: maybe)."""
-    return not isinstance(value, int) or isinstance(value, bool) or value <= largest

@@ -213,8 +213,8 @@ def test_a_key_inserted_by_another_writer_meanwhile_takes_the_guarded_path(
     """New keys are COPied straight into the mart; when another writer inserted one of them between the
     lookup and the COPY, the COPY fails inside its savepoint and the batch still applies, version-guarded."""
     sink.apply([order(1, 5, "10.00", "placed"), order(2, 5, "20.00", "placed")])
-    # the lookup sees neither key, as if both had been inserted after it ran
-    monkeypatch.setattr(sink, "_current", lambda conn, mart, changes: ({}, {}))
+    # every key taken for new, as if keys 1 and 2 had been inserted by another writer after the check
+    monkeypatch.setattr(sink, "_split", lambda conn, mart, changes: (list(changes), []))
     sink.apply([order(1, 9, "11.00", "shipped"), order(2, 4, "99.00", "cancelled"), order(3, 1, "30.00")])
     assert orders(postgres_dsn, schema) == {
         1: (9, "shipped", Decimal("11.00")),  # newer: updated
@@ -234,4 +234,20 @@ def test_keys_below_and_above_the_largest_held_key(
         10: (2, "placed", Decimal("10.00")),
         20: (3, "shipped", Decimal("21.00")),
         30: (3, "placed", Decimal("10.00")),
+    }
+
+
+def test_a_replayed_insert_above_the_largest_key_respects_its_tombstone(
+    sink: PostgresMartSink, postgres_dsn: str, schema: str
+) -> None:
+    """Key 5 is deleted, so it is above the mart's largest key again: its older upsert, replayed, must not
+    come back through the direct COPY, and a newer one must."""
+    sink.apply([order(1, 2), order(5, 2)])
+    sink.apply([order_deleted(5, 9)])
+    sink.apply([order(5, 3, "55.00", "stale")])
+    assert orders(postgres_dsn, schema) == {1: (2, "placed", Decimal("10.00"))}
+    sink.apply([order(5, 12, "56.00", "reopened")])
+    assert orders(postgres_dsn, schema) == {
+        1: (2, "placed", Decimal("10.00")),
+        5: (12, "reopened", Decimal("56.00")),
     }
