@@ -85,6 +85,11 @@ class CatchUpTracker:
                 f"partitions, {behind} not yet at their end"
             )
 
+    def joined(self) -> bool:
+        """Whether the last statistics showed this member in the group with its assignment (join done)."""
+        with self._lock:
+            return self._steady
+
     def caught_up(self) -> bool:
         with self._lock:
             if not self._steady or self._assigned < self.expected_partitions:

@@ -44,6 +44,7 @@ FRESHNESS_SAMPLE = 256
 FAULT_PAUSE_ENV = "CDCWH_FAULT_PAUSE_AFTER_LAND_S"
 STATS_INTERVAL_MS = 5000
 CATCH_UP_STATS_INTERVAL_MS = 250
+JOIN_WAIT_S = 60.0  # longest a topic change waits for the group join to finish
 
 
 class BronzeSink(BaseSink):
@@ -203,7 +204,7 @@ def run_ingest(settings: Settings, *, until_caught_up: bool = False, idle_s: flo
         if until_caught_up:
             watcher = CatchUpWatcher(tracker, idle_s, app.stop)
         else:
-            watcher = TopicWatcher(settings, list(topics), app.stop)
+            watcher = TopicWatcher(settings, list(topics), app.stop, tracker)
         watcher.start()
         try:
             app.run()
@@ -222,12 +223,12 @@ class CatchUpWatcher(threading.Thread):
         self.tracker = tracker
         self.idle_s = idle_s
         self.on_done = on_done
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
         since: float | None = None
         next_report = time.monotonic() + 30
-        while not self._stop.wait(0.1):
+        while not self._stopping.wait(0.1):
             if not self.tracker.caught_up():
                 since = None
                 if time.monotonic() > next_report:
@@ -241,31 +242,46 @@ class CatchUpWatcher(threading.Thread):
                 return
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
 
 class TopicWatcher(threading.Thread):
-    """Stops the app when the topics matching the regex change, so the service resubscribes."""
+    """Stops the app when the topics matching the regex change, so the service resubscribes.
 
-    def __init__(self, settings: Settings, topics: list[str], on_change: Callable[[], None]) -> None:
+    Not before the consumer has finished joining its group: a member closed halfway through its join is
+    not always dropped by the coordinator (seen with the embedded broker), and the group then waits for it
+    instead of assigning the new member (more than 90 s in a test)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: list[str],
+        on_change: Callable[[], None],
+        tracker: CatchUpTracker | None = None,
+    ) -> None:
         super().__init__(name="cdcwh-topic-watcher", daemon=True)
         self.settings = settings
         self.topics = topics
         self.on_change = on_change
+        self.tracker = tracker
         self.changed = False
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.settings.ingest.topic_refresh_s):
+        while not self._stopping.wait(self.settings.ingest.topic_refresh_s):
             try:
                 current = list(matching_topics(self.settings))
             except Exception as exc:  # a transient metadata error must not kill the service
                 log.warning("topic refresh failed: %s", exc)
                 continue
             if current != self.topics:
+                deadline = time.monotonic() + JOIN_WAIT_S
+                while self.tracker is not None and not self.tracker.joined() and time.monotonic() < deadline:
+                    if self._stopping.wait(0.2):
+                        return
                 self.changed = True
                 self.on_change()
                 return
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()

@@ -3,16 +3,14 @@
 Per batch, in one transaction, per mart:
 
 1. keep the newest change per key (highest ``version``);
-2. look up the batch's keys in the mart and in the tombstones (one indexed query): an upsert whose key has a
-   tombstone at least as new, or a row at least as new, is dropped here;
-3. upserts of keys the mart does not hold are COPied straight into the mart (as fast as a plain COPY). If
-   another writer inserted one of those keys meanwhile, the COPY fails inside a savepoint and its rows take
-   step 4 instead;
+2. deletes: record ``(mart, key, version)`` in ``<schema>._tombstones`` (keeping the newest) and delete the
+   row only if its ``_version`` is older;
+3. for a single integer key, upserts whose key is above the mart's largest are new rows (minus those a
+   tombstone at least as new deleted): COPied straight into the mart, as fast as a plain COPY. If another
+   writer inserted one of those keys meanwhile, the COPY fails inside a savepoint and they take step 4;
 4. the other upserts are COPied into a temporary staging table shaped like the mart, then
    ``INSERT ... SELECT`` from it ``ON CONFLICT (pk) DO UPDATE ... WHERE mart._version < excluded._version``,
-   skipping keys whose tombstone is at least as new;
-5. deletes: record ``(mart, key, version)`` in ``<schema>._tombstones`` (keeping the newest) and delete the
-   row only if its ``_version`` is older.
+   skipping keys whose tombstone is at least as new.
 
 So replaying old changes never regresses a row, and a replayed upsert older than a delete does not bring the
 row back. The caller commits the Kafka offsets only after this transaction commits.

@@ -202,9 +202,13 @@ def stamp_source_times(con: duckdb.DuckDBPyConnection, version: int, source_time
     step = max(1, len(times) // SOURCE_TS_SAMPLE)
     sample = pc.sort_indices(times).take(pa.array(range(0, len(times), step)))
     stamps = pc.take(times, sample).to_pylist()
+    # dealt out by (mart, key) order, not by outbox id: a batch redone after a crash draws other ids from the
+    # sequence, and must still publish exactly the same changes
     con.execute(
-        "UPDATE cdcwh.outbox SET source_ts = list_extract(?::TIMESTAMPTZ[], (id % ?)::BIGINT + 1) "
-        "WHERE version = ? AND source_ts IS NULL",
+        """UPDATE cdcwh.outbox SET source_ts = list_extract(?::TIMESTAMPTZ[], (dealt.n % ?)::BIGINT + 1)
+        FROM (SELECT id, row_number() OVER (ORDER BY mart, key, op) - 1 AS n FROM cdcwh.outbox
+              WHERE version = ? AND source_ts IS NULL) AS dealt
+        WHERE cdcwh.outbox.id = dealt.id""",
         [stamps, len(stamps), version],
     )
 

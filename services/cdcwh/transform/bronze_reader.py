@@ -47,8 +47,8 @@ def bronze_tables(catalog: Catalog, namespace: str) -> dict[str, Table]:
 def read_new_rows(
     table: Table, topic: str, watermarks: Mapping[TopicPartition, int], max_offsets_per_partition: int
 ) -> BronzeSlice | None:
-    """The rows above the watermarks (at most ``max_offsets_per_partition`` offsets per partition)."""
-    table.refresh()
+    """The rows above the watermarks (at most ``max_offsets_per_partition`` offsets per partition) at the
+    table's current snapshot: pass it as just loaded (``bronze_tables``), it is not refreshed here."""
     snapshot = table.current_snapshot()
     if snapshot is None:
         return None
