@@ -191,7 +191,7 @@ class PostgresMartSink:
         new: list[GoldChange] = []
         others: list[GoldChange] = []
         for change in changes:
-            value = (change.row or {}).get(column) if change.row and column in change.row else None
+            value = (change.row or {}).get(column)
             if value is None:
                 value = json.loads(change.key).get(column)
             fresh = (
