@@ -186,31 +186,27 @@ def _schemaless_value_plan(
 def _parse(
     raw: bytes,
     what: str,
-    memo: dict[str, tuple[bytes, RowPlan, int]],
+    memo: dict[str, tuple[bytes, RowPlan]],
     cache: PlanCache,
     build: Callable[[Any], RowPlan],
 ) -> tuple[RowPlan | None, Any]:
     """``(plan, payload)`` of an enveloped document, or ``(None, document)`` of a schemaless one.
 
-    ``memo[what]`` is the topic's last verified schema bytes: when the record repeats them, only the payload
-    is parsed. This is sound because the memo holds a complete JSON value: ``{"schema":S,"payload":P}`` with
-    a valid ``S`` and a ``P`` that parses is exactly the envelope ``{schema: S, payload: P}``.
+    ``memo[what]`` is the topic's last verified envelope head ``{"schema":S,"payload":`` and its plan: when
+    the record starts with it, only the payload is parsed. This is sound because ``S`` in the memo is a
+    complete JSON value: ``{"schema":S,"payload":P}`` with a valid ``S`` and a ``P`` that parses is exactly
+    the envelope ``{schema: S, payload: P}``.
     """
     last = memo.get(what)
     if last is not None:
-        schema_bytes, memo_plan, separator_at = last
-        if (
-            raw.startswith(schema_bytes, _PREFIX_LEN)
-            and raw.startswith(_SEPARATOR, separator_at)
-            and raw.startswith(_PREFIX)
-            and raw.endswith(b"}")
-        ):
-            return memo_plan, _loads(memoryview(raw)[separator_at + _SEPARATOR_LEN : -1], what)
+        head, memo_plan = last
+        if raw.startswith(head) and raw.endswith(b"}"):
+            return memo_plan, _loads(memoryview(raw)[len(head) : -1], what)
     split = _split(raw)
     if split is not None:
         cached = cache.get(split[0])
         if cached is not None:
-            memo[what] = (split[0], cached, _PREFIX_LEN + len(split[0]))
+            memo[what] = (_PREFIX + split[0] + _SEPARATOR, cached)
             return cached, _loads(split[1], what)
     document = _loads(raw, what)
     if not (
@@ -225,7 +221,7 @@ def _parse(
     plan = cache.get(raw_schema) or build(schema)
     cache.put(raw_schema, plan)
     if verified:
-        memo[what] = (raw_schema, plan, _PREFIX_LEN + len(raw_schema))
+        memo[what] = (_PREFIX + raw_schema + _SEPARATOR, plan)
     return plan, payload
 
 

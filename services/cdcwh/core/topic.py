@@ -30,9 +30,9 @@ class TopicBuilder:
         """The bronze table's current schema, if known: every accepted group must unify with it too."""
         self.groups: dict[tuple[RowPlan, RowPlan], GroupBuilder] = {}
         self.schemaless: dict[tuple[bool, tuple[str, ...]], RowPlan] = {}
-        self.memo: dict[str, tuple[bytes, RowPlan, int]] = {}
-        """By "value"/"key": the last verified raw schema bytes, their plan, and where the separator after
-        them starts (see ``envelope._parse``)."""
+        self.memo: dict[str, tuple[bytes, RowPlan]] = {}
+        """By "value"/"key": the last verified envelope head ``{"schema":S,"payload":`` and the plan of
+        ``S`` (see ``envelope._parse``)."""
 
     def group(self, value_plan: RowPlan, key_plan: RowPlan) -> GroupBuilder:
         group = self.groups.get((value_plan, key_plan))

@@ -94,12 +94,11 @@ class IcebergBronzeWriter:
             schemas=self._existing_schemas({r.topic for r in records}),
         )
         rejections = list(decoded.rejected)
-        by_position = {(r.topic, r.partition, r.offset): r for r in records} if decoded.tables else {}
         now = datetime.now(UTC)
         staged: dict[str, pa.Table] = {}
         for topic, rows in decoded.tables.items():
             table = self.table_for(topic, rows.schema)
-            rows, conflicts = self.fit_schema(table, rows, topic, by_position)
+            rows, conflicts = self.fit_schema(table, rows, topic, records)
             rejections.extend(conflicts)
             if rows.num_rows:
                 staged[topic] = rows.append_column(
@@ -169,7 +168,7 @@ class IcebergBronzeWriter:
         table: Table,
         rows: pa.Table,
         topic: str,
-        by_position: Mapping[tuple[str, int, int], RawRecord],
+        records: Sequence[RawRecord],
     ) -> tuple[pa.Table, list[Rejection]]:
         """Evolve the table for new columns and widenings; turn rows that cannot fit into rejections."""
         existing = data_schema(table)
@@ -181,6 +180,7 @@ class IcebergBronzeWriter:
                 bad = pc.or_(bad, pc.is_valid(rows.column(name)))
             rejected = rows.filter(bad)
             columns = ", ".join(plan.incompatible)
+            by_position = {(r.topic, r.partition, r.offset): r for r in records if r.topic == topic}
             for partition, offset in zip(
                 rejected.column("__partition").to_pylist(),
                 rejected.column("__offset").to_pylist(),
@@ -217,13 +217,7 @@ class IcebergBronzeWriter:
             skipped = rows.num_rows - fresh.num_rows
             if fresh.num_rows == 0:
                 return fresh, skipped
-            positions = zip(
-                fresh.column("__topic").to_pylist(),
-                fresh.column("__partition").to_pylist(),
-                fresh.column("__offset").to_pylist(),
-                strict=True,
-            )
-            offsets = merge_offsets(landed, positions)
+            offsets = merge_offsets(landed, highest_offsets(fresh))
             try:
                 table.append(
                     conform(fresh, table.schema().as_arrow()),
@@ -330,6 +324,19 @@ def normalise_type(t: pa.DataType) -> pa.DataType:
 
 def rows_ts_type() -> pa.DataType:
     return pa.timestamp("us", tz="UTC")
+
+
+def highest_offsets(rows: pa.Table) -> list[tuple[str, int, int]]:
+    """(topic, partition, highest offset) of each partition in the rows."""
+    top = rows.group_by(["__topic", "__partition"]).aggregate([("__offset", "max")])
+    return list(
+        zip(
+            top.column("__topic").to_pylist(),
+            top.column("__partition").to_pylist(),
+            top.column("__offset_max").to_pylist(),
+            strict=True,
+        )
+    )
 
 
 def drop_landed(rows: pa.Table, landed: Mapping[tuple[str, int], int]) -> pa.Table:

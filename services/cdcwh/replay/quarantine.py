@@ -57,7 +57,6 @@ def replay_quarantine(
     records = list({(r.topic, r.partition, r.offset): r for r in records}.values())
     contracts = load_contracts(settings.contracts_path)
     decoded = decode_batch(records, contracts, max_value_bytes=settings.ingest.max_value_bytes)
-    by_position = {(r.topic, r.partition, r.offset): r for r in records}
     writer = make_writer(settings)
     landed: Counter[str] = Counter()
     already: Counter[str] = Counter()
@@ -66,7 +65,7 @@ def replay_quarantine(
         fresh = _not_in_bronze(writer, source_topic, rows)
         already[source_topic] += rows.num_rows - fresh.num_rows
         if fresh.num_rows:
-            appended, awaiting = _append(settings, writer, source_topic, fresh, by_position)
+            appended, awaiting = _append(settings, writer, source_topic, fresh, records)
             if appended:
                 landed[source_topic] += appended
             if awaiting:
@@ -101,12 +100,12 @@ def _append(
     writer: IcebergBronzeWriter,
     topic: str,
     rows: pa.Table,
-    by_position: dict[tuple[str, int, int], RawRecord],
+    records: list[RawRecord],
 ) -> tuple[int, int]:
     """Append the rows; returns how many were appended and how many wait for ingest to commit past them.
     Rows that still do not fit the table's schema are left in quarantine."""
     table = writer.table_for(topic, rows.schema)
-    fitted, _still_conflicting = writer.fit_schema(table, rows, topic, by_position)
+    fitted, _still_conflicting = writer.fit_schema(table, rows, topic, records)
     if fitted.num_rows == 0:
         return 0, 0
     now = datetime.now(UTC)

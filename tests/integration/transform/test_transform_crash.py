@@ -63,7 +63,8 @@ def kill_at_fault(settings: Settings, point: str, log: Path) -> None:
     marker = settings.data_dir / f"fault-{point}"
     process = start_transform(settings, log, CDCWH_FAULT_POINT=point, CDCWH_FAULT_PAUSE_S="30")
     deadline = time.monotonic() + 90
-    while not marker.exists():
+    # the marker is created before its line is written: wait for the line, not for the file
+    while not (marker.exists() and marker.read_text().endswith("\n")):
         assert process.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, f"no pause at {point}: {log.read_text()[-3000:]}"
         time.sleep(0.05)
