@@ -137,29 +137,41 @@ class ProcessWatcher:
         return totals
 
     def _run(self) -> None:
+        # the process tree and each process's name are looked up once a second, not on every poll: psutil
+        # scans /proc for children, and the watcher's CPU counts as the bench process's (the load generator)
+        names: dict[psutil.Process, str | None] = {}
+        polls = 0
         while not self._stop.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-            except psutil.Error:
-                return
+            if polls % max(1, round(1.0 / self.interval_s)) == 0:
+                try:
+                    tree = [self.root, *self.root.children(recursive=True)]
+                except psutil.Error:
+                    return
+                names = {proc: names[proc] if proc in names else self._classify(proc) for proc in tree}
+            polls += 1
             now = time.monotonic() - self._started
             rss: dict[str, float] = {}
-            for proc in procs:
+            for proc, name in names.items():
+                if name is None:
+                    continue
                 try:
-                    name = self.classify(proc)
-                    if name is None:
-                        continue
                     with proc.oneshot():
                         rss[name] = rss.get(name, 0.0) + proc.memory_info().rss / 2**20
                         times = proc.cpu_times()
-                    used = times.user + times.system
-                    first = self._cpu.get(proc.pid, (name, used, used))[1]
-                    self._cpu[proc.pid] = (name, first, used)
                 except psutil.Error:
                     continue
+                used = times.user + times.system
+                first = self._cpu.get(proc.pid, (name, used, used))[1]
+                self._cpu[proc.pid] = (name, first, used)
             for name, mb in rss.items():
                 self.timeline.setdefault(name, []).append((now, mb))
             self._stop.wait(self.interval_s)
+
+    def _classify(self, proc: psutil.Process) -> str | None:
+        try:
+            return self.classify(proc)
+        except psutil.Error:
+            return None
 
 
 def service_of(proc: psutil.Process) -> str | None:
