@@ -38,7 +38,13 @@ from cdcwh.core.evolve import conform, plan_evolution
 from cdcwh.core.record import RawRecord, Rejection, RejectReason
 from cdcwh.errors import InfrastructureError
 from cdcwh.ingest.catalog import QUARANTINE_TABLE, TOPIC_PROPERTY, bronze_table_name
-from cdcwh.ingest.offsets import OFFSETS_PROPERTY, encode_offsets, landed_offsets, merge_offsets
+from cdcwh.ingest.offsets import (
+    OFFSETS_PROPERTY,
+    encode_offsets,
+    highest_offsets,
+    landed_offsets,
+    merge_offsets,
+)
 from cdcwh.ingest.quarantine import KafkaDeadLetterPublisher, quarantine_rows
 
 log = logging.getLogger(__name__)
@@ -324,19 +330,6 @@ def normalise_type(t: pa.DataType) -> pa.DataType:
 
 def rows_ts_type() -> pa.DataType:
     return pa.timestamp("us", tz="UTC")
-
-
-def highest_offsets(rows: pa.Table) -> list[tuple[str, int, int]]:
-    """(topic, partition, highest offset) of each partition in the rows."""
-    top = rows.group_by(["__topic", "__partition"]).aggregate([("__offset", "max")])
-    return list(
-        zip(
-            top.column("__topic").to_pylist(),
-            top.column("__partition").to_pylist(),
-            top.column("__offset_max").to_pylist(),
-            strict=True,
-        )
-    )
 
 
 def drop_landed(rows: pa.Table, landed: Mapping[tuple[str, int], int]) -> pa.Table:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 
+import pyarrow as pa
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
@@ -56,3 +57,16 @@ def merge_offsets(
         if offset > merged.get(key, -1):
             merged[key] = offset
     return merged
+
+
+def highest_offsets(rows: pa.Table) -> list[tuple[str, int, int]]:
+    """(topic, partition, highest offset) of each partition in the rows."""
+    top = rows.group_by(["__topic", "__partition"]).aggregate([("__offset", "max")])
+    return list(
+        zip(
+            top.column("__topic").to_pylist(),
+            top.column("__partition").to_pylist(),
+            top.column("__offset_max").to_pylist(),
+            strict=True,
+        )
+    )
