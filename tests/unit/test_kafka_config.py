@@ -1,0 +1,76 @@
+"""Consumer settings: the fetch back-off the embedded broker needs, and how configuration overrides it.
+
+The embedded broker is recognised by its record in the data dir; these tests write that record for an address
+nothing listens on, since building a consumer's settings never connects.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cdcwh.config import Settings, load_settings
+from cdcwh.embedded.broker import NAME as BROKER
+from cdcwh.embedded.registry import write_record
+from cdcwh.errors import ConfigError
+from cdcwh.kafka import EMBEDDED_FETCH_BACKOFF_MS, consumer_config
+
+ADDRESS = "127.0.0.1:1"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("CDCWH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CDCWH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CDCWH_KAFKA__BOOTSTRAP_SERVERS", ADDRESS)
+
+
+def embedded_settings() -> Settings:
+    settings = load_settings()
+    write_record(settings.run_dir, BROKER, os.getpid(), ADDRESS)
+    return settings
+
+
+def test_consumers_of_the_embedded_broker_back_off_between_fetches() -> None:
+    config = consumer_config(embedded_settings(), "g")
+    assert config["queued.min.messages"] == 1
+    assert config["fetch.queue.backoff.ms"] == EMBEDDED_FETCH_BACKOFF_MS
+    assert config["session.timeout.ms"] == 6000
+
+
+def test_other_brokers_keep_the_client_prefetch() -> None:
+    config = consumer_config(load_settings(), "g")  # no record: a broker we did not start
+    assert "queued.min.messages" not in config
+    assert "fetch.queue.backoff.ms" not in config
+    assert "session.timeout.ms" not in config
+
+
+def test_the_setting_applies_to_any_broker_and_zero_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDCWH_KAFKA__FETCH_BACKOFF_MS", "250")
+    config = consumer_config(load_settings(), "g")
+    assert (config["queued.min.messages"], config["fetch.queue.backoff.ms"]) == (1, 250)
+
+    monkeypatch.setenv("CDCWH_KAFKA__FETCH_BACKOFF_MS", "0")
+    config = consumer_config(embedded_settings(), "g")
+    assert "queued.min.messages" not in config
+    assert "fetch.queue.backoff.ms" not in config
+
+
+def test_librdkafka_settings_passed_through_extra_win_over_the_embedded_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CDCWH_KAFKA__EXTRA", '{"fetch.queue.backoff.ms": "20"}')
+    config = consumer_config(embedded_settings(), "g")
+    assert config["fetch.queue.backoff.ms"] == "20"
+    assert "queued.min.messages" not in config
+
+
+def test_a_negative_back_off_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDCWH_KAFKA__FETCH_BACKOFF_MS", "-5")
+    with pytest.raises(ConfigError, match="CDCWH_KAFKA__FETCH_BACKOFF_MS"):
+        load_settings()
