@@ -52,7 +52,9 @@ def append(table: Table, n: int) -> dict[TopicPartition, int]:
             "v": [f"{p}/{o}" for p, o in zip(partitions, offsets, strict=True)],
         }
     )
-    landed = merge_offsets(landed_offsets(table), ((TOPIC, p, o) for p, o in zip(partitions, offsets, strict=True)))
+    landed = merge_offsets(
+        landed_offsets(table), ((TOPIC, p, o) for p, o in zip(partitions, offsets, strict=True))
+    )
     table.append(rows, snapshot_properties={OFFSETS_PROPERTY: encode_offsets(landed)})
     return landed
 
@@ -67,9 +69,7 @@ def positions(rows: pa.Table) -> list[tuple[int, int]]:
 
 def expected(after: dict[TopicPartition, int], upto: int) -> list[tuple[int, int]]:
     """Every (partition, offset) above ``after`` and below ``upto``."""
-    return sorted(
-        (p, o) for p in range(PARTITIONS) for o in range(after.get((TOPIC, p), -1) + 1, upto)
-    )
+    return sorted((p, o) for p in range(PARTITIONS) for o in range(after.get((TOPIC, p), -1) + 1, upto))
 
 
 def test_a_batch_reads_only_the_files_of_appends_after_its_watermarks(table: Table) -> None:
