@@ -1,5 +1,6 @@
 -- mart: customers
 -- primary key: customer_id
+-- incremental: customer_id from silver.customers.id, gold.orders.customer_id
 -- One row per existing customer: number_of_orders and first/most recent order_date over its orders whose status
 -- is not cancelled; lifetime_value = existing payments of its orders neither cancelled nor returned.
 WITH order_stats AS (

@@ -1,5 +1,6 @@
 -- mart: daily_revenue
 -- primary key: order_date
+-- incremental: order_date from silver.orders.order_date, gold.fact_order_items.order_date
 -- One row per order_date that has at least one qualifying order (status placed, shipped or completed):
 -- orders = count of qualifying orders, items_sold / revenue = quantity / quantity*unit_price of their items.
 WITH qualifying_orders AS (

@@ -1,5 +1,6 @@
 -- mart: dim_customers
 -- primary key: customer_id, version
+-- incremental: customer_id from silver.customers.id
 -- SCD type 2 over (email, segment, country): one row per version of a customer, valid_from the source commit
 -- time of the change that started it, valid_to that of the change that ended it (next version or delete).
 WITH changes AS (

@@ -1,5 +1,6 @@
 -- mart: fact_order_items
 -- primary key: order_item_id
+-- incremental: order_id from silver.order_items.order_id, silver.orders.id
 -- One row per existing order item whose order exists, with the order's customer_id, order_date and status;
 -- line_amount = quantity * unit_price.
 SELECT

@@ -1,5 +1,6 @@
 -- mart: orders
 -- primary key: order_id
+-- incremental: order_id from silver.orders.id, silver.payments.order_id
 -- One row per existing order: its payments summed per method and in total over the order's existing
 -- payments (0 when it has none of that method / none at all).
 WITH payment_totals AS (

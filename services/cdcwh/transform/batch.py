@@ -26,7 +26,7 @@ from cdcwh.ingest.offsets import TopicPartition
 from cdcwh.transform.bronze_reader import BronzeSlice, bronze_tables, read_new_rows
 from cdcwh.transform.gold import GoldModel, ModelResult, refresh_model
 from cdcwh.transform.silver import apply_changes, key_columns
-from cdcwh.transform.warehouse import count, scalar
+from cdcwh.transform.warehouse import ChangeSet, count, scalar
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +100,12 @@ def run_batch(
     con.begin()
     try:
         seq = _state(con, "seq")
+        changes = ChangeSet()
         source_times: list[pa.Array] = []
         for piece in slices:
             name = silver_name(piece.topic)
             _register_silver(con, name, piece.topic, key_columns(piece.rows) if piece.rows.num_rows else [])
-            applied = apply_changes(con, name, piece.rows, seq) if piece.rows.num_rows else 0
+            applied = apply_changes(con, name, piece.rows, seq, changes) if piece.rows.num_rows else 0
             seq += piece.rows.num_rows
             result.bronze_rows += piece.rows.num_rows
             result.silver[name] = applied
@@ -112,12 +113,12 @@ def run_batch(
             metrics.TRANSFORM_ROWS.labels(f"silver.{name}", "out").inc(applied)
             if piece.rows.num_rows:
                 source_times.append(piece.rows["__source_ts"].combine_chunks().drop_null())
-            for (topic, partition), offset in piece.upper.items():
-                con.execute(
-                    "INSERT OR REPLACE INTO cdcwh.watermarks VALUES (?, ?, ?)", [topic, partition, offset]
-                )
+            con.executemany(
+                "INSERT OR REPLACE INTO cdcwh.watermarks VALUES (?, ?, ?)",
+                [[topic, partition, offset] for (topic, partition), offset in piece.upper.items()],
+            )
         if gold and any(result.silver.values()):
-            result.gold = refresh_gold(con, models, result.batch_id or 0)
+            result.gold = refresh_gold(con, models, result.batch_id or 0, changes)
             stamp_source_times(con, result.batch_id or 0, source_times)
         _set_state(con, "seq", seq)
         _set_state(con, "batch_id", result.batch_id or 0)
@@ -171,13 +172,14 @@ def run_gold_batch(con: duckdb.DuckDBPyConnection, models: list[GoldModel]) -> B
     return result
 
 
-def refresh_gold(con: duckdb.DuckDBPyConnection, models: list[GoldModel], version: int) -> list[ModelResult]:
-    """Refresh every model whose silver inputs exist (a mart over a table that never had a row waits)."""
+def refresh_gold(
+    con: duckdb.DuckDBPyConnection, models: list[GoldModel], version: int, changes: ChangeSet | None = None
+) -> list[ModelResult]:
+    """Refresh every model whose silver inputs exist (a mart over a table that never had a row waits): in
+    full, or with the batch's ``changes`` only the rows they touch where the model says how (gold.py)."""
     existing = {
         (str(schema), str(name))
-        for schema, name in con.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables"
-        ).fetchall()
+        for schema, name in con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
     }
     results = []
     for model in models:
@@ -185,7 +187,7 @@ def refresh_gold(con: duckdb.DuckDBPyConnection, models: list[GoldModel], versio
         if missing:
             log.debug("gold.%s waits for %s", model.name, ", ".join(".".join(ref) for ref in missing))
             continue
-        result = refresh_model(con, model, version)
+        result = refresh_model(con, model, version, changes)
         existing.add(("gold", model.name))
         metrics.TRANSFORM_ROWS.labels(model.name, "out").inc(result.upserts + result.deletes)
         results.append(result)

@@ -114,7 +114,7 @@ def files_after_covered(table: Table, watermarks: Mapping[TopicPartition, int]) 
         # no retained snapshot is covered: a first batch, or one after a longer pause than the history
         # (expiry also clears the oldest kept snapshot's parent, so "no parent" does not mean "first")
         return None
-    files = []
+    files: list[DataFile] = []
     for manifest in current.manifests(table.io):
         if manifest.content != ManifestContent.DATA or manifest.added_snapshot_id not in new:
             continue

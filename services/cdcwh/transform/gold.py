@@ -13,18 +13,31 @@ per changed key (``upsert`` with the row as JSON, or ``delete``) in the same tra
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from graphlib import TopologicalSorter
 from pathlib import Path
 
 import duckdb
 
 from cdcwh.errors import ConfigError
-from cdcwh.transform.warehouse import count, quote
+from cdcwh.transform.warehouse import ChangeSet, changes_table, count, quote, scalar, table_exists
 
-HEADER = re.compile(r"^--\s*(mart|primary key):\s*(.+?)\s*$", re.MULTILINE)
+HEADER = re.compile(r"^--\s*(mart|primary key|incremental):\s*(.+?)\s*$", re.MULTILINE)
+SOURCE_COLUMN = re.compile(
+    r"^(silver|gold)\.([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)$", re.IGNORECASE
+)
 REFERENCE = re.compile(r"\b(gold|silver|silver_history)\.\"?([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Incremental:
+    """``-- incremental: <column> from <schema>.<table>.<column>, ...``: a batch recomputes only the mart rows
+    whose ``column`` is among the values the listed source columns had before or after the batch's changes."""
+
+    column: str
+    sources: tuple[tuple[str, str, str], ...]  # (schema, table, column)
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,7 @@ class GoldModel:
     primary_key: tuple[str, ...]
     sql: str
     path: Path
+    incremental: Incremental | None = None
 
     @property
     def reads(self) -> set[tuple[str, str]]:
@@ -56,13 +70,42 @@ def load_models(directory: Path) -> list[GoldModel]:
             )
         name = header["mart"].lower()
         key = tuple(column.strip() for column in header["primary key"].split(","))
-        models[name] = GoldModel(name=name, primary_key=key, sql=text.strip().rstrip(";"), path=path)
+        model = GoldModel(name=name, primary_key=key, sql=text.strip().rstrip(";"), path=path)
+        if "incremental" in header:
+            model = replace(model, incremental=parse_incremental(model, header["incremental"]))
+        models[name] = model
     graph = {name: model.depends_on & models.keys() for name, model in models.items()}
     try:
         order = list(TopologicalSorter(graph).static_order())
     except Exception as exc:
         raise ConfigError(f"gold models in {directory} depend on each other in a cycle: {exc}") from exc
     return [models[name] for name in order]
+
+
+def parse_incremental(model: GoldModel, text: str) -> Incremental:
+    """The ``incremental`` header; it must say how a change of every table the model reads moves its rows."""
+    column, sep, rest = text.partition(" from ")
+    sources = []
+    for item in rest.split(","):
+        match = SOURCE_COLUMN.match(item.strip())
+        if match is None:
+            raise ConfigError(
+                f"{model.path}: '-- incremental: <column> from <schema>.<table>.<column>, ...' "
+                f"(schema silver or gold), not {item.strip()!r}"
+            )
+        schema, table, source_column = match.groups()
+        sources.append((schema.lower(), table.lower(), source_column))
+    if not sep or not column.strip():
+        raise ConfigError(f"{model.path}: '-- incremental: <column> from <schema>.<table>.<column>, ...'")
+    listed = {(schema, table) for schema, table, _ in sources}
+    listed |= {("silver_history", table) for schema, table in listed if schema == "silver"}
+    unlisted = sorted(model.reads - listed - {("gold", model.name)})
+    if unlisted:
+        raise ConfigError(
+            f"{model.path}: reads {', '.join('.'.join(ref) for ref in unlisted)}, but the incremental header "
+            f"does not say which {column.strip()} values a change there touches"
+        )
+    return Incremental(column=column.strip(), sources=tuple(sources))
 
 
 def key_json_sql(primary_key: tuple[str, ...]) -> str:
@@ -92,36 +135,57 @@ class ModelResult:
     deletes: int
 
 
-def refresh_model(con: duckdb.DuckDBPyConnection, model: GoldModel, version: int) -> ModelResult:
-    """Recompute one mart, apply its difference to ``gold.<mart>`` and queue the changes in the outbox."""
+def refresh_model(
+    con: duckdb.DuckDBPyConnection, model: GoldModel, version: int, changes: ChangeSet | None = None
+) -> ModelResult:
+    """Recompute one mart (all of it, or with ``changes`` and an ``incremental`` header only the rows the
+    batch's changes touch), apply its difference to ``gold.<mart>`` and queue the changes in the outbox."""
     target = f"gold.{quote(model.name)}"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE model_new AS {model.sql}")
+    existed = table_exists(con, "gold", model.name)
+    same_sql = sql_unchanged(con, model)
+    scope = incremental_scope(con, model, changes) if existed and same_sql and changes is not None else None
+    if scope == "":
+        return ModelResult(model.name, count(con, f"SELECT count(*) FROM {target}"), 0, 0)
+    where = f" AS m WHERE {scope}" if scope else ""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE model_new AS SELECT * FROM ({model.sql}){where}")
     described = con.execute("SELECT column_name, column_type FROM (DESCRIBE model_new)").fetchall()
     columns = [str(name) for name, _ in described]
-    missing = [k for k in model.primary_key if k not in columns]
+    required = [*model.primary_key, *([model.incremental.column] if model.incremental else [])]
+    missing = [k for k in required if k not in columns]
     if missing:
-        raise ConfigError(f"{model.path}: primary key column(s) {missing} are not in the SELECT")
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {target} AS SELECT *, 0::BIGINT AS _version, "
-        f"now()::TIMESTAMPTZ AS _updated_at FROM model_new LIMIT 0"
-    )
+        raise ConfigError(f"{model.path}: column(s) {missing} of the header are not in the SELECT")
+    if not existed:
+        con.execute(
+            f"CREATE TABLE {target} AS SELECT *, 0::BIGINT AS _version, "
+            f"now()::TIMESTAMPTZ AS _updated_at FROM model_new LIMIT 0"
+        )
     cols = ", ".join(quote(c) for c in columns)
     keys = ", ".join(quote(k) for k in model.primary_key)
+    current = f"(SELECT * FROM {target}{where})" if scope else target
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE model_upserts AS "
-        f"SELECT {cols} FROM model_new EXCEPT SELECT {cols} FROM {target}"
+        f"SELECT {cols} FROM model_new EXCEPT SELECT {cols} FROM {current}"
     )
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE model_deletes AS "
-        f"SELECT {keys} FROM {target} EXCEPT SELECT {keys} FROM model_new"
+        f"SELECT {keys} FROM {current} EXCEPT SELECT {keys} FROM model_new"
     )
     match = " AND ".join(f"t.{quote(k)} IS NOT DISTINCT FROM c.{quote(k)}" for k in model.primary_key)
+    captured = changes_table("gold", model.name)
+    # the images before of the rows about to change, for the incremental models that read this mart
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {captured} AS SELECT {cols} FROM {target} AS t SEMI JOIN "
+        f"(SELECT {keys} FROM model_upserts UNION ALL SELECT {keys} FROM model_deletes) AS c ON {match}"
+    )
     for changed in ("model_upserts", "model_deletes"):
         con.execute(f"DELETE FROM {target} AS t USING {changed} AS c WHERE {match}")
     con.execute(
         f"INSERT INTO {target} ({cols}, _version, _updated_at) "
         f"SELECT {cols}, {version}, now() FROM model_upserts"
     )
+    con.execute(f"INSERT INTO {captured} SELECT {cols} FROM model_upserts")  # and after
+    if changes is not None:
+        changes.captured.add(("gold", model.name))
     key_json = key_json_sql(model.primary_key)
     row_json = row_json_sql([(str(name), str(kind)) for name, kind in described])
     con.execute(
@@ -132,5 +196,41 @@ def refresh_model(con: duckdb.DuckDBPyConnection, model: GoldModel, version: int
     )
     upserts = count(con, "SELECT count(*) FROM model_upserts")
     deletes = count(con, "SELECT count(*) FROM model_deletes")
-    rows = count(con, "SELECT count(*) FROM model_new")
+    rows = count(con, f"SELECT count(*) FROM {target}")
     return ModelResult(model.name, rows, upserts, deletes)
+
+
+def incremental_scope(con: duckdb.DuckDBPyConnection, model: GoldModel, changes: ChangeSet) -> str | None:
+    """The filter (on alias ``m``) of the mart rows the batch's changes touch: None to recompute all of
+    it, "" when the batch touched none of the model's inputs."""
+    spec = model.incremental
+    if spec is None or any((schema, table) in changes.full for schema, table, _ in spec.sources):
+        return None
+    touched = " UNION ALL ".join(
+        f"SELECT {quote(column)} AS v FROM {changes_table(schema, table)}"
+        for schema, table, column in spec.sources
+        if (schema, table) in changes.captured
+    )
+    if not touched:
+        return ""
+    values, nulls = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE v IS NULL) FROM ({touched})"
+    ).fetchall()[0]
+    if not values:
+        return ""
+    if nulls:
+        return (
+            None  # IN never matches NULL, and IS NOT DISTINCT FROM keeps DuckDB from pushing the filter down
+        )
+    return f"m.{quote(spec.column)} IN (SELECT v FROM ({touched}))"
+
+
+def sql_unchanged(con: duckdb.DuckDBPyConnection, model: GoldModel) -> bool:
+    """Whether the model's SQL is the one that computed the mart; records it. An edited model is recomputed
+    in full once, since its change may touch any row."""
+    digest = int.from_bytes(hashlib.blake2b(model.sql.encode(), digest_size=8).digest(), "big", signed=True)
+    name = f"gold_sql:{model.name}"
+    previous = scalar(con, "SELECT value FROM cdcwh.state WHERE name = ?", [name])
+    if previous != digest:
+        con.execute("INSERT OR REPLACE INTO cdcwh.state VALUES (?, ?)", [name, digest])
+    return previous == digest

@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cdcwh.transform.warehouse import count, quote
+from cdcwh.transform.warehouse import ChangeSet, changes_table, count, quote, table_exists
 
 META = ("__op", "__source_ts", "__lsn", "__seq")
 CHANGE_OPS = ("r", "c", "u", "d")
@@ -44,14 +44,14 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, name: str, columns: list[str])
     select = ", ".join([quote(c) for c in columns] + ["__op", "__source_ts", "__lsn", "0::BIGINT AS __seq"])
     for schema in ("silver", "silver_history"):
         target = f"{schema}.{quote(name)}"
-        if not _table_exists(con, schema, name):
+        if not table_exists(con, schema, name):
             con.execute(f"CREATE TABLE {target} AS SELECT {select} FROM resolved LIMIT 0")
             continue
         have = {
             row[0]: row[1]
             for row in con.execute(
-                "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = ? AND table_name = ?",
+                "SELECT column_name, data_type FROM duckdb_columns() "
+                "WHERE schema_name = ? AND table_name = ?",
                 [schema, name],
             ).fetchall()
         }
@@ -63,8 +63,15 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, name: str, columns: list[str])
                 con.execute(f"ALTER TABLE {target} ALTER {quote(column)} TYPE {incoming[column]}")
 
 
-def apply_changes(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table, first_seq: int) -> int:
-    """Apply one batch of bronze rows of table ``name``; returns the number of changes applied."""
+def apply_changes(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    rows: pa.Table,
+    first_seq: int,
+    changes: ChangeSet | None = None,
+) -> int:
+    """Apply one batch of bronze rows of table ``name``; returns the number of changes applied. With
+    ``changes``, the changed rows' images before and after are kept for the incremental gold models."""
     rows = rows.filter(pc.is_in(rows["__op"], pa.array([*CHANGE_OPS, "t"])))
     if rows.num_rows == 0:
         return 0
@@ -86,7 +93,9 @@ def apply_changes(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table, fir
             _drop_redelivered(con, name, keys)
         truncated_at = count(con, "SELECT coalesce(max(__seq), -1) FROM ordered WHERE __op = 't'")
         if truncated_at >= 0:
-            if _table_exists(con, "silver", name):
+            if changes is not None:
+                changes.full.add(("silver", name))
+            if table_exists(con, "silver", name):
                 con.execute(f"DELETE FROM silver.{quote(name)}")
             con.execute(f"DELETE FROM ordered WHERE __seq <= {truncated_at}")
         _resolve_toast(con, name, columns, keys)
@@ -100,26 +109,26 @@ def apply_changes(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table, fir
                 f"""CREATE OR REPLACE TEMP TABLE latest AS SELECT * FROM resolved
                 QUALIFY row_number() OVER (PARTITION BY {key_list} ORDER BY __seq DESC) = 1"""
             )
-            con.execute(
-                f"DELETE FROM silver.{quote(name)} AS s USING latest AS l WHERE "
-                + " AND ".join(f"s.{quote(k)} = l.{quote(k)}" for k in keys)
-            )
+            match = " AND ".join(f"s.{quote(k)} = l.{quote(k)}" for k in keys)
+            captured = changes_table("silver", name)
+            if changes is not None:  # the images before: the current rows of the changed keys
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {captured} AS SELECT {select} "
+                    f"FROM silver.{quote(name)} AS s SEMI JOIN latest AS l ON {match}"
+                )
+            con.execute(f"DELETE FROM silver.{quote(name)} AS s USING latest AS l WHERE {match}")
             con.execute(
                 f"INSERT INTO silver.{quote(name)} ({select}) SELECT {select} FROM latest WHERE __op <> 'd'"
             )
+            if changes is not None:  # and after; a delete's row too: a key created and deleted within the
+                # batch has neither image, yet its changes went into silver_history
+                con.execute(f"INSERT INTO {captured} ({select}) SELECT {select} FROM latest")
+                changes.captured.add(("silver", name))
+        elif changes is not None:
+            changes.full.add(("silver", name))
         return applied
     finally:
         con.unregister("batch")
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
-    return bool(
-        count(
-            con,
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-            [schema, name],
-        )
-    )
 
 
 def _drop_redelivered(con: duckdb.DuckDBPyConnection, name: str, keys: list[str]) -> None:
@@ -132,7 +141,7 @@ def _drop_redelivered(con: duckdb.DuckDBPyConnection, name: str, keys: list[str]
             QUALIFY __lsn <= max(__lsn) OVER (
                 PARTITION BY {key_list} ORDER BY __seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING))"""
     )
-    if not _table_exists(con, "silver_history", name):
+    if not table_exists(con, "silver_history", name):
         return
     history = f"silver_history.{quote(name)}"
     match = " AND ".join(f"h.{quote(k)} = b.{quote(k)}" for k in keys)
@@ -169,7 +178,7 @@ def _resolve_toast(con: duckdb.DuckDBPyConnection, name: str, columns: list[str]
             f"CASE WHEN list_contains(o.__toasted, {literal}) "
             f"THEN coalesce(({previous}).v, s.{c}) ELSE o.{c} END AS {c}"
         )
-    exists = _table_exists(con, "silver", name)
+    exists = table_exists(con, "silver", name)
     join = " AND ".join(f"s.{quote(k)} = o.{quote(k)}" for k in keys)
     source = (
         f"LEFT JOIN silver.{quote(name)} AS s ON {join}"

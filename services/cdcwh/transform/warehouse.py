@@ -7,6 +7,7 @@ The transform service opens it read-write for the length of one micro-batch and 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -15,6 +16,22 @@ from cdcwh.config import Settings
 from cdcwh.errors import InfrastructureError
 
 SCHEMAS = ("silver", "silver_history", "gold", "cdcwh")
+
+
+@dataclass
+class ChangeSet:
+    """What one batch changed, for the incremental gold models: the tables whose changed rows (their images
+    before and after the batch) are in ``changes_table(schema, name)``, and the tables changed in a way only a
+    full recompute follows (a truncate, a table without a key)."""
+
+    captured: set[tuple[str, str]] = field(default_factory=set)
+    full: set[tuple[str, str]] = field(default_factory=set)
+
+
+def changes_table(schema: str, name: str) -> str:
+    """The temporary table of the batch's changed rows of ``<schema>.<name>`` (both images)."""
+    return quote(f"changes__{schema}__{name}")
+
 
 BOOKKEEPING = """
 CREATE TABLE IF NOT EXISTS cdcwh.watermarks (
@@ -80,3 +97,14 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None
 def count(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> int:
     value = scalar(con, sql, params)
     return int(value) if isinstance(value, int) else 0
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    # duckdb_tables(), not information_schema: half the cost, and this runs for every table each batch
+    return bool(
+        count(
+            con,
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+            [schema, name],
+        )
+    )
