@@ -9,6 +9,14 @@ Models run in dependency order (a model that reads ``gold.<other>`` runs after i
 runner computes the new result, compares it with ``gold.<mart>`` (``EXCEPT`` both ways, keyed by the primary
 key), applies the difference, stamps changed rows with the batch's ``_version``, and writes one outbox row
 per changed key (``upsert`` with the row as JSON, or ``delete``) in the same transaction.
+
+A model may say how a change of its inputs moves its rows::
+
+    -- incremental: order_id from silver.orders.id, silver.payments.order_id
+
+Then a batch recomputes only the mart rows whose ``order_id`` is among the values those source columns had
+before or after the batch's changes (silver.py keeps both images). A new or edited model, a truncated or
+keyless source, or a NULL among the values recomputes the whole mart.
 """
 
 from __future__ import annotations
@@ -218,10 +226,8 @@ def incremental_scope(con: duckdb.DuckDBPyConnection, model: GoldModel, changes:
     ).fetchall()[0]
     if not values:
         return ""
-    if nulls:
-        return (
-            None  # IN never matches NULL, and IS NOT DISTINCT FROM keeps DuckDB from pushing the filter down
-        )
+    if nulls:  # IN never matches NULL, and IS NOT DISTINCT FROM keeps DuckDB from pushing the filter down
+        return None
     return f"m.{quote(spec.column)} IN (SELECT v FROM ({touched}))"
 
 
