@@ -17,13 +17,16 @@ from types import FrameType
 
 import psycopg
 from confluent_kafka import Consumer, Message
+from confluent_kafka.admin import AdminClient
 
 from cdcwh import metrics
 from cdcwh.config import Settings
 from cdcwh.embedded import postgres_dsn
+from cdcwh.errors import InfrastructureError
 from cdcwh.ingest.catchup import CatchUpTracker
-from cdcwh.kafka import consumer_config
+from cdcwh.kafka import client_config, consumer_config, ensure_topics
 from cdcwh.sink.postgres import GoldChange, PostgresMartSink
+from cdcwh.transform.gold import load_models
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,8 @@ class SinkService:
 
     def run(self, *, until_caught_up: bool = False, idle_s: float = 1.0) -> int:
         prefix = self.settings.kafka.gold_topic_prefix
+        if not until_caught_up:
+            self._ensure_gold_topics()
         consumer = self._consumer(CATCH_UP_STATS_INTERVAL_MS if until_caught_up else STATS_INTERVAL_MS)
         topics = gold_topics(consumer, prefix)
         if until_caught_up and not topics:
@@ -93,6 +98,20 @@ class SinkService:
             consumer.close()
             self.sink.close()
         return 0
+
+    def _ensure_gold_topics(self) -> None:
+        """Create the change topics of every gold model before the first join, as the transform does at its
+        start: a topic that appears after the join costs a consumer-group rebalance (seconds on the embedded
+        broker) while the mart's first changes wait. Without the right to create topics the sink goes on and
+        picks them up as the transform creates them."""
+        prefix = self.settings.kafka.gold_topic_prefix
+        names = [f"{prefix}.{model.name}" for model in load_models(self.settings.sql_path / "gold")]
+        try:
+            ensure_topics(
+                AdminClient(client_config(self.settings)), names, self.settings.transform.gold_partitions
+            )
+        except InfrastructureError as exc:
+            log.warning("%s; the sink subscribes to the gold topics as they appear", exc)
 
     def _install_signal_handlers(self) -> None:
         def _stop(signum: int, frame: FrameType | None) -> None:

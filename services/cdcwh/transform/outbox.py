@@ -40,7 +40,8 @@ class KafkaOutboxPublisher:
     def topic(self, mart: str) -> str:
         return f"{self._topic_prefix}.{mart}"
 
-    def _ensure_topics(self, marts: set[str]) -> None:
+    def ensure_topics(self, marts: set[str]) -> None:
+        """Create the change topics of ``marts`` unless this publisher already did."""
         missing = {self.topic(m) for m in marts} - self._known
         if missing:
             ensure_topics(AdminClient(self._client_config), sorted(missing), self._partitions)
@@ -57,7 +58,7 @@ class KafkaOutboxPublisher:
             ).fetchall()
             if not rows:
                 return published
-            self._ensure_topics({row[2] for row in rows})
+            self.ensure_topics({row[2] for row in rows})
             failures: list[str] = []
             on_delivery = _collect_failures(failures)
 
