@@ -235,7 +235,6 @@ class Bench:
             CDCWH_KAFKA__GROUP_PREFIX=f"bench-{name}-{self._count}",
             CDCWH_KAFKA__SESSION_TIMEOUT_MS="6000",
             CDCWH_KAFKA__HEARTBEAT_INTERVAL_MS="500",
-            CDCWH_KAFKA__FETCH_BACKOFF_MS="100",
             CDCWH_POSTGRES__DSN=self.pg_dsn,
             CDCWH_METRICS__PORT=str(free_base_port()),
             CDCWH_LOG_LEVEL="INFO",

@@ -43,12 +43,13 @@ class KafkaSettings(BaseModel):
     it), the client default otherwise."""
     heartbeat_interval_ms: int | None = Field(default=None, ge=100)
     """Consumer heartbeat interval. Unset: 500 on the embedded broker, the client default otherwise."""
-    fetch_backoff_ms: int | None = Field(default=None, ge=0)
-    """While fetched messages wait unread, a consumer postpones its next fetch of that partition this long
-    (librdkafka ``queued.min.messages=1`` with ``fetch.queue.backoff.ms``), so a steady trickle arrives in a
-    few large fetches rather than many small ones. Unset: 100 on the embedded broker (each fetch costs it
-    milliseconds of CPU, and it ignores ``fetch.min.bytes``), the client's prefetch otherwise; 0 is the
-    client's prefetch everywhere (on Apache Kafka, ``fetch.min.bytes`` through ``extra`` does this job)."""
+    fetch_backoff_ms: int = Field(default=0, ge=0)
+    """Opt-in: while fetched messages wait unread, a consumer postpones its next fetch of that partition this
+    long (librdkafka ``queued.min.messages=1`` with ``fetch.queue.backoff.ms``), so a steady trickle arrives
+    in fewer fetches. It also caps a catch-up at what one fetch returns per interval: on the embedded broker,
+    which returns little per fetch, 100 ms cut a catch-up from about 60,000 to 14,000 records/s. 0 (the
+    default) keeps the client's prefetch; on Apache Kafka ``fetch.min.bytes`` through ``extra`` is the
+    better lever."""
     security_protocol: str | None = None
     """librdkafka ``security.protocol`` (``SASL_SSL``, ``SSL`` ...)."""
     sasl_mechanism: str | None = None

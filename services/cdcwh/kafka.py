@@ -15,12 +15,6 @@ from cdcwh.errors import InfrastructureError
 # A consumer-group join on the embedded broker takes about half of session.timeout.ms.
 EMBEDDED_SESSION_TIMEOUT_MS = 6000
 EMBEDDED_HEARTBEAT_INTERVAL_MS = 500
-# The embedded broker spends milliseconds of CPU on every fetch and answers one as soon as any message is
-# there (it ignores fetch.min.bytes): a consumer keeping up with a trickle fetched about 35 times a second and
-# cost it a third of a core at 2,000 events/s. Fetching a waiting partition at most every 100 ms costs it
-# almost nothing and adds at most 100 ms per hop.
-EMBEDDED_FETCH_BACKOFF_MS = 100
-FETCH_QUEUE_KEYS = {"queued.min.messages", "fetch.queue.backoff.ms"}
 TOPIC_TIMEOUT_S = 30.0
 
 
@@ -49,12 +43,9 @@ def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
         config["session.timeout.ms"] = session
     if heartbeat is not None:
         config["heartbeat.interval.ms"] = heartbeat
-    backoff = settings.kafka.fetch_backoff_ms
-    if backoff is None and embedded and not FETCH_QUEUE_KEYS & settings.kafka.extra.keys():
-        backoff = EMBEDDED_FETCH_BACKOFF_MS
-    if backoff:
+    if settings.kafka.fetch_backoff_ms:
         config["queued.min.messages"] = 1
-        config["fetch.queue.backoff.ms"] = backoff
+        config["fetch.queue.backoff.ms"] = settings.kafka.fetch_backoff_ms
     return config
 
 

@@ -1,4 +1,4 @@
-"""Consumer settings: the fetch back-off the embedded broker needs, and how configuration overrides it.
+"""Consumer settings: the session timings the embedded broker needs, and the opt-in fetch back-off.
 
 The embedded broker is recognised by its record in the data dir; these tests write that record for an address
 nothing listens on, since building a consumer's settings never connects.
@@ -15,7 +15,7 @@ from cdcwh.config import Settings, load_settings
 from cdcwh.embedded.broker import NAME as BROKER
 from cdcwh.embedded.registry import write_record
 from cdcwh.errors import ConfigError
-from cdcwh.kafka import EMBEDDED_FETCH_BACKOFF_MS, consumer_config
+from cdcwh.kafka import consumer_config
 
 ADDRESS = "127.0.0.1:1"
 
@@ -36,38 +36,26 @@ def embedded_settings() -> Settings:
     return settings
 
 
-def test_consumers_of_the_embedded_broker_back_off_between_fetches() -> None:
+def test_consumers_of_the_embedded_broker_get_short_sessions_and_keep_the_client_prefetch() -> None:
     config = consumer_config(embedded_settings(), "g")
-    assert config["queued.min.messages"] == 1
-    assert config["fetch.queue.backoff.ms"] == EMBEDDED_FETCH_BACKOFF_MS
-    assert config["session.timeout.ms"] == 6000
+    assert (config["session.timeout.ms"], config["heartbeat.interval.ms"]) == (6000, 500)
+    # a back-off between fetches would cap a catch-up at what the broker returns per fetch: off by default
+    assert "queued.min.messages" not in config
+    assert "fetch.queue.backoff.ms" not in config
 
 
-def test_other_brokers_keep_the_client_prefetch() -> None:
+def test_other_brokers_keep_the_client_defaults() -> None:
     config = consumer_config(load_settings(), "g")  # no record: a broker we did not start
     assert "queued.min.messages" not in config
     assert "fetch.queue.backoff.ms" not in config
     assert "session.timeout.ms" not in config
 
 
-def test_the_setting_applies_to_any_broker_and_zero_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_back_off_applies_to_any_broker_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CDCWH_KAFKA__FETCH_BACKOFF_MS", "250")
-    config = consumer_config(load_settings(), "g")
-    assert (config["queued.min.messages"], config["fetch.queue.backoff.ms"]) == (1, 250)
-
-    monkeypatch.setenv("CDCWH_KAFKA__FETCH_BACKOFF_MS", "0")
-    config = consumer_config(embedded_settings(), "g")
-    assert "queued.min.messages" not in config
-    assert "fetch.queue.backoff.ms" not in config
-
-
-def test_librdkafka_settings_passed_through_extra_win_over_the_embedded_default(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("CDCWH_KAFKA__EXTRA", '{"fetch.queue.backoff.ms": "20"}')
-    config = consumer_config(embedded_settings(), "g")
-    assert config["fetch.queue.backoff.ms"] == "20"
-    assert "queued.min.messages" not in config
+    for settings in (load_settings(), embedded_settings()):
+        config = consumer_config(settings, "g")
+        assert (config["queued.min.messages"], config["fetch.queue.backoff.ms"]) == (1, 250)
 
 
 def test_a_negative_back_off_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
