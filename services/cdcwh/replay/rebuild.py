@@ -14,7 +14,7 @@ from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 from cdcwh.ingest.catalog import open_catalog
 from cdcwh.kafka import client_config
-from cdcwh.transform.batch import run_batch, run_gold_batch, silver_name
+from cdcwh.transform.batch import GOLD_STALE, run_batch, run_gold_batch, silver_name
 from cdcwh.transform.bronze_reader import bronze_tables
 from cdcwh.transform.gold import load_models
 from cdcwh.transform.outbox import KafkaOutboxPublisher
@@ -48,6 +48,9 @@ def rebuild(
             con.execute(f"DROP TABLE IF EXISTS silver.{quote(name)}")
             con.execute(f"DROP TABLE IF EXISTS silver_history.{quote(name)}")
             con.execute("DELETE FROM cdcwh.watermarks WHERE topic = ?", [by_name[name]])
+        # until the final full gold batch, gold no longer follows silver: if the rebuild stops early, the
+        # transform's next batch recomputes gold in full instead of only what it re-reads
+        con.execute("INSERT OR REPLACE INTO cdcwh.state VALUES (?, 1)", [GOLD_STALE])
         con.commit()
         counts: dict[str, int] = dict.fromkeys(chosen, 0)
         while True:

@@ -31,6 +31,9 @@ from cdcwh.transform.warehouse import ChangeSet, count, scalar
 log = logging.getLogger(__name__)
 
 FRESHNESS_SAMPLE = 256
+# cdcwh.state flag: silver changed without gold following (batches with gold=False), so the next gold refresh
+# must be a full one
+GOLD_STALE = "gold_stale"
 SOURCE_TS_SAMPLE = 256
 
 
@@ -117,9 +120,15 @@ def run_batch(
                 "INSERT OR REPLACE INTO cdcwh.watermarks VALUES (?, ?, ?)",
                 [[topic, partition, offset] for (topic, partition), offset in piece.upper.items()],
             )
-        if gold and any(result.silver.values()):
-            result.gold = refresh_gold(con, models, result.batch_id or 0, changes)
+        # a truncate applies no row yet changes silver; after silver changed without gold (a rebuild, perhaps
+        # interrupted) only a full recompute is right: those changes were never captured
+        stale = bool(_state(con, GOLD_STALE))
+        if not gold and (any(result.silver.values()) or changes.full):
+            _set_state(con, GOLD_STALE, 1)
+        elif gold and (any(result.silver.values()) or changes.full or stale):
+            result.gold = refresh_gold(con, models, result.batch_id or 0, None if stale else changes)
             stamp_source_times(con, result.batch_id or 0, source_times)
+            _set_state(con, GOLD_STALE, 0)
         _set_state(con, "seq", seq)
         _set_state(con, "batch_id", result.batch_id or 0)
         con.execute(
@@ -159,6 +168,7 @@ def run_gold_batch(con: duckdb.DuckDBPyConnection, models: list[GoldModel]) -> B
     con.begin()
     try:
         result.gold = refresh_gold(con, models, result.batch_id or 0)
+        _set_state(con, GOLD_STALE, 0)
         _set_state(con, "batch_id", result.batch_id or 0)
         con.execute(
             "INSERT INTO cdcwh.batches VALUES (?, ?, now(), 'ok', NULL, 0, ?)",

@@ -120,9 +120,13 @@ def apply_changes(
             con.execute(
                 f"INSERT INTO silver.{quote(name)} ({select}) SELECT {select} FROM latest WHERE __op <> 'd'"
             )
-            if changes is not None:  # and after; a delete's row too: a key created and deleted within the
-                # batch has neither image, yet its changes went into silver_history
-                con.execute(f"INSERT INTO {captured} ({select}) SELECT {select} FROM latest")
+            if changes is not None:  # and after. A delete's row holds only its key: where the key had a row
+                # before, that image says all; where not (created and deleted within the batch), the delete's
+                # row stands for the key, whose changes went into silver_history
+                con.execute(
+                    f"INSERT INTO {captured} ({select}) SELECT {select} FROM latest AS s WHERE s.__op <> 'd' "
+                    f"OR NOT EXISTS (SELECT 1 FROM {captured} AS l WHERE {match})"
+                )
                 changes.captured.add(("silver", name))
         elif changes is not None:
             changes.full.add(("silver", name))

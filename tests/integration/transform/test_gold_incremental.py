@@ -5,15 +5,18 @@ input. A real DuckDB warehouse file; the batch's captured changes are written th
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 from cdcwh.transform.gold import GoldModel, load_models, refresh_model
+from cdcwh.transform.silver import apply_changes
 from cdcwh.transform.warehouse import ChangeSet, changes_table, open_warehouse
 
 TOTALS = """-- mart: totals
@@ -158,3 +161,54 @@ SELECT order_id, CAST(sum(amount) AS DECIMAL(12, 2)) AS amount FROM silver.payme
     refresh_model(con, model, 2, ChangeSet(captured={("silver", "payments")}))
     amounts = dict(con.execute("SELECT order_id, amount FROM gold.by_order").fetchall())
     assert amounts == {1: Decimal("5.00"), 2: Decimal("7.00"), None: Decimal("4.00")}
+
+
+def bronze_payments(*changes: tuple[str, int, int | None, str | None], lsn: int) -> pa.Table:
+    """Bronze rows of ``payments`` as ingest lands them: (op, id, order_id, amount); a delete carries only its
+    key (REPLICA IDENTITY DEFAULT)."""
+    n = len(changes)
+    return pa.table(
+        {
+            "id": pa.array([c[1] for c in changes], pa.int32()),
+            "order_id": pa.array([c[2] for c in changes], pa.int32()),
+            "amount": pa.array(
+                [None if c[3] is None else Decimal(c[3]) for c in changes], pa.decimal128(12, 2)
+            ),
+            "__key": pa.array([{"id": c[1]} for c in changes], pa.struct([("id", pa.int32())])),
+            "__op": pa.array([c[0] for c in changes]),
+            "__source_ts": pa.array([datetime(2026, 1, 1, tzinfo=UTC)] * n, pa.timestamp("us", tz="UTC")),
+            "__lsn": pa.array(range(lsn, lsn + n), pa.int64()),
+            "__toasted": pa.array([None] * n, pa.list_(pa.string())),
+            "__partition": pa.array([0] * n, pa.int32()),
+            "__offset": pa.array(range(lsn, lsn + n), pa.int64()),
+        }
+    )
+
+
+def test_a_delete_is_followed_by_its_row_before_not_its_empty_image(tmp_path: Path) -> None:
+    con = open_warehouse(Settings(data_dir=tmp_path / "data"))
+    con.execute("CREATE TABLE silver.orders AS SELECT * FROM (VALUES (1), (2)) AS t(id)")
+    create = bronze_payments(("c", 10, 1, "5.00"), ("c", 20, 2, "7.00"), lsn=100)
+    apply_changes(con, "payments", create, 0)
+    model = model_from(tmp_path, TOTALS)
+    refresh_model(con, model, 1, ChangeSet())
+    assert totals(con) == {1: Decimal("5.00"), 2: Decimal("7.00")}
+
+    con.execute("UPDATE silver.payments SET amount = 1 WHERE id = 10")  # behind the batch's back
+    changes = ChangeSet()
+    apply_changes(con, "payments", bronze_payments(("d", 20, None, None), lsn=200), 2, changes)
+    captured = changes_table("silver", "payments")
+    # the delete's own row (order_id NULL) would force a full recompute: the row it deleted is there instead
+    assert con.execute(f"SELECT order_id FROM {captured}").fetchall() == [(2,)]
+    result = refresh_model(con, model, 2, changes)
+    assert totals(con) == {1: Decimal("5.00"), 2: Decimal("0.00")}, "order 1 was not recomputed"
+    assert (result.upserts, result.deletes) == (1, 0)
+
+    # a payment created and deleted within one batch had no row before: its delete row stays, and its NULL
+    # order_id sends the model to a full recompute (which now also picks up the change made behind its back)
+    changes = ChangeSet()
+    both = bronze_payments(("c", 30, 2, "3.00"), ("d", 30, None, None), lsn=300)
+    apply_changes(con, "payments", both, 3, changes)
+    assert con.execute(f"SELECT id, order_id FROM {captured}").fetchall() == [(30, None)]
+    refresh_model(con, model, 3, changes)
+    assert totals(con) == {1: Decimal("1.00"), 2: Decimal("0.00")}
