@@ -1,7 +1,7 @@
 """The DuckDB warehouse file: silver, silver_history, gold, and cdcwh's own bookkeeping schema.
 
-The transform service opens it read-write for the length of one micro-batch and closes it in between, so
-``cdcwh query`` (read-only) can open it between batches.
+The transform service opens it read-write and closes it when a batch finds nothing new or after at most
+``CDCWH_TRANSFORM__HOLD_S`` of busy batches, so ``cdcwh query`` (read-only, waiting for the lock) gets in.
 """
 
 from __future__ import annotations
