@@ -144,10 +144,10 @@ class TransformSettings(BaseModel):
     gold_partitions: int = Field(default=3, ge=1)
     """Partitions of the ``cdcwh.gold.<mart>`` topics when transform creates them."""
     hold_s: float = Field(default=3.0, ge=0)
-    """While batches keep finding new rows, keep the DuckDB file open across them for up to this long before
-    closing it (closing checkpoints it: a fifth of a busy transform's time when done every batch) and letting
-    readers such as ``cdcwh query`` in. The file is also released whenever a batch finds nothing new. 0
-    closes it after every batch."""
+    """While batches keep finding new rows, keep the DuckDB file open across them, closing it (which
+    checkpoints it: a fifth of a busy transform's time when done every batch) and letting readers such as
+    ``cdcwh query`` in at the end of the first batch that ends this long after the file was opened. The file
+    is also released whenever a batch finds nothing new. 0 closes it after every batch."""
 
 
 class SinkSettings(BaseModel):

@@ -102,7 +102,8 @@ def _warehouse(settings: Settings) -> tuple[dict[tuple[str, int], int], Any, Any
     )
     freshness = Table("silver table", "newest source commit", "rows", title="silver")
     try:
-        con = open_warehouse(settings, read_only=True, wait_s=5)
+        # the transform holds the file across busy batches for hold_s and the batch running then
+        con = open_warehouse(settings, read_only=True, wait_s=settings.transform.hold_s + 10)
     except CdcwhError as exc:
         batches.add_row("-", "-", "-", str(exc), "", "", "")
         return {}, batches, freshness

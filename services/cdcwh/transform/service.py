@@ -84,11 +84,11 @@ class TransformService:
     def step(self) -> BatchResult:
         """Publish leftovers, run one batch, publish its changes."""
         started = time.monotonic()
-        # every model's topic before its first change: a sink subscribed by regex then finds them all at once
-        # (each topic that appears later costs it a consumer-group rebalance, seconds on the embedded broker)
-        self.publisher.ensure_topics({model.name for model in self.models})
-        con = self._warehouse()
         try:
+            # every model's topic before its first change: a sink subscribed by regex then finds them all at
+            # once (each topic that appears later costs it a consumer-group rebalance, seconds on Tansu)
+            self.publisher.ensure_topics({model.name for model in self.models})
+            con = self._warehouse()
             self.publisher.publish(con)
             result = run_batch(
                 self.settings,

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator
 from cdcwh.transform.service import TransformService
@@ -74,3 +76,21 @@ def test_hold_zero_releases_the_file_after_every_batch(tmp_path: Path, kafka_boo
     assert read_from_another_process(settings) == "2"
     service.run_once()
     assert not service.holds_warehouse
+
+
+def test_a_failed_batch_releases_the_file(
+    tmp_path: Path, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = bronze_with_changes(tmp_path, kafka_bootstrap, "hold3", hold_s=600)
+    service = TransformService(settings)
+    assert service.step().batch_id == 1
+    assert service.holds_warehouse
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the batch failed")
+
+    monkeypatch.setattr("cdcwh.transform.service.run_batch", broken)
+    with pytest.raises(RuntimeError, match="the batch failed"):
+        service.step()
+    assert not service.holds_warehouse
+    assert read_from_another_process(settings) == "1"
