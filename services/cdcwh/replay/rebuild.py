@@ -18,7 +18,7 @@ from cdcwh.transform.batch import GOLD_STALE, run_batch, run_gold_batch, silver_
 from cdcwh.transform.bronze_reader import bronze_tables
 from cdcwh.transform.gold import load_models
 from cdcwh.transform.outbox import KafkaOutboxPublisher
-from cdcwh.transform.warehouse import open_warehouse, quote
+from cdcwh.transform.warehouse import open_warehouse, quote, write_state
 
 Progress = Callable[[str, int], None]
 
@@ -50,7 +50,7 @@ def rebuild(
             con.execute("DELETE FROM cdcwh.watermarks WHERE topic = ?", [by_name[name]])
         # until the final full gold batch, gold no longer follows silver: if the rebuild stops early, the
         # transform's next batch recomputes gold in full instead of only what it re-reads
-        con.execute("INSERT OR REPLACE INTO cdcwh.state VALUES (?, 1)", [GOLD_STALE])
+        write_state(con, GOLD_STALE, 1)
         con.commit()
         counts: dict[str, int] = dict.fromkeys(chosen, 0)
         while True:

@@ -27,6 +27,7 @@ from cdcwh.ingest.catchup import CatchUpTracker
 from cdcwh.kafka import client_config, consumer_config, ensure_topics
 from cdcwh.sink.postgres import GoldChange, PostgresMartSink
 from cdcwh.transform.gold import load_models
+from cdcwh.transform.outbox import gold_topic
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class SinkService:
         broker) while the mart's first changes wait. Without the right to create topics the sink goes on and
         picks them up as the transform creates them."""
         prefix = self.settings.kafka.gold_topic_prefix
-        names = [f"{prefix}.{model.name}" for model in load_models(self.settings.sql_path / "gold")]
+        names = [gold_topic(prefix, model.name) for model in load_models(self.settings.sql_path / "gold")]
         try:
             ensure_topics(
                 AdminClient(client_config(self.settings)), names, self.settings.transform.gold_partitions

@@ -26,7 +26,7 @@ from cdcwh.ingest.offsets import TopicPartition
 from cdcwh.transform.bronze_reader import BronzeSlice, bronze_tables, read_new_rows
 from cdcwh.transform.gold import GoldModel, ModelResult, refresh_model
 from cdcwh.transform.silver import apply_changes, key_columns
-from cdcwh.transform.warehouse import ChangeSet, count, scalar
+from cdcwh.transform.warehouse import ChangeSet, read_state, scalar, write_state
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,7 @@ def load_watermarks(con: duckdb.DuckDBPyConnection) -> dict[TopicPartition, int]
 
 
 def _state(con: duckdb.DuckDBPyConnection, name: str) -> int:
-    return count(con, "SELECT value FROM cdcwh.state WHERE name = ?", [name])
-
-
-def _set_state(con: duckdb.DuckDBPyConnection, name: str, value: int) -> None:
-    con.execute("INSERT OR REPLACE INTO cdcwh.state VALUES (?, ?)", [name, value])
+    return read_state(con, name) or 0
 
 
 def _register_silver(con: duckdb.DuckDBPyConnection, name: str, topic: str, keys: list[str]) -> None:
@@ -124,13 +120,13 @@ def run_batch(
         # interrupted) only a full recompute is right: those changes were never captured
         stale = bool(_state(con, GOLD_STALE))
         if not gold and (any(result.silver.values()) or changes.full):
-            _set_state(con, GOLD_STALE, 1)
+            write_state(con, GOLD_STALE, 1)
         elif gold and (any(result.silver.values()) or changes.full or stale):
             result.gold = refresh_gold(con, models, result.batch_id or 0, None if stale else changes)
             stamp_source_times(con, result.batch_id or 0, source_times)
-            _set_state(con, GOLD_STALE, 0)
-        _set_state(con, "seq", seq)
-        _set_state(con, "batch_id", result.batch_id or 0)
+            write_state(con, GOLD_STALE, 0)
+        write_state(con, "seq", seq)
+        write_state(con, "batch_id", result.batch_id or 0)
         con.execute(
             "INSERT INTO cdcwh.batches VALUES (?, ?, now(), 'ok', NULL, ?, ?)",
             [result.batch_id, started, result.bronze_rows, result.gold_changes],
@@ -168,8 +164,8 @@ def run_gold_batch(con: duckdb.DuckDBPyConnection, models: list[GoldModel]) -> B
     con.begin()
     try:
         result.gold = refresh_gold(con, models, result.batch_id or 0)
-        _set_state(con, GOLD_STALE, 0)
-        _set_state(con, "batch_id", result.batch_id or 0)
+        write_state(con, GOLD_STALE, 0)
+        write_state(con, "batch_id", result.batch_id or 0)
         con.execute(
             "INSERT INTO cdcwh.batches VALUES (?, ?, now(), 'ok', NULL, 0, ?)",
             [result.batch_id, started, result.gold_changes],

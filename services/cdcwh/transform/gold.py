@@ -30,7 +30,15 @@ from pathlib import Path
 import duckdb
 
 from cdcwh.errors import ConfigError
-from cdcwh.transform.warehouse import ChangeSet, changes_table, count, quote, scalar, table_exists
+from cdcwh.transform.warehouse import (
+    ChangeSet,
+    changes_table,
+    count,
+    quote,
+    read_state,
+    table_exists,
+    write_state,
+)
 
 HEADER = re.compile(r"^--\s*(mart|primary key|incremental):\s*(.+?)\s*$", re.MULTILINE)
 SOURCE_COLUMN = re.compile(
@@ -93,6 +101,8 @@ def load_models(directory: Path) -> list[GoldModel]:
 def parse_incremental(model: GoldModel, text: str) -> Incremental:
     """The ``incremental`` header; it must say how a change of every table the model reads moves its rows."""
     column, sep, rest = text.partition(" from ")
+    if not sep or not column.strip():
+        raise ConfigError(f"{model.path}: '-- incremental: <column> from <schema>.<table>.<column>, ...'")
     sources = []
     for item in rest.split(","):
         match = SOURCE_COLUMN.match(item.strip())
@@ -103,8 +113,6 @@ def parse_incremental(model: GoldModel, text: str) -> Incremental:
             )
         schema, table, source_column = match.groups()
         sources.append((schema.lower(), table.lower(), source_column))
-    if not sep or not column.strip():
-        raise ConfigError(f"{model.path}: '-- incremental: <column> from <schema>.<table>.<column>, ...'")
     listed = {(schema, table) for schema, table, _ in sources}
     listed |= {("silver_history", table) for schema, table in listed if schema == "silver"}
     unlisted = sorted(model.reads - listed - {("gold", model.name)})
@@ -180,19 +188,19 @@ def refresh_model(
     )
     match = " AND ".join(f"t.{quote(k)} IS NOT DISTINCT FROM c.{quote(k)}" for k in model.primary_key)
     captured = changes_table("gold", model.name)
-    # the images before of the rows about to change, for the incremental models that read this mart
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {captured} AS SELECT {cols} FROM {target} AS t SEMI JOIN "
-        f"(SELECT {keys} FROM model_upserts UNION ALL SELECT {keys} FROM model_deletes) AS c ON {match}"
-    )
+    if changes is not None:  # the images before of the rows about to change, for the models reading this mart
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {captured} AS SELECT {cols} FROM {target} AS t SEMI JOIN "
+            f"(SELECT {keys} FROM model_upserts UNION ALL SELECT {keys} FROM model_deletes) AS c ON {match}"
+        )
     for changed in ("model_upserts", "model_deletes"):
         con.execute(f"DELETE FROM {target} AS t USING {changed} AS c WHERE {match}")
     con.execute(
         f"INSERT INTO {target} ({cols}, _version, _updated_at) "
         f"SELECT {cols}, {version}, now() FROM model_upserts"
     )
-    con.execute(f"INSERT INTO {captured} SELECT {cols} FROM model_upserts")  # and after
-    if changes is not None:
+    if changes is not None:  # and after
+        con.execute(f"INSERT INTO {captured} SELECT {cols} FROM model_upserts")
         changes.captured.add(("gold", model.name))
     key_json = key_json_sql(model.primary_key)
     row_json = row_json_sql([(str(name), str(kind)) for name, kind in described])
@@ -236,7 +244,7 @@ def sql_unchanged(con: duckdb.DuckDBPyConnection, model: GoldModel) -> bool:
     in full once, since its change may touch any row."""
     digest = int.from_bytes(hashlib.blake2b(model.sql.encode(), digest_size=8).digest(), "big", signed=True)
     name = f"gold_sql:{model.name}"
-    previous = scalar(con, "SELECT value FROM cdcwh.state WHERE name = ?", [name])
+    previous = read_state(con, name)
     if previous != digest:
-        con.execute("INSERT OR REPLACE INTO cdcwh.state VALUES (?, ?)", [name, digest])
+        write_state(con, name, digest)
     return previous == digest

@@ -25,6 +25,11 @@ from cdcwh.kafka import ensure_topics
 PUBLISH_CHUNK = 20_000
 
 
+def gold_topic(prefix: str, mart: str) -> str:
+    """The change topic of ``mart`` (``CDCWH_KAFKA__GOLD_TOPIC_PREFIX`` + ``.`` + mart)."""
+    return f"{prefix}.{mart}"
+
+
 class KafkaOutboxPublisher:
     """Publishes pending outbox rows; one instance per transform process."""
 
@@ -38,7 +43,7 @@ class KafkaOutboxPublisher:
         self._known: set[str] = set()
 
     def topic(self, mart: str) -> str:
-        return f"{self._topic_prefix}.{mart}"
+        return gold_topic(self._topic_prefix, mart)
 
     def ensure_topics(self, marts: set[str]) -> None:
         """Create the change topics of ``marts`` unless this publisher already did."""

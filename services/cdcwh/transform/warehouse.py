@@ -108,3 +108,13 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool
             [schema, name],
         )
     )
+
+
+def read_state(con: duckdb.DuckDBPyConnection, name: str) -> int | None:
+    """A counter or flag of ``cdcwh.state``; None when it was never written."""
+    value = scalar(con, "SELECT value FROM cdcwh.state WHERE name = ?", [name])
+    return int(value) if isinstance(value, int) else None
+
+
+def write_state(con: duckdb.DuckDBPyConnection, name: str, value: int) -> None:
+    con.execute("INSERT OR REPLACE INTO cdcwh.state VALUES (?, ?)", [name, value])
