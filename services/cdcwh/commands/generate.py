@@ -16,9 +16,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cdcwh.config import Settings
 from cdcwh.generate import KafkaRecord, ShopGenerator, encode, produce, write_jsonl
+from cdcwh.generate.model import FIRST_LSN
 from cdcwh.kafka import producer_config
 
 console = Console(stderr=True)
+
+
+def wall_clock_lsn() -> int:
+    """A first LSN that grows with the wall clock, so that a later run's changes come after an earlier run's
+    (a real source's WAL position only grows; silver drops a change at or below an LSN it has applied)."""
+    return FIRST_LSN + time.time_ns() // 1000 * 64
 
 
 def records(
@@ -61,22 +68,22 @@ def produce_workload(
     partitions: int = 3,
 ) -> int:
     """The shop workload to Kafka with wall-clock source times (the demo's producer); returns records sent."""
-    stream = records(
-        ShopGenerator(seed), events, schemaless=False, prefix="shop", wall_clock=True, counts=counts
-    )
+    generator = ShopGenerator(seed, first_lsn=wall_clock_lsn())
+    stream = records(generator, events, schemaless=False, prefix="shop", wall_clock=True, counts=counts)
     return produce(stream, producer_config=producer_config(settings), partitions=partitions, rate=rate)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    generator = ShopGenerator(args.seed)
     counts: dict[str, int] = {}
     to_kafka = args.output is None
+    wall_clock = to_kafka and not args.simulated_time
+    generator = ShopGenerator(args.seed, first_lsn=wall_clock_lsn() if wall_clock else FIRST_LSN)
     stream = records(
         generator,
         args.events,
         schemaless=args.schemaless,
         prefix=args.topic_prefix,
-        wall_clock=to_kafka and not args.simulated_time,
+        wall_clock=wall_clock,
         counts=counts,
     )
     with Progress(

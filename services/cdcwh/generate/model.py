@@ -72,11 +72,11 @@ OPEN_STATUSES = ("placed", "shipped", "completed")
 class ShopModel:
     """Rows, indexes, id sequences, the simulated clock and the WAL position of one generator run."""
 
-    def __init__(self, rng: random.Random, start: datetime) -> None:
+    def __init__(self, rng: random.Random, start: datetime, first_lsn: int = FIRST_LSN) -> None:
         self.rng = rng
         self.state: State = {name: {} for name in SHOP_TABLES}
         self.clock_us = int((start - EPOCH) / timedelta(microseconds=1))
-        self.lsn = FIRST_LSN
+        self.lsn = first_lsn
         self.tx_id = FIRST_TX_ID
         self.ts_ms = self.clock_us // 1000
         self.snapshot = "false"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from cdcwh.generate.change import SHOP_TABLES, Row, SourceChange, State
-from cdcwh.generate.model import ShopModel
+from cdcwh.generate.model import FIRST_LSN, ShopModel
 from cdcwh.generate.rows import DAY_US, SECOND_US, customer_row, order_rows, product_row
 from cdcwh.generate.streaming import transaction
 
@@ -34,18 +34,19 @@ class ShopGenerator:
     from the seed; afterwards ``expected_state()`` is the true final state of the simulated database.
     """
 
-    def __init__(self, seed: int, *, start: datetime = DEFAULT_START) -> None:
+    def __init__(self, seed: int, *, start: datetime = DEFAULT_START, first_lsn: int = FIRST_LSN) -> None:
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
         self.seed = seed
         self.start = start
+        self.first_lsn = first_lsn
         self._model: ShopModel | None = None
 
     def changes(self, events: int) -> Iterator[SourceChange]:
         """Exactly ``events`` change events (r/c/u/d); tombstones are added by ``encode``, not counted."""
         if events < 0:
             raise ValueError("events must be >= 0")
-        model = ShopModel(random.Random(self.seed), self.start)
+        model = ShopModel(random.Random(self.seed), self.start, self.first_lsn)
         self._model = model
         size = snapshot_size(events)
         yield from _snapshot(model, size)

@@ -2,14 +2,18 @@
 
 Commit order for one batch (the ingest checkpoint calls ``land`` and only then commits Kafka offsets):
 
+0. Place the batch in its partitions' log incarnations (``incarnation.py``): a record at or below what was
+   landed is checked against the log mark, and a new incarnation of the log gets offsets above everything
+   landed, so that it is landed rather than skipped. From here on ``offset`` means bronze's ``__offset``.
 1. Decode and validate the whole batch in ``cdcwh.core`` (pure): good rows per topic, rejections.
 2. Check each topic's rows against its bronze table's schema: new columns and allowed widenings evolve the
    table (union by name); rows with a value in a column whose type cannot be widened become rejections.
 3. Publish the rejections to ``<topic>.dlq`` and wait for delivery (at least once).
 4. Append the rejections not yet landed to ``bronze._quarantine``; the same commit's snapshot summary
-   advances that table's landed offsets.
+   advances that table's landed offsets and log marks.
 5. For each bronze table: re-read its landed offsets from the current snapshot, drop rows at or below them
-   (redelivered after a crash, or replayed), append the rest with the advanced offsets in the same commit.
+   (redelivered after a crash, or replayed), append the rest with the advanced offsets and log marks in the
+   same commit.
    A concurrent commit makes the append fail; it is retried from the re-read.
 6. Return; the caller commits the Kafka offsets.
 
@@ -38,6 +42,17 @@ from cdcwh.core.evolve import conform, plan_evolution
 from cdcwh.core.record import RawRecord, Rejection, RejectReason
 from cdcwh.errors import InfrastructureError
 from cdcwh.ingest.catalog import QUARANTINE_TABLE, TOPIC_PROPERTY, bronze_table_name
+from cdcwh.ingest.incarnation import (
+    MARKS_PROPERTY,
+    IncarnationTracker,
+    LogMark,
+    RecordProbe,
+    Reset,
+    TopicPartition,
+    encode_marks,
+    log_marks,
+    newer,
+)
 from cdcwh.ingest.offsets import (
     OFFSETS_PROPERTY,
     encode_offsets,
@@ -66,6 +81,7 @@ class LandResult:
     skipped: dict[str, int] = field(default_factory=dict)
     quarantined: list[Rejection] = field(default_factory=list)
     source_ts: dict[str, pa.Array] = field(default_factory=dict)
+    resets: list[Reset] = field(default_factory=list)
 
 
 class IcebergBronzeWriter:
@@ -80,6 +96,7 @@ class IcebergBronzeWriter:
         max_value_bytes: int,
         dead_letters: KafkaDeadLetterPublisher | None = None,
         snapshots_kept: int = 20,
+        probe: RecordProbe | None = None,
     ) -> None:
         self.catalog = catalog
         self.namespace = namespace
@@ -88,11 +105,14 @@ class IcebergBronzeWriter:
         self.dead_letters = dead_letters
         self.snapshots_kept = snapshots_kept
         self._tables: dict[str, Table] = {}
+        self.incarnations = IncarnationTracker(probe)
 
     def land(self, records: Sequence[RawRecord]) -> LandResult:
         result = LandResult()
         if not records:
             return result
+        records, result.resets = self.incarnations.place(records, self._known)
+        self.incarnations.advance(records)
         decoded = decode_batch(
             records,
             self.contracts,
@@ -121,21 +141,43 @@ class IcebergBronzeWriter:
                 result.source_ts[topic] = landed.column("__source_ts").combine_chunks()
         return result
 
+    def _known(self, tp: TopicPartition) -> tuple[LogMark | None, int]:
+        """The persisted log mark and the highest landed ``__offset`` of a partition, over its bronze table
+        and the quarantine table."""
+        mark: LogMark | None = None
+        landed = -1
+        tables = [self._existing_table(tp[0]), self._existing_table(QUARANTINE_TABLE)]
+        for table in tables:
+            if table is not None:
+                mark = newer(mark, log_marks(table).get(tp))
+                landed = max(landed, landed_offsets(table).get(tp, -1))
+        return mark, landed
+
+    def _marks_for(self, table: Table, topic: str | None) -> str:
+        return encode_marks({**log_marks(table), **self.incarnations.marks(topic)})
+
     # -- tables ---------------------------------------------------------------------------------------
+
+    def _existing_table(self, topic: str) -> Table | None:
+        """A topic's bronze table (or, for QUARANTINE_TABLE, the quarantine table) if it exists."""
+        table = self._tables.get(topic)
+        if table is None:
+            name = QUARANTINE_TABLE if topic == QUARANTINE_TABLE else bronze_table_name(topic)
+            try:
+                table = self.catalog.load_table((self.namespace, name))
+            except NoSuchTableError:
+                return None
+            self._tables[topic] = table
+        return table
 
     def _existing_schemas(self, topics: set[str]) -> dict[str, pa.Schema]:
         """Data schemas of the topics' bronze tables that exist, so that decoding judges a batch's schemas
         against the table rather than against whichever schema came first in the batch."""
         schemas = {}
         for topic in topics:
-            table = self._tables.get(topic)
-            if table is None:
-                try:
-                    table = self.catalog.load_table((self.namespace, bronze_table_name(topic)))
-                except NoSuchTableError:
-                    continue
-                self._tables[topic] = table
-            schemas[topic] = data_schema(table)
+            table = self._existing_table(topic)
+            if table is not None:
+                schemas[topic] = data_schema(table)
         return schemas
 
     def table_for(self, topic: str, schema: pa.Schema) -> Table:
@@ -227,7 +269,10 @@ class IcebergBronzeWriter:
             try:
                 table.append(
                     conform(fresh, table.schema().as_arrow()),
-                    snapshot_properties={OFFSETS_PROPERTY: encode_offsets(offsets)},
+                    snapshot_properties={
+                        OFFSETS_PROPERTY: encode_offsets(offsets),
+                        MARKS_PROPERTY: self._marks_for(table, topic),
+                    },
                 )
                 expire_snapshots(table, self.snapshots_kept)
                 return fresh, skipped
@@ -252,7 +297,10 @@ class IcebergBronzeWriter:
             try:
                 table.append(
                     quarantine_rows(fresh, now),
-                    snapshot_properties={OFFSETS_PROPERTY: encode_offsets(offsets)},
+                    snapshot_properties={
+                        OFFSETS_PROPERTY: encode_offsets(offsets),
+                        MARKS_PROPERTY: self._marks_for(table, None),
+                    },
                 )
                 expire_snapshots(table, self.snapshots_kept)
                 return fresh

@@ -33,6 +33,7 @@ from cdcwh.core.record import RawRecord
 from cdcwh.ingest.bronze import IcebergBronzeWriter
 from cdcwh.ingest.catalog import open_catalog
 from cdcwh.ingest.catchup import CatchUpTracker
+from cdcwh.ingest.probe import KafkaRecordProbe
 from cdcwh.ingest.quarantine import DLQ_SUFFIX, KafkaDeadLetterPublisher
 from cdcwh.kafka import client_config, consumer_config
 
@@ -183,6 +184,7 @@ def make_writer(settings: Settings) -> IcebergBronzeWriter:
         max_value_bytes=settings.ingest.max_value_bytes,
         dead_letters=KafkaDeadLetterPublisher(client_config(settings)),
         snapshots_kept=settings.iceberg.snapshots_kept,
+        probe=KafkaRecordProbe(consumer_config(settings, ingest_group(settings))),
     )
 
 
