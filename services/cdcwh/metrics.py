@@ -32,6 +32,12 @@ EVENTS_QUARANTINED = Counter(
 EVENTS_SKIPPED = Counter(
     "cdcwh_events_skipped_total", "Records already landed (redelivered after a crash or a replay)", ["topic"]
 )
+LOG_RESETS = Counter(
+    "cdcwh_log_resets_total",
+    "New incarnations of a partition's log detected by ingest (a restarted memory-only broker, a re-created "
+    "topic, a new cluster): landed from their start, never skipped",
+    ["topic"],
+)
 CONSUMER_LAG = Gauge(
     "cdcwh_consumer_lag",
     "Records behind the partition end, by consumer group",
