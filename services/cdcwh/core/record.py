@@ -58,6 +58,9 @@ class RejectReason(StrEnum):
     """The record's schema cannot be unified with an earlier schema of the same topic in the batch."""
     INTERNAL_ERROR = "internal_error"
     """A bug in the decoder; the record is quarantined rather than crashing the batch."""
+    UNWRITABLE = "unwritable"
+    """The record decoded, but writing its row to the bronze table failed (Arrow conversion, Parquet
+    statistics, the Iceberg schema): the batch was narrowed down to it and the rest landed."""
 
 
 @dataclass(frozen=True, slots=True)

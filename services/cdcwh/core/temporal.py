@@ -1,10 +1,22 @@
 """Temporal codecs: Debezium / Kafka Connect dates, times and timestamps -> Arrow date32, time64('us') and
 timestamp('us'[, 'UTC']).
 
-Nanosecond types are floored to microseconds (Iceberg v2 has neither ns times nor ns timestamps). PostgreSQL
-+/-infinity arrives as int64 max/min (older Debezium: ``PGStatement.DATE_POSITIVE_INFINITY`` and its negative)
-or as the strings ``infinity``/``-infinity``; it is stored as +/-(2**63 - 1) us, which DuckDB reads as
-``infinity``/``-infinity`` (int64 min itself is outside DuckDB's range).
+Nanosecond types are floored to microseconds (Iceberg v2 has neither ns times nor ns timestamps).
+
+PostgreSQL ``infinity`` and ``-infinity`` are stored as the largest and smallest values that Python,
+pyiceberg's Parquet statistics and DuckDB all handle: 9999-12-31 23:59:59.999999 and 0001-01-01 00:00:00 for
+timestamps, 9999-12-31 and 0001-01-01 for dates. Debezium 3.6 (captures in tests/fixtures/debezium) sends
+them as:
+
+- ``ZonedTimestamp`` (timestamptz): the strings ``infinity`` / ``-infinity``;
+- ``MicroTimestamp`` (timestamp): ``PGStatement.DATE_POSITIVE_INFINITY`` 9223372036825200000 and
+  ``DATE_NEGATIVE_INFINITY`` -9223372036832400000; ``Timestamp`` (timestamp(0..3), ms) the same divided by
+  1000; int64 max/min from other releases and ``NanoTimestamp``;
+- ``Date``: int32 values that mean nothing as days and differ by path: 2147472692 below zero (+infinity) and
+  2147472691 below zero (-infinity) when streaming, -622191234 and -625821272 in the snapshot.
+
+Any other value outside those bounds (PostgreSQL reaches year 294276) is a ``type_mismatch`` with the reason
+``out of range``, quarantined with its bytes rather than clamped.
 """
 
 from __future__ import annotations
@@ -19,15 +31,22 @@ import pyarrow.compute as pc
 from cdcwh.core.codec import Codec, ValueMismatch, int64_column, require_int
 
 INT64_MAX: Final = 2**63 - 1
-TS_POS_INFINITY: Final = INT64_MAX
-"""+infinity as stored: int64 max microseconds (DuckDB's ``infinity``)."""
-TS_NEG_INFINITY: Final = -INT64_MAX
-"""-infinity as stored: -(2**63 - 1) microseconds (DuckDB's ``-infinity``; int64 min is out of its range)."""
-_PG_POS_INFINITY: Final = 9223372036825200000  # PGStatement.DATE_POSITIVE_INFINITY, older Debezium releases
+TS_POS_INFINITY: Final = 253_402_300_799_999_999
+"""+infinity as stored: 9999-12-31 23:59:59.999999 UTC, in microseconds since the epoch."""
+TS_NEG_INFINITY: Final = -62_135_596_800_000_000
+"""-infinity as stored: 0001-01-01 00:00:00 UTC, in microseconds since the epoch."""
+DATE_POS_INFINITY: Final = 2_932_896
+"""+infinity as stored: 9999-12-31, in days since the epoch."""
+DATE_NEG_INFINITY: Final = -719_162
+"""-infinity as stored: 0001-01-01, in days since the epoch."""
+_PG_POS_INFINITY: Final = 9223372036825200000  # PGStatement.DATE_POSITIVE_INFINITY (microseconds)
 _PG_NEG_INFINITY: Final = -9223372036832400000
-_POS_SENTINELS: Final = frozenset({INT64_MAX, _PG_POS_INFINITY})
-_NEG_SENTINELS: Final = frozenset({-(2**63), _PG_NEG_INFINITY})
+# raw values, in the unit of the field (checked before scaling) or in microseconds (after)
+_POS_SENTINELS: Final = frozenset({INT64_MAX, _PG_POS_INFINITY, _PG_POS_INFINITY // 1000})
+_NEG_SENTINELS: Final = frozenset({-(2**63), -INT64_MAX, _PG_NEG_INFINITY, _PG_NEG_INFINITY // 1000})
 _SENTINELS: Final = pa.array(sorted(_POS_SENTINELS | _NEG_SENTINELS), pa.int64())
+_DATE_POS_SENTINELS: Final = frozenset({-2_147_472_692, -622_191_234})
+_DATE_NEG_SENTINELS: Final = frozenset({-2_147_472_691, -625_821_272})
 _DAY_US: Final = 86_400_000_000
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _FRACTION: Final = re.compile(r"(\.\d{6})\d+")
@@ -43,12 +62,22 @@ class DateCodec(Codec):
 
     def one(self, value: Any) -> Any:
         days = require_int(value)
-        if not -(2**31) <= days < 2**31:
-            raise ValueMismatch("out of int32 range")
+        if days in _DATE_POS_SENTINELS:
+            return DATE_POS_INFINITY
+        if days in _DATE_NEG_SENTINELS:
+            return DATE_NEG_INFINITY
+        if not DATE_NEG_INFINITY <= days <= DATE_POS_INFINITY:
+            raise ValueMismatch("out of range (0001-01-01 .. 9999-12-31)")
         return days
 
     def fast(self, values: list[Any]) -> pa.Array:
-        return int64_column(values).cast(pa.int32()).cast(pa.date32())
+        array = int64_column(values)
+        bounds = pc.min_max(array).as_py()
+        if bounds["min"] is not None and (
+            bounds["min"] < DATE_NEG_INFINITY or bounds["max"] > DATE_POS_INFINITY
+        ):
+            raise ValueMismatch("infinity or out of range: per value")
+        return array.cast(pa.int32()).cast(pa.date32())
 
 
 class TimeCodec(Codec):
@@ -92,8 +121,12 @@ class TimestampCodec(Codec):
         if raw in _NEG_SENTINELS:
             return TS_NEG_INFINITY
         us = raw * self.us_per // self.per_us
-        if not TS_NEG_INFINITY < us < TS_POS_INFINITY:
-            raise ValueMismatch("out of range")
+        if us in _POS_SENTINELS:
+            return TS_POS_INFINITY
+        if us in _NEG_SENTINELS:
+            return TS_NEG_INFINITY
+        if not TS_NEG_INFINITY <= us <= TS_POS_INFINITY:
+            raise ValueMismatch("out of range (0001-01-01 .. 9999-12-31)")
         return us
 
     def fast(self, values: list[Any]) -> pa.Array:
@@ -106,6 +139,9 @@ class TimestampCodec(Codec):
             if (pc.min(array).as_py() or 0) < 0:
                 raise ValueMismatch("negative: floor per value")
             array = pc.divide(array, self.per_us)
+        bounds = pc.min_max(array).as_py()
+        if bounds["min"] is not None and (bounds["min"] < TS_NEG_INFINITY or bounds["max"] > TS_POS_INFINITY):
+            raise ValueMismatch("out of range: per value")
         return array.cast(self.arrow_type)
 
 

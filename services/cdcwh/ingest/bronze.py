@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.expressions import And, EqualTo
 from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
 
@@ -65,6 +66,10 @@ from cdcwh.ingest.quarantine import KafkaDeadLetterPublisher, quarantine_rows
 log = logging.getLogger(__name__)
 
 INGESTED_AT = "__ingested_at"
+# What a row's values can make the Arrow -> Parquet -> Iceberg write raise (a conversion, a statistic out of
+# range); an append failing with one of these is narrowed down to its rows (``_isolate``). Anything else (the
+# catalog, the file system) is not about the data and fails the batch, which is redelivered.
+DATA_ERRORS: tuple[type[Exception], ...] = (pa.ArrowException, OverflowError, ValueError, TypeError)
 COMMIT_ATTEMPTS = 5
 # every commit writes a new metadata file: keep the last 10 and delete older ones as Iceberg commits
 METADATA_PROPERTIES = {
@@ -130,11 +135,15 @@ class IcebergBronzeWriter:
                 staged[topic] = rows.append_column(
                     INGESTED_AT, pa.repeat(pa.scalar(now, rows_ts_type()), rows.num_rows)
                 )
-        if self.dead_letters is not None:
-            self.dead_letters.publish(rejections)
-        result.quarantined = self._append_quarantine(rejections, now)
+        result.quarantined = self._reject(rejections, now)
         for topic, rows in staged.items():
-            landed, skipped = self._append(self.table_for(topic, rows.schema), topic, rows)
+            table = self.table_for(topic, rows.schema)
+            try:
+                landed, skipped = self._append(table, topic, rows)
+            except DATA_ERRORS as exc:
+                rows, unwritable = self._isolate(table, topic, rows, records, exc)
+                result.quarantined.extend(self._reject(unwritable, now, late=True))
+                landed, skipped = self._append(table, topic, rows)
             result.landed[topic] = landed.num_rows
             result.skipped[topic] = skipped
             if landed.num_rows:
@@ -254,6 +263,71 @@ class IcebergBronzeWriter:
             log.info("evolved the bronze table of %s to %s", topic, plan.target)
         return conform(rows, data_schema(table)), rejections
 
+    # -- rows the writer refuses ------------------------------------------------------------------------
+
+    def _reject(self, rejections: list[Rejection], now: datetime, *, late: bool = False) -> list[Rejection]:
+        """Dead letters first (at least once), then the quarantine table (exactly once).
+
+        ``late``: rejections found after the batch's first quarantine commit (rows the writer refused), whose
+        offsets may lie below the quarantine's landed offsets; they are checked one by one instead."""
+        if self.dead_letters is not None:
+            self.dead_letters.publish(rejections)
+        return self._append_quarantine(rejections, now, late=late)
+
+    def _isolate(
+        self, table: Table, topic: str, rows: pa.Table, records: Sequence[RawRecord], error: Exception
+    ) -> tuple[pa.Table, list[Rejection]]:
+        """Narrow a failed append down to the rows that cannot be written: the rest, and those as rejections.
+
+        Halves of the batch are written without a commit (an uncommitted Iceberg transaction: its files are
+        left as orphans for the table's maintenance) until each failing part is one row. When no single row
+        fails, the error was not about the data, and it is raised again."""
+        log.warning(
+            "writing %d rows of %s to bronze failed (%s: %s); narrowing the batch to the rows at fault",
+            rows.num_rows,
+            topic,
+            type(error).__name__,
+            error,
+        )
+        target = table.schema().as_arrow()
+
+        def writable(chunk: pa.Table) -> str | None:
+            try:
+                table.transaction().append(conform(chunk, target))
+            except DATA_ERRORS as exc:
+                return f"{type(exc).__name__}: {exc}"
+            return None
+
+        bad: dict[int, str] = {}
+        pending = [(0, rows.num_rows)]
+        while pending:
+            low, high = pending.pop()
+            why = writable(rows.slice(low, high - low))
+            if why is None:
+                continue
+            if high - low == 1:
+                bad[low] = why
+            else:
+                middle = (low + high) // 2
+                pending.extend([(middle, high), (low, middle)])
+        if not bad:
+            raise error
+        positions = {
+            (p, o): i
+            for i, (p, o) in enumerate(
+                zip(rows["__partition"].to_pylist(), rows["__offset"].to_pylist(), strict=True)
+            )
+            if i in bad
+        }
+        rejections = [
+            Rejection.of(record, RejectReason.UNWRITABLE, f"bronze write failed: {bad[index]}")
+            for record in records
+            if record.topic == topic
+            and (index := positions.get((record.partition, record.offset))) is not None
+        ]
+        keep = pa.array([i not in bad for i in range(rows.num_rows)])
+        return rows.filter(keep), rejections
+
     # -- appends --------------------------------------------------------------------------------------
 
     def _append(self, table: Table, topic: str, rows: pa.Table) -> tuple[pa.Table, int]:
@@ -283,14 +357,19 @@ class IcebergBronzeWriter:
             f"could not commit to the bronze table of {topic} after {COMMIT_ATTEMPTS} tries"
         )
 
-    def _append_quarantine(self, rejections: list[Rejection], now: datetime) -> list[Rejection]:
+    def _append_quarantine(
+        self, rejections: list[Rejection], now: datetime, *, late: bool = False
+    ) -> list[Rejection]:
         if not rejections:
             return []
         table = self._quarantine_table()
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             table.refresh()
             landed = landed_offsets(table)
-            fresh = [r for r in rejections if r.offset > landed.get((r.topic, r.partition), -1)]
+            if late:
+                fresh = [r for r in rejections if not quarantined_before(table, r)]
+            else:
+                fresh = [r for r in rejections if r.offset > landed.get((r.topic, r.partition), -1)]
             if not fresh:
                 return []
             offsets = merge_offsets(landed, ((r.topic, r.partition, r.offset) for r in fresh))
@@ -329,6 +408,21 @@ class IcebergBronzeWriter:
                 table = self.catalog.load_table(identifier)
         self._tables[QUARANTINE_TABLE] = table
         return table
+
+
+def quarantined_before(table: Table, rejection: Rejection) -> bool:
+    """Whether the quarantine table holds this rejection's record (a filtered scan: only for late ones)."""
+    if table.current_snapshot() is None:
+        return False
+    found = table.scan(
+        row_filter=And(
+            EqualTo("topic", rejection.topic),  # type: ignore[call-arg,arg-type]
+            EqualTo("partition", rejection.partition),  # type: ignore[call-arg,arg-type]
+            EqualTo("offset", rejection.offset),  # type: ignore[call-arg,arg-type]
+        ),
+        selected_fields=("offset",),
+    ).to_arrow()
+    return bool(found.num_rows > 0)
 
 
 def expire_snapshots(table: Table, kept: int) -> None:

@@ -14,6 +14,8 @@ from cdcwh.core.codec import TOAST_PLACEHOLDER, ColumnResult, decode_column
 from cdcwh.core.semantic import SchemaError, codec_for
 
 INT64_MAX = 2**63 - 1
+MAX_US = 253_402_300_799_999_999  # 9999-12-31 23:59:59.999999, how +infinity is stored
+MIN_US = -62_135_596_800_000_000  # 0001-01-01 00:00:00, how -infinity is stored
 UTC = dt.UTC
 
 
@@ -174,7 +176,38 @@ def test_postgres_infinity_timestamps() -> None:
     ):
         result = decode({"type": "int64", "name": name}, sentinels)
         assert result.errors == {}
-        assert result.array.cast(pa.int64()).to_pylist() == [INT64_MAX, -INT64_MAX, INT64_MAX, -INT64_MAX, 0]
+        assert result.array.cast(pa.int64()).to_pylist() == [MAX_US, MIN_US, MAX_US, MIN_US, 0]
+        assert result.array[0].as_py().year == 9999  # within what Python and Parquet statistics handle
+
+
+def test_postgres_infinity_in_milliseconds_and_dates() -> None:
+    """As Debezium 3.6 sends them (tests/fixtures/debezium/README.md): timestamp(3) in ms, dates as int32
+    values that depend on the path (snapshot or streaming)."""
+    millis = decode(
+        {"type": "int64", "name": "io.debezium.time.Timestamp"}, [9223372036825200, -9223372036832400]
+    )
+    assert millis.errors == {}
+    assert millis.array.cast(pa.int64()).to_pylist() == [MAX_US, MIN_US]
+    days = decode(
+        {"type": "int32", "name": "io.debezium.time.Date"},
+        [-622191234, -625821272, -2147472692, -2147472691, 19782],
+    )
+    assert days.errors == {}
+    assert days.array.to_pylist() == [
+        dt.date(9999, 12, 31),
+        dt.date(1, 1, 1),
+        dt.date(9999, 12, 31),
+        dt.date(1, 1, 1),
+        dt.date(2024, 2, 29),
+    ]
+
+
+def test_dates_and_timestamps_beyond_year_9999_are_rejected_not_clamped() -> None:
+    far = 2_932_897  # 10000-01-01
+    days = decode({"type": "int32", "name": "io.debezium.time.Date"}, [far, 0])
+    assert list(days.errors) == [0] and "out of range" in days.errors[0]
+    micros = decode({"type": "int64", "name": "io.debezium.time.MicroTimestamp"}, [MAX_US + 1, 0])
+    assert list(micros.errors) == [0] and "out of range" in micros.errors[0]
 
 
 def test_zoned_timestamp_offsets_are_normalised_to_utc() -> None:
@@ -200,8 +233,8 @@ def test_zoned_timestamp_offsets_are_normalised_to_utc() -> None:
         micros(dt.datetime(2024, 3, 1, 6, 30, tzinfo=UTC)),
         -1,
         micros(dt.datetime(2024, 3, 1, 14, 0, 0, 123456, tzinfo=UTC)),
-        INT64_MAX,
-        -INT64_MAX,
+        MAX_US,
+        MIN_US,
         None,
     ]
 

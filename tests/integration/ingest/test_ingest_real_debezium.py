@@ -1,0 +1,141 @@
+"""Real Debezium 3.6.3 output (tests/fixtures/debezium, captured by its capture.py) lands in bronze, and a row
+the bronze writer refuses is isolated while the rest of its batch lands.
+
+Runs the bronze writer in-process against a real Iceberg SqlCatalog; the records are the captured key and
+value strings, given Kafka coordinates here (the embedded broker adds nothing to what is being tested).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from pyiceberg.table import Transaction
+
+from cdcwh.config import Settings
+from cdcwh.core.record import RawRecord, RejectReason
+from cdcwh.ingest.bronze import IcebergBronzeWriter
+from cdcwh.ingest.catalog import QUARANTINE_TABLE, bronze_table_name, open_catalog
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "debezium"
+UTC = dt.UTC
+
+
+def captured(name: str) -> list[RawRecord]:
+    """The fixture's records in the order the engine gave them, as offsets of partition 0."""
+    lines = (FIXTURES / f"{name}.jsonl").read_text().splitlines()[1:]  # line 1 is the capture's header
+    records = []
+    for offset, line in enumerate(lines):
+        item = json.loads(line)
+        key, value = item["key"], item["value"]
+        records.append(
+            RawRecord(
+                item["topic"],
+                0,
+                offset,
+                1_700_000_000_000 + offset,
+                None if key is None else key.encode(),
+                None if value is None else value.encode(),
+            )
+        )
+    return records
+
+
+def writer(tmp_path: Path) -> tuple[IcebergBronzeWriter, Settings]:
+    settings = Settings(data_dir=tmp_path / "data")
+    catalog = open_catalog(settings)
+    return IcebergBronzeWriter(catalog, settings.iceberg.namespace, {}, max_value_bytes=10_000_000), settings
+
+
+def table_rows(settings: Settings, name: str) -> pa.Table:
+    catalog = open_catalog(settings)
+    return catalog.load_table((settings.iceberg.namespace, name)).scan().to_arrow()
+
+
+def by_id(rows: pa.Table) -> dict[int, dict[str, Any]]:
+    data = rows.filter(pc.is_valid(rows["id"]))
+    return {row["id"]: row for row in data.to_pylist() if row["__op"] in ("r", "c")}
+
+
+def test_the_type_zoo_lands_with_special_values_kept(tmp_path: Path) -> None:
+    records = captured("type_zoo")
+    bronze, settings = writer(tmp_path)
+    result = bronze.land(records)
+    quarantined = {(r.offset, r.reason) for r in result.quarantined}
+    # ids 4 and 8 carry an unconstrained numeric with 29 fractional digits: more than decimal(38,18) holds
+    assert {reason for _, reason in quarantined} == {RejectReason.TYPE_MISMATCH}
+    assert all("c_numeric" in r.detail for r in result.quarantined)
+    assert sum(result.landed.values()) + len(result.quarantined) == len(records)
+    rows = by_id(table_rows(settings, bronze_table_name("zoo.public.type_zoo")))
+    top = dt.datetime(9999, 12, 31, 23, 59, 59, 999999)  # noqa: DTZ001 (timestamp without time zone)
+    for infinite in (3, 7):  # +infinity through the snapshot (3) and through streaming (7)
+        row = rows[infinite]
+        assert row["c_timestamptz"] == top.replace(tzinfo=UTC)
+        assert row["c_timestamp"] == top
+        assert row["c_timestamp_3"] == top
+        assert row["c_date"] == dt.date(9999, 12, 31)
+        assert math.isnan(row["c_double"]) and row["c_real"] == math.inf
+    assert rows[1]["c_numeric_10_2"] == rows[6]["c_numeric_10_2"]  # snapshot and streaming agree
+    assert rows[2]["c_timestamptz"] is None  # the all-NULL row
+
+
+def test_minus_infinity_as_the_connector_sends_it(tmp_path: Path) -> None:
+    """Ids 4 and 8 are quarantined whole for their numeric; their -infinity values decode on their own."""
+    records = captured("type_zoo")[3:4]  # the snapshot row of id 4
+    document = json.loads(records[0].value or b"")
+    assert document["payload"]["after"]["id"] == 4
+    after = document["payload"]["after"]
+    del after["c_numeric"]
+    document["schema"]["fields"][1]["fields"] = [
+        f for f in document["schema"]["fields"][1]["fields"] if f["field"] != "c_numeric"
+    ]
+    edited = records[0]._replace(value=json.dumps(document).encode())
+    bronze, settings = writer(tmp_path)
+    result = bronze.land([edited])
+    assert result.quarantined == []
+    row = by_id(table_rows(settings, bronze_table_name("zoo.public.type_zoo")))[4]
+    assert row["c_timestamptz"] == dt.datetime(1, 1, 1, tzinfo=UTC)
+    assert row["c_timestamp"] == dt.datetime(1, 1, 1)  # noqa: DTZ001 (timestamp without time zone)
+    assert row["c_date"] == dt.date(1, 1, 1)
+    assert row["c_double"] == -math.inf
+
+
+def test_a_row_the_writer_refuses_is_isolated_and_the_rest_lands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decoder now stops every value known to break the write (the timestamptz infinity that once made
+    pyiceberg's statistics raise OverflowError), so the same error is injected here: any write holding the
+    text "poison" raises it, as pyiceberg did."""
+    records = captured("type_zoo")
+    poisoned = 5  # the streaming insert of id 6
+    document = json.loads(records[poisoned].value or b"")
+    document["payload"]["after"]["c_text"] = "poison"
+    value = json.dumps(document).encode()
+    records[poisoned] = records[poisoned]._replace(value=value)
+    original = Transaction.append
+
+    def append(self: Transaction, df: pa.Table, *args: Any, **kwargs: Any) -> None:
+        if "c_text" in df.column_names and pc.any(pc.equal(df["c_text"], "poison")).as_py():
+            raise OverflowError("date value out of range")
+        original(self, df, *args, **kwargs)
+
+    monkeypatch.setattr(Transaction, "append", append)
+    bronze, settings = writer(tmp_path)
+    result = bronze.land(records)
+    unwritable = [r for r in result.quarantined if r.reason == RejectReason.UNWRITABLE]
+    assert [r.offset for r in unwritable] == [poisoned]
+    assert "OverflowError" in unwritable[0].detail and unwritable[0].value == value
+    rows = table_rows(settings, bronze_table_name("zoo.public.type_zoo"))
+    assert rows.num_rows == len(records) - len(result.quarantined)
+    assert poisoned not in rows["__offset"].to_pylist()
+    quarantine = table_rows(settings, QUARANTINE_TABLE)
+    assert quarantine.filter(pc.equal(quarantine["reason"], "unwritable"))["offset"].to_pylist() == [poisoned]
+    # redelivered (a crash before the Kafka commit): nothing lands or is quarantined twice
+    again = bronze.land(records)
+    assert sum(again.landed.values()) == 0 and again.quarantined == []
