@@ -55,6 +55,11 @@ TRANSFORM_ROWS = Counter(
     "cdcwh_transform_rows_total", "Rows read from bronze or changed in a model", ["model", "direction"]
 )
 SINK_ROWS = Counter("cdcwh_sink_rows_total", "Mart rows applied to PostgreSQL", ["mart", "op"])
+SINK_DEAD_LETTERS = Counter(
+    "cdcwh_sink_dead_letters_total",
+    "Gold changes PostgreSQL refused (constraint, range, NUL byte), recorded in <schema>._dead_letters",
+    ["mart", "reason"],
+)
 SINK_BATCH_DURATION = Histogram(
     "cdcwh_sink_batch_duration_seconds", "One sink batch (COPY + upsert + commit)", buckets=DURATION_BUCKETS
 )

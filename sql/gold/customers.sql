@@ -25,6 +25,6 @@ SELECT
     s.first_order_date,
     s.most_recent_order_date,
     CAST(coalesce(s.number_of_orders, 0) AS BIGINT) AS number_of_orders,
-    CAST(coalesce(s.lifetime_value, 0) AS DECIMAL(12, 2)) AS lifetime_value
+    CAST(coalesce(s.lifetime_value, 0) AS DECIMAL(38, 2)) AS lifetime_value
 FROM silver.customers AS c
 LEFT JOIN order_stats AS s ON s.customer_id = c.id

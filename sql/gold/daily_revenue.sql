@@ -18,7 +18,7 @@ SELECT
     q.order_date,
     CAST(count(*) AS BIGINT) AS orders,
     CAST(coalesce(sum(l.items_sold), 0) AS BIGINT) AS items_sold,
-    CAST(coalesce(sum(l.revenue), 0) AS DECIMAL(12, 2)) AS revenue
+    CAST(coalesce(sum(l.revenue), 0) AS DECIMAL(38, 2)) AS revenue
 FROM qualifying_orders AS q
 LEFT JOIN order_lines AS l ON l.order_id = q.order_id
 GROUP BY q.order_date

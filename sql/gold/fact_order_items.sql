@@ -12,6 +12,6 @@ SELECT
     o.status,
     i.quantity,
     CAST(i.unit_price AS DECIMAL(12, 2)) AS unit_price,
-    CAST(i.quantity * i.unit_price AS DECIMAL(12, 2)) AS line_amount
+    CAST(i.quantity * i.unit_price AS DECIMAL(38, 2)) AS line_amount
 FROM silver.order_items AS i
 INNER JOIN silver.orders AS o ON o.id = i.order_id

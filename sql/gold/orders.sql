@@ -19,10 +19,10 @@ SELECT
     o.customer_id,
     o.order_date,
     o.status,
-    CAST(coalesce(p.credit_card_amount, 0) AS DECIMAL(12, 2)) AS credit_card_amount,
-    CAST(coalesce(p.coupon_amount, 0) AS DECIMAL(12, 2)) AS coupon_amount,
-    CAST(coalesce(p.bank_transfer_amount, 0) AS DECIMAL(12, 2)) AS bank_transfer_amount,
-    CAST(coalesce(p.gift_card_amount, 0) AS DECIMAL(12, 2)) AS gift_card_amount,
-    CAST(coalesce(p.amount, 0) AS DECIMAL(12, 2)) AS amount
+    CAST(coalesce(p.credit_card_amount, 0) AS DECIMAL(38, 2)) AS credit_card_amount,
+    CAST(coalesce(p.coupon_amount, 0) AS DECIMAL(38, 2)) AS coupon_amount,
+    CAST(coalesce(p.bank_transfer_amount, 0) AS DECIMAL(38, 2)) AS bank_transfer_amount,
+    CAST(coalesce(p.gift_card_amount, 0) AS DECIMAL(38, 2)) AS gift_card_amount,
+    CAST(coalesce(p.amount, 0) AS DECIMAL(38, 2)) AS amount
 FROM silver.orders AS o
 LEFT JOIN payment_totals AS p ON p.order_id = o.id

@@ -31,7 +31,9 @@ def backfill(
     unknown = [m for m in chosen if m not in models]
     if unknown:
         raise ConfigError(f"unknown mart(s) {', '.join(unknown)}; known: {', '.join(sorted(models))}")
-    sink = PostgresMartSink(postgres_dsn(settings), settings.postgres.schema_, settings.sql_path)
+    sink = PostgresMartSink(
+        postgres_dsn(settings), settings.postgres.schema_, settings.sql_path, settings.contracts_path
+    )
     con = open_warehouse(settings, read_only=True)
     summary: dict[str, dict[str, int]] = {}
     try:

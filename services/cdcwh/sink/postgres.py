@@ -14,22 +14,42 @@ Per batch, in one transaction, per mart:
 
 So replaying old changes never regresses a row, and a replayed upsert older than a delete does not bring the
 row back. The caller commits the Kafka offsets only after this transaction commits.
+
+Each mart's part of the batch runs in a savepoint. When PostgreSQL rejects the data (a constraint violation,
+a value out of range, a NUL byte in a text: ``DATA_ERRORS``), the part is rolled back to its savepoint and
+bisected, each half in its own savepoint, down to the single changes PostgreSQL refuses. Those are recorded in
+``<schema>._dead_letters`` and the rest of the batch applies. Any other error (connection lost: ``psycopg.
+OperationalError``) rolls the whole transaction back, dead letters included: nothing partial lands.
+
+At connect the mart DDL runs, then the mart columns narrower than the gold models' types (``types.py``) are
+widened in place (``numeric(12,2)`` to ``numeric(38,2)``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from cdcwh.sink.types import mart_postgres_types, widens
+
+log = logging.getLogger(__name__)
+
 TOMBSTONES = "_tombstones"
+DEAD_LETTERS = "_dead_letters"
 INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
+# Errors about the rows themselves: a part of a batch failing with one is narrowed to the changes at fault,
+# which become dead letters. psycopg raises DataError itself for a NUL byte in a text (PostgreSQL text cannot
+# hold one), and a lone surrogate in a string fails to encode. Everything else (OperationalError: the
+# connection, the server) fails the whole batch, which the service retries.
+DATA_ERRORS: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError, UnicodeEncodeError)
 
 
 @dataclass(frozen=True)
@@ -56,10 +76,43 @@ class GoldChange:
         )
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """A change PostgreSQL refused, recorded in ``<schema>._dead_letters``."""
+
+    mart: str
+    key: str
+    version: int
+    op: str
+    reason: str
+    sqlstate: str | None
+    error: str
+
+
 @dataclass
 class ApplyResult:
     upserts: dict[str, int]
     deletes: dict[str, int]
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def dead_letter_reason(exc: BaseException) -> tuple[str, str | None]:
+    """A bounded ``reason``: the error class in snake case (``check_violation``,
+    ``numeric_value_out_of_range``), or ``nul_in_text`` for the NUL byte psycopg refuses to send; and the
+    SQLSTATE, when PostgreSQL raised the error."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is None and isinstance(exc, psycopg.DataError) and "NUL" in str(exc):
+        return "nul_in_text", None
+    return snake_case(type(exc).__name__), sqlstate
+
+
+def printable(text: str) -> str:
+    """``text`` storable in a PostgreSQL text column, which refuses NUL bytes and lone surrogates."""
+    return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def mart_ddl(sql_dir: Path, schema: str) -> str:
@@ -71,14 +124,20 @@ def mart_ddl(sql_dir: Path, schema: str) -> str:
 
 
 class PostgresMartSink:
-    def __init__(self, dsn: str, schema: str, sql_dir: Path) -> None:
+    def __init__(self, dsn: str, schema: str, sql_dir: Path, contracts_dir: Path | None = None) -> None:
+        """``contracts_dir``: the table contracts the mart column types are derived from (default: the
+        project's ``schemas/contracts``)."""
         self.dsn = dsn
         self.schema = schema
         self.sql_dir = sql_dir
+        self.contracts_dir = contracts_dir or sql_dir.parent / "schemas" / "contracts"
         self._conn: psycopg.Connection[Any] | None = None
         self._columns: dict[str, list[str]] = {}
         self._types: dict[str, dict[str, str]] = {}
         self._keys: dict[str, list[str]] = {}
+        self._wanted_types: dict[str, dict[str, str]] | None = None
+        self._dead_marts: set[str] = set()  # marts with dead letters: applied keys clear theirs
+        self._staged: set[str] = set()  # marts whose staging table got rows in the current transaction
 
     def connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -93,6 +152,8 @@ class PostgresMartSink:
 
     def _ensure_schema(self, conn: psycopg.Connection[Any]) -> None:
         ident = sql.Identifier(self.schema)
+        if self._wanted_types is None:
+            self._wanted_types = mart_postgres_types(self.sql_dir, self.contracts_dir)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdcwh-mart-ddl'))")
             conn.execute(mart_ddl(self.sql_dir, self.schema))  # our own DDL file, schema quoted
@@ -102,6 +163,16 @@ class PostgresMartSink:
                     "_version bigint NOT NULL, PRIMARY KEY (mart, key))"
                 ).format(ident, sql.Identifier(TOMBSTONES))
             )
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.{} (mart text NOT NULL, key text NOT NULL, "
+                    "version bigint NOT NULL, op text NOT NULL, change text NOT NULL, reason text NOT NULL, "
+                    "sqlstate text, error text NOT NULL, first_seen timestamptz NOT NULL DEFAULT now(), "
+                    "last_seen timestamptz NOT NULL DEFAULT now(), attempts integer NOT NULL DEFAULT 1, "
+                    "PRIMARY KEY (mart, key, version))"
+                ).format(ident, sql.Identifier(DEAD_LETTERS))
+            )
+            self._migrate_types(conn, self._wanted_types)
         rows = conn.execute(
             """SELECT c.table_name, c.column_name, format_type(a.atttypid, a.atttypmod)
             FROM information_schema.columns c
@@ -125,7 +196,50 @@ class PostgresMartSink:
         self._keys = {}
         for table, column in keys:
             self._keys.setdefault(table, []).append(column)
+        dead = conn.execute(
+            sql.SQL("SELECT DISTINCT mart FROM {}").format(sql.Identifier(self.schema, DEAD_LETTERS))
+        ).fetchall()
+        self._dead_marts = {str(mart) for (mart,) in dead}
         conn.commit()
+
+    def _migrate_types(self, conn: psycopg.Connection[Any], wanted: dict[str, dict[str, str]]) -> None:
+        """Widen every mart column narrower than its gold model's type (an existing ``numeric(12,2)`` money
+        column becomes ``numeric(38,2)``: same scale, no table rewrite). Other differences are logged, not
+        changed; a column that cannot be altered (a view depends on it) keeps its type, with a warning, and
+        the values that do not fit become dead letters."""
+        current = conn.execute(
+            """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+            FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped""",
+            (self.schema,),
+        ).fetchall()
+        for table, column, have in current:
+            want = wanted.get(table, {}).get(column)
+            if want is None or want == have:
+                continue
+            if not widens(have, want):
+                log.warning(
+                    "%s.%s.%s is %s in PostgreSQL but %s in gold; left as it is",
+                    self.schema,
+                    table,
+                    column,
+                    have,
+                    want,
+                )
+                continue
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(
+                            sql.Identifier(self.schema, table), sql.Identifier(column), sql.SQL(want)
+                        )
+                    )
+                log.info("widened %s.%s.%s from %s to %s", self.schema, table, column, have, want)
+            except psycopg.DatabaseError as exc:
+                if isinstance(exc, psycopg.OperationalError):
+                    raise
+                log.warning("cannot widen %s.%s.%s to %s: %s", self.schema, table, column, want, exc)
 
     def apply(self, changes: Iterable[GoldChange], *, repair: bool = False) -> ApplyResult:
         """Apply the changes in one transaction (committed on return).
@@ -142,20 +256,90 @@ class PostgresMartSink:
             by_mart.setdefault(change.mart, []).append(change)
         conn = self.connect()
         result = ApplyResult(upserts={}, deletes={})
+        self._staged = set()
         with conn.transaction():
             for mart, mart_changes in sorted(by_mart.items()):
                 if mart not in self._columns:
                     raise psycopg.ProgrammingError(f"no table {self.schema}.{mart} for gold mart {mart}")
-                upserts = [c for c in mart_changes if c.op == "upsert"]
-                deletes = [c for c in mart_changes if c.op == "delete"]
-                if deletes:
-                    self._delete(conn, mart, deletes)
-                if upserts:
-                    self._upsert(conn, mart, upserts, repair=repair)
-                result.upserts[mart] = len(upserts)
-                result.deletes[mart] = len(deletes)
+                dead: list[DeadLetter] = []
+                self._apply_narrowing(conn, mart, mart_changes, dead, repair=repair)
+                refused = {(d.key, d.op) for d in dead}
+                for op, counts in (("upsert", result.upserts), ("delete", result.deletes)):
+                    counts[mart] = sum(1 for c in mart_changes if c.op == op and (c.key, op) not in refused)
+                result.dead_letters.extend(dead)
         conn.commit()
         return result
+
+    def _apply_narrowing(
+        self,
+        conn: psycopg.Connection[Any],
+        mart: str,
+        changes: list[GoldChange],
+        dead: list[DeadLetter],
+        *,
+        repair: bool,
+    ) -> None:
+        """Apply ``changes`` (one mart, one change per key) in a savepoint; when PostgreSQL refuses the data,
+        roll back to it and bisect, down to the single changes it refuses, which become dead letters."""
+        try:
+            with conn.transaction():
+                self._apply_mart(conn, mart, changes, repair=repair)
+        except DATA_ERRORS as exc:
+            if len(changes) == 1:
+                dead.append(self._dead_letter(conn, changes[0], exc))
+                return
+            half = len(changes) // 2
+            self._apply_narrowing(conn, mart, changes[:half], dead, repair=repair)
+            self._apply_narrowing(conn, mart, changes[half:], dead, repair=repair)
+
+    def _apply_mart(
+        self, conn: psycopg.Connection[Any], mart: str, changes: list[GoldChange], *, repair: bool
+    ) -> None:
+        upserts = [c for c in changes if c.op == "upsert"]
+        deletes = [c for c in changes if c.op == "delete"]
+        if deletes:
+            self._delete(conn, mart, deletes)
+        if upserts:
+            self._upsert(conn, mart, upserts, repair=repair)
+        if mart in self._dead_marts:  # a key applied at a version at least as new: its dead letter is moot
+            conn.execute(
+                sql.SQL(
+                    "DELETE FROM {} AS d USING unnest(%s::text[], %s::bigint[]) AS a(key, version) "
+                    "WHERE d.mart = %s AND d.key = a.key AND d.version <= a.version"
+                ).format(sql.Identifier(self.schema, DEAD_LETTERS)),
+                ([printable(c.key) for c in changes], [c.version for c in changes], mart),
+            )
+
+    def _dead_letter(
+        self, conn: psycopg.Connection[Any], change: GoldChange, exc: BaseException
+    ) -> DeadLetter:
+        """Record a refused change (once per (mart, key, version): a replay of it counts an attempt)."""
+        reason, sqlstate = dead_letter_reason(exc)
+        letter = DeadLetter(
+            mart=change.mart,
+            key=printable(change.key),
+            version=change.version,
+            op=change.op,
+            reason=reason,
+            sqlstate=sqlstate,
+            error=printable(str(exc)),
+        )
+        # the change as the gold message carried it; JSON escapes a NUL byte, which text and jsonb refuse raw
+        payload = json.dumps(
+            {"mart": change.mart, "op": change.op, "version": change.version, "row": change.row}
+        )
+        conn.execute(
+            sql.SQL(
+                """INSERT INTO {} AS d (mart, key, version, op, change, reason, sqlstate, error)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (mart, key, version) DO UPDATE SET op = EXCLUDED.op, change = EXCLUDED.change,
+                    reason = EXCLUDED.reason, sqlstate = EXCLUDED.sqlstate, error = EXCLUDED.error,
+                    last_seen = now(), attempts = d.attempts + 1"""
+            ).format(sql.Identifier(self.schema, DEAD_LETTERS)),
+            (letter.mart, letter.key, letter.version, letter.op, payload, reason, sqlstate, letter.error),
+        )
+        self._dead_marts.add(change.mart)
+        return letter
 
     def _upsert(
         self, conn: psycopg.Connection[Any], mart: str, changes: list[GoldChange], *, repair: bool = False
@@ -251,6 +435,11 @@ class PostgresMartSink:
                 "ON COMMIT DELETE ROWS"
             ).format(stage, target)
         )
+        if (
+            mart in self._staged
+        ):  # a second part of the batch (a narrowed one): not the first part's rows again
+            conn.execute(sql.SQL("DELETE FROM {}").format(stage))
+        self._staged.add(mart)
         self._copy_rows(conn, stage, mart, changes, with_key=True)
         assignments = sql.SQL(", ").join(
             sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))

@@ -3,7 +3,9 @@
 Loop: consume up to ``CDCWH_SINK__BATCH_MAX_ROWS`` messages or ``CDCWH_SINK__BATCH_MAX_S`` seconds, apply
 them in one Postgres transaction (``PostgresMartSink``), then commit the Kafka offsets. When Postgres is
 unavailable the same batch is retried with back-off until it succeeds: nothing is skipped, and the
-consumer is paused meanwhile so memory stays bounded.
+consumer is paused meanwhile so memory stays bounded. A change PostgreSQL refuses for its data is a dead
+letter (``<schema>._dead_letters``, ``cdcwh_sink_dead_letters_total``): the rest of the batch applies and the
+offsets are committed.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ class SinkService:
         self.settings = settings
         self.group = sink_group(settings)
         self.tracker = CatchUpTracker(self.group, expected_partitions=0)
-        self.sink = PostgresMartSink(postgres_dsn(settings), settings.postgres.schema_, settings.sql_path)
+        self.sink = PostgresMartSink(
+            postgres_dsn(settings), settings.postgres.schema_, settings.sql_path, settings.contracts_path
+        )
         self.stopping = threading.Event()
 
     def _consumer(self, stats_interval_ms: int) -> Consumer:
@@ -170,6 +174,20 @@ class SinkService:
             metrics.SINK_ROWS.labels(mart, "upsert").inc(n)
         for mart, n in result.deletes.items():
             metrics.SINK_ROWS.labels(mart, "delete").inc(n)
+        for letter in result.dead_letters:
+            metrics.SINK_DEAD_LETTERS.labels(letter.mart, letter.reason).inc()
+            log.warning(
+                "dead letter: %s change of %s key %s version %d refused by PostgreSQL (%s, SQLSTATE %s): %s; "
+                "recorded in %s._dead_letters, the rest of the batch applied",
+                letter.op,
+                letter.mart,
+                letter.key,
+                letter.version,
+                letter.reason,
+                letter.sqlstate,
+                letter.error.splitlines()[0] if letter.error else "",
+                self.settings.postgres.schema_,
+            )
         now = time.time()
         for change in changes[:: max(1, len(changes) // 256)]:
             if change.source_ts_ms is not None:
