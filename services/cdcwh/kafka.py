@@ -16,6 +16,7 @@ from cdcwh.errors import InfrastructureError
 EMBEDDED_SESSION_TIMEOUT_MS = 6000
 EMBEDDED_HEARTBEAT_INTERVAL_MS = 500
 TOPIC_TIMEOUT_S = 30.0
+METADATA_REFRESH_MS = 10_000
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -35,6 +36,9 @@ def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
+        # a subscribed topic that is re-created (a restarted memory-only broker, a topic deleted and made
+        # again) is seen at the next metadata refresh: every 10 s rather than librdkafka's 5 minutes
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
     }
     embedded = uses_embedded_broker(settings)
     session = settings.kafka.session_timeout_ms or (EMBEDDED_SESSION_TIMEOUT_MS if embedded else None)

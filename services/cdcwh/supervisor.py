@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 SERVICES = ("ingest", "transform", "sink")
 MAX_BACKOFF_S = 30.0
 HEALTHY_AFTER_S = 60.0
+# A child that exits sooner than this after its start is crash-looping (a bad setting, a dead dependency) and
+# its restarts back off; one that ran longer is restarted after a second, whatever killed it.
+CRASH_LOOP_S = 5.0
 STOP_TIMEOUT_S = 30.0
 
 
@@ -88,6 +91,8 @@ class Supervisor:
                 child.log_path,
             )
             child.process = None
+            if now - child.started_at >= CRASH_LOOP_S:
+                child.backoff = 1.0
             child.next_start = now + child.backoff
             child.backoff = min(MAX_BACKOFF_S, child.backoff * 2)
 

@@ -80,6 +80,9 @@ class KafkaOutboxPublisher:
                     self._producer.poll(0)  # serve delivery reports now and then; flush waits for the rest
             remaining = self._producer.flush(60)
             if remaining or failures:
+                # a broker that lost its topics (a restarted memory-only one, a new cluster) answers every
+                # record with "unknown topic" until they exist again: check them on the next try
+                self._known.clear()
                 raise ProduceError(f"gold change delivery failed ({remaining} undelivered): {failures[:3]}")
             con.execute("DELETE FROM cdcwh.outbox WHERE id <= ?", [rows[-1][0]])
             published += len(rows)
