@@ -54,6 +54,21 @@ TRANSFORM_BATCH_DURATION = Histogram(
 TRANSFORM_ROWS = Counter(
     "cdcwh_transform_rows_total", "Rows read from bronze or changed in a model", ["model", "direction"]
 )
+TRANSFORM_MODEL_FAILURES = Counter(
+    "cdcwh_transform_model_failures_total",
+    "Gold model refreshes that raised (the batch went on without it)",
+    ["model"],
+)
+TRANSFORM_MODEL_FAILED = Gauge(
+    "cdcwh_transform_model_failed",
+    "1 when the gold model failed in the last batch that ran it, else 0",
+    ["model"],
+)
+TRANSFORM_MODEL_BEHIND = Gauge(
+    "cdcwh_transform_model_behind",
+    "1 while the gold model waits for a full refresh after missing a batch (it or a mart it reads failed)",
+    ["model"],
+)
 SINK_ROWS = Counter("cdcwh_sink_rows_total", "Mart rows applied to PostgreSQL", ["mart", "op"])
 SINK_DEAD_LETTERS = Counter(
     "cdcwh_sink_dead_letters_total",

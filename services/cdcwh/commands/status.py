@@ -118,6 +118,15 @@ def _warehouse(settings: Settings) -> tuple[dict[tuple[str, int], int], Any, Any
         ).fetchall()
         for row in rows:
             batches.add_row(*("" if v is None else str(v) for v in row))
+        # gold models that failed (or read a mart that did), retried every batch: docs/operations.md
+        behind = con.execute(
+            """SELECT m, s.value, (SELECT b.error FROM cdcwh.batch_models AS b WHERE b.model = m
+                AND b.status <> 'ok' ORDER BY b.batch_id DESC LIMIT 1)
+            FROM (SELECT *, substr(name, 13) AS m FROM cdcwh.state) AS s
+            WHERE starts_with(s.name, 'gold_behind:') ORDER BY 1"""
+        ).fetchall()
+        for model, since, error in behind:
+            batches.add_row(f"gold.{model}", "", "", f"behind since {since}", "", "", str(error or ""))
         for (name,) in con.execute("SELECT name FROM cdcwh.silver_tables ORDER BY 1").fetchall():
             newest, count = con.execute(
                 f'SELECT max(__source_ts)::VARCHAR, count(*) FROM silver."{name}"'

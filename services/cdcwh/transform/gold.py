@@ -152,14 +152,22 @@ class ModelResult:
 
 
 def refresh_model(
-    con: duckdb.DuckDBPyConnection, model: GoldModel, version: int, changes: ChangeSet | None = None
+    con: duckdb.DuckDBPyConnection,
+    model: GoldModel,
+    version: int,
+    changes: ChangeSet | None = None,
+    *,
+    full: bool = False,
 ) -> ModelResult:
     """Recompute one mart (all of it, or with ``changes`` and an ``incremental`` header only the rows the
-    batch's changes touch), apply its difference to ``gold.<mart>`` and queue the changes in the outbox."""
+    batch's changes touch), apply its difference to ``gold.<mart>`` and queue the changes in the outbox.
+    ``full`` recomputes all of it even so (a mart that missed batches: their changes were not kept for it);
+    with ``changes`` its changed rows are still captured for the models that read it."""
     target = f"gold.{quote(model.name)}"
     existed = table_exists(con, "gold", model.name)
     same_sql = sql_unchanged(con, model)
-    scope = incremental_scope(con, model, changes) if existed and same_sql and changes is not None else None
+    incremental = existed and same_sql and changes is not None and not full
+    scope = incremental_scope(con, model, changes) if incremental and changes is not None else None
     if scope == "":
         return ModelResult(model.name, count(con, f"SELECT count(*) FROM {target}"), 0, 0)
     where = f" AS m WHERE {scope}" if scope else ""

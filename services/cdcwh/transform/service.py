@@ -5,7 +5,8 @@ publishes its changes. The DuckDB file stays open across batches while they keep
 ``CDCWH_TRANSFORM__HOLD_S``: closing it checkpoints it, which done after every batch took a fifth of a busy
 transform's time. It is closed when a batch finds nothing new, when the hold time is up (then the next batch
 waits a moment, so that ``cdcwh query`` and ``cdcwh status`` get their turn), after a failure, and on stop.
-A failed batch is rolled back, recorded in ``cdcwh.batches`` and retried with back-off.
+A failed batch is rolled back, recorded in ``cdcwh.batches`` and retried with back-off. A failed gold model
+does not fail the batch (batch.py): it is logged, recorded and retried by every later batch.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class TransformService:
         self.stopping = threading.Event()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._opened_at = 0.0
+        # the first batch of the process retries the gold models behind even when bronze has nothing new: an
+        # operator who fixed a failing model and restarted the service sees it catch up without new changes
+        self._retry_behind = True
 
     @property
     def holds_warehouse(self) -> bool:
@@ -97,7 +101,9 @@ class TransformService:
                 self.models,
                 max_offsets_per_partition=self.settings.transform.max_offsets_per_partition,
                 before_commit=lambda: fault_pause(self.settings, "before_commit"),
+                retry_behind=self._retry_behind,
             )
+            self._retry_behind = False
             if result.gold_changes:
                 fault_pause(self.settings, "before_publish")
             published = self.publisher.publish(con)
@@ -118,6 +124,15 @@ class TransformService:
                 published,
                 time.monotonic() - started,
             )
+            for name, error in result.failed.items():
+                log.error(
+                    "batch %d: gold.%s failed and is behind, retried next batch: %s",
+                    result.batch_id,
+                    name,
+                    error,
+                )
+            for name, why in result.skipped.items():
+                log.warning("batch %d: gold.%s skipped (%s), behind", result.batch_id, name, why)
         metrics.LAST_SUCCESS.labels("transform").set(time.time())
         return result
 
