@@ -29,6 +29,8 @@ from tests.integration.transform.pipeline import MARTS, produce_changes
 
 SCHEMA = "marts_fault"
 
+RETRY = "applying a sink batch to PostgreSQL failed"  # the retry helper's log line
+
 
 def wait_for(
     condition: Callable[[], bool], timeout_s: float, what: str, log: Path, interval_s: float = 0.3
@@ -126,7 +128,7 @@ def test_postgres_restart_and_sink_kill_converge(
         postgres.stop()
         assert not postgres_answers(dsn)
         produce_round(settings, prefix, rounds[1], **env)
-        wait_for(lambda: "Postgres unavailable" in text(log), 30, "the sink to retry", log)
+        wait_for(lambda: RETRY in text(log), 30, "the sink to retry", log)
         time.sleep(1.0)  # a few more retries
         assert sink.poll() is None, log.read_text()[-3000:]
         assert committed_total(settings) == round_one
@@ -141,7 +143,7 @@ def test_postgres_restart_and_sink_kill_converge(
         assert sink.poll() is None, "the sink stopped while Postgres was down:\n" + log.read_text()[-3000:]
         sink.send_signal(signal.SIGKILL)
         assert sink.wait(timeout=10) == -signal.SIGKILL
-        retries = re.findall(r"Postgres unavailable \(.*?\); retrying the batch", text(log))
+        retries = re.findall(re.escape(RETRY) + r" \(.*?\); retrying in", text(log))
         assert len(retries) >= 2, log.read_text()[-3000:]
         sink = start_sink()
 

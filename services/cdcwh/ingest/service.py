@@ -36,10 +36,14 @@ from cdcwh.ingest.catchup import CatchUpTracker
 from cdcwh.ingest.probe import KafkaRecordProbe
 from cdcwh.ingest.quarantine import DLQ_SUFFIX, KafkaDeadLetterPublisher
 from cdcwh.kafka import client_config, consumer_config
+from cdcwh.retry import retrying
 
 log = logging.getLogger(__name__)
 
 FRESHNESS_SAMPLE = 256
+# how long a batch is retried against an unavailable catalog or store; below librdkafka's
+# max.poll.interval.ms (300 s), after which the group would drop this member while it waits
+LAND_RETRY_S = 120.0
 # Fault injection for the crash tests (tests/integration/ingest/test_ingest_crash.py): after each landed
 # batch, append a line to <data_dir>/fault-landed and sleep this long before quixstreams commits the Kafka
 # offsets, so a test can SIGKILL the process exactly between the Iceberg commit and the Kafka commit.
@@ -84,7 +88,12 @@ class BronzeSink(BaseSink):
         for topic, count in Counter(r.topic for r in records).items():
             metrics.EVENTS_CONSUMED.labels(topic).inc(count)
         try:
-            result = self.writer.land(records)
+            # land is idempotent (what is landed is skipped), so a catalog or storage outage is retried whole
+            for attempt in retrying(
+                "landing a batch in bronze", budget_s=LAND_RETRY_S, before_sleep=_count_retry
+            ):
+                with attempt:
+                    result = self.writer.land(records)
         except Exception:
             metrics.ERRORS.labels("ingest", "bronze_commit").inc()
             raise
@@ -115,6 +124,10 @@ class BronzeSink(BaseSink):
 
     def on_paused(self) -> None:
         self._buffer.clear()
+
+
+def _count_retry(error: BaseException, wait: float) -> None:
+    metrics.ERRORS.labels("ingest", metrics.error_kind(error)).inc()
 
 
 def observe_freshness(source_ts: Any, now_s: float) -> None:

@@ -17,7 +17,6 @@ import threading
 import time
 from types import FrameType
 
-import psycopg
 from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient
 
@@ -27,13 +26,13 @@ from cdcwh.embedded import postgres_dsn
 from cdcwh.errors import InfrastructureError
 from cdcwh.ingest.catchup import CatchUpTracker
 from cdcwh.kafka import client_config, consumer_config, ensure_topics
+from cdcwh.retry import retrying
 from cdcwh.sink.postgres import GoldChange, PostgresMartSink
 from cdcwh.transform.gold import load_models
 from cdcwh.transform.outbox import gold_topic
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 30.0
 STATS_INTERVAL_MS = 5000
 CATCH_UP_STATS_INTERVAL_MS = 250
 
@@ -151,22 +150,25 @@ class SinkService:
             if key is None or value is None:
                 continue
             changes.append(GoldChange.parse(key, value))
-        backoff = 0.5
         paused = False
-        while True:
-            started = time.monotonic()
-            try:
+        started = time.monotonic()
+
+        def before_sleep(error: BaseException, wait: float) -> None:
+            nonlocal paused
+            metrics.ERRORS.labels("sink", "postgres_unavailable").inc()
+            self.sink.close()
+            if not paused:  # keep the group (and the partitions) while Postgres is away
+                consumer.pause(consumer.assignment())
+                paused = True
+
+        for attempt in retrying(
+            "applying a sink batch to PostgreSQL",
+            sleep=lambda seconds: self._wait(consumer, seconds),
+            before_sleep=before_sleep,
+        ):
+            with attempt:
+                started = time.monotonic()
                 result = self.sink.apply(changes)
-                break
-            except psycopg.OperationalError as exc:
-                metrics.ERRORS.labels("sink", "postgres_unavailable").inc()
-                log.warning("Postgres unavailable (%s); retrying the batch in %.1fs", exc, backoff)
-                self.sink.close()
-                if not paused:
-                    consumer.pause(consumer.assignment())
-                    paused = True
-                self._wait(consumer, backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
         if paused:
             consumer.resume(consumer.assignment())
         metrics.SINK_BATCH_DURATION.observe(time.monotonic() - started)
