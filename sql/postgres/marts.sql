@@ -1,6 +1,6 @@
 -- PostgreSQL DDL of the gold marts (DESIGN.md section 7). Idempotent: safe to run on every start.
 -- Columns match sql/gold/<mart>.sql in name, order and type, plus the _version / _updated_at the runner adds.
--- Money is numeric(12,2), exact end to end.
+-- Money is exact end to end: a row's amount numeric(12,2), a sum of amounts numeric(38,2).
 
 CREATE SCHEMA IF NOT EXISTS marts;
 
@@ -9,11 +9,11 @@ CREATE TABLE IF NOT EXISTS marts.orders (
     customer_id integer,
     order_date date,
     status text,
-    credit_card_amount numeric(12, 2) NOT NULL,
-    coupon_amount numeric(12, 2) NOT NULL,
-    bank_transfer_amount numeric(12, 2) NOT NULL,
-    gift_card_amount numeric(12, 2) NOT NULL,
-    amount numeric(12, 2) NOT NULL,
+    credit_card_amount numeric(38, 2) NOT NULL,
+    coupon_amount numeric(38, 2) NOT NULL,
+    bank_transfer_amount numeric(38, 2) NOT NULL,
+    gift_card_amount numeric(38, 2) NOT NULL,
+    amount numeric(38, 2) NOT NULL,
     _version bigint NOT NULL,
     _updated_at timestamptz NOT NULL,
     PRIMARY KEY (order_id)
@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS marts.customers (
     first_order_date date,
     most_recent_order_date date,
     number_of_orders bigint NOT NULL,
-    lifetime_value numeric(12, 2) NOT NULL,
+    lifetime_value numeric(38, 2) NOT NULL,
     _version bigint NOT NULL,
     _updated_at timestamptz NOT NULL,
     PRIMARY KEY (customer_id)
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS marts.daily_revenue (
     order_date date NOT NULL,
     orders bigint NOT NULL,
     items_sold bigint NOT NULL,
-    revenue numeric(12, 2) NOT NULL,
+    revenue numeric(38, 2) NOT NULL,
     _version bigint NOT NULL,
     _updated_at timestamptz NOT NULL,
     PRIMARY KEY (order_date)
@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS marts.fact_order_items (
     status text,
     quantity integer,
     unit_price numeric(12, 2),
-    line_amount numeric(12, 2),
+    line_amount numeric(38, 2),
     _version bigint NOT NULL,
     _updated_at timestamptz NOT NULL,
     PRIMARY KEY (order_item_id)

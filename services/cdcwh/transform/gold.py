@@ -183,6 +183,17 @@ def refresh_model(
             f"CREATE TABLE {target} AS SELECT *, 0::BIGINT AS _version, "
             f"now()::TIMESTAMPTZ AS _updated_at FROM model_new LIMIT 0"
         )
+    elif not same_sql:  # an edited model may have changed a column's type (money sums widened to 38 digits)
+        have = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'gold' "
+                "AND table_name = ?",
+                [model.name],
+            ).fetchall()
+        )
+        for name, kind in described:
+            if str(name) in have and have[str(name)] != str(kind):
+                con.execute(f"ALTER TABLE {target} ALTER COLUMN {quote(str(name))} TYPE {kind}")
     cols = ", ".join(quote(c) for c in columns)
     keys = ", ".join(quote(k) for k in model.primary_key)
     current = f"(SELECT * FROM {target}{where})" if scope else target

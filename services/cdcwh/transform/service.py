@@ -22,9 +22,9 @@ import duckdb
 
 from cdcwh import metrics
 from cdcwh.config import Settings
-from cdcwh.errors import ConfigError
 from cdcwh.ingest.catalog import open_catalog
 from cdcwh.kafka import client_config
+from cdcwh.retry import retrying
 from cdcwh.transform.batch import BatchResult, run_batch
 from cdcwh.transform.gold import load_models
 from cdcwh.transform.outbox import KafkaOutboxPublisher
@@ -32,7 +32,6 @@ from cdcwh.transform.warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 30.0
 # after releasing the file, the next batch waits at least this long: readers retry every 0.1 s
 RELEASE_GAP_S = 0.3
 # Fault injection for the crash tests (tests/integration/transform/test_transform_crash.py): after a batch
@@ -152,25 +151,26 @@ class TransformService:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        backoff = 0.0
+
+        def pause(seconds: float) -> None:
+            if self.stopping.wait(seconds):
+                raise SystemExit(0)  # stopped while waiting to retry: nothing is half done
+
+        def count(error: BaseException, wait: float) -> None:
+            metrics.ERRORS.labels("transform", metrics.error_kind(error)).inc()
+
         try:
             while not self.stopping.is_set():
                 started = time.monotonic()
-                try:
-                    self.step()
-                    backoff = 0.0
-                except ConfigError:
-                    raise
-                except Exception as exc:
-                    backoff = min(MAX_BACKOFF_S, max(1.0, backoff * 2))
-                    metrics.ERRORS.labels("transform", metrics.error_kind(exc)).inc()
-                    log.error(
-                        "transform batch failed (%s: %s); retrying in %.0fs", type(exc).__name__, exc, backoff
-                    )
-                wait = max(backoff, self.settings.transform.interval_s - (time.monotonic() - started))
+                # transient errors (a broker or the warehouse file briefly unavailable) are retried; a failing
+                # model is isolated inside the batch; anything else stops the service with a one-line error
+                for attempt in retrying("a transform batch", sleep=pause, before_sleep=count):
+                    with attempt:
+                        self.step()
+                wait = self.settings.transform.interval_s - (time.monotonic() - started)
                 if not self.holds_warehouse:
                     wait = max(wait, RELEASE_GAP_S)
-                self.stopping.wait(wait)
+                self.stopping.wait(max(0.0, wait))
         finally:
             self.release()
         return 0

@@ -242,11 +242,6 @@ def test_an_existing_mart_with_the_old_money_type_is_widened_on_sink_start(
     assert amounts == [(1, Decimal("1.10")), (2, Decimal(big))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transform/gold.py keeps the type of an existing gold table: refresh_model must ALTER the columns "
-    "whose type the model changed (requested from the transform's owner)",
-)
 def test_an_existing_gold_table_with_the_old_money_type_takes_the_new_one(tmp_path: Path) -> None:
     """A warehouse file whose gold.orders was computed by the DECIMAL(12,2) model: after the model's new
     SQL runs, the columns are DECIMAL(38,2) and hold sums beyond DECIMAL(12,2)."""

@@ -38,12 +38,13 @@ REPO = Path(__file__).resolve().parents[3]
 GOLD_DIR = REPO / "sql" / "gold"
 MARTS_DDL = REPO / "sql" / "postgres" / "marts.sql"
 
-MONEY = "DECIMAL(12,2)"
+MONEY = "DECIMAL(12,2)"  # a row's amount: the source's numeric(10,2) and room
+SUM = "DECIMAL(38,2)"  # a sum of amounts: holds any legal total
 TSTZ = "TIMESTAMP WITH TIME ZONE"
 EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
-    "orders": ("BIGINT", "INTEGER", "DATE", "VARCHAR", MONEY, MONEY, MONEY, MONEY, MONEY),
-    "customers": ("INTEGER", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "DATE", "DATE", "BIGINT", MONEY),
-    "daily_revenue": ("DATE", "BIGINT", "BIGINT", MONEY),
+    "orders": ("BIGINT", "INTEGER", "DATE", "VARCHAR", SUM, SUM, SUM, SUM, SUM),
+    "customers": ("INTEGER", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "DATE", "DATE", "BIGINT", SUM),
+    "daily_revenue": ("DATE", "BIGINT", "BIGINT", SUM),
     "fact_order_items": (
         "BIGINT",
         "BIGINT",
@@ -53,7 +54,7 @@ EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
         "VARCHAR",
         "INTEGER",
         MONEY,
-        MONEY,
+        SUM,
     ),
     "dim_products": ("INTEGER", "VARCHAR", "VARCHAR", "VARCHAR", MONEY, "BOOLEAN", "VARCHAR"),
     "dim_customers": ("INTEGER", "BIGINT", "VARCHAR", "VARCHAR", "VARCHAR", TSTZ, TSTZ, "BOOLEAN"),
@@ -66,6 +67,7 @@ POSTGRES_TYPES = {
     "DATE": "date",
     "BOOLEAN": "boolean",
     MONEY: "numeric(12,2)",
+    SUM: "numeric(38,2)",
     TSTZ: "timestamp with time zone",
 }
 
