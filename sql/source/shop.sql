@@ -46,6 +46,14 @@ CREATE TABLE public.payments (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Debezium's signalling table (the connector's signal.data.collection): an INSERT of an execute-snapshot
+-- signal re-reads tables while streaming goes on (docs/operations.md, "Schema changes (DDL)").
+CREATE TABLE public.debezium_signal (
+    id varchar(42) PRIMARY KEY,
+    type varchar(32) NOT NULL,
+    data varchar(2048)
+);
+
 ALTER TABLE public.customers REPLICA IDENTITY DEFAULT;
 ALTER TABLE public.products REPLICA IDENTITY DEFAULT;
 ALTER TABLE public.orders REPLICA IDENTITY DEFAULT;

@@ -206,10 +206,14 @@ def test_debezium_connector_produces_the_shop_topics(compose: dict[str, Any]) ->
     assert "./sql/source/shop.sql:/docker-entrypoint-initdb.d/10-shop.sql:ro" in source["volumes"]
     assert config["topic.prefix"] == "shop"
     assert config["value.converter.schemas.enable"] == "true"
-    tables = [t.removeprefix("public.") for t in config["table.include.list"].split(",")]
-    assert sorted(tables) == sorted(SHOP_TABLES)
+    # every table of the schema, tables created later included, and truncates too (silver applies them)
+    assert "table.include.list" not in config and config["schema.include.list"] == "public"
+    assert config["publication.autocreate.mode"] == "all_tables"
+    assert config["skipped.operations"] == "none"
+    assert config["signal.data.collection"] == "public.debezium_signal"
+    assert "CREATE TABLE public.debezium_signal" in (ROOT / "sql" / "source" / "shop.sql").read_text()
     pattern = re.compile(Settings().kafka.topics)
-    for table in tables:
+    for table in SHOP_TABLES:
         topic = f"shop.public.{table}"
         assert pattern.match(topic), topic
         assert (ROOT / "schemas" / "contracts" / f"{topic}.toml").exists(), topic
