@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -112,16 +113,22 @@ class Supervisor:
                 child.process.kill()
                 child.process.wait()
 
-    def run_until_signal(self) -> int:
+    def run_until_signal(self, watch: Callable[[], None] | None = None) -> int:
+        """Supervise until SIGINT/SIGTERM; ``watch`` is called every 2 s (the infrastructure's check)."""
+
         def _stop(signum: int, frame: FrameType | None) -> None:
             self.stopping.set()
 
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
         self.start()
+        next_watch = time.monotonic()
         try:
             while not self.stopping.wait(0.5):
                 self.check()
+                if watch is not None and time.monotonic() >= next_watch:
+                    watch()
+                    next_watch = time.monotonic() + 2.0
         finally:
             self.stop()
         return 0

@@ -53,10 +53,57 @@ def test_killed_broker_is_reported_with_how_to_restart(tmp_path: Path) -> None:
     broker.process.wait(timeout=10)
     with pytest.raises(ServiceNotRunning, match=r"not running.*cdcwh broker"):
         kafka_bootstrap(settings)
-    # a new start replaces the stale record
+    # a new start replaces the stale record, on the address the services already know
     with EmbeddedBroker(settings.run_dir, tmp_path / "logs") as again:
-        assert kafka_bootstrap(settings) == again.address
+        assert kafka_bootstrap(settings) == again.address == record.address
     broker.stop()
+
+
+def test_cli_broker_exits_when_the_broker_dies(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDCWH_")}
+    env["CDCWH_DATA_DIR"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cdcwh.cli", "broker"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        record = wait_for_record(tmp_path, "broker.json", proc)
+        os.kill(record, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "the embedded broker exited" in out
+
+
+def test_run_restarts_a_dead_broker_it_started_on_the_same_address(tmp_path: Path) -> None:
+    from cdcwh.commands.run import infrastructure
+
+    settings = Settings(data_dir=tmp_path, postgres={"dsn": "postgresql://unused"})
+    with infrastructure(settings) as infra:
+        assert infra.broker is not None and infra.broker.process is not None
+        address = infra.broker.address
+        infra.broker.process.kill()
+        infra.broker.process.wait(timeout=10)
+        infra.check()
+        assert infra.broker.address == address
+        assert broker_answers(address)
+        assert kafka_bootstrap(settings) == address
+    assert not (settings.run_dir / "broker.json").exists()
+
+
+def wait_for_record(data_dir: Path, name: str, proc: subprocess.Popen[str]) -> int:
+    """The pid an embedded service command recorded in the data dir."""
+    import json
+
+    path = data_dir / "run" / name
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert proc.poll() is None, "the command exited early"
+        assert time.monotonic() < deadline, f"no {path}"
+        time.sleep(0.2)
+    time.sleep(0.2)  # written whole: rename
+    return int(json.loads(path.read_text())["pid"])
 
 
 def test_cli_broker_records_its_address_and_stops_on_sigterm(tmp_path: Path) -> None:

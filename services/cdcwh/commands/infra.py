@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from rich.console import Console
@@ -15,8 +16,8 @@ from cdcwh.embedded import EmbeddedBroker, EmbeddedPostgres
 console = Console()
 
 
-def wait_for_stop_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
+def wait_for_stop_signal(alive: Callable[[], bool]) -> bool:
+    """Block until SIGINT or SIGTERM (True), or until ``alive`` says the wrapped server died (False)."""
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -25,7 +26,9 @@ def wait_for_stop_signal() -> None:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     while not stop.wait(1.0):
-        pass
+        if not alive():
+            return False
+    return True
 
 
 def run_broker(args: argparse.Namespace, settings: Settings) -> int:
@@ -41,7 +44,10 @@ def run_broker(args: argparse.Namespace, settings: Settings) -> int:
             "CDCWH_KAFKA__SESSION_TIMEOUT_MS=6000 CDCWH_KAFKA__HEARTBEAT_INTERVAL_MS=500"
         )
         console.print("Ctrl-C stops it (its topics are lost: bronze is the system of record).")
-        wait_for_stop_signal()
+        if not wait_for_stop_signal(lambda: broker.process is not None and broker.process.poll() is None):
+            code = broker.process.returncode if broker.process is not None else None
+            console.print(f"the embedded broker exited (code {code}); see {broker.log_path}")
+            return 1
     finally:
         broker.stop()
         console.print("embedded broker stopped")
@@ -56,7 +62,11 @@ def run_postgres(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"connect: psql '{record.address}'")
         console.print(f"cdcwh commands with CDCWH_DATA_DIR={settings.data_dir} find it on their own.")
         console.print("Ctrl-C stops it (its data is kept).")
-        wait_for_stop_signal()
+        if not wait_for_stop_signal(lambda: record.alive):
+            console.print(
+                f"the embedded PostgreSQL (pid {record.pid}) exited; its data is in {postgres.pgdata}"
+            )
+            return 1
     finally:
         postgres.stop()
         console.print("embedded PostgreSQL stopped")

@@ -62,6 +62,15 @@ def broker_answers(address: str, timeout_s: float = 2.0) -> bool:
     return True
 
 
+def _previous_port(record: ServiceRecord | None) -> int | None:
+    """The port of the broker this data dir ran before, if it is free: a restarted broker comes back on the
+    address the services and the run file already name (its topics are gone: memory-only)."""
+    if record is None:
+        return None
+    port = int(record.address.rsplit(":", 1)[1])
+    return None if port_in_use(port) else port
+
+
 class EmbeddedBroker:
     """A Tansu broker process owned by this object (use as a context manager, or ``start``/``stop``)."""
 
@@ -85,7 +94,7 @@ class EmbeddedBroker:
                 f"an embedded broker is already running for this data dir at {existing.address} "
                 f"(pid {existing.pid}); use it, or stop it with: kill {existing.pid}"
             )
-        port = self.requested_port or free_port()
+        port = self.requested_port or _previous_port(existing) or free_port()
         if port_in_use(port):
             raise EmbeddedStartError(f"cannot start the embedded broker: port {port} on {HOST} is in use")
         url = f"tcp://{HOST}:{port}"
