@@ -126,8 +126,17 @@ def _sink(args: argparse.Namespace, settings: Settings) -> int:
         summary = backfill(settings, args.mart, progress=report)
     table = Table("mart", "rows loaded", "stale rows deleted", title="backfill")
     for mart, counts in summary.items():
-        table.add_row(mart, f"{counts['loaded']:,}", f"{counts['deleted']:,}")
+        if counts.get("skipped"):
+            table.add_row(mart, "skipped: not in gold yet", "")
+        else:
+            table.add_row(mart, f"{counts['loaded']:,}", f"{counts['deleted']:,}")
     console.print(table)
+    skipped = sorted(mart for mart, counts in summary.items() if counts.get("skipped"))
+    if skipped:
+        console.print(
+            f"skipped {', '.join(skipped)}: the transform has not built them yet (their sources have no "
+            "rows); run `cdcwh replay sink` again once they exist"
+        )
     return 0
 
 

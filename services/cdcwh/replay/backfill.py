@@ -25,7 +25,8 @@ CHUNK = 20_000
 def backfill(
     settings: Settings, marts: list[str] | None = None, progress: Callable[[str, int], None] | None = None
 ) -> dict[str, dict[str, int]]:
-    """Returns per mart the rows loaded and the stale rows deleted."""
+    """Returns per mart the rows loaded and the stale rows deleted; a mart the transform has not built yet
+    (its gold table does not exist) is skipped, with ``{"skipped": 1}``."""
     models = {m.name: m for m in load_models(settings.sql_path / "gold")}
     chosen = marts or sorted(models)
     unknown = [m for m in chosen if m not in models]
@@ -37,7 +38,16 @@ def backfill(
     con = open_warehouse(settings, read_only=True)
     summary: dict[str, dict[str, int]] = {}
     try:
+        built = {
+            str(name)
+            for (name,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'gold'"
+            ).fetchall()
+        }
         for mart in chosen:
+            if mart not in built:
+                summary[mart] = {"skipped": 1}
+                continue
             model = models[mart]
             described = [
                 (str(n), str(t))
