@@ -22,6 +22,8 @@ from psycopg.rows import dict_row
 
 from cdcwh.config import PROJECT_ROOT, Settings
 from cdcwh.generate import ShopGenerator, SourceChange
+from cdcwh.ingest.catalog import open_catalog
+from cdcwh.replay.quarantine import reingested
 from tests.integration.ingest.helpers import bronze, quarantine, run_cdcwh, settings_for
 from tests.integration.kafka_readback import read_to_end
 from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
@@ -264,8 +266,15 @@ def test_replays_leave_postgres_identical(
     relaxed = contract.read_text().replace('"home_office"]', '"home_office", "enterprise"]')
     assert relaxed != contract.read_text()
     contract.write_text(relaxed)
+    catalog = open_catalog(settings)
+    assert reingested(catalog, settings.iceberg.namespace, quarantine(settings)) == set()  # all outstanding
     tables = summary_counts(run_cli(settings, "replay", "quarantine", **env))
     assert nonzero(tables["landed"]) == {customers_topic: 2}
+    # what `cdcwh status` shows as re-ingested: the two records, now in bronze
+    done = reingested(catalog, settings.iceberg.namespace, quarantine(settings))
+    assert {(topic, offset) for topic, _, offset in done} == {
+        (row["topic"], row["offset"]) for row in quarantine(settings).to_pylist()
+    } and len(done) == 2
     assert nonzero(tables["already in bronze"]) == {} and nonzero(tables["still rejected"]) == {}
     assert tables["rebuild"]["customers"] > 0 and tables["rebuild"]["gold changes"] > 0
     assert bronze(settings, customers_topic).num_rows == customers_rows + 2

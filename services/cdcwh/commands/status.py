@@ -167,18 +167,32 @@ def _postgres(settings: Settings) -> None:
 
 
 def _quarantine(settings: Settings, catalog: Any) -> None:
-    table = Table("topic", "reason", "records", title="quarantine")
+    from cdcwh.replay.quarantine import reingested
+
+    table = Table("topic", "reason", "outstanding", "re-ingested", title="quarantine")
+    counts: Counter[tuple[str, str, bool]] = Counter()
     try:
         rows = (
             catalog.load_table((settings.iceberg.namespace, QUARANTINE_TABLE))
-            .scan(selected_fields=("topic", "reason"))
+            .scan(selected_fields=("topic", "reason", "partition", "offset"))
             .to_arrow()
         )
-        counts = Counter(zip(rows["topic"].to_pylist(), rows["reason"].to_pylist(), strict=True))
     except Exception:  # no quarantine table yet
-        counts = Counter()
-    for (topic, reason), n in sorted(counts.items()):
-        table.add_row(topic, reason, f"{n:,}")
+        rows = None
+    if rows is not None and rows.num_rows:
+        done = reingested(catalog, settings.iceberg.namespace, rows)
+        for topic, reason, partition, offset in zip(
+            rows["topic"].to_pylist(),
+            rows["reason"].to_pylist(),
+            rows["partition"].to_pylist(),
+            rows["offset"].to_pylist(),
+            strict=True,
+        ):
+            counts[(topic, reason, (topic, partition, offset) in done)] += 1
+    for topic, reason in sorted({(t, r) for t, r, _ in counts}):
+        table.add_row(
+            topic, reason, f"{counts[(topic, reason, False)]:,}", f"{counts[(topic, reason, True)]:,}"
+        )
     if not counts:
-        table.add_row("(none)", "", "0")
+        table.add_row("(none)", "", "0", "0")
     console.print(table)

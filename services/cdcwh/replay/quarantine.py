@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Consumer, TopicPartition
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 
 from cdcwh.config import Settings
 from cdcwh.contracts import load_contracts
@@ -28,7 +29,7 @@ from cdcwh.core.evolve import conform
 from cdcwh.core.record import RawRecord
 from cdcwh.errors import InfrastructureError
 from cdcwh.ingest.bronze import INGESTED_AT, IcebergBronzeWriter, rows_ts_type
-from cdcwh.ingest.catalog import QUARANTINE_TABLE, open_catalog
+from cdcwh.ingest.catalog import QUARANTINE_TABLE, bronze_table_name, open_catalog
 from cdcwh.ingest.offsets import OFFSETS_PROPERTY, encode_offsets, landed_offsets, merge_offsets
 from cdcwh.ingest.service import ingest_group, make_writer
 from cdcwh.kafka import client_config
@@ -150,3 +151,28 @@ def _ingest_committed(settings: Settings, topic: str, partitions: set[int]) -> d
     finally:
         consumer.close()
     return {tp.partition: tp.offset for tp in committed if tp.error is None and tp.offset >= 0}
+
+
+def reingested(catalog: Catalog, namespace: str, quarantined: pa.Table) -> set[tuple[str, int, int]]:
+    """The (topic, partition, offset) of quarantined records that bronze now holds (``replay quarantine``
+    landed them): the rest are still outstanding."""
+    found: set[tuple[str, int, int]] = set()
+    for topic in sorted(set(quarantined["topic"].to_pylist())):
+        try:
+            table = catalog.load_table((namespace, bronze_table_name(topic)))
+        except NoSuchTableError:
+            continue
+        if table.current_snapshot() is None:
+            continue
+        mine = quarantined.filter(pc.equal(quarantined["topic"], topic))
+        offsets = sorted(set(mine["offset"].to_pylist()))
+        for start in range(0, len(offsets), 1000):
+            chunk = ", ".join(str(int(o)) for o in offsets[start : start + 1000])
+            rows = table.scan(
+                row_filter=f"__offset IN ({chunk})", selected_fields=("__partition", "__offset")
+            ).to_arrow()
+            found |= {
+                (topic, p, o)
+                for p, o in zip(rows["__partition"].to_pylist(), rows["__offset"].to_pylist(), strict=True)
+            }
+    return found
