@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_parser(sub)
 
+    from cdcwh.commands.capture import add_parser as add_capture_parser
+    from cdcwh.commands.source import add_parser as add_source_parser
+
+    add_source_parser(sub)
+    add_capture_parser(sub)
+
     sub.add_parser(
         "status",
         help="show lag per topic-partition, last batches, freshness and quarantine counts",
@@ -198,6 +204,8 @@ HANDLERS = {
     "run": "cdcwh.commands.run:run",
     "replay": "cdcwh.commands.replay:run",
     "status": "cdcwh.commands.status:run",
+    "source": "cdcwh.commands.source:run",
+    "capture": "cdcwh.commands.capture:run",
 }
 
 

@@ -118,7 +118,8 @@ class MetricsSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=9400, ge=0, le=65535)
-    """Base port: ingest serves on it, transform on +1, sink on +2, the supervisor on +3. 0 disables."""
+    """Base port: ingest serves on it, transform on +1, sink on +2, the supervisor on +3, capture on +4.
+    0 disables."""
 
 
 class IngestSettings(BaseModel):
@@ -157,6 +158,29 @@ class SinkSettings(BaseModel):
     batch_max_s: float = Field(default=0.5, gt=0)
 
 
+class SourceSettings(BaseModel):
+    """The source PostgreSQL that ``cdcwh capture`` reads with the Debezium engine (docs/source.md)."""
+
+    dsn: SecretStr | None = None
+    """libpq connection string or URI of the source database. Unset: the embedded source cluster recorded in
+    the data dir (``cdcwh source``)."""
+    offsets_file: Path | None = None
+    """The Debezium engine's offsets (FileOffsetBackingStore). Unset: ``<data_dir>/capture/offsets.dat``."""
+    jvm_heap: str = Field(default="1g", pattern=r"^[1-9][0-9]*[kKmMgG]?$")
+    """Maximum JVM heap of ``cdcwh capture`` (``-Xmx``), e.g. ``512m``, ``1g``."""
+    connector_file: Path | None = None
+    """The connector's properties (Kafka Connect JSON, ``{"name", "config"}``); only the connection and the
+    offset storage are overridden. Unset: the project's ``deploy/debezium/shop-connector.json``."""
+    lag_poll_s: float = Field(default=5.0, gt=0)
+    """How often capture polls the replication slot's lag on the source."""
+
+    @property
+    def connector_path(self) -> Path:
+        if self.connector_file is not None:
+            return self.connector_file
+        return PROJECT_ROOT / "deploy" / "debezium" / "shop-connector.json"
+
+
 class Settings(BaseSettings):
     """All cdcwh settings. Env: ``CDCWH_<FIELD>`` / ``CDCWH_<SECTION>__<FIELD>``; file: ``cdcwh.toml``."""
 
@@ -183,6 +207,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     transform: TransformSettings = Field(default_factory=TransformSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
+    source: SourceSettings = Field(default_factory=SourceSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -199,6 +224,13 @@ class Settings(BaseSettings):
     def run_dir(self) -> Path:
         """Addresses and pids of the embedded services started for this data dir."""
         return self.data_dir / "run"
+
+    @property
+    def capture_offsets_path(self) -> Path:
+        """``source.offsets_file``, or ``<data_dir>/capture/offsets.dat``."""
+        if self.source.offsets_file is not None:
+            return self.source.offsets_file
+        return self.data_dir / "capture" / "offsets.dat"
 
     @property
     def sql_path(self) -> Path:

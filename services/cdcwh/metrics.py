@@ -16,7 +16,7 @@ from cdcwh.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("ingest", "transform", "sink", "supervisor")
+SERVICES = ("ingest", "transform", "sink", "supervisor", "capture")
 
 # Seconds from source commit: sub-second to minutes.
 FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300, 600)
@@ -68,6 +68,21 @@ TRANSFORM_MODEL_BEHIND = Gauge(
     "cdcwh_transform_model_behind",
     "1 while the gold model waits for a full refresh after missing a batch (it or a mart it reads failed)",
     ["model"],
+)
+CAPTURE_EVENTS = Counter(
+    "cdcwh_capture_events_total",
+    "Debezium records produced to Kafka by cdcwh capture (tombstones included), counted once delivered",
+    ["topic"],
+)
+CAPTURE_RESTARTS = Counter(
+    "cdcwh_capture_restarts_total",
+    "Times cdcwh capture restarted the Debezium engine after it stopped on an error (it resumes from its "
+    "offsets)",
+)
+CAPTURE_LAG_BYTES = Gauge(
+    "cdcwh_capture_lag_bytes",
+    "Bytes of WAL the source wrote beyond the replication slot's confirmed_flush_lsn (polled by cdcwh "
+    "capture)",
 )
 SINK_ROWS = Counter("cdcwh_sink_rows_total", "Mart rows applied to PostgreSQL", ["mart", "op"])
 SINK_DEAD_LETTERS = Counter(
@@ -125,7 +140,7 @@ def scrape(host: str, port: int, timeout_s: float = 2.0) -> Samples:
 
 
 def metrics_port(settings: Settings, service: str) -> int:
-    """Ingest on the base port, transform +1, sink +2, supervisor +3; 0 disables them all."""
+    """Ingest on the base port, transform +1, sink +2, supervisor +3, capture +4; 0 disables them all."""
     base = settings.metrics.port
     return 0 if base == 0 else base + SERVICES.index(service)
 

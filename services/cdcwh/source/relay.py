@@ -1,0 +1,72 @@
+"""Produce the engine's records to Kafka as Kafka Connect would: same topic, key and value bytes, tombstones.
+
+``KafkaRelay.send(batch)`` returns only once every record of the batch is acknowledged by the broker (an
+idempotent producer, ``acks=all``), or raises ``ProduceError``; the engine marks a batch processed, and so
+lets its offsets advance, only after ``send`` returned. Records are partitioned like the Java producer does
+(murmur2 of the key), so a key lands on the partition Kafka Connect would have chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient
+
+from cdcwh import metrics
+from cdcwh.errors import ProduceError
+from cdcwh.kafka import ensure_topics
+
+log = logging.getLogger(__name__)
+
+Record = tuple[str, bytes | None, bytes | None]
+FLUSH_STEP_S = 5.0
+
+
+class KafkaRelay:
+    """One producer for the life of a capture process."""
+
+    def __init__(
+        self, producer_config: dict[str, Any], admin_config: dict[str, Any], partitions: int
+    ) -> None:
+        self.producer = Producer({**producer_config, "partitioner": "murmur2_random"})
+        self.admin = AdminClient(admin_config)
+        self.partitions = partitions
+        self.known_topics: set[str] = set()
+
+    def send(self, batch: Iterable[Record]) -> int:
+        """Produce every record and wait for all of them; the number sent."""
+        records = list(batch)
+        self._ensure_topics({topic for topic, _, _ in records})
+        failures: list[str] = []
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                failures.append(f"{message.topic()}: {error}")
+
+        for topic, key, value in records:
+            while True:
+                try:
+                    self.producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain
+                    self.producer.poll(0.1)
+        while self.producer.flush(FLUSH_STEP_S) > 0:
+            log.warning("capture: waiting for the broker to acknowledge %d records", len(self.producer))
+        if failures:
+            raise ProduceError(f"{len(failures)} records not delivered, first: {failures[0]}")
+        for topic, count in Counter(topic for topic, _, _ in records).items():
+            metrics.CAPTURE_EVENTS.labels(topic).inc(count)
+        return len(records)
+
+    def _ensure_topics(self, topics: set[str]) -> None:
+        new = topics - self.known_topics
+        if new:
+            ensure_topics(self.admin, sorted(new), self.partitions)
+            self.known_topics |= new
+
+    def close(self) -> None:
+        self.producer.flush(10)
