@@ -111,6 +111,21 @@ class IcebergSettings(BaseModel):
     """Ingest expires older snapshots of each bronze table, keeping this many: an Iceberg commit rewrites the
     table metadata, which lists every snapshot, so without expiry each commit gets slower (about 50 ms at 50
     snapshots, 300 ms at 300). Data files stay; only history older than the kept snapshots goes."""
+    maintain_interval_s: float = Field(default=300.0, gt=0)
+    """Ingest maintains its bronze tables (compaction, orphan files) at most this often, between checkpoints;
+    ``cdcwh maintain`` does the same on demand (docs/bronze.md, "Maintenance")."""
+    compact_after_s: float = Field(default=3600.0, ge=0)
+    """Data files whose newest ``__ingested_at`` is older than this are settled, and compacted."""
+    target_file_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
+    """Compaction writes files of about this size (Arrow bytes, before compression)."""
+    min_files_to_compact: int = Field(default=8, ge=2)
+    """A day partition is compacted once it holds at least this many small settled files."""
+    orphan_age_s: float = Field(default=86_400.0, ge=600)
+    """Files in a table's location that no metadata references are deleted once older than this (a crash
+    between writing a file and committing it leaves one); the age keeps an in-flight write safe."""
+    retention_days: int | None = Field(default=None, ge=1)
+    """Drop bronze data ingested more than this many days ago. Unset: keep everything. A rebuild from bronze
+    can then only restore what is left: silver and gold keep their state, but a rebuild loses the rest."""
 
 
 class MetricsSettings(BaseModel):

@@ -32,11 +32,42 @@ EVENTS_QUARANTINED = Counter(
 EVENTS_SKIPPED = Counter(
     "cdcwh_events_skipped_total", "Records already landed (redelivered after a crash or a replay)", ["topic"]
 )
+EVENTS_IGNORED = Counter(
+    "cdcwh_events_ignored_total",
+    "Records that carry nothing to land, skipped by design (reason keyless_tombstone: the null-key, "
+    "null-value tombstone of a table without a primary key)",
+    ["topic", "reason"],
+)
+DEAD_LETTER_FAILURES = Counter(
+    "cdcwh_dead_letter_failures_total",
+    "Quarantined records that could not be published to <topic>.dlq after retries (bronze._quarantine, the "
+    "system of record, still holds them)",
+    ["topic"],
+)
 LOG_RESETS = Counter(
     "cdcwh_log_resets_total",
     "New incarnations of a partition's log detected by ingest (a restarted memory-only broker, a re-created "
     "topic, a new cluster): landed from their start, never skipped",
     ["topic"],
+)
+MAINTENANCE_FILES = Counter(
+    "cdcwh_bronze_maintenance_files_total",
+    "Bronze data files compacted (rewritten), written by compaction, or removed as orphans",
+    ["table", "action"],
+)
+MAINTENANCE_BYTES = Counter(
+    "cdcwh_bronze_maintenance_bytes_total", "Bytes of bronze data files rewritten by compaction", ["table"]
+)
+MAINTENANCE_DURATION = Histogram(
+    "cdcwh_bronze_maintenance_duration_seconds",
+    "One maintenance pass over one bronze table",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+BRONZE_MANIFESTS = Gauge(
+    "cdcwh_bronze_manifests", "Data manifests in the current snapshot of a bronze table", ["table"]
+)
+BRONZE_DATA_FILES = Gauge(
+    "cdcwh_bronze_data_files", "Live data files in the current snapshot of a bronze table", ["table"]
 )
 CONSUMER_LAG = Gauge(
     "cdcwh_consumer_lag",

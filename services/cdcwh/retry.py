@@ -38,7 +38,19 @@ DEFAULT_MAX_WAIT_S = 5.0
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` means "try again later" rather than "this will fail again"."""
+    """Whether ``exc``, or an error it was raised from, means "try again later" rather than "this will fail
+    again" (cdcwh wraps driver errors in its own: an ``InfrastructureError`` from a DuckDB lock error)."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        if _transient(error):
+            return True
+        seen.add(id(error))
+        error = error.__cause__
+    return False
+
+
+def _transient(exc: BaseException) -> bool:
     if isinstance(exc, TransientError | psycopg.OperationalError | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, sqlalchemy.exc.OperationalError):  # the SQL catalog's database
@@ -78,8 +90,9 @@ def retrying(
 
     def give_up(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise TransientError(
-            f"{what}: still failing after {budget_s:.0f}s ({type(error).__name__}: {error})"
+            f"{what}: still failing after {budget_s:.0f}s ({type(error).__name__}: {first_line})"
         ) from error
 
     return Retrying(

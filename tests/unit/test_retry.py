@@ -18,6 +18,23 @@ def test_transient_errors_are_told_from_the_rest() -> None:
     assert not is_transient(psycopg.errors.CheckViolation("a row breaks a constraint"))
 
 
+def test_a_transient_cause_makes_the_wrapping_error_transient() -> None:
+    """cdcwh wraps driver errors (the DuckDB lock held by a rebuild becomes an InfrastructureError)."""
+    import duckdb
+
+    from cdcwh.errors import InfrastructureError
+
+    lock = duckdb.IOException('IO Error: Could not set lock on file "w.duckdb": Conflicting lock is held')
+    try:
+        try:
+            raise lock
+        except duckdb.IOException as exc:
+            raise InfrastructureError("the warehouse file is held by another command") from exc
+    except InfrastructureError as wrapped:
+        assert is_transient(wrapped)
+    assert not is_transient(InfrastructureError("no such file"))
+
+
 def test_a_transient_failure_is_retried_until_it_succeeds() -> None:
     calls: list[int] = []
     waits: list[float] = []

@@ -19,6 +19,7 @@ from cdcwh.embedded import (
 from cdcwh.embedded import broker as embedded_broker
 from cdcwh.embedded import postgres as embedded_postgres
 from cdcwh.embedded.registry import read_record
+from cdcwh.errors import CdcwhError
 from cdcwh.metrics import serve_metrics
 from cdcwh.supervisor import Supervisor, run_until_caught_up
 
@@ -51,22 +52,31 @@ class Infrastructure:
                 console.print(f"embedded PostgreSQL: psql '{self.postgres.dsn}'")
 
     def check(self) -> None:
+        """``watch``, but a failed restart (the port taken meanwhile) is reported and tried again next time
+        rather than stopping the run and its services."""
+        try:
+            self.watch()
+        except CdcwhError as exc:
+            console.print(f"could not restart an embedded service: {exc}; trying again shortly")
+
+    def watch(self) -> None:
         """Restart an embedded service this run started if it died (the broker on its old address, empty:
         ingest lands its new log as a new incarnation); for one that another command started, say once
         that it is down."""
         settings = self.settings
         broker = self.broker
-        if broker is not None and broker.process is not None and broker.process.poll() is not None:
-            address = broker.address
-            console.print(
-                f"the embedded broker exited (code {broker.process.returncode}); restarting it on {address}: "
-                "its topics are gone, run `cdcwh replay sink` once it is caught up"
-            )
-            broker.stop()
-            self.broker = EmbeddedBroker(
-                settings.run_dir, settings.data_dir / "logs", port=int(address.rsplit(":", 1)[1])
-            )
-            self.broker.start()
+        if broker is not None and (broker.process is None or broker.process.poll() is not None):
+            if broker.process is not None:  # died now (not a restart that failed before)
+                address = broker.address
+                console.print(
+                    f"the embedded broker exited (code {broker.process.returncode}); restarting it on "
+                    f"{address}: its topics are gone, run `cdcwh replay sink` once it is caught up"
+                )
+                broker.stop()
+                broker = self.broker = EmbeddedBroker(
+                    settings.run_dir, settings.data_dir / "logs", port=int(address.rsplit(":", 1)[1])
+                )
+            broker.start()
         elif self.broker is None and settings.kafka.bootstrap_servers is None:
             self._report_dead(embedded_broker.NAME, "cdcwh broker")
         if self.postgres is not None and self.postgres.record is not None and not self.postgres.record.alive:

@@ -41,10 +41,13 @@ DATE_NEG_INFINITY: Final = -719_162
 """-infinity as stored: 0001-01-01, in days since the epoch."""
 _PG_POS_INFINITY: Final = 9223372036825200000  # PGStatement.DATE_POSITIVE_INFINITY (microseconds)
 _PG_NEG_INFINITY: Final = -9223372036832400000
-# raw values, in the unit of the field (checked before scaling) or in microseconds (after)
-_POS_SENTINELS: Final = frozenset({INT64_MAX, _PG_POS_INFINITY, _PG_POS_INFINITY // 1000})
-_NEG_SENTINELS: Final = frozenset({-(2**63), -INT64_MAX, _PG_NEG_INFINITY, _PG_NEG_INFINITY // 1000})
-_SENTINELS: Final = pa.array(sorted(_POS_SENTINELS | _NEG_SENTINELS), pa.int64())
+# raw values in the unit of the field: int64 max/min for every unit, PGStatement's only where Debezium sends
+# them (micro- and milliseconds)
+_INT64_SENTINELS: Final = (frozenset({INT64_MAX}), frozenset({-(2**63), -INT64_MAX}))
+_PG_SENTINELS: Final = {
+    1: (frozenset({_PG_POS_INFINITY}), frozenset({_PG_NEG_INFINITY})),  # microseconds
+    1000: (frozenset({_PG_POS_INFINITY // 1000}), frozenset({_PG_NEG_INFINITY // 1000})),  # milliseconds
+}
 _DATE_POS_SENTINELS: Final = frozenset({-2_147_472_692, -622_191_234})
 _DATE_NEG_SENTINELS: Final = frozenset({-2_147_472_691, -625_821_272})
 _DAY_US: Final = 86_400_000_000
@@ -113,25 +116,25 @@ class TimestampCodec(Codec):
     def __init__(self, label: str, per_us: int = 1, us_per: int = 1, tz: str | None = None) -> None:
         self.label, self.per_us, self.us_per = label, per_us, us_per
         self.arrow_type = pa.timestamp("us", tz=tz)
+        pg_pos, pg_neg = _PG_SENTINELS.get(us_per, (frozenset(), frozenset())) if per_us == 1 else ((), ())
+        self.pos_sentinels = _INT64_SENTINELS[0] | frozenset(pg_pos)
+        self.neg_sentinels = _INT64_SENTINELS[1] | frozenset(pg_neg)
+        self.sentinels = pa.array(sorted(self.pos_sentinels | self.neg_sentinels), pa.int64())
 
     def one(self, value: Any) -> Any:
         raw = require_int(value)
-        if raw in _POS_SENTINELS:
+        if raw in self.pos_sentinels:
             return TS_POS_INFINITY
-        if raw in _NEG_SENTINELS:
+        if raw in self.neg_sentinels:
             return TS_NEG_INFINITY
         us = raw * self.us_per // self.per_us
-        if us in _POS_SENTINELS:
-            return TS_POS_INFINITY
-        if us in _NEG_SENTINELS:
-            return TS_NEG_INFINITY
         if not TS_NEG_INFINITY <= us <= TS_POS_INFINITY:
             raise ValueMismatch("out of range (0001-01-01 .. 9999-12-31)")
         return us
 
     def fast(self, values: list[Any]) -> pa.Array:
         array = int64_column(values)
-        if pc.any(pc.is_in(array, value_set=_SENTINELS)).as_py():
+        if pc.any(pc.is_in(array, value_set=self.sentinels)).as_py():
             raise ValueMismatch("infinity sentinel")
         if self.us_per != 1:
             array = pc.multiply_checked(array, self.us_per)

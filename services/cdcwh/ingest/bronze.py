@@ -54,6 +54,7 @@ from cdcwh.ingest.incarnation import (
     log_marks,
     newer,
 )
+from cdcwh.ingest.maintenance import MERGE_PROPERTIES
 from cdcwh.ingest.offsets import (
     OFFSETS_PROPERTY,
     encode_offsets,
@@ -71,10 +72,12 @@ INGESTED_AT = "__ingested_at"
 # catalog, the file system) is not about the data and fails the batch, which is redelivered.
 DATA_ERRORS: tuple[type[Exception], ...] = (pa.ArrowException, OverflowError, ValueError, TypeError)
 COMMIT_ATTEMPTS = 5
-# every commit writes a new metadata file: keep the last 10 and delete older ones as Iceberg commits
+# every commit writes a new metadata file: keep the last 10 and delete older ones as Iceberg commits; and
+# merge manifests on append (maintenance.py)
 METADATA_PROPERTIES = {
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "10",
+    **MERGE_PROPERTIES,
 }
 
 
@@ -158,12 +161,17 @@ class IcebergBronzeWriter:
         tables = [self._existing_table(tp[0]), self._existing_table(QUARANTINE_TABLE)]
         for table in tables:
             if table is not None:
+                table.refresh()  # another writer (a replay) may have committed: rare, so read afresh
                 mark = newer(mark, log_marks(table).get(tp))
                 landed = max(landed, landed_offsets(table).get(tp, -1))
         return mark, landed
 
     def _marks_for(self, table: Table, topic: str | None) -> str:
-        return encode_marks({**log_marks(table), **self.incarnations.marks(topic)})
+        """The table's marks advanced by this writer's, partition by partition (the newer one wins)."""
+        marks = log_marks(table)
+        for tp, mark in self.incarnations.marks(topic).items():
+            marks[tp] = newer(marks.get(tp), mark) or mark
+        return encode_marks(marks)
 
     # -- tables ---------------------------------------------------------------------------------------
 
@@ -281,7 +289,7 @@ class IcebergBronzeWriter:
 
         Halves of the batch are written without a commit (an uncommitted Iceberg transaction: its files are
         left as orphans for the table's maintenance) until each failing part is one row. When no single row
-        fails, the error was not about the data, and it is raised again."""
+        fails, or every row of several does, the error is not about the data, and it is raised again."""
         log.warning(
             "writing %d rows of %s to bronze failed (%s: %s); narrowing the batch to the rows at fault",
             rows.num_rows,
@@ -310,8 +318,8 @@ class IcebergBronzeWriter:
             else:
                 middle = (low + high) // 2
                 pending.extend([(middle, high), (low, middle)])
-        if not bad:
-            raise error
+        if not bad or (len(bad) == rows.num_rows > 1):
+            raise error  # no single row, or every row: not about the data (a schema or library error)
         positions = {
             (p, o): i
             for i, (p, o) in enumerate(

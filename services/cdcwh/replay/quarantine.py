@@ -30,6 +30,7 @@ from cdcwh.core.record import RawRecord
 from cdcwh.errors import InfrastructureError
 from cdcwh.ingest.bronze import INGESTED_AT, IcebergBronzeWriter, rows_ts_type
 from cdcwh.ingest.catalog import QUARANTINE_TABLE, bronze_table_name, open_catalog
+from cdcwh.ingest.incarnation import log_marks
 from cdcwh.ingest.offsets import OFFSETS_PROPERTY, encode_offsets, landed_offsets, merge_offsets
 from cdcwh.ingest.service import ingest_group, make_writer
 from cdcwh.kafka import client_config
@@ -123,7 +124,13 @@ def _append(
             # above the landed offsets: only what ingest has committed past (its next offset to read),
             # and the landed offsets advance in the same commit so that transform reads these rows
             waiting = {p for p, a in zip(partitions, above, strict=True) if a}
-            committed = _ingest_committed(settings, topic, waiting)
+            # Kafka's committed offsets count in the partition's current log; bronze's __offset adds the
+            # log incarnation's base (0 unless the log was reset)
+            marks = log_marks(table)
+            committed = {
+                p: offset + (marks[(topic, p)].base if (topic, p) in marks else 0)
+                for p, offset in _ingest_committed(settings, topic, waiting).items()
+            }
             keep = [
                 not a or o < committed.get(p, -1) for p, o, a in zip(partitions, offsets, above, strict=True)
             ]

@@ -2,7 +2,8 @@
 
 Loop: consume up to ``CDCWH_SINK__BATCH_MAX_ROWS`` messages or ``CDCWH_SINK__BATCH_MAX_S`` seconds, apply
 them in one Postgres transaction (``PostgresMartSink``), then commit the Kafka offsets. When Postgres is
-unavailable the same batch is retried with back-off until it succeeds: nothing is skipped, and the
+unavailable the same batch is retried with back-off (for up to 10 minutes, then the sink exits for its
+supervisor to restart it): nothing is skipped, and the
 consumer is paused meanwhile so memory stays bounded. A change PostgreSQL refuses for its data is a dead
 letter (``<schema>._dead_letters``, ``cdcwh_sink_dead_letters_total``): the rest of the batch applies and the
 offsets are committed.
