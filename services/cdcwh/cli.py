@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from cdcwh import __version__
 from cdcwh.config import Settings, load_settings
@@ -248,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise RuntimeError(f"no handler for {args.command}")
         return handler(args, settings)
     except CdcwhError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets ("pip install 'cdcwh[debezium]'") that are not markup
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
