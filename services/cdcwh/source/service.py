@@ -82,8 +82,8 @@ def check_source(dsn: str) -> None:
 class CaptureService:
     def __init__(self, settings: Settings, dsn: str | None = None) -> None:
         self.settings = settings
-        self.dsn = dsn if dsn is not None else source_dsn(settings)
         self.java = require_capture()
+        self.dsn = dsn if dsn is not None else source_dsn(settings)
         name, config = read_connector(settings.source.connector_path)
         self.offsets = settings.capture_offsets_path.resolve()
         self.properties = engine_properties(config, name, self.dsn, self.offsets)
