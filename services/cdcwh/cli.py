@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_parser(sub)
 
+    from cdcwh.commands.maintain import add_parser as add_maintain_parser
+
+    add_maintain_parser(sub)
+
     from cdcwh.commands.capture import add_parser as add_capture_parser
     from cdcwh.commands.source import add_parser as add_source_parser
 
@@ -204,6 +208,7 @@ HANDLERS = {
     "sink": "cdcwh.commands.sink:run",
     "run": "cdcwh.commands.run:run",
     "replay": "cdcwh.commands.replay:run",
+    "maintain": "cdcwh.commands.maintain:run",
     "status": "cdcwh.commands.status:run",
     "source": "cdcwh.commands.source:run",
     "capture": "cdcwh.commands.capture:run",

@@ -54,7 +54,7 @@ from cdcwh.ingest.incarnation import (
     log_marks,
     newer,
 )
-from cdcwh.ingest.maintenance import MERGE_PROPERTIES
+from cdcwh.ingest.maintenance import MERGE_PROPERTIES, ensure_properties
 from cdcwh.ingest.offsets import (
     OFFSETS_PROPERTY,
     encode_offsets,
@@ -184,6 +184,7 @@ class IcebergBronzeWriter:
                 table = self.catalog.load_table((self.namespace, name))
             except NoSuchTableError:
                 return None
+            ensure_properties(table)  # tables made before manifest merging existed
             self._tables[topic] = table
         return table
 

@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue, LessThan
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
@@ -129,7 +130,11 @@ def settled_groups(
     current = table.current_snapshot()
     if current is None:
         return {}
-    field_id = table.schema().find_field(INGESTED_AT).field_id
+    names = {f.name for f in table.schema().fields}
+    column = next((c for c in (INGESTED_AT, "quarantined_at") if c in names), None)
+    if column is None:
+        return {}
+    field_id = table.schema().find_field(column).field_id
     cut_us = int(settled_before.timestamp() * 1_000_000)
     small = settings.target_file_bytes // 2
     groups: dict[str, list[DataFile]] = defaultdict(list)
@@ -159,7 +164,8 @@ def _rewrite(
         raise RuntimeError(
             f"compaction of {table.name()} read {rows.num_rows} rows, the files hold {expected}"
         )
-    rows = rows.sort_by([("__partition", "ascending"), ("__offset", "ascending")])
+    order = [c for c in ("__partition", "__offset", "partition", "offset") if c in rows.column_names]
+    rows = rows.sort_by([(c, "ascending") for c in order])
     metadata = table.metadata.model_copy(
         update={
             "properties": {
@@ -192,8 +198,8 @@ def _rewrite(
 def expire_rows(table: Table, before: datetime) -> int:
     """Delete the rows ingested before ``before`` (whole day partitions); returns how many."""
     table.refresh()
-    if table.current_snapshot() is None:
-        return 0
+    if table.current_snapshot() is None or INGESTED_AT not in {f.name for f in table.schema().fields}:
+        return 0  # the quarantine table keeps its records: they are the audit trail
     condition = LessThan(INGESTED_AT, before.isoformat())  # type: ignore[call-arg,arg-type]
     count = int(table.scan(row_filter=condition, selected_fields=("__offset",)).to_arrow().num_rows)
     if count:
@@ -258,3 +264,16 @@ def _carried(table: Table) -> dict[str, str]:
 
 def _live_files(manifest: ManifestFile, table: Table) -> int:
     return sum(1 for _ in manifest.fetch_manifest_entry(table.io, discard_deleted=True))
+
+
+def maintain_all(catalog: Catalog, namespace: str, settings: IcebergSettings) -> list[MaintenanceResult]:
+    """``maintain`` every table of the bronze namespace (the quarantine table included); a table whose pass
+    fails is logged and counted, and the others go on."""
+    results = []
+    for identifier in sorted(catalog.list_tables(namespace)):
+        try:
+            results.append(maintain(catalog.load_table(identifier), settings))
+        except Exception as exc:  # maintenance never stops ingest: the next pass tries again
+            metrics.ERRORS.labels("ingest", "maintenance").inc()
+            log.warning("maintenance of %s failed (%s: %s)", ".".join(identifier), type(exc).__name__, exc)
+    return results

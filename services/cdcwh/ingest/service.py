@@ -27,12 +27,13 @@ from quixstreams.models import HeadersTuples
 from quixstreams.sinks import BaseSink
 
 from cdcwh import metrics
-from cdcwh.config import Settings
+from cdcwh.config import IcebergSettings, Settings
 from cdcwh.contracts import load_contracts
 from cdcwh.core.record import RawRecord
 from cdcwh.ingest.bronze import IcebergBronzeWriter
 from cdcwh.ingest.catalog import open_catalog
 from cdcwh.ingest.catchup import CatchUpTracker
+from cdcwh.ingest.maintenance import maintain_all
 from cdcwh.ingest.probe import KafkaRecordProbe
 from cdcwh.ingest.quarantine import DLQ_SUFFIX, KafkaDeadLetterPublisher
 from cdcwh.kafka import client_config, consumer_config
@@ -60,9 +61,16 @@ GC_THRESHOLDS = (50_000, 20, 10)
 class BronzeSink(BaseSink):
     """Buffers raw Kafka records and lands them in bronze at each quixstreams checkpoint."""
 
-    def __init__(self, writer: IcebergBronzeWriter, fault_marker: Path | None = None) -> None:
+    def __init__(
+        self,
+        writer: IcebergBronzeWriter,
+        fault_marker: Path | None = None,
+        maintenance: IcebergSettings | None = None,
+    ) -> None:
         super().__init__()
         self.writer = writer
+        self.maintenance = maintenance
+        self._next_maintenance = time.monotonic() + (maintenance.maintain_interval_s if maintenance else 0)
         self._buffer: list[RawRecord] = []
         pause = os.environ.get(FAULT_PAUSE_ENV)
         self._fault_pause_s = float(pause) if pause and fault_marker is not None else None
@@ -113,6 +121,10 @@ class BronzeSink(BaseSink):
             with self._fault_marker.open("a") as marker:
                 marker.write(f"{len(records)}\n")
             time.sleep(self._fault_pause_s)
+        if self.maintenance is not None and time.monotonic() >= self._next_maintenance:
+            # between checkpoints: the Kafka offsets of this batch are committed right after flush returns
+            maintain_all(self.writer.catalog, self.writer.namespace, self.maintenance)
+            self._next_maintenance = time.monotonic() + self.maintenance.maintain_interval_s
         log.info(
             "landed %d, skipped %d, quarantined %d of %d records in %.2fs",
             sum(result.landed.values()),
@@ -207,7 +219,9 @@ def run_ingest(settings: Settings, *, until_caught_up: bool = False, idle_s: flo
     # lowered the plateau RSS of a 1M-event catch-up from about 780 to 660 MB at the same rate (bench)
     pa.set_memory_pool(pa.system_memory_pool())
     gc.set_threshold(*GC_THRESHOLDS)
-    sink = BronzeSink(make_writer(settings), fault_marker=settings.data_dir / "fault-landed")
+    sink = BronzeSink(
+        make_writer(settings), fault_marker=settings.data_dir / "fault-landed", maintenance=settings.iceberg
+    )
     while True:
         topics = matching_topics(settings)
         if not topics:
