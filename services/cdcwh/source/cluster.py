@@ -15,6 +15,7 @@ import os
 import pwd
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 
@@ -46,7 +47,9 @@ log = logging.getLogger(__name__)
 
 def bin_dir() -> Path:
     try:
-        from pgserver._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on servers
+            from pgserver._commands import POSTGRES_BIN_PATH
     except ImportError as exc:
         raise EmbeddedStartError(
             "the embedded source needs the 'embedded' extra: pip install 'cdcwh[embedded]' "
@@ -59,14 +62,16 @@ def make_dsn(port: int, database: str = DATABASE) -> str:
     return f"postgresql://{SUPERUSER}@{HOST}:{port}/{database}"
 
 
-def _record_port(record: ServiceRecord | None) -> int | None:
+def _saved_port(path: Path) -> int | None:
     """The port this data dir's source used before, if free: the DSN stays the same across restarts."""
-    if record is None:
+    try:
+        port = int(path.read_text().strip())
+    except (OSError, ValueError):
         return None
-    with contextlib.suppress(ValueError, IndexError):
-        port = int(record.address.rsplit(":", 1)[1].split("/", 1)[0])
-        return None if port_in_use(port) else port
-    return None
+    if port_in_use(port):
+        log.warning("the embedded source's previous port %d is taken; choosing another", port)
+        return None
+    return port
 
 
 class EmbeddedSource:
@@ -76,6 +81,7 @@ class EmbeddedSource:
         self.base = (data_dir / "source").resolve()
         self.pgdata = self.base / "pgdata"
         self.log_path = self.base / "postgres.log"
+        self.port_path = self.base / "port"
         self.run_dir = run_dir
         self.shop_sql = shop_sql
         self.requested_port = port
@@ -100,9 +106,10 @@ class EmbeddedSource:
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(binaries)
         self._remove_stale_pid_file()
-        port = self.requested_port or _record_port(existing) or free_port()
+        port = self.requested_port or _saved_port(self.port_path) or free_port()
         if port_in_use(port):
             raise EmbeddedStartError(f"cannot start the embedded source: port {port} on {HOST} is in use")
+        self.port_path.write_text(f"{port}\n")
         try:
             self._run(binaries / "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_path), "-o",
                       f"-p {port}", "-w", "-t", str(START_TIMEOUT_S), "start")  # fmt: skip
@@ -158,7 +165,9 @@ class EmbeddedSource:
         self.log_path.touch()
         if os.geteuid() != 0:
             return
-        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on servers
+            from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
 
         self.os_user = OS_USER
         ensure_user_exists(OS_USER)
