@@ -85,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--expected-state", metavar="FILE", help="also write the final state of every table as JSON to FILE"
     )
     gen.add_argument(
+        "--into-source",
+        action="store_true",
+        help="run the workload as SQL transactions against the source PostgreSQL instead (its capture "
+        "produces the change events; docs/generator.md)",
+    )
+    gen.add_argument(
+        "--source-dsn",
+        help="with --into-source: the source database (default: CDCWH_SOURCE__DSN, else the embedded source)",
+    )
+    gen.add_argument(
         "--simulated-time",
         action="store_true",
         help="keep the simulated source commit times (default when producing: stamp the wall clock, so "
@@ -181,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_maintain_parser(sub)
 
+    from cdcwh.commands.reconcile import add_parser as add_reconcile_parser
+
+    add_reconcile_parser(sub)
+
     from cdcwh.commands.capture import add_parser as add_capture_parser
     from cdcwh.commands.source import add_parser as add_source_parser
 
@@ -208,6 +222,7 @@ HANDLERS = {
     "sink": "cdcwh.commands.sink:run",
     "run": "cdcwh.commands.run:run",
     "replay": "cdcwh.commands.replay:run",
+    "reconcile": "cdcwh.commands.reconcile:run",
     "maintain": "cdcwh.commands.maintain:run",
     "status": "cdcwh.commands.status:run",
     "source": "cdcwh.commands.source:run",
