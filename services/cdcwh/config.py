@@ -146,6 +146,11 @@ class IngestSettings(BaseModel):
     """...or as soon as this many records are buffered."""
     max_value_bytes: int = Field(default=1_048_576, ge=1024)
     """Larger values are quarantined (reason ``too_large``)."""
+    dlq_max_value_bytes: int = Field(default=900_000, ge=1024)
+    """A dead letter's key and value are cut to this many bytes together (the full size and sha256 of a
+    cut part go in headers; the quarantine table keeps every byte). The DLQ producer's ``message.max.bytes``
+    is set 32 KiB above it, for headers; the broker must accept that (Apache Kafka's 1 MiB default does for
+    this default)."""
     topic_refresh_s: float = Field(default=30.0, gt=0)
     """How often the topic regex is re-matched against the cluster."""
 

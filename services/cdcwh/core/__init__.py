@@ -8,7 +8,7 @@ from cdcwh.core.contract import ColumnContract, TableContract, parse_contract
 from cdcwh.core.envelope import DEFAULT_MAX_VALUE_BYTES, decode_batch
 from cdcwh.core.evolve import EvolutionPlan, conform, plan_evolution
 from cdcwh.core.plan import METADATA_COLUMNS
-from cdcwh.core.record import DecodedBatch, RawRecord, Rejection, RejectReason
+from cdcwh.core.record import DecodedBatch, Ignored, IgnoreReason, RawRecord, Rejection, RejectReason
 
 __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
@@ -16,6 +16,8 @@ __all__ = [
     "ColumnContract",
     "DecodedBatch",
     "EvolutionPlan",
+    "IgnoreReason",
+    "Ignored",
     "RawRecord",
     "RejectReason",
     "Rejection",

@@ -25,7 +25,15 @@ import pyarrow as pa
 
 from cdcwh.core.contract import TableContract
 from cdcwh.core.plan import EMPTY_PLAN, PlanCache, RowPlan, key_plan, schemaless_plan, value_plan
-from cdcwh.core.record import DecodedBatch, RawRecord, Rejection, RejectReason, show
+from cdcwh.core.record import (
+    DecodedBatch,
+    Ignored,
+    IgnoreReason,
+    RawRecord,
+    Rejection,
+    RejectReason,
+    show,
+)
 from cdcwh.core.topic import TopicBuilder
 
 DEFAULT_MAX_VALUE_BYTES: Final = 1_048_576
@@ -64,6 +72,7 @@ def decode_batch(
     existing = schemas or {}
     topics: dict[str, TopicBuilder] = {}
     rejected: list[tuple[int, RejectReason, str]] = []
+    ignored: list[Ignored] = []
     for position, record in enumerate(records):
         try:
             builder = topics.get(record.topic)
@@ -71,12 +80,14 @@ def decode_batch(
                 builder = topics[record.topic] = TopicBuilder(
                     record.topic, contracts.get(record.topic), existing.get(record.topic)
                 )
-            _decode_record(position, record, builder, max_value_bytes)
+            skip = _decode_record(position, record, builder, max_value_bytes)
+            if skip is not None:
+                ignored.append(Ignored(record.topic, record.partition, record.offset, skip))
         except _Reject as exc:
             rejected.append((position, exc.reason, exc.detail))
         except Exception as exc:  # a decoder bug must cost one record, not the batch
             rejected.append((position, RejectReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
-    batch = DecodedBatch()
+    batch = DecodedBatch(ignored=ignored)
     for topic, builder in topics.items():
         try:
             table, topic_rejected = builder.finish()
@@ -92,14 +103,22 @@ def decode_batch(
     return batch
 
 
-def _decode_record(position: int, record: RawRecord, topic: TopicBuilder, max_bytes: int) -> None:
+def _decode_record(
+    position: int, record: RawRecord, topic: TopicBuilder, max_bytes: int
+) -> IgnoreReason | None:
+    """Add the record's row to its topic, raise ``_Reject``, or return why the record is skipped."""
     contract = topic.contract
     keyed = contract is not None and bool(contract.key)
     coordinates = (record.partition, record.offset, record.timestamp_ms)
     if record.value is None:
+        if record.key is None and not keyed:
+            # a table without a primary key under REPLICA IDENTITY FULL: Debezium follows each delete with a
+            # tombstone whose key and value are both null. It says nothing the delete did not, and compaction
+            # has no key to act on: skip it (a keyed contract still rejects it as missing_key)
+            return IgnoreReason.KEYLESS_TOMBSTONE
         plan, key = _decode_key(record, topic, max_bytes, required=True)
         topic.group(EMPTY_PLAN, plan).add(position, coordinates, "tombstone", (None, None), None, key)
-        return
+        return None
     if len(record.value) > max_bytes:
         raise _Reject(RejectReason.TOO_LARGE, f"value is {len(record.value)} bytes, max {max_bytes}")
     plan_or_none, payload = _parse(record.value, "value", topic.memo, _VALUE_PLANS, value_plan)
@@ -135,6 +154,7 @@ def _decode_record(position: int, record: RawRecord, topic: TopicBuilder, max_by
     if plan.error is not None:
         raise _Reject(RejectReason.INVALID_ENVELOPE, plan.error)
     topic.group(plan, kplan).add(position, coordinates, op, (after, before), source, key)
+    return None
 
 
 def _decode_key(

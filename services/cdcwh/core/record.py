@@ -63,6 +63,24 @@ class RejectReason(StrEnum):
     statistics, the Iceberg schema): the batch was narrowed down to it and the rest landed."""
 
 
+class IgnoreReason(StrEnum):
+    """Why a record was skipped without being landed or quarantined: it carries nothing to keep. A closed set
+    (a Prometheus label)."""
+
+    KEYLESS_TOMBSTONE = "keyless_tombstone"
+    """Null key and null value on a topic whose contract declares no key: the tombstone Debezium sends after a
+    delete from a table without a primary key (REPLICA IDENTITY FULL). The delete itself is landed."""
+
+
+class Ignored(NamedTuple):
+    """A record skipped by design (``IgnoreReason``): counted, never landed or quarantined."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: IgnoreReason
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """A record that could not be landed, with everything needed to quarantine and later replay it."""
@@ -97,10 +115,12 @@ class DecodedBatch:
 
     ``tables`` maps a topic to an Arrow table of its good rows in input order (which is offset order within
     each partition); a topic whose records were all rejected has no entry. ``rejected`` is in input order.
+    ``ignored`` lists the records skipped because they carry nothing (a keyless table's tombstones).
     """
 
     tables: dict[str, pa.Table] = field(default_factory=dict)
     rejected: list[Rejection] = field(default_factory=list)
+    ignored: list[Ignored] = field(default_factory=list)
 
     @property
     def row_count(self) -> int:

@@ -71,12 +71,12 @@ class TopicBuilder:
         if target is None:
             return None, rejected
         if len(accepted) == 1:
-            return accepted[0].table, rejected
+            return without_empty_key(accepted[0].table), rejected
         data_fields = [f for f in target if f.name not in METADATA_COLUMNS]
         target = pa.schema(data_fields + [target.field(name) for name in METADATA_COLUMNS])
         table = pa.concat_tables([conform(r.table, target) for r in accepted])
         positions = pa.array([p for r in accepted for p in r.positions], pa.int64())
-        return table.take(pc.sort_indices(positions)), rejected
+        return without_empty_key(table.take(pc.sort_indices(positions))), rejected
 
     def _infer(self) -> dict[tuple[bool, str], Codec | None]:
         values: dict[tuple[bool, str], list[list[Any]]] = {}
@@ -89,3 +89,13 @@ class TopicBuilder:
                 if fc.codec is INFER:
                     values.setdefault((True, fc.name), []).append(key_values)
         return {name: infer_codec(columns) for name, columns in values.items()}
+
+
+def without_empty_key(table: pa.Table) -> pa.Table:
+    """The table without ``__key`` when no row of the batch had a key (a table without a primary key, or a
+    batch of truncates only): the column would be a struct without fields, which Parquet cannot store (and
+    Iceberg v2 has no null type). The bronze table reads an absent ``__key`` as null."""
+    key_type = table.schema.field("__key").type
+    if pa.types.is_struct(key_type) and key_type.num_fields == 0:
+        return table.drop_columns(["__key"])
+    return table

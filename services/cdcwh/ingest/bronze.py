@@ -36,7 +36,9 @@ from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableA
 from pyiceberg.expressions import And, EqualTo
 from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
+from pyiceberg.types import StructType
 
+from cdcwh import metrics
 from cdcwh.core.contract import TableContract
 from cdcwh.core.envelope import decode_batch
 from cdcwh.core.evolve import conform, plan_evolution
@@ -90,6 +92,8 @@ class LandResult:
     quarantined: list[Rejection] = field(default_factory=list)
     source_ts: dict[str, pa.Array] = field(default_factory=dict)
     resets: list[Reset] = field(default_factory=list)
+    ignored: dict[str, int] = field(default_factory=dict)
+    """Records skipped by design, per topic (a keyless table's tombstones; ``cdcwh_events_ignored_total``)."""
 
 
 class IcebergBronzeWriter:
@@ -128,6 +132,9 @@ class IcebergBronzeWriter:
             schemas=self._existing_schemas({r.topic for r in records}),
         )
         rejections = list(decoded.rejected)
+        for ignored in decoded.ignored:
+            result.ignored[ignored.topic] = result.ignored.get(ignored.topic, 0) + 1
+            metrics.EVENTS_IGNORED.labels(ignored.topic, str(ignored.reason)).inc()
         now = datetime.now(UTC)
         staged: dict[str, pa.Table] = {}
         for topic, rows in decoded.tables.items():
@@ -237,6 +244,7 @@ class IcebergBronzeWriter:
         records: Sequence[RawRecord],
     ) -> tuple[pa.Table, list[Rejection]]:
         """Evolve the table for new columns and widenings; turn rows that cannot fit into rejections."""
+        drop_empty_structs(table)
         existing = data_schema(table)
         plan = plan_evolution(existing, rows.schema)
         rejections: list[Rejection] = []
@@ -452,6 +460,21 @@ def expire_snapshots(table: Table, kept: int) -> None:
         log.info("snapshot expiry of %s deferred: %s", table.name(), exc)
         return
     log.debug("expired %d snapshots of %s", len(old), table.name())
+
+
+def drop_empty_structs(table: Table) -> None:
+    """Delete top-level struct columns without fields: no row can be written with one (Parquet refuses them).
+    Older decoders gave a table without a primary key ``__key: struct<>``; the decoder now leaves it out."""
+    empty = [
+        f.name
+        for f in table.schema().fields
+        if isinstance(f.field_type, StructType) and not f.field_type.fields
+    ]
+    if empty:
+        with table.update_schema() as update:
+            for name in empty:
+                update.delete_column(name)
+        log.info("dropped the field-less column(s) %s of %s", ", ".join(empty), table.name())
 
 
 def data_schema(table: Table) -> pa.Schema:

@@ -35,6 +35,10 @@ def data_columns(rows: pa.Table) -> list[str]:
 
 
 def key_columns(rows: pa.Table) -> list[str]:
+    """The source primary key's columns; none for a table without one, whose bronze rows have no ``__key``
+    (or only a null one)."""
+    if "__key" not in rows.column_names:
+        return []
     key_type = rows.schema.field("__key").type
     return [field.name for field in key_type] if pa.types.is_struct(key_type) else []
 

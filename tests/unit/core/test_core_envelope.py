@@ -274,10 +274,32 @@ def test_keys_with_and_without_schema() -> None:
     assert column(schemaless.tables[ORDERS], "__key") == [{"id": 5}]
 
 
-def test_keyless_table_without_contract_lands_with_null_key() -> None:
-    batch = decode_batch([rec(enveloped(ORDERS, ORDER_FIELDS, payload("c", after=order(1))), None, 0)], {})
+def test_keyless_table_without_contract_lands_without_a_key_column() -> None:
+    """A table without a primary key: Debezium sends a null key. ``__key`` would be a struct without fields,
+    which Parquet cannot store, so the column is left out (bronze reads it as null)."""
+    records = [
+        rec(enveloped(ORDERS, ORDER_FIELDS, payload("r", after=order(1))), None, 0),
+        rec(enveloped(ORDERS, ORDER_FIELDS, payload("c", after=order(2))), None, 1),
+        rec(enveloped(ORDERS, ORDER_FIELDS, payload("d", before=order(2))), None, 2),
+        rec(None, None, 3),  # its tombstone: null key and null value
+    ]
+    batch = decode_batch(records, {})
     assert batch.rejected == []
-    assert column(batch.tables[ORDERS], "__key") == [None]
+    assert [i.offset for i in batch.ignored] == [3]
+    table = batch.tables[ORDERS]
+    assert "__key" not in table.column_names
+    assert column(table, "__op") == ["r", "c", "d"]
+    assert column(table, "__before")[2]["id"] == 2
+
+
+def test_a_batch_with_some_keys_keeps_the_key_column() -> None:
+    """Truncates have no key even on a keyed table; alone they leave ``__key`` out, with keyed rows it stays,
+    null for them."""
+    truncate = rec(enveloped(ORDERS, ORDER_FIELDS, payload("t")), None, 1)
+    batch = decode_batch([order_record(0), truncate], {})
+    assert column(batch.tables[ORDERS], "__key") == [{"id": 0}, None]
+    alone = decode_batch([truncate], {})
+    assert "__key" not in alone.tables[ORDERS].column_names
 
 
 # -- TOAST ---------------------------------------------------------------------------------------------------

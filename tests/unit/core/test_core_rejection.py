@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdcwh.core import RawRecord, RejectReason, decode_batch, parse_contract
+from cdcwh.core import Ignored, IgnoreReason, RawRecord, RejectReason, decode_batch, parse_contract
 from cdcwh.core.record import DETAIL_MAX_CHARS
 
 TOPIC = "shop.public.payments"
@@ -153,8 +153,22 @@ def test_missing_key_for_a_keyed_table() -> None:
     check(bad(1, value(row(1)), orjson.dumps({"other": 1})), RejectReason.MISSING_KEY)  # lacks the id column
 
 
-def test_missing_key_of_a_tombstone_even_without_contract() -> None:
-    check(bad(1, None, None), RejectReason.MISSING_KEY, contracts=False)
+def test_missing_key_of_a_tombstone_of_a_keyed_table() -> None:
+    check(bad(1, None, None), RejectReason.MISSING_KEY)
+    check(bad(1, None, b"null"), RejectReason.MISSING_KEY, contracts=False)  # a key, but a null one
+
+
+def test_a_keyless_tables_tombstone_is_ignored_not_rejected() -> None:
+    """Null key and null value without a keyed contract: what Debezium sends after a delete from a table
+    without a primary key under REPLICA IDENTITY FULL. Skipped and listed, neither a row nor a rejection."""
+    keyless = parse_contract({"key": [], "columns": {"id": {"type": "int64"}}}, topic=TOPIC)
+    for contracts in ({}, {TOPIC: keyless}):
+        batch = decode_batch([good(0), bad(1, None, None), good(2)], contracts)
+        assert batch.rejected == []
+        assert batch.tables[TOPIC].column("__offset").to_pylist() == [0, 2]
+        assert batch.ignored == [Ignored(TOPIC, 0, 1, IgnoreReason.KEYLESS_TOMBSTONE)]
+    only = decode_batch([bad(5, None, None)], {})
+    assert only.tables == {} and only.rejected == [] and [i.offset for i in only.ignored] == [5]
 
 
 @pytest.mark.parametrize(
@@ -265,7 +279,7 @@ def test_decode_never_raises_and_accounts_for_every_record(
     for contracts in ({}, {TOPIC: CONTRACT}):
         batch = decode_batch(records, contracts)
         landed = sum(t.num_rows for t in batch.tables.values())
-        assert landed + len(batch.rejected) == len(records)
+        assert landed + len(batch.rejected) + len(batch.ignored) == len(records)
         assert RejectReason.INTERNAL_ERROR not in {r.reason for r in batch.rejected}
         offsets = batch.tables[TOPIC].column("__offset").to_pylist()
         assert offsets[0] == 0 and offsets[-1] == len(records) - 1
