@@ -44,18 +44,6 @@ DEAD_LETTER_FAILURES = Counter(
     "system of record, still holds them)",
     ["topic"],
 )
-EVENTS_IGNORED = Counter(
-    "cdcwh_events_ignored_total",
-    "Records that carry nothing to land, skipped by design (reason keyless_tombstone: the null-key, "
-    "null-value tombstone of a table without a primary key)",
-    ["topic", "reason"],
-)
-DEAD_LETTER_FAILURES = Counter(
-    "cdcwh_dead_letter_failures_total",
-    "Quarantined records that could not be published to <topic>.dlq after retries (bronze._quarantine, the "
-    "system of record, still holds them)",
-    ["topic"],
-)
 LOG_RESETS = Counter(
     "cdcwh_log_resets_total",
     "New incarnations of a partition's log detected by ingest (a restarted memory-only broker, a re-created "
