@@ -207,7 +207,9 @@ def make_writer(settings: Settings) -> IcebergBronzeWriter:
         settings.iceberg.namespace,
         load_contracts(settings.contracts_path),
         max_value_bytes=settings.ingest.max_value_bytes,
-        dead_letters=KafkaDeadLetterPublisher(client_config(settings)),
+        dead_letters=KafkaDeadLetterPublisher(
+            client_config(settings), max_value_bytes=settings.ingest.dlq_max_value_bytes
+        ),
         snapshots_kept=settings.iceberg.snapshots_kept,
         probe=KafkaRecordProbe(consumer_config(settings, ingest_group(settings))),
     )
