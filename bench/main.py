@@ -22,6 +22,7 @@ from bench.common import BENCH_DIR, ROOT, SECTIONS, Bench, console, log, machine
 from bench.freshness import bench_freshness
 from bench.ingest import bench_ingest
 from bench.sink import bench_sink, profile_sink
+from bench.soak import bench_soak
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,6 +33,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=5_000, help="freshness load, events/s")
     parser.add_argument("--duration", type=float, default=60, help="freshness load, seconds")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--soak-commits", type=int, default=3000, help="soak: bronze landings")
+    parser.add_argument(
+        "--soak-events-per-commit", type=int, default=5, help="soak: change events per landing"
+    )
+    parser.add_argument("--soak-maintain-every", type=int, default=200, help="soak: landings per maintenance")
+    parser.add_argument("--soak-batch-every", type=int, default=20, help="soak: landings per transform batch")
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated sections of {','.join(SECTIONS)}"
     )
@@ -94,6 +101,27 @@ def report(results: dict[str, Any]) -> Table:
         table.add_row("rebuild, s per million events", fmt(rebuild["seconds_per_million_events"], ".1f"), "")
         if "peak_rss_mb" in rebuild:
             table.add_row("rebuild peak RSS, MB", fmt(rebuild["peak_rss_mb"]), "")
+    if soak := results.get("soak"):
+        for name in ("land_ms", "transform_batch_ms"):
+            figure = soak[name]
+            table.add_row(
+                f"soak {name.removesuffix('_ms').replace('_', ' ')}, ms start -> end",
+                f"{figure['start']:.0f} -> {figure['end']:.0f} (x{figure['ratio']:.2f})",
+                "end/start <= 1.2",
+            )
+        rebuild = soak["rebuild_s_per_million_events"]
+        table.add_row(
+            "soak rebuild, s per million events start -> end",
+            f"{rebuild['start']:.0f} -> {rebuild['end']:.0f}",
+            "",
+        )
+        worst = max(soak["tables"].values(), key=lambda t: t["data_files"], default=None)
+        if worst:
+            table.add_row(
+                "soak most data files / manifests in a table",
+                f"{worst['data_files']} / {worst['manifests']}",
+                "bounded",
+            )
     return table
 
 
@@ -136,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["sink"]["profile"] = str(profile.relative_to(ROOT)) if profile else None
             if "freshness" in args.only:
                 bench_freshness(bench)
+                save(args.output, results)
+            if "soak" in args.only:
+                bench_soak(bench)
     finally:
         results["duration_s"] = (datetime.now(UTC) - started).total_seconds()
         save(args.output, results)
