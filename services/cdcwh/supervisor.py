@@ -1,4 +1,5 @@
-"""``cdcwh run``: ingest, transform and sink as separate processes under one supervisor.
+"""``cdcwh run``: ingest, transform and sink (and capture, when a source is configured) as separate processes
+under one supervisor.
 
 The supervisor starts each service as ``python -m cdcwh.cli <service>``, restarts a child that exits with
 back-off (1 s doubling to 30 s, reset after a minute of healthy running), and on SIGINT/SIGTERM sends SIGTERM
@@ -24,6 +25,9 @@ from cdcwh import metrics
 log = logging.getLogger(__name__)
 
 SERVICES = ("ingest", "transform", "sink")
+CAPTURE = "capture"
+WITH_CAPTURE = (*SERVICES, CAPTURE)
+"""The children when a source database is captured: the Debezium engine runs in its own process (one JVM)."""
 MAX_BACKOFF_S = 30.0
 HEALTHY_AFTER_S = 60.0
 # A child that exits sooner than this after its start is crash-looping (a bad setting, a dead dependency) and
@@ -65,8 +69,10 @@ class Supervisor:
         log.info("started %s (pid %d), log in %s", child.name, child.process.pid, child.log_path)
 
     def start(self) -> None:
+        """Start every child that is not running (so ``run_until_signal`` after ``start`` keeps them)."""
         for child in self.children:
-            self._start(child)
+            if child.process is None or child.process.poll() is not None:
+                self._start(child)
 
     def check(self) -> None:
         """Restart children that exited (with back-off)."""

@@ -1,4 +1,5 @@
-"""``cdcwh run``: the whole pipeline, starting the embedded broker and Postgres when none is configured."""
+"""``cdcwh run``: the whole pipeline, starting the embedded broker and Postgres when none is configured, and
+capture (the Debezium engine) when a source database is configured for the data dir."""
 
 from __future__ import annotations
 
@@ -21,19 +22,24 @@ from cdcwh.embedded import postgres as embedded_postgres
 from cdcwh.embedded.registry import read_record
 from cdcwh.errors import CdcwhError
 from cdcwh.metrics import serve_metrics
-from cdcwh.supervisor import Supervisor, run_until_caught_up
+from cdcwh.source import EmbeddedSource, capture_available
+from cdcwh.source import cluster as source_cluster
+from cdcwh.supervisor import SERVICES, WITH_CAPTURE, Supervisor, run_until_caught_up
 
 console = Console(stderr=True)
 
 
 class Infrastructure:
-    """The embedded broker and Postgres of a ``cdcwh run`` or ``cdcwh demo``: started unless configured or
-    already running for the data dir, and watched while the services run (``check``)."""
+    """The embedded broker and Postgres of a ``cdcwh run`` or ``cdcwh demo``, and with ``source=True`` the
+    embedded source PostgreSQL that capture reads: each started unless configured or already running for the
+    data dir, and watched while the services run (``check``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, source: bool = False) -> None:
         self.settings = settings
+        self.with_source = source
         self.broker: EmbeddedBroker | None = None
         self.postgres: EmbeddedPostgres | None = None
+        self.source: EmbeddedSource | None = None
         self._reported: set[str] = set()
 
     def start(self) -> None:
@@ -50,6 +56,14 @@ class Infrastructure:
                 self.postgres = EmbeddedPostgres(settings.data_dir, settings.run_dir)
                 self.postgres.start()
                 console.print(f"embedded PostgreSQL: psql '{self.postgres.dsn}'")
+        if self.with_source and settings.source.dsn is None:
+            record = read_record(settings.run_dir, source_cluster.NAME)
+            if record is None or not record.alive:
+                self.source = EmbeddedSource(
+                    settings.data_dir, settings.run_dir, settings.sql_path / "source" / "shop.sql"
+                )
+                self.source.start()
+                console.print(f"embedded source PostgreSQL: psql '{self.source.dsn}'")
 
     def check(self) -> None:
         """``watch``, but a failed restart (the port taken meanwhile) is reported and tried again next time
@@ -85,6 +99,12 @@ class Infrastructure:
             self.postgres.start()
         elif self.postgres is None and settings.postgres.dsn is None:
             self._report_dead(embedded_postgres.NAME, "cdcwh postgres")
+        if self.source is not None and not self.source.alive():
+            console.print("the embedded source PostgreSQL exited; restarting it (its data and slot are kept)")
+            self.source.stop()
+            self.source.start()
+        elif self.source is None and self.with_source and settings.source.dsn is None:
+            self._report_dead(source_cluster.NAME, "cdcwh source")
 
     def _report_dead(self, name: str, command: str) -> None:
         record = read_record(self.settings.run_dir, name)
@@ -95,6 +115,8 @@ class Infrastructure:
             self._reported.add(name)
 
     def stop(self) -> None:
+        if self.source is not None:
+            self.source.stop()
         if self.postgres is not None:
             self.postgres.stop()
         if self.broker is not None:
@@ -102,9 +124,10 @@ class Infrastructure:
 
 
 @contextlib.contextmanager
-def infrastructure(settings: Settings) -> Iterator[Infrastructure]:
-    """Start the embedded broker and Postgres unless configured or already running for this data dir."""
-    infra = Infrastructure(settings)
+def infrastructure(settings: Settings, *, source: bool = False) -> Iterator[Infrastructure]:
+    """Start the embedded broker and Postgres (and with ``source``, the embedded source) unless configured or
+    already running for this data dir."""
+    infra = Infrastructure(settings, source=source)
     try:
         infra.start()
         yield infra
@@ -121,14 +144,37 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def source_configured(settings: Settings) -> bool:
+    """A source database to capture: ``CDCWH_SOURCE__DSN``, or an embedded source recorded for the data dir
+    (running, or its cluster in ``<data_dir>/source`` from an earlier ``cdcwh source`` or demo)."""
+    if settings.source.dsn is not None:
+        return True
+    if read_record(settings.run_dir, source_cluster.NAME) is not None:
+        return True
+    return (settings.data_dir / "source" / "pgdata" / "PG_VERSION").exists()
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    with infrastructure(settings) as infra:
+    # `--until-caught-up` drains what is in the topics; capture (a stream without an end) is not part of it
+    capture = not args.until_caught_up and source_configured(settings)
+    if capture:
+        available, reason = capture_available()
+        if not available:
+            console.print(
+                f"a source database is configured but capture cannot run here: {reason}; "
+                "running without capture",
+                soft_wrap=True,
+                highlight=False,
+            )
+            capture = False
+    with infrastructure(settings, source=capture) as infra:
         env = child_env(settings)
         if args.until_caught_up:
             run_until_caught_up(env)
             console.print("caught up: everything in the topics is in PostgreSQL")
             return 0
-        supervisor = Supervisor(settings.data_dir / "logs", env)
+        supervisor = Supervisor(settings.data_dir / "logs", env, WITH_CAPTURE if capture else SERVICES)
         serve_metrics(settings, "supervisor")  # cdcwh_errors_total{service=<child>, kind="exited"}
-        console.print("running ingest, transform and sink; Ctrl-C stops them all")
+        names = "capture, ingest, transform and sink" if capture else "ingest, transform and sink"
+        console.print(f"running {names}; Ctrl-C stops them all")
         return supervisor.run_until_signal(watch=infra.check)
