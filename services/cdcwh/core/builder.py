@@ -21,6 +21,7 @@ from cdcwh.core.contract import TableContract, check_contract
 from cdcwh.core.nested import FieldCodec
 from cdcwh.core.plan import INFER, RowPlan
 from cdcwh.core.record import RejectReason
+from cdcwh.core.semantic import LegacyVariableScaleDecimalCodec, VariableScaleDecimalCodec
 from cdcwh.core.temporal import TimestampCodec
 
 ROW_OPS: Final = pa.array(["r", "c", "u"])
@@ -131,13 +132,20 @@ class GroupBuilder:
         return self._key_columns
 
     def finish(
-        self, topic: str, contract: TableContract | None, inferred: Mapping[tuple[bool, str], Codec | None]
+        self,
+        topic: str,
+        contract: TableContract | None,
+        inferred: Mapping[tuple[bool, str], Codec | None],
+        legacy: frozenset[tuple[bool, str]] = frozenset(),
     ) -> GroupResult:
-        """Convert the columns, find bad rows, and return the good ones as a bronze table."""
+        """Convert the columns, find bad rows, and return the good ones as a bronze table.
+
+        ``legacy``: ``(is_key, column)`` whose bronze column is decimal(38, 18) from before
+        VariableScaleDecimal became text (:func:`cdcwh.core.semantic.legacy_decimal_columns`)."""
         problems: dict[int, Problem] = {}
         ops = pa.array(self.ops, pa.string())
         active = pc.is_in(ops, value_set=ROW_OPS)
-        fields = [_resolve(f, inferred) for f in self.value_plan.fields]
+        fields = [_resolve(f, inferred, legacy) for f in self.value_plan.fields]
         data: dict[str, pa.Array] = {}
         toasted: dict[str, list[int]] = {}
         before_children: list[pa.Array] = []
@@ -159,7 +167,7 @@ class GroupBuilder:
             _note(problems, errors, RejectReason.TYPE_MISMATCH, f"before.{fc.name}")
             before_children.append(old.array)
         kept = [f for f in fields if f is not None]
-        key = self._key(problems, contract, inferred)
+        key = self._key(problems, contract, inferred, legacy)
         columns: dict[str, pa.Array] = dict(data)
         columns["__op"] = ops
         columns["__key"] = key
@@ -205,9 +213,10 @@ class GroupBuilder:
         problems: dict[int, Problem],
         contract: TableContract | None,
         inferred: Mapping[tuple[bool, str], Codec | None],
+        legacy: frozenset[tuple[bool, str]],
     ) -> pa.Array:
         has_key = pa.array(self.has_key, pa.bool_())
-        fields = [_resolve(f, inferred, key=True) for f in self.key_plan.fields]
+        fields = [_resolve(f, inferred, legacy, key=True) for f in self.key_plan.fields]
         children: dict[str, pa.Array] = {}
         for fc, values in zip(fields, self.key_columns(), strict=True):
             if fc is None:
@@ -234,10 +243,19 @@ def _transpose(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(map(itemgetter(i), rows)) for i in range(width)]
 
 
+_LEGACY_DECIMAL: Final = LegacyVariableScaleDecimalCodec()
+
+
 def _resolve(
-    fc: FieldCodec, inferred: Mapping[tuple[bool, str], Codec | None], *, key: bool = False
+    fc: FieldCodec,
+    inferred: Mapping[tuple[bool, str], Codec | None],
+    legacy: frozenset[tuple[bool, str]],
+    *,
+    key: bool = False,
 ) -> FieldCodec | None:
     if fc.codec is not INFER:
+        if legacy and isinstance(fc.codec, VariableScaleDecimalCodec) and (key, fc.name) in legacy:
+            return FieldCodec(fc.name, _LEGACY_DECIMAL, fc.optional)
         return fc
     codec = inferred.get((key, fc.name))
     return None if codec is None else FieldCodec(fc.name, codec)

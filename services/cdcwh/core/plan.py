@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from cdcwh.core.codec import BoolCodec, Codec, FloatCodec, IntCodec, JsonTextCodec, StringCodec
 from cdcwh.core.nested import FieldCodec
-from cdcwh.core.semantic import SchemaError, struct_fields
+from cdcwh.core.semantic import MYSQL_SOURCES, SchemaError, struct_fields
 
 METADATA_COLUMNS: Final = (
     "__op",
@@ -69,7 +69,9 @@ EMPTY_PLAN: Final = RowPlan()
 def value_plan(schema: Any) -> RowPlan:
     """The row plan of a Debezium envelope schema: the fields of its ``after`` (or ``before``) struct.
 
-    Envelopes without a row struct (logical decoding messages, truncates) have no data fields.
+    Envelopes without a row struct (logical decoding messages, truncates) have no data fields. The
+    ``source`` struct's schema name tells a MySQL/MariaDB event (``io.debezium.connector.mysql.Source``),
+    whose ``TIME`` columns are durations (:func:`cdcwh.core.semantic.codec_for`).
     """
     try:
         if not isinstance(schema, Mapping) or schema.get("type") != "struct":
@@ -81,7 +83,9 @@ def value_plan(schema: Any) -> RowPlan:
         row = by_name.get("after") or by_name.get("before")
         if row is None:
             return EMPTY_PLAN
-        fields = struct_fields(row)
+        source = by_name.get("source")
+        mysql = isinstance(source, Mapping) and source.get("name") in MYSQL_SOURCES
+        fields = struct_fields(row, mysql=mysql)
         clash = [f.name for f in fields if f.name in METADATA_COLUMNS]
         if clash:
             raise SchemaError(f"columns {clash} clash with bronze metadata columns")

@@ -110,6 +110,28 @@ class TimeCodec(Codec):
         return array.cast(self.arrow_type)
 
 
+class DurationCodec(Codec):
+    """A signed duration in us or ns -> int64 microseconds (ns floored). MySQL ``TIME`` arrives as
+    ``MicroTime`` but is a duration (``-838:59:59`` .. ``838:59:59``), not a time of day; Iceberg v2 has no
+    duration type, so it lands like PostgreSQL's ``interval`` (``MicroDuration``): int64 microseconds."""
+
+    arrow_type = pa.int64()
+
+    def __init__(self, label: str, per_us: int = 1) -> None:
+        self.label, self.per_us = label, per_us
+
+    def one(self, value: Any) -> Any:
+        return require_int(value) // self.per_us
+
+    def fast(self, values: list[Any]) -> pa.Array:
+        array = int64_column(values)
+        if self.per_us != 1:
+            if (pc.min(array).as_py() or 0) < 0:
+                raise ValueMismatch("negative: floor per value")
+            array = pc.divide(array, self.per_us)
+        return array
+
+
 class TimestampCodec(Codec):
     """Epoch ms/us/ns -> timestamp('us'[, tz]); ns floored to us; PostgreSQL +/-infinity sentinels mapped."""
 

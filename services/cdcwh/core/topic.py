@@ -19,6 +19,7 @@ from cdcwh.core.contract import TableContract
 from cdcwh.core.evolve import conform, plan_evolution
 from cdcwh.core.plan import INFER, METADATA_COLUMNS, RowPlan, infer_codec
 from cdcwh.core.record import RejectReason
+from cdcwh.core.semantic import legacy_decimal_columns
 
 
 class TopicBuilder:
@@ -28,6 +29,8 @@ class TopicBuilder:
         self.topic, self.contract = topic, contract
         self.existing = existing
         """The bronze table's current schema, if known: every accepted group must unify with it too."""
+        self.legacy = legacy_decimal_columns(existing)
+        """Columns the bronze table holds as decimal(38, 18) from before VariableScaleDecimal became text."""
         self.groups: dict[tuple[RowPlan, RowPlan], GroupBuilder] = {}
         self.schemaless: dict[tuple[bool, tuple[str, ...]], RowPlan] = {}
         self.memo: dict[str, tuple[bytes, RowPlan]] = {}
@@ -46,7 +49,7 @@ class TopicBuilder:
         results: list[GroupResult] = []
         rejected: list[tuple[int, RejectReason, str]] = []
         for group in sorted(self.groups.values(), key=lambda g: g.positions[0]):
-            result = group.finish(self.topic, self.contract, inferred)
+            result = group.finish(self.topic, self.contract, inferred, self.legacy)
             rejected.extend(result.rejected)
             if result.table.num_rows:
                 results.append(result)

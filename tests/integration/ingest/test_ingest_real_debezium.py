@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +64,22 @@ def by_id(rows: pa.Table) -> dict[int, dict[str, Any]]:
     return {row["id"]: row for row in data.to_pylist() if row["__op"] in ("r", "c")}
 
 
-def test_the_type_zoo_lands_with_special_values_kept(tmp_path: Path) -> None:
+HUGE_NUMERIC = "123456789012345678901234567890123456789.12345678901234567890123456789"
+"""The type_zoo's unconstrained numeric of ids 4 and 8 as Debezium sends it (scale 29: PostgreSQL's trailing
+fractional zero of ...567890 is dropped by the connector), kept exactly as decimal text."""
+
+
+def test_the_type_zoo_lands_whole_with_special_values_kept(tmp_path: Path) -> None:
     records = captured("type_zoo")
     bronze, settings = writer(tmp_path)
     result = bronze.land(records)
-    quarantined = {(r.offset, r.reason) for r in result.quarantined}
-    # ids 4 and 8 carry an unconstrained numeric with 29 fractional digits: more than decimal(38,18) holds
-    assert {reason for _, reason in quarantined} == {RejectReason.TYPE_MISMATCH}
-    assert all("c_numeric" in r.detail for r in result.quarantined)
-    assert sum(result.landed.values()) + len(result.quarantined) == len(records)
-    rows = by_id(table_rows(settings, bronze_table_name("zoo.public.type_zoo")))
+    assert result.quarantined == []
+    # everything but the tombstone after the delete: it lands too, as a row with __op = 'tombstone'
+    assert sum(result.landed.values()) == len(records)
+    bronze_rows = table_rows(settings, bronze_table_name("zoo.public.type_zoo"))
+    # exact decimal text (pyiceberg reads strings back as large_string)
+    assert pa.types.is_large_string(bronze_rows.schema.field("c_numeric").type)
+    rows = by_id(bronze_rows)
     top = dt.datetime(9999, 12, 31, 23, 59, 59, 999999)  # noqa: DTZ001 (timestamp without time zone)
     for infinite in (3, 7):  # +infinity through the snapshot (3) and through streaming (7)
         row = rows[infinite]
@@ -81,29 +88,37 @@ def test_the_type_zoo_lands_with_special_values_kept(tmp_path: Path) -> None:
         assert row["c_timestamp_3"] == top
         assert row["c_date"] == dt.date(9999, 12, 31)
         assert math.isnan(row["c_double"]) and row["c_real"] == math.inf
+        assert row["c_numeric"] is None  # numeric 'NaN': Debezium's precise mode sends null
     assert rows[1]["c_numeric_10_2"] == rows[6]["c_numeric_10_2"]  # snapshot and streaming agree
+    assert rows[1]["c_numeric"] == rows[6]["c_numeric"] == "1234.5678"
+    assert rows[1]["c_money"] == Decimal("1234.56")
+    assert rows[3]["c_money"] == Decimal("92233720368547758.07")  # money max: decimal(38,2) is enough
     assert rows[2]["c_timestamptz"] is None  # the all-NULL row
+    for minus_infinity in (4, 8):  # -infinity and the huge numeric, snapshot (4) and streaming (8)
+        row = rows[minus_infinity]
+        assert row["c_numeric"] == HUGE_NUMERIC
+        assert Decimal(row["c_numeric"]) == Decimal(HUGE_NUMERIC)
+        assert row["c_timestamptz"] == dt.datetime(1, 1, 1, tzinfo=UTC)
+        assert row["c_timestamp"] == dt.datetime(1, 1, 1)  # noqa: DTZ001 (timestamp without time zone)
+        assert row["c_timestamp_3"] == dt.datetime(1, 1, 1)  # noqa: DTZ001
+        assert row["c_date"] == dt.date(1, 1, 1)
+        assert row["c_double"] == -math.inf
+        assert row["c_money"] == Decimal("-92233720368547758.08")
 
 
 def test_minus_infinity_as_the_connector_sends_it(tmp_path: Path) -> None:
-    """Ids 4 and 8 are quarantined whole for their numeric; their -infinity values decode on their own."""
-    records = captured("type_zoo")[3:4]  # the snapshot row of id 4
-    document = json.loads(records[0].value or b"")
-    assert document["payload"]["after"]["id"] == 4
-    after = document["payload"]["after"]
-    del after["c_numeric"]
-    document["schema"]["fields"][1]["fields"] = [
-        f for f in document["schema"]["fields"][1]["fields"] if f["field"] != "c_numeric"
-    ]
-    edited = records[0]._replace(value=json.dumps(document).encode())
+    """The snapshot row of id 4 alone, as captured: it lands (nothing in it is quarantined any more)."""
+    records = captured("type_zoo")[3:4]
+    assert json.loads(records[0].value or b"")["payload"]["after"]["id"] == 4
     bronze, settings = writer(tmp_path)
-    result = bronze.land([edited])
+    result = bronze.land(records)
     assert result.quarantined == []
     row = by_id(table_rows(settings, bronze_table_name("zoo.public.type_zoo")))[4]
     assert row["c_timestamptz"] == dt.datetime(1, 1, 1, tzinfo=UTC)
     assert row["c_timestamp"] == dt.datetime(1, 1, 1)  # noqa: DTZ001 (timestamp without time zone)
     assert row["c_date"] == dt.date(1, 1, 1)
     assert row["c_double"] == -math.inf
+    assert row["c_numeric"] == HUGE_NUMERIC
 
 
 def test_a_row_the_writer_refuses_is_isolated_and_the_rest_lands(

@@ -11,7 +11,13 @@ import pyarrow as pa
 import pytest
 
 from cdcwh.core.codec import TOAST_PLACEHOLDER, ColumnResult, decode_column
-from cdcwh.core.semantic import SchemaError, codec_for
+from cdcwh.core.semantic import (
+    LegacyVariableScaleDecimalCodec,
+    SchemaError,
+    codec_for,
+    decimal_text,
+    legacy_decimal_columns,
+)
 
 INT64_MAX = 2**63 - 1
 MAX_US = 253_402_300_799_999_999  # 9999-12-31 23:59:59.999999, how +infinity is stored
@@ -92,10 +98,57 @@ def vsd(scale: int, unscaled: int) -> dict[str, Any]:
     return {"scale": scale, "value": unscaled_b64(unscaled)}
 
 
-def test_variable_scale_decimal() -> None:
-    schema = {"type": "struct", "name": "io.debezium.data.VariableScaleDecimal", "fields": []}
+VSD_SCHEMA = {"type": "struct", "name": "io.debezium.data.VariableScaleDecimal", "fields": []}
+
+
+def test_variable_scale_decimal_is_its_exact_text() -> None:
     values = [vsd(3, 12345), vsd(0, -7), vsd(20, 1500), vsd(20, 1), vsd(0, 10**21), vsd(-2, 5), None]
-    result = decode(schema, values)
+    values += [vsd(8, -12345), vsd(4, 0), vsd(-3, 0), vsd(2, -5)]
+    result = decode(VSD_SCHEMA, values)
+    assert result.array.type == pa.string()
+    assert result.errors == {}
+    assert result.array.to_pylist() == [
+        "12.345",
+        "-7",
+        "0.00000000000000001500",  # exactly `scale` fractional digits, trailing zeros kept
+        "0.00000000000000000001",  # beyond decimal(38,18): exact
+        "1000000000000000000000",  # 22 integer digits
+        "500",  # negative scale
+        None,
+        "-0.00012345",
+        "0.0000",
+        "0",
+        "-0.05",
+    ]
+    assert [Decimal(v) for v in result.array.to_pylist() if v is not None][:2] == [Decimal("12.345"), -7]
+
+
+def test_variable_scale_decimal_beyond_any_fixed_decimal() -> None:
+    """PostgreSQL's numeric reaches 131072 integer digits and 16383 fractional ones; the type_zoo capture's
+    huge value (39 integer and 29 fractional digits) is the real case. No float, no digit limit."""
+    huge = 123456789012345678901234567890123456789_12345678901234567890123456789
+    big = 10**5000 + 1  # beyond sys.get_int_max_str_digits() (4300): still exact
+    result = decode(VSD_SCHEMA, [vsd(29, huge), vsd(16383, -1), vsd(0, big)])
+    assert result.errors == {}
+    text = result.array.to_pylist()
+    assert text[0] == "123456789012345678901234567890123456789.12345678901234567890123456789"
+    assert text[1] == "-0." + "0" * 16382 + "1"
+    assert text[2] == "1" + "0" * 4999 + "1"
+
+
+def test_variable_scale_decimal_bad_values() -> None:
+    values = [{"scale": 1}, {"scale": "1", "value": "AQ=="}, {"scale": 1, "value": ""}, 12, vsd(99_999, 1)]
+    result = decode(VSD_SCHEMA, [*values, vsd(1, 15)])
+    assert sorted(result.errors) == [0, 1, 2, 3, 4]
+    assert result.array.to_pylist()[-1] == "1.5"
+
+
+def test_legacy_variable_scale_decimal_keeps_decimal_38_18() -> None:
+    """A bronze column made as decimal(38,18) by earlier releases keeps its type: values that fit land
+    exactly, the others are rejected as before."""
+    codec = LegacyVariableScaleDecimalCodec()
+    values = [vsd(3, 12345), vsd(0, -7), vsd(20, 1500), vsd(20, 1), vsd(0, 10**21), vsd(-2, 5), None]
+    result = decode_column(codec, values)
     assert result.array.type == pa.decimal128(38, 18)
     assert sorted(result.errors) == [3, 4]  # 20 fractional digits that are not zero; 22 integer digits
     assert result.array.to_pylist() == [
@@ -107,6 +160,28 @@ def test_variable_scale_decimal() -> None:
         Decimal(500),
         None,
     ]
+
+
+def test_legacy_decimal_columns_only_names_decimal_38_18() -> None:
+    schema = pa.schema(
+        [
+            ("n", pa.decimal128(38, 18)),
+            ("m", pa.decimal128(10, 2)),
+            ("s", pa.string()),
+            ("__key", pa.struct([("k", pa.decimal128(38, 18)), ("id", pa.int64())])),
+        ]
+    )
+    assert legacy_decimal_columns(schema) == {(False, "n"), (True, "k")}
+    assert legacy_decimal_columns(None) == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("unscaled", "scale", "text"),
+    [(0, 0, "0"), (1, 0, "1"), (-1, 1, "-0.1"), (123, 2, "1.23"), (-123, 5, "-0.00123"), (7, -2, "700")],
+)
+def test_decimal_text(unscaled: int, scale: int, text: str) -> None:
+    assert decimal_text(unscaled, scale) == text
+    assert Decimal(text) == Decimal(unscaled).scaleb(-scale)
 
 
 # -- dates and times ----------------------------------------------------------------------------------------
@@ -145,6 +220,36 @@ def test_time_variants_map_to_microseconds() -> None:
 def test_time_out_of_day_is_rejected() -> None:
     result = decode({"type": "int64", "name": "io.debezium.time.MicroTime"}, [-1, 86_400_000_001, 5])
     assert sorted(result.errors) == [0, 1]
+
+
+MYSQL_TIME_LIMIT_US = (838 * 3600 + 59 * 60 + 59) * 1_000_000  # MySQL TIME is -838:59:59 .. 838:59:59
+
+
+def test_mysql_time_is_a_duration_in_microseconds() -> None:
+    """The MySQL connector sends TIME as MicroTime = ``Duration.toNanos() / 1000`` (BinlogValueConverters):
+    negative and beyond 24 hours. For MySQL fields it lands as int64 microseconds, like an interval."""
+    values = [-MYSQL_TIME_LIMIT_US, MYSQL_TIME_LIMIT_US, 0, 86_400_000_001, -1, None]
+    micro = decode_column(
+        codec_for({"type": "int64", "name": "io.debezium.time.MicroTime"}, mysql=True), values
+    )
+    assert micro.errors == {}
+    assert micro.array.type == pa.int64()
+    assert micro.array.to_pylist() == values
+    assert -MYSQL_TIME_LIMIT_US == -3_020_399_000_000
+    nano = codec_for({"type": "int64", "name": "io.debezium.time.NanoTime"}, mysql=True)
+    floored = decode_column(nano, [-1, 1_999, -3_020_399_000_000_000, None])
+    assert floored.errors == {}
+    assert floored.array.to_pylist() == [-1, 1, -3_020_399_000_000, None]  # floored to microseconds
+    # without the MySQL flag (PostgreSQL), MicroTime stays a time of day: 24:00:00 valid, beyond rejected
+    pg = decode({"type": "int64", "name": "io.debezium.time.MicroTime"}, values)
+    assert pg.array.type == pa.time64("us")
+    assert sorted(pg.errors) == [0, 1, 3, 4]
+
+
+def test_mysql_flag_reaches_nested_fields() -> None:
+    schema = {"type": "array", "items": {"type": "int64", "name": "io.debezium.time.MicroTime"}}
+    result = decode_column(codec_for(schema, mysql=True), [[-1, 2]])
+    assert result.errors == {} and result.array.to_pylist() == [[-1, 2]]
 
 
 def test_timestamps_without_zone() -> None:
