@@ -139,6 +139,7 @@ def use_real_source(args: argparse.Namespace, settings: Settings) -> bool:
             "using the Debezium simulator instead",
             soft_wrap=True,
             highlight=False,
+            markup=False,
         )
         return False
     if settings.source.dsn is None and holds_simulator_run(settings):
@@ -148,6 +149,7 @@ def use_real_source(args: argparse.Namespace, settings: Settings) -> bool:
             "CDCWH_DATA_DIR captures a real PostgreSQL",
             soft_wrap=True,
             highlight=False,
+            markup=False,
         )
         return False
     return True
@@ -226,6 +228,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     if total(sink, "cdcwh_sink_rows_total") > 0 and sink_idle(settings):
                         break
                     time.sleep(0.5)
+            if not console.is_terminal:
+                console.line()  # the last frame of a live display ends without one when not on a terminal
             sink = scrape(settings, "sink")
             freshness = {q: quantile(sink, "postgres", q) for q in (0.5, 0.99)}
             if args.keep_running:

@@ -165,6 +165,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 "running without capture",
                 soft_wrap=True,
                 highlight=False,
+                markup=False,
             )
             capture = False
     with infrastructure(settings, source=capture) as infra:
