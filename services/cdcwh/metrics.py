@@ -100,6 +100,12 @@ TRANSFORM_MODEL_BEHIND = Gauge(
     "1 while the gold model waits for a full refresh after missing a batch (it or a mart it reads failed)",
     ["model"],
 )
+TRANSFORM_TABLE_FAILURES = Counter(
+    "cdcwh_transform_table_failures_total",
+    "Batches in which a silver table's bronze rows could not be read or applied (the batch went on without "
+    "it; its rows are retried)",
+    ["table"],
+)
 CAPTURE_EVENTS = Counter(
     "cdcwh_capture_events_total",
     "Debezium records produced to Kafka by cdcwh capture (tombstones included), counted once delivered",

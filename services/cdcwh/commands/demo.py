@@ -379,7 +379,6 @@ def sink_idle(settings: Settings) -> bool:
 
 def print_summary(settings: Settings, freshness: dict[float, float | None], rate: float | None) -> None:
     from cdcwh.ingest.catalog import TOPIC_PROPERTY, open_catalog
-    from cdcwh.transform.batch import silver_name
     from cdcwh.transform.warehouse import count, open_warehouse, quote
 
     catalog = open_catalog(settings)
@@ -388,6 +387,10 @@ def print_summary(settings: Settings, freshness: dict[float, float | None], rate
     for column in ("bronze", "silver", "gold (DuckDB)", "PostgreSQL marts"):
         layers.add_column(column, justify="right")
     con = open_warehouse(settings, read_only=True)
+    # each topic's silver table, as the transform named it
+    registered = {
+        str(t): str(n) for t, n in con.execute("SELECT topic, name FROM cdcwh.silver_tables").fetchall()
+    }
     dsn = postgres_dsn(settings)
     schema = settings.postgres.schema_
     mismatched = []
@@ -399,8 +402,8 @@ def print_summary(settings: Settings, freshness: dict[float, float | None], rate
             topic = table.properties.get(TOPIC_PROPERTY)
             silver_rows = (
                 "-"
-                if topic is None
-                else f"{count(con, f'SELECT count(*) FROM silver.{quote(silver_name(topic))}'):,}"
+                if topic not in registered
+                else f"{count(con, f'SELECT count(*) FROM silver.{quote(registered[topic])}'):,}"
             )
             layers.add_row(f"bronze.{name}", f"{bronze_rows:,}", silver_rows, "", "")
         marts = con.execute(

@@ -5,6 +5,11 @@ them to silver (``silver.py``), recompute the gold models and queue their change
 watermarks, record the batch in ``cdcwh.batches``; commit. Then publish the outbox (``outbox.py``). A crash
 before the commit leaves silver, gold and the watermarks as they were, so the batch is simply redone.
 
+Only the bronze tables whose topic matches ``CDCWH_KAFKA__TOPICS`` are read. One table's problem does not stop
+the others: a table whose slice raises while read or applied is left out like a failing gold model (below: the
+batch is redone without it), recorded ``failed`` in ``cdcwh.batch_models``, its watermarks left where they
+were, and retried by the later batches; the gold models reading it are skipped and behind.
+
 A gold model that raises does not fail the batch: the transaction is rolled back and the batch redone without
 that model and the models that read its mart (DuckDB has no savepoints, and an error aborts the transaction),
 so silver and the other marts advance. The batch is recorded ``partial``, the model ``failed`` (the others
@@ -18,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import duckdb
@@ -33,7 +38,7 @@ from cdcwh.errors import ConfigError
 from cdcwh.ingest.offsets import TopicPartition
 from cdcwh.transform.bronze_reader import BronzeSlice, bronze_tables, read_new_rows
 from cdcwh.transform.gold import GoldModel, ModelResult, refresh_model
-from cdcwh.transform.silver import apply_changes, key_columns
+from cdcwh.transform.silver import COLUMNS_TABLE, apply_changes, key_columns
 from cdcwh.transform.warehouse import ChangeSet, count, read_state, scalar, write_state
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,11 @@ FRESHNESS_SAMPLE = 256
 # cdcwh.state flag: silver changed without gold following (batches with gold=False), so the next gold refresh
 # must be a full one
 GOLD_STALE = "gold_stale"
+# cdcwh.state mark of a silver table whose slice failed: ``silver_failed:<table>`` = the first batch it
+# failed. Its watermarks stay; every later batch that runs (with other work, or a process's first) retries it
+SILVER_FAILED = "silver_failed:"
+# the schema whose tables keep their plain name in silver (PostgreSQL's default)
+DEFAULT_SCHEMA = "public"
 SOURCE_TS_SAMPLE = 256
 # cdcwh.state mark of a gold model behind (it failed, or a mart it reads did): ``gold_behind:<model>`` = the
 # first batch it missed. Its next refresh is a full one; the batch in which that succeeds deletes the mark.
@@ -59,6 +69,9 @@ class BatchResult:
     # (model -> why): none of their writes is in the batch, and they are behind until a full refresh succeeds
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    # silver tables whose slice could not be read or applied (table -> error): nothing of them is in the
+    # batch, their watermarks stay, and the gold models reading them are skipped (behind)
+    failed_tables: dict[str, str] = field(default_factory=dict)
 
     @property
     def gold_changes(self) -> int:
@@ -66,7 +79,7 @@ class BatchResult:
 
     @property
     def status(self) -> str:
-        return "partial" if self.failed or self.skipped else "ok"
+        return "partial" if self.failed or self.skipped or self.failed_tables else "ok"
 
 
 class ModelFailed(Exception):
@@ -79,6 +92,16 @@ class ModelFailed(Exception):
         super().__init__(f"gold.{model}: {self.error}")
 
 
+class TableFailed(Exception):
+    """Reading or applying one silver table's slice raised. Like a model's failure it aborts the transaction,
+    so the batch is redone without the table; its watermarks stay where they were."""
+
+    def __init__(self, table: str, cause: Exception) -> None:
+        self.table = table
+        self.error = describe(cause)
+        super().__init__(f"silver.{table}: {self.error}")
+
+
 # errors that are not a model's: the database itself failed, and the whole batch with it
 NOT_THE_MODELS = (duckdb.FatalException, duckdb.InternalException)
 
@@ -88,8 +111,39 @@ def describe(exc: BaseException) -> str:
 
 
 def silver_name(topic: str) -> str:
-    """``shop.public.orders`` -> ``orders``: silver tables are named after the source table."""
-    return topic.rsplit(".", 1)[-1].lower()
+    """The default silver name of a topic: the source table, qualified by its schema unless that is
+    ``public`` (``shop.public.orders`` -> ``orders``, ``shop.sales.accounts`` -> ``sales__accounts``), so that
+    two schemas' tables of one name never meet in silver while the usual PostgreSQL tables keep plain names.
+    A topic already in ``cdcwh.silver_tables`` keeps the name it has there (``silver_names``)."""
+    parts = topic.lower().split(".")
+    table = parts[-1]
+    schema = parts[-2] if len(parts) >= 3 else DEFAULT_SCHEMA
+    return table if schema == DEFAULT_SCHEMA else f"{schema}__{table}"
+
+
+def silver_names(con: duckdb.DuckDBPyConnection, topics: Iterable[str]) -> dict[str, str]:
+    """The silver table of each topic: the one registered in ``cdcwh.silver_tables`` (a warehouse file keeps
+    its names), else ``silver_name``; when another topic already holds that (a name registered before names
+    were qualified), ``<schema>__<table>``, then the whole topic with ``__`` for dots, then with a number."""
+    registered = {
+        str(topic): str(name)
+        for name, topic in con.execute("SELECT name, topic FROM cdcwh.silver_tables").fetchall()
+    }
+    taken = set(registered.values())
+    names: dict[str, str] = {}
+    for topic in sorted(topics):
+        if topic in registered:
+            names[topic] = registered[topic]
+            continue
+        parts = topic.lower().split(".")
+        candidates = [silver_name(topic), "__".join(parts[-2:]), "__".join(parts)]
+        name = next((c for c in candidates if c not in taken), None)
+        suffix = 2
+        while name is None or name in taken:
+            name, suffix = f"{candidates[-1]}_{suffix}", suffix + 1
+        names[topic] = name
+        taken.add(name)
+    return names
 
 
 def load_watermarks(con: duckdb.DuckDBPyConnection) -> dict[TopicPartition, int]:
@@ -131,6 +185,53 @@ def _register_silver(con: duckdb.DuckDBPyConnection, name: str, topic: str, keys
         )
 
 
+def failed_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """The silver tables whose slice failed and has not been applied since, each with the first batch it
+    failed (``cdcwh.state`` ``silver_failed:<table>``)."""
+    rows = con.execute(
+        "SELECT name, value FROM cdcwh.state WHERE starts_with(name, ?)", [SILVER_FAILED]
+    ).fetchall()
+    return {str(name).removeprefix(SILVER_FAILED): int(value) for name, value in rows}
+
+
+def read_bronze(
+    settings: Settings,
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    watermarks: Mapping[TopicPartition, int],
+    max_offsets_per_partition: int,
+    *,
+    retry_failed: bool = False,
+) -> list[BronzeSlice]:
+    """The new rows of every bronze table whose topic matches ``CDCWH_KAFKA__TOPICS``, each slice with its
+    silver table. A table whose read raises is a slice with ``error`` and no rows: the batch records it failed
+    and leaves its watermarks. Tables that failed before and have not been applied since are read only when
+    the batch runs anyway (another table has new rows, or ``retry_failed``: a process's first batch), so a
+    table that keeps failing does not make a batch of its own every interval, and ``--once`` and a rebuild
+    end."""
+    con.execute(COLUMNS_TABLE)  # cdcwh.silver_columns, for silver.py's columns no longer arriving
+    tables = bronze_tables(catalog, settings.iceberg.namespace, settings.kafka.topics)
+    names = silver_names(con, tables)
+    failed = failed_tables(con)
+
+    def read(topic: str) -> BronzeSlice | None:
+        table, name = tables[topic], names[topic]
+        mine = {tp: o for tp, o in watermarks.items() if tp[0] == topic}
+        try:
+            piece = read_new_rows(table, topic, mine, max_offsets_per_partition)
+        except NOT_THE_MODELS:
+            raise
+        except Exception as exc:
+            log.error("silver.%s: reading bronze (%s) failed: %s", name, topic, describe(exc))
+            return BronzeSlice(topic, table.name()[-1], pa.table({}), {}, silver=name, error=describe(exc))
+        return None if piece is None else replace(piece, silver=name)
+
+    slices = [piece for topic in sorted(tables) if names[topic] not in failed and (piece := read(topic))]
+    if slices or retry_failed:
+        slices += [piece for topic in sorted(tables) if names[topic] in failed and (piece := read(topic))]
+    return sorted(slices, key=lambda piece: piece.topic)
+
+
 def run_batch(
     settings: Settings,
     con: duckdb.DuckDBPyConnection,
@@ -145,12 +246,9 @@ def run_batch(
     """Run one micro-batch; an empty result (batch_id None) when bronze has nothing new, unless
     ``retry_behind`` and a gold model is behind: then a batch without bronze rows retries it."""
     watermarks = load_watermarks(con)
-    slices: list[BronzeSlice] = []
-    for topic, table in sorted(bronze_tables(catalog, settings.iceberg.namespace).items()):
-        mine = {tp: o for tp, o in watermarks.items() if tp[0] == topic}
-        piece = read_new_rows(table, topic, mine, max_offsets_per_partition)
-        if piece is not None:
-            slices.append(piece)
+    slices = read_bronze(
+        settings, con, catalog, watermarks, max_offsets_per_partition, retry_failed=retry_behind
+    )
     behind = models_behind(con, models) if gold else {}
     if not slices and not (retry_behind and behind):
         return BatchResult()
@@ -182,9 +280,23 @@ def _apply_batch(
     changes = ChangeSet()
     source_times: list[pa.Array] = []
     for piece in slices:
-        name = silver_name(piece.topic)
-        _register_silver(con, name, piece.topic, key_columns(piece.rows) if piece.rows.num_rows else [])
-        applied = apply_changes(con, name, piece.rows, seq, changes) if piece.rows.num_rows else 0
+        name = piece.silver or silver_name(piece.topic)
+        if name in result.failed_tables:
+            continue  # failed in an earlier attempt of this batch, which is redone without it
+        if piece.error is not None:
+            result.failed_tables[name] = piece.error
+            continue
+        try:
+            _register_silver(con, name, piece.topic, key_columns(piece.rows) if piece.rows.num_rows else [])
+            applied = (
+                apply_changes(con, name, piece.rows, seq, changes, batch_id=result.batch_id or 0)
+                if piece.rows.num_rows
+                else 0
+            )
+        except NOT_THE_MODELS:
+            raise
+        except Exception as exc:
+            raise TableFailed(name, exc) from exc
         seq += piece.rows.num_rows
         result.bronze_rows += piece.rows.num_rows
         result.silver[name] = applied
@@ -195,6 +307,7 @@ def _apply_batch(
             "INSERT OR REPLACE INTO cdcwh.watermarks VALUES (?, ?, ?)",
             [[topic, partition, offset] for (topic, partition), offset in piece.upper.items()],
         )
+    _mark_failed_tables(con, result)
     # a truncate applies no row yet changes silver; after silver changed without gold (a rebuild, perhaps
     # interrupted) only a full recompute is right: those changes were never captured
     stale = bool(_state(con, GOLD_STALE))
@@ -207,6 +320,17 @@ def _apply_batch(
         write_state(con, GOLD_STALE, 0)
     write_state(con, "seq", seq)
     write_state(con, "batch_id", version)
+
+
+def _mark_failed_tables(con: duckdb.DuckDBPyConnection, result: BatchResult) -> None:
+    """Keep ``cdcwh.state``'s failed marks of silver tables: set for the tables failed in this batch (the
+    first batch each failed), cleared for the ones applied."""
+    marked = failed_tables(con)
+    for name in sorted(result.failed_tables):
+        write_state(con, SILVER_FAILED + name, marked.get(name, result.batch_id or 0))
+    for name in sorted(result.silver.keys() & marked.keys()):
+        con.execute("DELETE FROM cdcwh.state WHERE name = ?", [SILVER_FAILED + name])
+        log.info("silver.%s caught up (failed since batch %d)", name, marked[name])
 
 
 def run_gold_batch(con: duckdb.DuckDBPyConnection, models: list[GoldModel]) -> BatchResult:
@@ -237,8 +361,10 @@ def _in_transaction(
     outbox rows, captured images) is in what commits. Each redo leaves out one more model, so this ends. Any
     other failure rolls the batch back, records it in ``cdcwh.batches`` under its own id, and raises."""
     failed: dict[str, str] = {}
+    tables_failed: dict[str, str] = {}
     while True:
         result = BatchResult(batch_id=batch_id, failed=dict(failed))
+        result.failed_tables = dict(tables_failed)
         con.begin()
         try:
             work(result)
@@ -254,6 +380,15 @@ def _in_transaction(
                 failure.error,
             )
             failed[failure.model] = failure.error
+        except TableFailed as failure:
+            con.rollback()
+            log.error(
+                "batch %d: silver.%s failed (%s); redoing the batch without it, its watermarks stay",
+                batch_id,
+                failure.table,
+                failure.error,
+            )
+            tables_failed[failure.table] = failure.error
         except Exception as exc:
             con.rollback()
             record_failure(con, batch_id, started, exc)
@@ -271,7 +406,13 @@ def _refresh_and_mark(
     batch each missed), cleared for the ones that refreshed (in full, since they were behind)."""
     version = result.batch_id or 0
     result.gold, result.skipped = refresh_gold(
-        con, models, version, changes, failed=result.failed, behind=set(behind)
+        con,
+        models,
+        version,
+        changes,
+        failed=result.failed,
+        behind=set(behind),
+        lagging=failed_tables(con).keys() | result.failed_tables.keys(),
     )
     for name in sorted(result.failed.keys() | result.skipped.keys()):
         write_state(con, GOLD_BEHIND + name, behind.get(name, version))
@@ -284,7 +425,8 @@ def _refresh_and_mark(
 def _record_batch(con: duckdb.DuckDBPyConnection, result: BatchResult, started: datetime) -> None:
     """The batch's audit rows: ``cdcwh.batches`` and one ``cdcwh.batch_models`` row per silver table and gold
     model, a failed or skipped model with its status and error."""
-    problems = [f"gold.{name} failed: {error}" for name, error in result.failed.items()]
+    problems = [f"silver.{name} failed: {error}" for name, error in result.failed_tables.items()]
+    problems += [f"gold.{name} failed: {error}" for name, error in result.failed.items()]
     problems += [f"gold.{name} skipped: {why}" for name, why in result.skipped.items()]
     con.execute(
         "INSERT INTO cdcwh.batches VALUES (?, ?, now(), ?, ?, ?, ?)",
@@ -304,6 +446,9 @@ def _record_batch(con: duckdb.DuckDBPyConnection, result: BatchResult, started: 
     rows: list[list[object]] = [
         [result.batch_id, f"silver.{name}", result.silver_rows_in.get(name, 0), applied, "ok", None]
         for name, applied in result.silver.items()
+    ]
+    rows += [
+        [result.batch_id, f"silver.{name}", 0, 0, "failed", e] for name, e in result.failed_tables.items()
     ]
     rows += [
         [result.batch_id, model.name, model.rows, model.upserts + model.deletes, "ok", None]
@@ -330,6 +475,8 @@ def _observe(result: BatchResult) -> None:
     for name in result.skipped:
         metrics.TRANSFORM_MODEL_FAILED.labels(name).set(0)
         metrics.TRANSFORM_MODEL_BEHIND.labels(name).set(1)
+    for name in result.failed_tables:
+        metrics.TRANSFORM_TABLE_FAILURES.labels(f"silver.{name}").inc()
 
 
 def refresh_gold(
@@ -340,12 +487,13 @@ def refresh_gold(
     *,
     failed: Mapping[str, str] | None = None,
     behind: Collection[str] = (),
+    lagging: Collection[str] = (),
 ) -> tuple[list[ModelResult], dict[str, str]]:
     """Refresh every model whose silver inputs exist (a mart over a table that never had a row waits): in
     full, or with the batch's ``changes`` only the rows they touch where the model says how (gold.py); the
     ``behind`` ones in full. The ``failed`` ones are left out, and so is every model that reads one of them
-    (directly or through another): returns the results and those skipped (model -> why). A model that raises
-    raises ModelFailed."""
+    (directly or through another) or a ``lagging`` silver table (whose bronze rows failed to apply): returns
+    the results and those skipped (model -> why). A model that raises raises ModelFailed."""
     failed = failed or {}
     existing = {
         (str(schema), str(name))
@@ -355,6 +503,14 @@ def refresh_gold(
     skipped: dict[str, str] = {}
     for model in models:
         if model.name in failed:
+            continue
+        behind_silver = sorted(
+            f"{schema}.{name}"
+            for schema, name in model.reads
+            if schema.startswith("silver") and name in lagging
+        )
+        if behind_silver:
+            skipped[model.name] = "reads " + ", ".join(behind_silver) + ", whose bronze rows failed to apply"
             continue
         upstream = sorted(model.depends_on & (failed.keys() | skipped.keys()))
         if upstream:

@@ -13,10 +13,14 @@ of a busy transform after only a minute). When no retained snapshot is covered (
 the transform stopped for longer than ``CDCWH_ICEBERG__SNAPSHOTS_KEPT`` appends) or a newer snapshot is not an
 append, the batch plans a full scan filtered by the watermarks instead, which Iceberg prunes by ``__offset``
 statistics.
+
+Only the bronze tables whose topic matches ``CDCWH_KAFKA__TOPICS`` are read (``bronze_tables(..., topics=)``):
+narrowing the regex takes a table out of the transform without touching the catalog.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import reduce
@@ -35,23 +39,29 @@ from cdcwh.ingest.offsets import OFFSETS_PROPERTY, TopicPartition, decode_offset
 
 @dataclass(frozen=True)
 class BronzeSlice:
-    """New rows of one bronze table and the watermark they advance to."""
+    """New rows of one bronze table and the watermark they advance to. ``silver`` is the silver table they go
+    to (set by the transform); ``error`` says why the rows could not be read (then ``rows`` is empty and
+    ``upper`` too: the watermarks stay where they are)."""
 
     topic: str
     table: str
     rows: pa.Table
     upper: dict[TopicPartition, int]
+    silver: str = ""
+    error: str | None = None
 
 
-def bronze_tables(catalog: Catalog, namespace: str) -> dict[str, Table]:
-    """Bronze tables by topic (the quarantine table is not one)."""
+def bronze_tables(catalog: Catalog, namespace: str, topics: str | None = None) -> dict[str, Table]:
+    """Bronze tables by topic (the quarantine table is not one); with ``topics`` (a regex, searched like
+    ingest's ``CDCWH_KAFKA__TOPICS``) only those whose topic matches."""
+    pattern = re.compile(topics) if topics is not None else None
     tables = {}
     for identifier in catalog.list_tables(namespace):
         if identifier[-1] == QUARANTINE_TABLE:
             continue
         table = catalog.load_table(identifier)
         topic = table.properties.get(TOPIC_PROPERTY)
-        if topic:
+        if topic and (pattern is None or pattern.search(topic)):
             tables[topic] = table
     return tables
 

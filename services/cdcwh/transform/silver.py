@@ -16,9 +16,18 @@ Debezium re-sends changes after a connector restart; dropping them by LSN keeps 
 (where they would start SCD2 versions again) and keeps a stale image from overwriting a newer one.
 Tombstones carry nothing silver needs. A truncate (``t``) empties the table and discards the batch's earlier
 changes. Tables without a key (no primary key in the source) keep only their history.
+
+Schema changes: the PostgreSQL connector sends no DDL, and bronze keeps every column it ever saw (a column
+missing from an event reads as null), so a dropped or renamed column shows only as nulls. A column is taken
+as no longer arriving when, from a change that cleared the value its key had (earlier in the batch, or in
+silver), to the end of the batch, every row change has it null (``_vanished``). It is recorded in
+``cdcwh.silver_columns`` (status ``not maintained``, since which batch), commented on in silver, and logged;
+a later value marks it maintained again (docs/operations.md, "Schema changes (DDL)").
 """
 
 from __future__ import annotations
+
+import logging
 
 import duckdb
 import pyarrow as pa
@@ -26,8 +35,18 @@ import pyarrow.compute as pc
 
 from cdcwh.transform.warehouse import ChangeSet, changes_table, count, quote, table_exists
 
+log = logging.getLogger(__name__)
+
 META = ("__op", "__source_ts", "__lsn", "__seq")
 CHANGE_OPS = ("r", "c", "u", "d")
+# cdcwh.silver_columns: the columns whose values stopped arriving (dropped or renamed in the source, or so it
+# looks), made when a first one is seen
+NOT_MAINTAINED = "not maintained"
+MAINTAINED = "maintained"
+COLUMNS_TABLE = """CREATE TABLE IF NOT EXISTS cdcwh.silver_columns (
+    table_name VARCHAR NOT NULL, column_name VARCHAR NOT NULL, status VARCHAR NOT NULL,
+    since_batch BIGINT NOT NULL, changed_at TIMESTAMPTZ NOT NULL, detail VARCHAR,
+    PRIMARY KEY (table_name, column_name))"""
 
 
 def data_columns(rows: pa.Table) -> list[str]:
@@ -73,9 +92,12 @@ def apply_changes(
     rows: pa.Table,
     first_seq: int,
     changes: ChangeSet | None = None,
+    *,
+    batch_id: int = 0,
 ) -> int:
     """Apply one batch of bronze rows of table ``name``; returns the number of changes applied. With
-    ``changes``, the changed rows' images before and after are kept for the incremental gold models."""
+    ``changes``, the changed rows' images before and after are kept for the incremental gold models. Columns
+    that stop arriving are recorded as not maintained since ``batch_id`` (``_vanished``)."""
     rows = rows.filter(pc.is_in(rows["__op"], pa.array([*CHANGE_OPS, "t"])))
     if rows.num_rows == 0:
         return 0
@@ -103,7 +125,12 @@ def apply_changes(
                 con.execute(f"DELETE FROM silver.{quote(name)}")
             con.execute(f"DELETE FROM ordered WHERE __seq <= {truncated_at}")
         _resolve_toast(con, name, columns, keys)
+        had = _silver_columns(con, name)
+        vanished, arriving = _vanished(con, name, [c for c in columns if c not in keys], keys, bool(had))
         ensure_tables(con, name, columns)
+        if vanished or any(had.get(c) for c in arriving):
+            new = [c for c in columns if had and c not in had]
+            _track_columns(con, name, batch_id, vanished, arriving, new, had)
         select = ", ".join([quote(c) for c in columns] + list(META))
         con.execute(f"INSERT INTO silver_history.{quote(name)} ({select}) SELECT {select} FROM resolved")
         applied = count(con, "SELECT count(*) FROM resolved")
@@ -137,6 +164,125 @@ def apply_changes(
         return applied
     finally:
         con.unregister("batch")
+
+
+def _silver_columns(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, bool]:
+    """``silver.<name>``'s columns (none when it does not exist yet), True for those marked not maintained."""
+    rows = con.execute(
+        "SELECT column_name, comment FROM duckdb_columns() WHERE schema_name = 'silver' AND table_name = ?",
+        [name],
+    ).fetchall()
+    return {str(column): str(comment or "").startswith(NOT_MAINTAINED) for column, comment in rows}
+
+
+def _vanished(
+    con: duckdb.DuckDBPyConnection, name: str, columns: list[str], keys: list[str], in_silver: bool
+) -> tuple[dict[str, int], set[str]]:
+    """The columns that stop arriving in this batch (column -> the ``__seq`` of the change where they
+    stopped), and the columns that carry a value in it.
+
+    Bronze cannot tell a column absent from an event's schema from a null value, so this is a heuristic: a
+    column stops arriving when a row change (r, c, u) clears the value its key had, earlier in the batch or in
+    silver, and every row change from there to the end of the batch has it null. Tables without a key are
+    not checked (no key, no previous value)."""
+    if not columns:
+        return {}, set()
+    rows = "__op <> 'd'"
+    last = ", ".join(
+        f"max(CASE WHEN {quote(c)} IS NOT NULL THEN __seq END) AS {quote(f'v{i}')}"
+        for i, c in enumerate(columns)
+    )
+    found = con.execute(f"SELECT max(__seq) AS last, {last} FROM resolved WHERE {rows}").fetchall()[0]
+    last_seq, valued = found[0], found[1:]
+    arriving = {c for c, seq in zip(columns, valued, strict=True) if seq is not None}
+    if last_seq is None or not keys:
+        return {}, arriving
+    # null in the last row change: a candidate
+    candidates = [(c, seq) for c, seq in zip(columns, valued, strict=True) if seq is None or seq < last_seq]
+    if not candidates:
+        return {}, arriving
+    key_list = ", ".join(f"o.{quote(k)}" for k in keys)
+    window = f"PARTITION BY {key_list} ORDER BY o.__seq"
+    lags = ", ".join(
+        f"lag(o.{quote(c)}) OVER ({window}) AS {quote(f'__cdcwh_p{i}')}"
+        for i, (c, _) in enumerate(candidates)
+    )
+    before = [  # the key's value before the change: its previous change in the batch, else silver's
+        f"CASE WHEN o.__cdcwh_n > 1 THEN o.{quote(f'__cdcwh_p{i}')} "
+        f"ELSE {f's.{quote(c)}' if in_silver else 'NULL'} END"
+        for i, (c, _) in enumerate(candidates)
+    ]
+    cleared = ", ".join(
+        f"min(o.__seq) FILTER (WHERE o.__op <> 'd' AND o.{quote(c)} IS NULL AND {before[i]} IS NOT NULL)"
+        for i, (c, _) in enumerate(candidates)
+    )
+    join = (
+        f"LEFT JOIN silver.{quote(name)} AS s ON "
+        + " AND ".join(f"s.{quote(k)} = o.{quote(k)}" for k in keys)
+        if in_silver
+        else ""
+    )
+    found = con.execute(
+        f"""SELECT {cleared} FROM (
+            SELECT o.*, row_number() OVER ({window}) AS __cdcwh_n, {lags} FROM resolved AS o) AS o {join}"""
+    ).fetchall()[0]
+    vanished = {
+        column: int(at)
+        for (column, valued_at), at in zip(candidates, found, strict=True)
+        if at is not None and (valued_at is None or valued_at < at)
+    }
+    return vanished, arriving - vanished.keys()
+
+
+def _track_columns(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    batch_id: int,
+    vanished: dict[str, int],
+    arriving: set[str],
+    new: list[str],
+    had: dict[str, bool],
+) -> None:
+    """Mark the columns that stopped arriving as not maintained (``cdcwh.silver_columns``, a comment on the
+    silver column, a warning), and the marked ones that carry a value again as maintained."""
+    con.execute(COLUMNS_TABLE)
+    upsert = "INSERT OR REPLACE INTO cdcwh.silver_columns VALUES (?, ?, ?, ?, now(), ?)"
+    for column in sorted(vanished):
+        if had.get(column):
+            continue
+        hint = f"; new in the same batch: {', '.join(new)} (renamed?)" if new else ""
+        detail = (
+            f"NULL in every change since one that cleared a value (__seq {vanished[column]}): dropped or "
+            f"renamed in the source? Rows not changed since keep their last value{hint}"
+        )
+        status = f"{NOT_MAINTAINED} since batch {batch_id}"
+        con.execute(upsert, [name, column, NOT_MAINTAINED, batch_id, detail])
+        con.execute(f"COMMENT ON COLUMN silver.{quote(name)}.{quote(column)} IS '{_literal(status)}'")
+        log.warning(
+            "silver.%s.%s no longer arrives (batch %d): dropped or renamed in the source?%s Rows not changed "
+            "since keep their last value; see docs/operations.md, 'Schema changes (DDL)'",
+            name,
+            column,
+            batch_id,
+            f" New in the same batch: {', '.join(new)}." if new else "",
+        )
+    for column in sorted(arriving):
+        if not had.get(column):
+            continue
+        con.execute(upsert, [name, column, MAINTAINED, batch_id, "a value arrived again"])
+        con.execute(f"COMMENT ON COLUMN silver.{quote(name)}.{quote(column)} IS NULL")
+        log.info("silver.%s.%s carries values again (batch %d): maintained", name, column, batch_id)
+
+
+def forget_columns(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop what ``cdcwh.silver_columns`` says about ``silver.<name>`` (its table is being rebuilt: the
+    rebuild finds the columns that stopped arriving again)."""
+    con.execute(COLUMNS_TABLE)
+    con.execute("DELETE FROM cdcwh.silver_columns WHERE table_name = ?", [name])
+
+
+def _literal(text: str) -> str:
+    return text.replace("'", "''")
 
 
 def _drop_redelivered(con: duckdb.DuckDBPyConnection, name: str, keys: list[str]) -> None:
