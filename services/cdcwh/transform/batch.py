@@ -16,7 +16,12 @@ so silver and the other marts advance. The batch is recorded ``partial``, the mo
 ``skipped``) in ``cdcwh.batch_models``, and the models are marked behind in ``cdcwh.state``: every later batch
 retries them with a full recompute (the changes of the batches they missed were not kept for them), whose
 difference goes to the outbox like any other. Any other error rolls the batch back and records it ``failed``
-under its own id; the retry takes the next id, so the marts' ``_version`` keeps growing.
+under its own id; the retry takes the next id.
+
+The marts' ``_version`` is not the batch id but the batch's version (``next_version``): above every version
+the warehouse file gave out and at least the current time in microseconds, so that a warehouse rebuilt from
+bronze (a lost file, a new machine) or restored from an older copy still gives versions above those PostgreSQL
+holds.
 """
 
 from __future__ import annotations
@@ -56,11 +61,15 @@ SOURCE_TS_SAMPLE = 256
 # cdcwh.state mark of a gold model behind (it failed, or a mart it reads did): ``gold_behind:<model>`` = the
 # first batch it missed. Its next refresh is a full one; the batch in which that succeeds deletes the mark.
 GOLD_BEHIND = "gold_behind:"
+# cdcwh.state: the version of the last committed batch (the ``_version`` of the gold rows it changed)
+VERSION = "version"
 
 
 @dataclass
 class BatchResult:
     batch_id: int | None = None
+    # the ``_version`` of the gold rows and outbox changes of the batch (next_version), not its id
+    version: int | None = None
     bronze_rows: int = 0
     silver: dict[str, int] = field(default_factory=dict)
     silver_rows_in: dict[str, int] = field(default_factory=dict)
@@ -157,10 +166,25 @@ def _state(con: duckdb.DuckDBPyConnection, name: str) -> int:
 
 def next_batch_id(con: duckdb.DuckDBPyConnection) -> int:
     """One above every batch committed or recorded as failed. A failed batch keeps its id and its row in
-    ``cdcwh.batches``; its retry takes the next one. Ids (the marts' ``_version``) only grow, with gaps where
-    batches failed."""
+    ``cdcwh.batches``; its retry takes the next one. Ids only grow, with gaps where batches failed. They
+    number the batches of this file; the marts' ``_version`` is ``next_version``."""
     recorded = count(con, "SELECT coalesce(max(batch_id), 0) FROM cdcwh.batches")
     return max(_state(con, "batch_id"), recorded) + 1
+
+
+def next_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The version of the next batch's gold changes: max(the last batch's + 1, the current UTC time in
+    microseconds since the epoch).
+
+    It only grows within one warehouse file, whatever the clock does. And it does not depend on the file:
+    a file rebuilt from bronze (the old one lost, or a new machine) or restored from an older copy gives
+    versions above every version an older file gave out, as long as the host's clock has not gone back by
+    more than the time since that file's last batch. So PostgreSQL, which applies only a version newer than
+    the one it holds, never ignores the changes of a new file. Files from before versions were times used
+    the batch id, a small number: their first batch here jumps to the clock. About 1.8e15 today, far within a
+    BIGINT (9.2e18)."""
+    previous = max(_state(con, VERSION), _state(con, "batch_id"))
+    return max(previous + 1, time.time_ns() // 1000)
 
 
 def models_behind(con: duckdb.DuckDBPyConnection, models: list[GoldModel]) -> dict[str, int]:
@@ -275,7 +299,7 @@ def _apply_batch(
     *,
     gold: bool,
 ) -> None:
-    version = result.batch_id or 0
+    version = result.version or 0
     seq = _state(con, "seq")
     changes = ChangeSet()
     source_times: list[pa.Array] = []
@@ -319,7 +343,8 @@ def _apply_batch(
         stamp_source_times(con, version, source_times)
         write_state(con, GOLD_STALE, 0)
     write_state(con, "seq", seq)
-    write_state(con, "batch_id", version)
+    write_state(con, "batch_id", result.batch_id or 0)
+    write_state(con, VERSION, version)
 
 
 def _mark_failed_tables(con: duckdb.DuckDBPyConnection, result: BatchResult) -> None:
@@ -342,6 +367,7 @@ def run_gold_batch(con: duckdb.DuckDBPyConnection, models: list[GoldModel]) -> B
         _refresh_and_mark(con, result, models, behind, None)
         write_state(con, GOLD_STALE, 0)
         write_state(con, "batch_id", result.batch_id or 0)
+        write_state(con, VERSION, result.version or 0)
         _record_batch(con, result, started)
 
     result = _in_transaction(con, next_batch_id(con), started, work)
@@ -359,11 +385,13 @@ def _in_transaction(
     with it (DuckDB aborts a transaction on any error and has no savepoints), so the batch is rolled back and
     redone from the start without that model and the models that read it: none of their writes (gold rows,
     outbox rows, captured images) is in what commits. Each redo leaves out one more model, so this ends. Any
-    other failure rolls the batch back, records it in ``cdcwh.batches`` under its own id, and raises."""
+    other failure rolls the batch back, records it in ``cdcwh.batches`` under its own id, and raises. A redo
+    keeps the batch's version; a failed batch's version is never published (its retry draws a new one)."""
     failed: dict[str, str] = {}
     tables_failed: dict[str, str] = {}
+    version = next_version(con)
     while True:
-        result = BatchResult(batch_id=batch_id, failed=dict(failed))
+        result = BatchResult(batch_id=batch_id, version=version, failed=dict(failed))
         result.failed_tables = dict(tables_failed)
         con.begin()
         try:
@@ -404,18 +432,17 @@ def _refresh_and_mark(
 ) -> None:
     """Refresh gold and keep ``cdcwh.state``'s behind marks: set for the models failed or skipped (the first
     batch each missed), cleared for the ones that refreshed (in full, since they were behind)."""
-    version = result.batch_id or 0
     result.gold, result.skipped = refresh_gold(
         con,
         models,
-        version,
+        result.version or 0,
         changes,
         failed=result.failed,
         behind=set(behind),
         lagging=failed_tables(con).keys() | result.failed_tables.keys(),
     )
     for name in sorted(result.failed.keys() | result.skipped.keys()):
-        write_state(con, GOLD_BEHIND + name, behind.get(name, version))
+        write_state(con, GOLD_BEHIND + name, behind.get(name, result.batch_id or 0))
     for model in result.gold:
         if model.name in behind:
             con.execute("DELETE FROM cdcwh.state WHERE name = ?", [GOLD_BEHIND + model.name])
@@ -429,7 +456,8 @@ def _record_batch(con: duckdb.DuckDBPyConnection, result: BatchResult, started: 
     problems += [f"gold.{name} failed: {error}" for name, error in result.failed.items()]
     problems += [f"gold.{name} skipped: {why}" for name, why in result.skipped.items()]
     con.execute(
-        "INSERT INTO cdcwh.batches VALUES (?, ?, now(), ?, ?, ?, ?)",
+        "INSERT INTO cdcwh.batches (batch_id, started_at, ended_at, status, error, bronze_rows, "
+        "gold_changes, version) VALUES (?, ?, now(), ?, ?, ?, ?, ?)",
         [
             result.batch_id,
             started,
@@ -437,6 +465,7 @@ def _record_batch(con: duckdb.DuckDBPyConnection, result: BatchResult, started: 
             "; ".join(problems)[:2000] or None,
             result.bronze_rows,
             result.gold_changes,
+            result.version,
         ],
     )
     insert = (
@@ -556,11 +585,13 @@ def stamp_source_times(con: duckdb.DuckDBPyConnection, version: int, source_time
 
 def record_failure(con: duckdb.DuckDBPyConnection, batch_id: int, started: datetime, exc: Exception) -> None:
     """Record a rolled-back batch (outside its transaction). The row keeps ``batch_id``: the retry takes the
-    next id (``next_batch_id``), so it never collides with this row."""
+    next id (``next_batch_id``), so it never collides with this row. It has no version: nothing of it was
+    published."""
     metrics.ERRORS.labels("transform", metrics.error_kind(exc)).inc()
     try:
         con.execute(
-            "INSERT OR REPLACE INTO cdcwh.batches VALUES (?, ?, now(), 'failed', ?, NULL, NULL)",
+            "INSERT OR REPLACE INTO cdcwh.batches (batch_id, started_at, ended_at, status, error, "
+            "bronze_rows, gold_changes, version) VALUES (?, ?, now(), 'failed', ?, NULL, NULL, NULL)",
             [batch_id, started, describe(exc)],
         )
     except duckdb.Error as audit_error:

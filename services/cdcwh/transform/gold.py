@@ -7,8 +7,9 @@ A model file is one ``SELECT`` with a header naming the mart and its primary key
 
 Models run in dependency order (a model that reads ``gold.<other>`` runs after it). For each model the
 runner computes the new result, compares it with ``gold.<mart>`` (``EXCEPT`` both ways, keyed by the primary
-key), applies the difference, stamps changed rows with the batch's ``_version``, and writes one outbox row
-per changed key (``upsert`` with the row as JSON, or ``delete``) in the same transaction.
+key), applies the difference, stamps changed rows with the batch's version as ``_version`` (not the batch id:
+``batch.next_version``, a time in microseconds that only grows, even across a lost warehouse file), and writes
+one outbox row per changed key (``upsert`` with the row as JSON, or ``delete``) in the same transaction.
 
 A model may say how a change of its inputs moves its rows::
 

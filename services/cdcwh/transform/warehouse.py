@@ -47,13 +47,15 @@ CREATE TABLE IF NOT EXISTS cdcwh.outbox (
     created_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS cdcwh.batches (
     batch_id BIGINT PRIMARY KEY, started_at TIMESTAMPTZ NOT NULL, ended_at TIMESTAMPTZ,
-    status VARCHAR NOT NULL, error VARCHAR, bronze_rows BIGINT, gold_changes BIGINT);
+    status VARCHAR NOT NULL, error VARCHAR, bronze_rows BIGINT, gold_changes BIGINT, version BIGINT);
 CREATE TABLE IF NOT EXISTS cdcwh.batch_models (
     batch_id BIGINT NOT NULL, model VARCHAR NOT NULL, rows_in BIGINT NOT NULL, rows_out BIGINT NOT NULL,
     status VARCHAR DEFAULT 'ok', error VARCHAR);
 -- warehouse files made before a gold model could fail on its own: their rows were all ok
 ALTER TABLE cdcwh.batch_models ADD COLUMN IF NOT EXISTS status VARCHAR DEFAULT 'ok';
 ALTER TABLE cdcwh.batch_models ADD COLUMN IF NOT EXISTS error VARCHAR;
+-- and before a batch's version (the marts' _version) was other than its id: their rows have none
+ALTER TABLE cdcwh.batches ADD COLUMN IF NOT EXISTS version BIGINT;
 """
 
 

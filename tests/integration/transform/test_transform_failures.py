@@ -167,26 +167,43 @@ def sample(name: str, model: str) -> float:
 
 def test_a_failed_batch_does_not_lock_the_batches_after_it(warehouse: Warehouse) -> None:
     w = warehouse
-    assert w.batch().batch_id == 1
+    first = w.batch()
+    assert first.batch_id == 1 and first.version is not None
 
     def crash() -> None:
         raise RuntimeError("injected failure before the commit")
 
     with pytest.raises(RuntimeError, match="injected failure"):
         w.batch(before_commit=crash)
-    assert w.rows("SELECT batch_id, status FROM cdcwh.batches ORDER BY 1") == [(1, "ok"), (2, "failed")]
-    assert w.rows("SELECT DISTINCT version FROM cdcwh.outbox ORDER BY 1") == [(1,)], "batch 2 rolled back"
+    assert w.rows("SELECT batch_id, status, version FROM cdcwh.batches ORDER BY 1") == [
+        (1, "ok", first.version),
+        (2, "failed", None),  # nothing of it was published: no version
+    ]
+    assert w.rows("SELECT DISTINCT version FROM cdcwh.outbox ORDER BY 1") == [(first.version,)], (
+        "2 rolled back"
+    )
 
     retried = w.batch()  # the retry takes the next id instead of colliding with the failed batch's row
     assert retried.batch_id == 3 and retried.status == "ok"
+    assert retried.version is not None and retried.version > first.version
 
     # a warehouse file an earlier release left locked: a failed row at the id the next batch would take
-    w.con.execute("INSERT INTO cdcwh.batches VALUES (4, now(), now(), 'failed', 'Duplicate key', NULL, NULL)")
+    w.con.execute(
+        "INSERT INTO cdcwh.batches (batch_id, started_at, ended_at, status, error) "
+        "VALUES (4, now(), now(), 'failed', 'Duplicate key')"
+    )
     results = w.drain()
     assert results and results[0].batch_id == 5
     batches = w.rows("SELECT batch_id, status FROM cdcwh.batches ORDER BY 1")
     assert [status for _, status in batches].count("failed") == 2
     assert [b for b, s in batches if s == "ok"] == [1, 3, *range(5, 5 + len(results))]
+    # versions go forward with the batches, and the marts carry only versions of committed batches
+    versions = [
+        v for (v,) in w.rows("SELECT version FROM cdcwh.batches WHERE status = 'ok' ORDER BY batch_id")
+    ]
+    assert versions == sorted(set(versions)) and versions[1] == retried.version
+    stamped = {v for m in MARTS for (v,) in w.rows(f"SELECT DISTINCT _version FROM gold.{quote(m)}")}
+    assert stamped and stamped <= set(versions)
 
     assert compare_marts(w.marts(), w.reference()) == []
     w.assert_feed_follows_gold()
@@ -220,17 +237,16 @@ def test_a_failing_model_is_left_out_and_catches_up_in_full(
     assert sum(r.gold_changes for r in failing) > 0
     assert any(w.mart(m) != rows for m, rows in others_before.items())
     assert w.mart("daily_revenue") == revenue_before
-    versions = [r.batch_id for r in failing]
+    ids = [r.batch_id for r in failing]
     assert w.rows(
-        "SELECT count(*) FROM cdcwh.outbox WHERE mart = 'dim_products' AND version IN (?, ?)", versions
+        "SELECT count(*) FROM cdcwh.outbox WHERE mart = 'dim_products' AND version IN (?, ?)",
+        [r.version for r in failing],
     ) == [(0,)]
-    assert (
-        w.rows("SELECT status, error FROM cdcwh.batches WHERE batch_id = ?", [versions[1]])[0][0] == "partial"
-    )
+    assert w.rows("SELECT status, error FROM cdcwh.batches WHERE batch_id = ?", [ids[1]])[0][0] == "partial"
     assert "gold.daily_revenue failed" in str(
-        w.rows("SELECT error FROM cdcwh.batches WHERE batch_id = ?", [versions[1]])[0][0]
+        w.rows("SELECT error FROM cdcwh.batches WHERE batch_id = ?", [ids[1]])[0][0]
     )
-    assert w.behind() == {"daily_revenue": versions[0]}, "behind since the first batch it missed"
+    assert w.behind() == {"daily_revenue": ids[0]}, "behind since the first batch it missed"
     assert sample("cdcwh_transform_model_failed", "daily_revenue") == 1
     assert sample("cdcwh_transform_model_behind", "daily_revenue") == 1
     assert sample("cdcwh_transform_model_failures_total", "daily_revenue") - failures_before == 2

@@ -384,10 +384,10 @@ class Run:
         return {r["id"]: r for r in self.single_snapshots[round_index].silver[table]}
 
     def published(self, round_index: int) -> list[FeedMessage]:
-        """The gold changes published by the batches of one round (a round's batch ids are its versions)."""
+        """The gold changes published by the batches of one round (``cdcwh.batches`` has their versions)."""
         before = self.single_snapshots[round_index - 1].batches if round_index else []
-        new = {b["batch_id"] for b in self.single_snapshots[round_index].batches} - {
-            b["batch_id"] for b in before
+        new = {b["version"] for b in self.single_snapshots[round_index].batches} - {
+            b["version"] for b in before
         }
         return [m for messages in self.feed.values() for m in messages if m.version in new]
 
@@ -687,7 +687,7 @@ def test_batches_without_mart_changes_publish_nothing(run: Run) -> None:
     assert idle.gold == unused.gold and idle.silver == unused.silver
     assert idle.outbox == 0 and run.published(4) == []
     highest = max(m.version for messages in run.feed.values() for m in messages)
-    assert highest == before.batches[-1]["batch_id"]
+    assert highest == before.batches[-1]["version"]
     # nothing was published twice either: one message per gold change the batches recorded
     messages = [(m.mart, m.key_text, m.version) for ms in run.feed.values() for m in ms]
     assert len(messages) == len(set(messages)) == sum(b["gold_changes"] for b in idle.batches)
