@@ -126,7 +126,7 @@ def apply_changes(
             con.execute(f"DELETE FROM ordered WHERE __seq <= {truncated_at}")
         _resolve_toast(con, name, columns, keys)
         had = _silver_columns(con, name)
-        vanished, arriving = _vanished(con, name, [c for c in columns if c not in keys], keys, bool(had))
+        vanished, arriving = _vanished(con, name, [c for c in columns if c not in keys], keys, set(had))
         ensure_tables(con, name, columns)
         if vanished or any(had.get(c) for c in arriving):
             new = [c for c in columns if had and c not in had]
@@ -176,7 +176,7 @@ def _silver_columns(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, bool
 
 
 def _vanished(
-    con: duckdb.DuckDBPyConnection, name: str, columns: list[str], keys: list[str], in_silver: bool
+    con: duckdb.DuckDBPyConnection, name: str, columns: list[str], keys: list[str], in_silver: set[str]
 ) -> tuple[dict[str, int], set[str]]:
     """The columns that stop arriving in this batch (column -> the ``__seq`` of the change where they
     stopped), and the columns that carry a value in it.
@@ -209,7 +209,7 @@ def _vanished(
     )
     before = [  # the key's value before the change: its previous change in the batch, else silver's
         f"CASE WHEN o.__cdcwh_n > 1 THEN o.{quote(f'__cdcwh_p{i}')} "
-        f"ELSE {f's.{quote(c)}' if in_silver else 'NULL'} END"
+        f"ELSE {f's.{quote(c)}' if c in in_silver else 'NULL'} END"  # a column new to silver had none
         for i, (c, _) in enumerate(candidates)
     ]
     cleared = ", ".join(

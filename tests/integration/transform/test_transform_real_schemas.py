@@ -11,6 +11,7 @@ truncate; 18-19 after ``DROP COLUMN note``; 20-21 after ``RENAME COLUMN score TO
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,3 +335,29 @@ def test_dropped_and_renamed_columns_are_detected_within_one_batch(warehouse: Wa
         "score": ("not maintained", only.batch_id),
     }
     assert set(warehouse.comments("evolving")) == {"note", "score"}
+
+
+def test_a_column_added_without_a_value_is_not_taken_for_dropped(warehouse: Warehouse) -> None:
+    """ADD COLUMN without a default, then an update of an existing key: the new column arrives null where
+    silver has no such column yet (a demo's `ALTER TABLE customers ADD COLUMN loyalty_tier` failed the
+    column check with a binder error before)."""
+    warehouse.land(0, ADD - 1)
+    warehouse.drain()
+    edited = []
+    for record in warehouse.records:
+        if record.offset < ADD or record.value is None:
+            continue
+        document = json.loads(record.value)
+        if document["payload"].get("after") and "tag" in document["payload"]["after"]:
+            document["payload"]["after"]["tag"] = None
+        edited.append(record._replace(value=json.dumps(document).encode()))
+    warehouse.records = [r for r in warehouse.records if r.offset < ADD] + edited
+    warehouse.land(ADD)
+    results = warehouse.drain()
+    assert results and all(not r.failed_tables for r in results)
+    assert warehouse.rows("SELECT count(*) FROM silver.evolving WHERE tag IS NOT NULL") == [(0,)]
+    assert "tag" not in warehouse.columns("evolving")
+    statuses = warehouse.rows(
+        "SELECT DISTINCT status FROM cdcwh.batch_models WHERE model = 'silver.evolving'"
+    )
+    assert statuses == [("ok",)]
