@@ -49,7 +49,8 @@ def children(run: subprocess.Popen[bytes]) -> dict[str, psutil.Process]:
 
 
 class Killer(threading.Thread):
-    """SIGKILLs a random service every 2.5-5 s until stopped."""
+    """SIGKILLs a service every 2.5-5 s until stopped: the services in a random order per round, so that every
+    one of them is killed, at random moments of its work."""
 
     def __init__(self, run: subprocess.Popen[bytes], rng: random.Random) -> None:
         super().__init__(name="chaos-killer", daemon=True)
@@ -59,11 +60,14 @@ class Killer(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        due: list[str] = []
         while not self.stopping.wait(self.rng.uniform(2.5, 5.0)):
+            if not due:
+                due = self.rng.sample(SERVICES, len(SERVICES))
             alive = children(self.run_process)
-            if not alive:
-                continue
-            name = self.rng.choice(sorted(alive))
+            if due[0] not in alive:
+                continue  # being restarted: its turn waits
+            name = due.pop(0)
             try:
                 alive[name].send_signal(signal.SIGKILL)
             except psutil.NoSuchProcess:

@@ -182,4 +182,12 @@ def reingested(catalog: Catalog, namespace: str, quarantined: pa.Table) -> set[t
                 (topic, p, o)
                 for p, o in zip(rows["__partition"].to_pylist(), rows["__offset"].to_pylist(), strict=True)
             }
-    return found
+    wanted = set(
+        zip(
+            quarantined["topic"].to_pylist(),
+            quarantined["partition"].to_pylist(),
+            quarantined["offset"].to_pylist(),
+            strict=True,
+        )
+    )
+    return found & wanted  # the IN filter matched offsets of every partition
