@@ -25,6 +25,7 @@ partitions), in the same kind of commit.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 INGESTED_AT = "__ingested_at"
 COMMIT_ATTEMPTS = 5
+ORPHAN_LEDGER = ".cdcwh-orphans.json"
 MERGE_PROPERTIES = {
     "commit.manifest-merge.enabled": "true",
     "commit.manifest.min-count-to-merge": "16",
@@ -89,7 +91,7 @@ def maintain(table: Table, settings: IcebergSettings, now: datetime | None = Non
     if settings.retention_days is not None:
         result.rows_expired = expire_rows(table, now - timedelta(days=settings.retention_days))
     compact(table, now - timedelta(seconds=settings.compact_after_s), settings, result)
-    result.orphans_removed = remove_orphans(table, now - timedelta(seconds=settings.orphan_age_s))
+    result.orphans_removed = remove_orphans(table, now, timedelta(seconds=settings.orphan_age_s))
     name = table.name()[-1]
     metrics.MAINTENANCE_FILES.labels(name, "rewritten").inc(result.files_rewritten)
     metrics.MAINTENANCE_FILES.labels(name, "written").inc(result.files_written)
@@ -208,26 +210,40 @@ def expire_rows(table: Table, before: datetime) -> int:
     return count
 
 
-def remove_orphans(table: Table, older_than: datetime) -> int:
-    """Delete the files under the table's location that no metadata references (local file systems only)."""
+def remove_orphans(table: Table, now: datetime, age: timedelta) -> int:
+    """Delete the files under the table's location that no metadata has referenced for ``age``.
+
+    Both clocks must have run out: the file was written ``age`` ago (an append in flight is younger), and
+    ``age`` has passed since a pass first found it unreferenced (a file that compaction replaced is old, but a
+    reader that loaded the metadata before the expiry may still be reading it). First sightings are kept in
+    ``<table location>/.cdcwh-orphans.json``. Local file systems only."""
     location = urlparse(table.location())
     if location.scheme not in ("", "file"):
         return 0  # object stores: use the store's lifecycle rules or Spark's remove_orphan_files
     root = Path(location.path)
     if not root.exists():
         return 0
+    ledger_path = root / ORPHAN_LEDGER
+    try:
+        seen: dict[str, float] = json.loads(ledger_path.read_text())
+    except (OSError, ValueError):
+        seen = {}
     referenced = _referenced(table)
-    cutoff = older_than.timestamp()
+    cutoff = (now - age).timestamp()
     removed = 0
+    still: dict[str, float] = {}
     for path in root.rglob("*"):
         if not path.is_file() or str(path) in referenced or path.name.startswith("."):
             continue
-        if path.stat().st_mtime >= cutoff:
-            continue
         if path.parent.name == "metadata" and path.suffix == ".json":
             continue  # metadata files: Iceberg's own delete-after-commit keeps their number bounded
-        path.unlink()
-        removed += 1
+        first_seen = seen.get(str(path), now.timestamp())
+        if path.stat().st_mtime < cutoff and first_seen < cutoff:
+            path.unlink()
+            removed += 1
+        else:
+            still[str(path)] = first_seen
+    ledger_path.write_text(json.dumps(still))
     if removed:
         log.info("removed %d orphan files of %s", removed, table.name())
     return removed

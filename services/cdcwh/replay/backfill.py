@@ -16,8 +16,9 @@ from cdcwh.config import Settings
 from cdcwh.embedded import postgres_dsn
 from cdcwh.errors import ConfigError
 from cdcwh.sink.postgres import GoldChange, PostgresMartSink
+from cdcwh.transform.batch import VERSION
 from cdcwh.transform.gold import key_json_sql, load_models, row_json_sql
-from cdcwh.transform.warehouse import open_warehouse, quote
+from cdcwh.transform.warehouse import open_warehouse, quote, read_state
 
 CHUNK = 20_000
 
@@ -60,7 +61,9 @@ def backfill(
                 f"SELECT {key_json_sql(model.primary_key)}, _version, {row_json_sql(described)} "
                 f"FROM gold.{quote(mart)}"
             )
-            loaded, snapshot_version = 0, 0
+            # rows Postgres holds at or below the warehouse's newest version and gold lacks are deleted: the
+            # newest version the file gave out, not the newest among the mart's rows (0 for an empty mart)
+            loaded, snapshot_version = 0, read_state(con, VERSION) or 0
             keys: list[tuple[object, ...]] = []
             while batch := cursor.fetchmany(CHUNK):
                 changes = []

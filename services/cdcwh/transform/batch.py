@@ -202,6 +202,11 @@ def _register_silver(con: duckdb.DuckDBPyConnection, name: str, topic: str, keys
     owner = scalar(con, "SELECT topic FROM cdcwh.silver_tables WHERE name = ?", [name])
     if owner is None:
         con.execute("INSERT INTO cdcwh.silver_tables VALUES (?, ?, ?)", [name, topic, keys])
+    elif owner == topic and keys:  # registered from a keyless first slice (a truncate): take the keys now
+        con.execute(
+            "UPDATE cdcwh.silver_tables SET key_columns = ? WHERE name = ? AND len(key_columns) = 0",
+            [keys, name],
+        )
     elif owner != topic:
         raise ConfigError(
             f"topics {owner} and {topic} both map to silver.{name}; narrow CDCWH_KAFKA__TOPICS so that one "

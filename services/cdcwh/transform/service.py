@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # after releasing the file, the next batch waits at least this long: readers retry every 0.1 s
 RELEASE_GAP_S = 0.3
+RETRY_FAILED_S = 30.0
 # Fault injection for the crash tests (tests/integration/transform/test_transform_crash.py): after a batch
 # that changed something, append a line to <data_dir>/fault-<point> and sleep this many seconds, so a test can
 # SIGKILL the process inside the window: "before_commit" (silver/gold written, DuckDB not committed) or
@@ -67,6 +68,7 @@ class TransformService:
         # the first batch of the process retries the gold models behind even when bronze has nothing new: an
         # operator who fixed a failing model and restarted the service sees it catch up without new changes
         self._retry_behind = True
+        self._next_retry = 0.0
 
     @property
     def holds_warehouse(self) -> bool:
@@ -100,9 +102,13 @@ class TransformService:
                 self.models,
                 max_offsets_per_partition=self.settings.transform.max_offsets_per_partition,
                 before_commit=lambda: fault_pause(self.settings, "before_commit"),
-                retry_behind=self._retry_behind,
+                retry_behind=self._retry_behind or time.monotonic() >= self._next_retry,
             )
+            # failed tables and models behind are retried by a batch that runs anyway; without new rows
+            # elsewhere, every RETRY_FAILED_S (a one-table deployment, or a storage error that failed every
+            # table at once, would otherwise wait for the next restart)
             self._retry_behind = False
+            self._next_retry = time.monotonic() + RETRY_FAILED_S
             if result.gold_changes:
                 fault_pause(self.settings, "before_publish")
             published = self.publisher.publish(con)
