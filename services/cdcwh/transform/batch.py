@@ -63,6 +63,7 @@ SOURCE_TS_SAMPLE = 256
 GOLD_BEHIND = "gold_behind:"
 # cdcwh.state: the version of the last committed batch (the ``_version`` of the gold rows it changed)
 VERSION = "version"
+_WAITING_REPORTED: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
 
 
 @dataclass
@@ -554,7 +555,18 @@ def refresh_gold(
             continue
         missing = [ref for ref in model.reads if ref not in existing]
         if missing:
-            log.debug("gold.%s waits for %s", model.name, ", ".join(".".join(ref) for ref in missing))
+            waiting = (model.name, tuple(missing))
+            # said once per process at warning level: a model whose silver input never appears (a table
+            # renamed by a new warehouse file, a typo in the SQL) must not stay silent
+            level = logging.DEBUG if waiting in _WAITING_REPORTED else logging.WARNING
+            _WAITING_REPORTED.add(waiting)
+            log.log(
+                level,
+                "gold.%s waits for %s (not in the warehouse yet: no rows arrived, or the table has another "
+                "name, see cdcwh.silver_tables)",
+                model.name,
+                ", ".join(".".join(ref) for ref in missing),
+            )
             continue
         try:
             result = refresh_model(con, model, version, changes, full=model.name in behind)
