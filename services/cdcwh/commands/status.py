@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -44,19 +44,26 @@ def committed(settings: Settings, group: str, partitions: list[TopicPartition]) 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     catalog = open_catalog(settings)
     tables = bronze_tables(catalog, settings.iceberg.namespace)
-    consumer = Consumer({**client_config(settings), "group.id": "cdcwh-status"})
-    try:
-        metadata = consumer.list_topics(timeout=10).topics
-        partitions = [
-            TopicPartition(t, p) for t in sorted(tables) if t in metadata for p in metadata[t].partitions
-        ]
-        ends = end_offsets(consumer, partitions)
-    finally:
-        consumer.close()
-    ingest_committed = committed(settings, f"{settings.kafka.group_prefix}-ingest", partitions)
     landed: dict[tuple[str, int], int] = {}
     for table in tables.values():
         landed.update(landed_offsets(table))
+    ends: dict[tuple[str, int], int] = {}
+    ingest_committed: dict[tuple[str, int], int] = {}
+    try:
+        consumer = Consumer({**client_config(settings), "group.id": "cdcwh-status"})
+        try:
+            metadata = consumer.list_topics(timeout=10).topics
+            partitions = [
+                TopicPartition(t, p) for t in sorted(tables) if t in metadata for p in metadata[t].partitions
+            ]
+            ends = end_offsets(consumer, partitions)
+        finally:
+            consumer.close()
+        ingest_committed = committed(settings, f"{settings.kafka.group_prefix}-ingest", partitions)
+    except (CdcwhError, KafkaException) as exc:
+        # the other layers still have answers: bronze, silver, PostgreSQL and quarantine
+        console.print(f"Kafka unavailable ({exc}); showing what bronze and the warehouse hold", markup=False)
+        partitions = [TopicPartition(t, p) for t, p in sorted(landed)]
     watermarks, batches, freshness = _warehouse(settings)
 
     lag = Table(
@@ -69,11 +76,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         lag.add_row(
             tp.topic,
             str(tp.partition),
-            f"{ends.get(key, 0):,}",
+            f"{ends[key]:,}" if key in ends else "-",
             _offset(ingest_committed.get(key)),
             f"{in_bronze:,}",
             f"{in_silver:,}",
-            f"{max(0, ends.get(key, 0) - in_silver):,}",
+            f"{max(0, ends[key] - in_silver):,}" if key in ends else "-",
         )
     console.print(lag)
     console.print(batches)
