@@ -45,6 +45,10 @@ def backfill(
                 "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'gold'"
             ).fetchall()
         }
+        # rows Postgres holds at or below the warehouse's newest version and gold lacks are deleted: the
+        # newest version the file gave out, not the newest among a mart's rows (0 for an empty mart). Read
+        # before the marts' cursors: another query on the connection would end an open cursor's results
+        newest = read_state(con, VERSION) or 0
         for mart in chosen:
             if mart not in built:
                 summary[mart] = {"skipped": 1}
@@ -61,9 +65,7 @@ def backfill(
                 f"SELECT {key_json_sql(model.primary_key)}, _version, {row_json_sql(described)} "
                 f"FROM gold.{quote(mart)}"
             )
-            # rows Postgres holds at or below the warehouse's newest version and gold lacks are deleted: the
-            # newest version the file gave out, not the newest among the mart's rows (0 for an empty mart)
-            loaded, snapshot_version = 0, read_state(con, VERSION) or 0
+            loaded, snapshot_version = 0, newest
             keys: list[tuple[object, ...]] = []
             while batch := cursor.fetchmany(CHUNK):
                 changes = []
