@@ -102,7 +102,7 @@ def report(results: dict[str, Any]) -> Table:
         if "peak_rss_mb" in rebuild:
             table.add_row("rebuild peak RSS, MB", fmt(rebuild["peak_rss_mb"]), "")
     if soak := results.get("soak"):
-        for name in ("land_ms", "transform_batch_ms"):
+        for name in ("commit_ms", "transform_batch_ms"):
             figure = soak[name]
             table.add_row(
                 f"soak {name.removesuffix('_ms').replace('_', ' ')}, ms start -> end",
