@@ -73,20 +73,25 @@ def produce_workload(
     return produce(stream, producer_config=producer_config(settings), partitions=partitions, rate=rate)
 
 
+def progress_bar(label: str) -> Progress:
+    """The bar both workloads show on stderr while they produce."""
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 def run_into_source(args: argparse.Namespace, settings: Settings) -> int:
     """``--into-source``: the workload as SQL transactions against the source PostgreSQL."""
     from cdcwh.generate.sql_workload import apply_workload
     from cdcwh.reconcile.dsn import source_dsn
 
     dsn = source_dsn(settings, args.source_dsn)
-    with Progress(
-        TextColumn("[bold]generate into the source"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with progress_bar("generate into the source") as progress:
         task = progress.add_task("events", total=args.events)
         result = apply_workload(
             dsn,
@@ -130,14 +135,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         wall_clock=wall_clock,
         counts=counts,
     )
-    with Progress(
-        TextColumn("[bold]generate"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with progress_bar("generate") as progress:
         task = progress.add_task("records", total=None)
         if to_kafka:
             config = producer_config(settings)
