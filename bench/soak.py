@@ -21,11 +21,11 @@ from bench.common import Bench, broker, log
 
 
 def bench_soak(bench: Bench) -> None:
+    from cdcwh.bronze.catalog import open_catalog
     from cdcwh.config import IcebergSettings, Settings
     from cdcwh.core.record import RawRecord
     from cdcwh.generate import ShopGenerator, encode
     from cdcwh.ingest.bronze import IcebergBronzeWriter
-    from cdcwh.ingest.catalog import open_catalog
     from cdcwh.ingest.maintenance import maintain_all
     from cdcwh.replay.rebuild import rebuild
     from cdcwh.transform.service import TransformService

@@ -20,9 +20,9 @@ from confluent_kafka import Consumer, Message, Producer
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import PROJECT_ROOT, Settings
 from cdcwh.generate import ShopGenerator, SourceChange
-from cdcwh.ingest.catalog import open_catalog
 from cdcwh.replay.quarantine import reingested
 from tests.integration.ingest.helpers import bronze, quarantine, run_cdcwh, settings_for
 from tests.integration.kafka_readback import read_to_end

@@ -378,8 +378,8 @@ def sink_idle(settings: Settings) -> bool:
 
 
 def print_summary(settings: Settings, freshness: dict[float, float | None], rate: float | None) -> None:
-    from cdcwh.ingest.catalog import TOPIC_PROPERTY, open_catalog
-    from cdcwh.transform.warehouse import count, open_warehouse, quote
+    from cdcwh.bronze.catalog import TOPIC_PROPERTY, open_catalog
+    from cdcwh.warehouse import count, open_warehouse, quote
 
     catalog = open_catalog(settings)
     layers = Table(title="rows per layer")

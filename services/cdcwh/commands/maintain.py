@@ -24,7 +24,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from cdcwh.ingest.catalog import open_catalog
+    from cdcwh.bronze.catalog import open_catalog
     from cdcwh.ingest.maintenance import maintain_all
 
     with console.status("maintaining the bronze tables"):

@@ -15,12 +15,11 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from cdcwh.bronze.catalog import QUARANTINE_TABLE, bronze_tables, open_catalog
+from cdcwh.bronze.offsets import landed_offsets
 from cdcwh.config import Settings
 from cdcwh.errors import CdcwhError
-from cdcwh.ingest.catalog import QUARANTINE_TABLE, open_catalog
-from cdcwh.ingest.offsets import landed_offsets
 from cdcwh.kafka import client_config
-from cdcwh.transform.bronze_reader import bronze_tables
 
 console = Console()
 
@@ -95,7 +94,7 @@ def _offset(value: int | None) -> str:
 
 
 def _warehouse(settings: Settings) -> tuple[dict[tuple[str, int], int], Any, Any]:
-    from cdcwh.transform.warehouse import open_warehouse
+    from cdcwh.warehouse import open_warehouse
 
     batches = Table(
         "batch",

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def query(args: argparse.Namespace, settings: Settings) -> int:
     import duckdb
 
-    from cdcwh.transform.warehouse import open_warehouse
+    from cdcwh.warehouse import open_warehouse
 
     con = open_warehouse(settings, read_only=True)
     try:

@@ -2,9 +2,10 @@
 
 Commit order for one batch (the ingest checkpoint calls ``land`` and only then commits Kafka offsets):
 
-0. Place the batch in its partitions' log incarnations (``incarnation.py``): a record at or below what was
-   landed is checked against the log mark, and a new incarnation of the log gets offsets above everything
-   landed, so that it is landed rather than skipped. From here on ``offset`` means bronze's ``__offset``.
+0. Place the batch in its partitions' log incarnations (``bronze/incarnation.py``): a record at or below
+   what was landed is checked against the log mark, and a new incarnation of the log gets offsets above
+   everything landed, so that it is landed rather than skipped. From here on ``offset`` means
+   bronze's ``__offset``.
 1. Decode and validate the whole batch in ``cdcwh.core`` (pure): good rows per topic, rejections.
 2. Check each topic's rows against its bronze table's schema: new columns and allowed widenings evolve the
    table (union by name); rows with a value in a column whose type cannot be widened become rejections.
@@ -39,13 +40,8 @@ from pyiceberg.transforms import DayTransform
 from pyiceberg.types import StructType
 
 from cdcwh import metrics
-from cdcwh.core.contract import TableContract
-from cdcwh.core.envelope import decode_batch
-from cdcwh.core.evolve import conform, plan_evolution
-from cdcwh.core.record import RawRecord, Rejection, RejectReason
-from cdcwh.errors import InfrastructureError
-from cdcwh.ingest.catalog import QUARANTINE_TABLE, TOPIC_PROPERTY, bronze_table_name
-from cdcwh.ingest.incarnation import (
+from cdcwh.bronze.catalog import QUARANTINE_TABLE, TOPIC_PROPERTY, bronze_table_name
+from cdcwh.bronze.incarnation import (
     MARKS_PROPERTY,
     IncarnationTracker,
     LogMark,
@@ -56,14 +52,19 @@ from cdcwh.ingest.incarnation import (
     log_marks,
     newer,
 )
-from cdcwh.ingest.maintenance import MERGE_PROPERTIES, ensure_properties
-from cdcwh.ingest.offsets import (
+from cdcwh.bronze.offsets import (
     OFFSETS_PROPERTY,
     encode_offsets,
     highest_offsets,
     landed_offsets,
     merge_offsets,
 )
+from cdcwh.core.contract import TableContract
+from cdcwh.core.envelope import decode_batch
+from cdcwh.core.evolve import conform, plan_evolution
+from cdcwh.core.record import RawRecord, Rejection, RejectReason
+from cdcwh.errors import InfrastructureError
+from cdcwh.ingest.maintenance import MERGE_PROPERTIES, ensure_properties
 from cdcwh.ingest.quarantine import KafkaDeadLetterPublisher, quarantine_rows
 
 log = logging.getLogger(__name__)

@@ -43,9 +43,9 @@ from pyiceberg.manifest import DataFile, ManifestContent, ManifestFile
 from pyiceberg.table import FileScanTask, Table
 
 from cdcwh import metrics
+from cdcwh.bronze.incarnation import MARKS_PROPERTY, encode_marks, log_marks
+from cdcwh.bronze.offsets import OFFSETS_PROPERTY, encode_offsets, landed_offsets
 from cdcwh.config import IcebergSettings
-from cdcwh.ingest.incarnation import MARKS_PROPERTY, encode_marks, log_marks
-from cdcwh.ingest.offsets import OFFSETS_PROPERTY, encode_offsets, landed_offsets
 
 log = logging.getLogger(__name__)
 

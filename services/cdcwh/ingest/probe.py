@@ -1,4 +1,4 @@
-"""``KafkaRecordProbe``: reads the one record at an offset, for the log-incarnation check (incarnation.py)."""
+"""``KafkaRecordProbe``: reads the one record at an offset, for the log-incarnation check (bronze/)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from cdcwh.bronze.incarnation import fingerprint
 from cdcwh.errors import TransientError
-from cdcwh.ingest.incarnation import fingerprint
 
 PROBE_TIMEOUT_S = 15.0
 

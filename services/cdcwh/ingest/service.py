@@ -27,16 +27,16 @@ from quixstreams.models import HeadersTuples
 from quixstreams.sinks import BaseSink
 
 from cdcwh import metrics
+from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import IcebergSettings, Settings
 from cdcwh.contracts import load_contracts
 from cdcwh.core.record import RawRecord
 from cdcwh.ingest.bronze import IcebergBronzeWriter
-from cdcwh.ingest.catalog import open_catalog
-from cdcwh.ingest.catchup import CatchUpTracker
 from cdcwh.ingest.maintenance import maintain_all
 from cdcwh.ingest.probe import KafkaRecordProbe
 from cdcwh.ingest.quarantine import DLQ_SUFFIX, KafkaDeadLetterPublisher
 from cdcwh.kafka import client_config, consumer_config
+from cdcwh.kafka.catchup import CatchUpTracker
 from cdcwh.retry import retrying
 
 log = logging.getLogger(__name__)

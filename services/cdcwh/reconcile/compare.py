@@ -197,7 +197,7 @@ def reconcile(
     max_shown: int = DEFAULT_SHOWN,
 ) -> ReconcileResult:
     """Compare the source database (``source_dsn``) with the warehouse file of ``settings``."""
-    from cdcwh.transform.warehouse import open_warehouse
+    from cdcwh.warehouse import open_warehouse
 
     dsn = source_dsn(settings, source_dsn_override)
     warehouse = open_warehouse(settings, read_only=True)

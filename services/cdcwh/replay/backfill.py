@@ -18,7 +18,7 @@ from cdcwh.errors import ConfigError
 from cdcwh.sink.postgres import GoldChange, PostgresMartSink
 from cdcwh.transform.batch import VERSION
 from cdcwh.transform.gold import key_json_sql, load_models, row_json_sql
-from cdcwh.transform.warehouse import open_warehouse, quote, read_state
+from cdcwh.warehouse import open_warehouse, quote, read_state
 
 CHUNK = 20_000
 

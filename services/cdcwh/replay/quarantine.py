@@ -22,6 +22,9 @@ from confluent_kafka import Consumer, TopicPartition
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 
+from cdcwh.bronze.catalog import QUARANTINE_TABLE, bronze_table_name, open_catalog
+from cdcwh.bronze.incarnation import log_marks
+from cdcwh.bronze.offsets import OFFSETS_PROPERTY, encode_offsets, landed_offsets, merge_offsets
 from cdcwh.config import Settings
 from cdcwh.contracts import load_contracts
 from cdcwh.core.envelope import decode_batch
@@ -29,9 +32,6 @@ from cdcwh.core.evolve import conform
 from cdcwh.core.record import RawRecord
 from cdcwh.errors import InfrastructureError
 from cdcwh.ingest.bronze import INGESTED_AT, IcebergBronzeWriter, rows_ts_type
-from cdcwh.ingest.catalog import QUARANTINE_TABLE, bronze_table_name, open_catalog
-from cdcwh.ingest.incarnation import log_marks
-from cdcwh.ingest.offsets import OFFSETS_PROPERTY, encode_offsets, landed_offsets, merge_offsets
 from cdcwh.ingest.service import ingest_group, make_writer
 from cdcwh.kafka import client_config
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from cdcwh.bronze.catalog import bronze_tables, open_catalog
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
-from cdcwh.ingest.catalog import open_catalog
 from cdcwh.kafka import client_config
 from cdcwh.transform.batch import (
     GOLD_STALE,
@@ -27,11 +27,10 @@ from cdcwh.transform.batch import (
     silver_name,
     silver_names,
 )
-from cdcwh.transform.bronze_reader import bronze_tables
 from cdcwh.transform.gold import load_models
 from cdcwh.transform.outbox import KafkaOutboxPublisher
 from cdcwh.transform.silver import forget_columns
-from cdcwh.transform.warehouse import open_warehouse, quote, write_state
+from cdcwh.warehouse import open_warehouse, quote, write_state
 
 log = logging.getLogger(__name__)
 

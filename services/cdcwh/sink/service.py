@@ -25,8 +25,8 @@ from cdcwh import metrics
 from cdcwh.config import Settings
 from cdcwh.embedded import postgres_dsn
 from cdcwh.errors import InfrastructureError
-from cdcwh.ingest.catchup import CatchUpTracker
 from cdcwh.kafka import client_config, consumer_config, ensure_topics
+from cdcwh.kafka.catchup import CatchUpTracker
 from cdcwh.retry import retrying
 from cdcwh.sink.postgres import GoldChange, PostgresMartSink
 from cdcwh.transform.gold import load_models

@@ -21,7 +21,7 @@ import pyarrow as pa
 from cdcwh.contracts import load_contracts
 from cdcwh.errors import ConfigError
 from cdcwh.transform.gold import load_models
-from cdcwh.transform.warehouse import quote
+from cdcwh.warehouse import quote
 
 log = logging.getLogger(__name__)
 

@@ -38,13 +38,14 @@ import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 
 from cdcwh import metrics
+from cdcwh.bronze.catalog import bronze_tables
+from cdcwh.bronze.offsets import TopicPartition
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
-from cdcwh.ingest.offsets import TopicPartition
-from cdcwh.transform.bronze_reader import BronzeSlice, bronze_tables, read_new_rows
+from cdcwh.transform.bronze_reader import BronzeSlice, read_new_rows
 from cdcwh.transform.gold import GoldModel, ModelResult, refresh_model
 from cdcwh.transform.silver import COLUMNS_TABLE, apply_changes, key_columns
-from cdcwh.transform.warehouse import ChangeSet, count, read_state, scalar, write_state
+from cdcwh.warehouse import ChangeSet, count, read_state, scalar, write_state
 
 log = logging.getLogger(__name__)
 

@@ -20,21 +20,18 @@ narrowing the regex takes a table out of the transform without touching the cata
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import reduce
 
 import pyarrow as pa
-from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThan, LessThanOrEqual, Or
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile, ManifestContent
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Operation, ancestors_of
 
-from cdcwh.ingest.catalog import QUARANTINE_TABLE, TOPIC_PROPERTY
-from cdcwh.ingest.offsets import OFFSETS_PROPERTY, TopicPartition, decode_offsets, landed_offsets
+from cdcwh.bronze.offsets import OFFSETS_PROPERTY, TopicPartition, decode_offsets, landed_offsets
 
 
 @dataclass(frozen=True)
@@ -49,21 +46,6 @@ class BronzeSlice:
     upper: dict[TopicPartition, int]
     silver: str = ""
     error: str | None = None
-
-
-def bronze_tables(catalog: Catalog, namespace: str, topics: str | None = None) -> dict[str, Table]:
-    """Bronze tables by topic (the quarantine table is not one); with ``topics`` (a regex, searched like
-    ingest's ``CDCWH_KAFKA__TOPICS``) only those whose topic matches."""
-    pattern = re.compile(topics) if topics is not None else None
-    tables = {}
-    for identifier in catalog.list_tables(namespace):
-        if identifier[-1] == QUARANTINE_TABLE:
-            continue
-        table = catalog.load_table(identifier)
-        topic = table.properties.get(TOPIC_PROPERTY)
-        if topic and (pattern is None or pattern.search(topic)):
-            tables[topic] = table
-    return tables
 
 
 def read_new_rows(

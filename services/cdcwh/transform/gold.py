@@ -31,7 +31,7 @@ from pathlib import Path
 import duckdb
 
 from cdcwh.errors import ConfigError
-from cdcwh.transform.warehouse import (
+from cdcwh.warehouse import (
     ChangeSet,
     changes_table,
     count,

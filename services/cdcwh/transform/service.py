@@ -21,14 +21,14 @@ from types import FrameType
 import duckdb
 
 from cdcwh import metrics
+from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import Settings
-from cdcwh.ingest.catalog import open_catalog
 from cdcwh.kafka import client_config
 from cdcwh.retry import retrying
 from cdcwh.transform.batch import BatchResult, run_batch
 from cdcwh.transform.gold import load_models
 from cdcwh.transform.outbox import KafkaOutboxPublisher
-from cdcwh.transform.warehouse import open_warehouse
+from cdcwh.warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
 

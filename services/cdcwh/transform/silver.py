@@ -33,7 +33,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cdcwh.transform.warehouse import ChangeSet, changes_table, count, quote, table_exists
+from cdcwh.warehouse import ChangeSet, changes_table, count, quote, table_exists
 
 log = logging.getLogger(__name__)
 

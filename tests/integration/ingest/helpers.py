@@ -10,9 +10,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from cdcwh.bronze.catalog import bronze_table_name, open_catalog
 from cdcwh.config import Settings
 from cdcwh.generate import KafkaRecord, ShopGenerator, SourceChange, encode, produce
-from cdcwh.ingest.catalog import bronze_table_name, open_catalog
 
 TABLES = ("customers", "products", "orders", "order_items", "payments")
 

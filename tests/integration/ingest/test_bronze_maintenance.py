@@ -16,13 +16,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from cdcwh.bronze.catalog import bronze_table_name, open_catalog
+from cdcwh.bronze.offsets import landed_offsets
 from cdcwh.config import IcebergSettings, Settings
 from cdcwh.core.record import RawRecord
 from cdcwh.generate import ShopGenerator, encode
 from cdcwh.ingest.bronze import IcebergBronzeWriter
-from cdcwh.ingest.catalog import bronze_table_name, open_catalog
 from cdcwh.ingest.maintenance import MERGE_PROPERTIES, maintain
-from cdcwh.ingest.offsets import landed_offsets
 from cdcwh.transform.bronze_reader import read_new_rows
 
 PREFIX = "maint"

@@ -24,10 +24,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from pyiceberg.exceptions import NoSuchTableError
 
+from cdcwh.bronze.catalog import bronze_table_name, open_catalog
 from cdcwh.config import Settings
 from cdcwh.core.record import RejectReason
 from cdcwh.generate import ShopGenerator, encode
-from cdcwh.ingest.catalog import bronze_table_name, open_catalog
 from cdcwh.kafka import ensure_topics
 from tests.integration.kafka_readback import read_to_end
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from cdcwh.bronze.catalog import bronze_table_name, open_catalog
+from cdcwh.bronze.incarnation import log_marks
 from cdcwh.embedded import EmbeddedBroker
-from cdcwh.ingest.catalog import bronze_table_name, open_catalog
-from cdcwh.ingest.incarnation import log_marks
 
 from .helpers import TABLES, bronze, produce_shop, run_cdcwh, run_ingest_until_caught_up, settings_for
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import duckdb
 import pyarrow.compute as pc
 
+from cdcwh.bronze.catalog import bronze_table_name, open_catalog
 from cdcwh.config import KafkaSettings, Settings
 from cdcwh.core.record import RawRecord
 from cdcwh.ingest.bronze import IcebergBronzeWriter
-from cdcwh.ingest.catalog import bronze_table_name, open_catalog
 from cdcwh.transform.silver import apply_changes
 from tests.integration.ingest.test_ingest_real_debezium import table_rows
 

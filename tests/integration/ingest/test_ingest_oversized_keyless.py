@@ -17,10 +17,10 @@ import pyarrow.compute as pc
 import pytest
 from prometheus_client import REGISTRY
 
+from cdcwh.bronze.catalog import QUARANTINE_TABLE, bronze_table_name, open_catalog
 from cdcwh.config import Settings
 from cdcwh.core.record import RawRecord, Rejection, RejectReason
 from cdcwh.ingest.bronze import IcebergBronzeWriter
-from cdcwh.ingest.catalog import QUARANTINE_TABLE, bronze_table_name, open_catalog
 from cdcwh.ingest.quarantine import (
     DEFAULT_DLQ_MAX_VALUE_BYTES,
     KafkaDeadLetterPublisher,
@@ -29,7 +29,7 @@ from cdcwh.ingest.quarantine import (
     message_max_bytes,
 )
 from cdcwh.transform.silver import apply_changes, key_columns
-from cdcwh.transform.warehouse import open_warehouse
+from cdcwh.warehouse import open_warehouse
 from tests.integration.ingest.test_ingest_real_debezium import captured, table_rows
 from tests.integration.kafka_readback import read_to_end
 

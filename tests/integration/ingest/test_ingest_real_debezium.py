@@ -19,10 +19,10 @@ import pyarrow.compute as pc
 import pytest
 from pyiceberg.table import Transaction
 
+from cdcwh.bronze.catalog import QUARANTINE_TABLE, bronze_table_name, open_catalog
 from cdcwh.config import Settings
 from cdcwh.core.record import RawRecord, RejectReason
 from cdcwh.ingest.bronze import IcebergBronzeWriter
-from cdcwh.ingest.catalog import QUARANTINE_TABLE, bronze_table_name, open_catalog
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "debezium"
 UTC = dt.UTC

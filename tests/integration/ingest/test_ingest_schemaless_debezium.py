@@ -17,10 +17,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from cdcwh.bronze.catalog import bronze_table_name, open_catalog
 from cdcwh.config import Settings
 from cdcwh.core.contract import parse_contract
 from cdcwh.ingest.bronze import IcebergBronzeWriter
-from cdcwh.ingest.catalog import bronze_table_name, open_catalog
 from tests.integration.ingest.test_ingest_real_debezium import by_id, captured, table_rows
 
 TOPIC = "zoo.public.type_zoo"

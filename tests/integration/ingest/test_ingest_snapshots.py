@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
+from cdcwh.bronze.catalog import bronze_table_name, open_catalog
+from cdcwh.bronze.offsets import OFFSETS_PROPERTY, landed_offsets
 from cdcwh.ingest.bronze import expire_snapshots
-from cdcwh.ingest.catalog import bronze_table_name, open_catalog
-from cdcwh.ingest.offsets import OFFSETS_PROPERTY, landed_offsets
 
 from .helpers import TABLES, bronze, produce_shop, run_ingest_until_caught_up, settings_for
 

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import Settings
 from cdcwh.ingest.bronze import IcebergBronzeWriter
-from cdcwh.ingest.catalog import open_catalog
 from tests.integration.ingest.test_ingest_real_debezium import captured
 
 

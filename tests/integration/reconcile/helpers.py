@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from cdcwh.config import Settings
-from cdcwh.transform.warehouse import open_warehouse, quote
+from cdcwh.warehouse import open_warehouse, quote
 
 SHOP_SQL = Path(__file__).resolve().parents[3] / "sql" / "source" / "shop.sql"
 SHOP_TABLES = ("customers", "products", "orders", "order_items", "payments")

@@ -17,7 +17,7 @@ from cdcwh.cli import main
 from cdcwh.config import Settings
 from cdcwh.generate.sql_workload import apply_workload
 from cdcwh.reconcile import ReconcileResult, reconcile
-from cdcwh.transform.warehouse import open_warehouse
+from cdcwh.warehouse import open_warehouse
 from tests.integration.reconcile.helpers import copy_to_silver, fresh_database
 
 

@@ -9,7 +9,7 @@ import psycopg
 
 from cdcwh.config import Settings
 from cdcwh.reconcile import reconcile
-from cdcwh.transform.warehouse import open_warehouse
+from cdcwh.warehouse import open_warehouse
 from tests.integration.reconcile.helpers import fresh_database
 
 SOURCE_DDL = """

@@ -25,7 +25,7 @@ from cdcwh.generate import SourceChange
 from cdcwh.generate.model import ShopModel
 from cdcwh.sink.postgres import GoldChange, PostgresMartSink, mart_ddl
 from cdcwh.transform.gold import load_models, refresh_model
-from cdcwh.transform.warehouse import open_warehouse
+from cdcwh.warehouse import open_warehouse
 from tests.integration.ingest.helpers import run_cdcwh, settings_for
 from tests.integration.transform.pipeline import produce_changes
 

@@ -29,10 +29,10 @@ import duckdb
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from cdcwh.bronze.catalog import bronze_table_name, open_catalog
+from cdcwh.bronze.offsets import landed_offsets
 from cdcwh.config import Settings
 from cdcwh.generate import SHOP_TABLES, TOAST_PLACEHOLDER, KafkaRecord, SourceChange
-from cdcwh.ingest.catalog import bronze_table_name, open_catalog
-from cdcwh.ingest.offsets import landed_offsets
 from tests.integration.ingest.helpers import cli_env
 from tests.integration.transform.marts_reference import MART_KEYS
 

@@ -13,14 +13,14 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
-from cdcwh.ingest.bronze import expire_snapshots
-from cdcwh.ingest.offsets import (
+from cdcwh.bronze.offsets import (
     OFFSETS_PROPERTY,
     TopicPartition,
     encode_offsets,
     landed_offsets,
     merge_offsets,
 )
+from cdcwh.ingest.bronze import expire_snapshots
 from cdcwh.transform.bronze_reader import files_after_covered, read_new_rows
 
 TOPIC = "shop.public.orders"

@@ -17,7 +17,7 @@ from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 from cdcwh.transform.gold import GoldModel, load_models, refresh_model
 from cdcwh.transform.silver import apply_changes
-from cdcwh.transform.warehouse import ChangeSet, changes_table, open_warehouse
+from cdcwh.warehouse import ChangeSet, changes_table, open_warehouse
 
 TOTALS = """-- mart: totals
 -- primary key: order_id

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cdcwh.config import Settings
 from cdcwh.transform.batch import VERSION, next_version
-from cdcwh.transform.warehouse import open_warehouse, read_state, write_state
+from cdcwh.warehouse import open_warehouse, read_state, write_state
 
 # a BIGINT, and PostgreSQL's bigint: a time in microseconds (about 1.8e15 today) fits for ~290,000 years
 BIGINT_MAX = 2**63 - 1

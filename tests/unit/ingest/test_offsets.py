@@ -7,7 +7,7 @@ import random
 
 import pyarrow as pa
 
-from cdcwh.ingest.offsets import decode_offsets, encode_offsets, highest_offsets, merge_offsets
+from cdcwh.bronze.offsets import decode_offsets, encode_offsets, highest_offsets, merge_offsets
 
 
 def rows(positions: list[tuple[str, int, int]]) -> pa.Table:

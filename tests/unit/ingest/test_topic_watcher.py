@@ -11,7 +11,7 @@ import pytest
 
 from cdcwh.config import Settings
 from cdcwh.ingest import service
-from cdcwh.ingest.catchup import CatchUpTracker
+from cdcwh.kafka.catchup import CatchUpTracker
 
 
 class Tracker(CatchUpTracker):

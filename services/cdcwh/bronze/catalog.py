@@ -6,6 +6,7 @@ import re
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.table import Table
 
 from cdcwh.config import Settings
 
@@ -32,3 +33,18 @@ def open_catalog(settings: Settings) -> Catalog:
 def bronze_table_name(topic: str) -> str:
     """``shop.public.orders`` -> ``shop_public_orders``: lower case, anything but ``[a-z0-9_]`` -> ``_``."""
     return re.sub(r"[^a-z0-9_]", "_", topic.lower())
+
+
+def bronze_tables(catalog: Catalog, namespace: str, topics: str | None = None) -> dict[str, Table]:
+    """Bronze tables by topic (the quarantine table is not one); with ``topics`` (a regex, searched like
+    ingest's ``CDCWH_KAFKA__TOPICS``) only those whose topic matches."""
+    pattern = re.compile(topics) if topics is not None else None
+    tables = {}
+    for identifier in catalog.list_tables(namespace):
+        if identifier[-1] == QUARANTINE_TABLE:
+            continue
+        table = catalog.load_table(identifier)
+        topic = table.properties.get(TOPIC_PROPERTY)
+        if topic and (pattern is None or pattern.search(topic)):
+            tables[topic] = table
+    return tables
