@@ -61,7 +61,8 @@ def bench_sink(bench: Bench) -> None:
     import psycopg
     from psycopg import sql
 
-    from cdcwh.sink.postgres import GoldChange, PostgresMartSink
+    from cdcwh.goldfeed import GoldChange
+    from cdcwh.sink.postgres import PostgresMartSink
 
     args = bench.args
     rows = args.rows

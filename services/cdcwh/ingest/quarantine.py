@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from cdcwh import metrics
 from cdcwh.core.record import Rejection
 from cdcwh.errors import ConfigError, ProduceError
+from cdcwh.kafka import with_producer_defaults
 from cdcwh.retry import retrying
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,7 @@ class KafkaDeadLetterPublisher:
     def _new_producer(self) -> Producer:
         return Producer(
             {
-                **self._client_config,
-                "enable.idempotence": True,
-                "acks": "all",
+                **with_producer_defaults(self._client_config),
                 "message.max.bytes": message_max_bytes(self.max_value_bytes),
                 # a delivery that cannot complete fails within one attempt, so that a retry re-sends it
                 # rather than queueing it a second time

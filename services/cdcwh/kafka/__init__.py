@@ -1,8 +1,18 @@
-"""Kafka client settings shared by every service (an adapter: core/ never imports this)."""
+"""Kafka client settings shared by every service (an adapter: core/ never imports this).
+
+The bootstrap servers are resolved once per process (``bootstrap``): finding the embedded broker means reading
+its run file and probing it with a client, which every producer, consumer and admin client used to repeat.
+A test that starts another broker for the same data dir calls ``reset_bootstrap``.
+
+Also here: the one producer configuration (``producer_config`` / ``with_producer_defaults``), which every
+cdcwh producer uses, and the one delivery-failure callback (``DeliveryFailures``).
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -19,13 +29,61 @@ TOPIC_TIMEOUT_S = 30.0
 METADATA_REFRESH_MS = 10_000
 
 
+# idempotent, acknowledged by every in-sync replica, batched for a few milliseconds
+PRODUCER_DEFAULTS: dict[str, Any] = {"enable.idempotence": True, "acks": "all", "linger.ms": 5}
+
+_bootstraps: dict[tuple[str | None, Path], str] = {}
+_bootstraps_lock = threading.Lock()
+
+
+def bootstrap(settings: Settings) -> str:
+    """The bootstrap servers: the configured ones, else the embedded broker recorded for the data dir,
+    probed on the first call of the process only (``ServiceNotRunning`` when it does not answer; a failure
+    is not remembered)."""
+    key = (settings.kafka.bootstrap_servers, settings.run_dir)
+    with _bootstraps_lock:
+        known = _bootstraps.get(key)
+    if known is not None:
+        return known
+    resolved = kafka_bootstrap(settings)
+    with _bootstraps_lock:
+        _bootstraps[key] = resolved
+    return resolved
+
+
+def reset_bootstrap() -> None:
+    """Forget the resolved bootstrap servers (a test that restarts the embedded broker elsewhere)."""
+    with _bootstraps_lock:
+        _bootstraps.clear()
+
+
 def client_config(settings: Settings) -> dict[str, Any]:
     """bootstrap.servers plus security pass-through; resolves the embedded broker when none is configured."""
-    return settings.kafka.client_config(kafka_bootstrap(settings))
+    return settings.kafka.client_config(bootstrap(settings))
+
+
+def with_producer_defaults(client: dict[str, Any]) -> dict[str, Any]:
+    """``client`` (a ``client_config``) with cdcwh's producer settings (``PRODUCER_DEFAULTS``)."""
+    return {**client, **PRODUCER_DEFAULTS}
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
-    return {**client_config(settings), "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    return with_producer_defaults(client_config(settings))
+
+
+class DeliveryFailures:
+    """A producer's ``on_delivery`` callback that collects the failed deliveries as ``"<topic>: <error>"``;
+    the caller flushes, then raises if ``failures`` is not empty."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def __call__(self, error: KafkaError | None, message: Any) -> None:
+        if error is not None:
+            self.failures.append(f"{message.topic()}: {error}")
+
+    def __bool__(self) -> bool:
+        return bool(self.failures)
 
 
 def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from cdcwh.goldfeed import GoldChange
 from cdcwh.sink.types import mart_postgres_types, widens
 
 log = logging.getLogger(__name__)
@@ -50,30 +51,6 @@ INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 # hold one), and a lone surrogate in a string fails to encode. Everything else (OperationalError: the
 # connection, the server) fails the whole batch, which the service retries.
 DATA_ERRORS: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError, UnicodeEncodeError)
-
-
-@dataclass(frozen=True)
-class GoldChange:
-    """One message of a gold change topic."""
-
-    mart: str
-    op: str
-    version: int
-    key: str
-    row: dict[str, Any] | None
-    source_ts_ms: int | None
-
-    @classmethod
-    def parse(cls, key: bytes, value: bytes) -> GoldChange:
-        data = json.loads(value)
-        return cls(
-            mart=str(data["mart"]),
-            op=str(data["op"]),
-            version=int(data["version"]),
-            key=key.decode(),
-            row=data.get("row"),
-            source_ts_ms=data.get("source_ts_ms"),
-        )
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,12 @@ from cdcwh import metrics
 from cdcwh.config import Settings
 from cdcwh.embedded import postgres_dsn
 from cdcwh.errors import InfrastructureError
+from cdcwh.goldfeed import MalformedGoldChange, decode, gold_topic
 from cdcwh.kafka import client_config, consumer_config, ensure_topics
 from cdcwh.kafka.catchup import CatchUpTracker
 from cdcwh.retry import retrying
-from cdcwh.sink.postgres import GoldChange, PostgresMartSink
-from cdcwh.transform.gold import load_models
-from cdcwh.transform.outbox import gold_topic
+from cdcwh.sink.postgres import PostgresMartSink
+from cdcwh.transform.gold import load_models  # noqa: TID251 (moves to cdcwh.models)
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,11 @@ class SinkService:
             key, value = message.key(), message.value()
             if key is None or value is None:
                 continue
-            changes.append(GoldChange.parse(key, value))
+            try:
+                changes.append(decode(key, value))
+            except MalformedGoldChange as exc:  # nothing is applied or committed: the offsets stay put
+                where = f"{message.topic()} partition {message.partition()} offset {message.offset()}"
+                raise MalformedGoldChange(f"{where}: {exc}") from exc
         paused = False
         started = time.monotonic()
 

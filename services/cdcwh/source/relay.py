@@ -13,12 +13,12 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from cdcwh import metrics
 from cdcwh.errors import ProduceError
-from cdcwh.kafka import ensure_topics
+from cdcwh.kafka import DeliveryFailures, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,7 @@ class KafkaRelay:
         """Produce every record and wait for all of them; the number sent."""
         records = list(batch)
         self._ensure_topics({topic for topic, _, _ in records})
-        failures: list[str] = []
-
-        def delivered(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                failures.append(f"{message.topic()}: {error}")
-
+        delivered = DeliveryFailures()
         for topic, key, value in records:
             while True:
                 try:
@@ -56,7 +51,8 @@ class KafkaRelay:
                     self.producer.poll(0.1)
         while self.producer.flush(FLUSH_STEP_S) > 0:
             log.warning("capture: waiting for the broker to acknowledge %d records", len(self.producer))
-        if failures:
+        if delivered:
+            failures = delivered.failures
             raise ProduceError(f"{len(failures)} records not delivered, first: {failures[0]}")
         for topic, count in Counter(topic for topic, _, _ in records).items():
             metrics.CAPTURE_EVENTS.labels(topic).inc(count)

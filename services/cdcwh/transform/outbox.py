@@ -7,8 +7,7 @@ for every delivery, and only then deletes them. A crash before the delete publis
 start: at least once, and harmless, because a change is identified by (mart, key, version) and the sink
 applies a version only if it is newer than the row's.
 
-Message value: ``{"mart", "op": "upsert"|"delete", "version", "source_ts_ms", "key": {...}, "row": {...}}``
-with decimals as strings.
+The message format (topic names, key, value) is ``cdcwh.goldfeed``'s, shared with the sink.
 """
 
 from __future__ import annotations
@@ -19,15 +18,11 @@ import duckdb
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from cdcwh import goldfeed
 from cdcwh.errors import ProduceError
-from cdcwh.kafka import ensure_topics
+from cdcwh.kafka import DeliveryFailures, ensure_topics, with_producer_defaults
 
 PUBLISH_CHUNK = 20_000
-
-
-def gold_topic(prefix: str, mart: str) -> str:
-    """The change topic of ``mart`` (``CDCWH_KAFKA__GOLD_TOPIC_PREFIX`` + ``.`` + mart)."""
-    return f"{prefix}.{mart}"
 
 
 class KafkaOutboxPublisher:
@@ -36,14 +31,12 @@ class KafkaOutboxPublisher:
     def __init__(self, client_config: dict[str, Any], topic_prefix: str, partitions: int = 3) -> None:
         self._client_config = client_config
         self._topic_prefix = topic_prefix
-        self._producer = Producer(
-            {**client_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
-        )
+        self._producer = Producer(with_producer_defaults(client_config))
         self._partitions = partitions
         self._known: set[str] = set()
 
     def topic(self, mart: str) -> str:
-        return gold_topic(self._topic_prefix, mart)
+        return goldfeed.gold_topic(self._topic_prefix, mart)
 
     def ensure_topics(self, marts: set[str]) -> None:
         """Create the change topics of ``marts`` unless this publisher already did."""
@@ -64,18 +57,17 @@ class KafkaOutboxPublisher:
             if not rows:
                 return published
             self.ensure_topics({row[2] for row in rows})
-            failures: list[str] = []
-            on_delivery = _collect_failures(failures)
-
+            failures = DeliveryFailures()
             for i, (_id, version, mart, key, op, row, source_ts_ms) in enumerate(rows):
-                value = (
-                    f'{{"mart":"{mart}","op":"{op}","version":{version},'
-                    f'"source_ts_ms":{"null" if source_ts_ms is None else int(source_ts_ms)},'
-                    f'"key":{key},"row":{row if row is not None else "null"}}}'
+                value = goldfeed.encode(
+                    mart=mart,
+                    op=op,
+                    version=version,
+                    source_ts_ms=None if source_ts_ms is None else int(source_ts_ms),
+                    key=key,
+                    row=row,
                 )
-                self._producer.produce(
-                    self.topic(mart), key=key.encode(), value=value.encode(), on_delivery=on_delivery
-                )
+                self._producer.produce(self.topic(mart), key=key.encode(), value=value, on_delivery=failures)
                 if i % 1000 == 999:
                     self._producer.poll(0)  # serve delivery reports now and then; flush waits for the rest
             remaining = self._producer.flush(60)
@@ -83,14 +75,8 @@ class KafkaOutboxPublisher:
                 # a broker that lost its topics (a restarted memory-only one, a new cluster) answers every
                 # record with "unknown topic" until they exist again: check them on the next try
                 self._known.clear()
-                raise ProduceError(f"gold change delivery failed ({remaining} undelivered): {failures[:3]}")
+                raise ProduceError(
+                    f"gold change delivery failed ({remaining} undelivered): {failures.failures[:3]}"
+                )
             con.execute("DELETE FROM cdcwh.outbox WHERE id <= ?", [rows[-1][0]])
             published += len(rows)
-
-
-def _collect_failures(failures: list[str]) -> Any:
-    def on_delivery(err: Any, msg: Any) -> None:
-        if err is not None:
-            failures.append(str(err))
-
-    return on_delivery

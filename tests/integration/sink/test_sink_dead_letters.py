@@ -21,8 +21,9 @@ from psycopg.rows import dict_row
 
 from cdcwh import metrics
 from cdcwh.config import PROJECT_ROOT
+from cdcwh.goldfeed import GoldChange
 from cdcwh.kafka import ensure_topics
-from cdcwh.sink.postgres import DEAD_LETTERS, GoldChange, PostgresMartSink
+from cdcwh.sink.postgres import DEAD_LETTERS, PostgresMartSink
 from cdcwh.sink.service import SinkService, sink_group
 from tests.integration.ingest.helpers import settings_for
 

@@ -17,7 +17,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from cdcwh.config import PROJECT_ROOT
-from cdcwh.sink.postgres import GoldChange, PostgresMartSink
+from cdcwh.goldfeed import GoldChange
+from cdcwh.sink.postgres import PostgresMartSink
 
 SQL_DIR = PROJECT_ROOT / "sql"
 

@@ -23,7 +23,8 @@ from psycopg import sql
 from cdcwh.config import PROJECT_ROOT, Settings
 from cdcwh.generate import SourceChange
 from cdcwh.generate.model import ShopModel
-from cdcwh.sink.postgres import GoldChange, PostgresMartSink, mart_ddl
+from cdcwh.goldfeed import GoldChange
+from cdcwh.sink.postgres import PostgresMartSink, mart_ddl
 from cdcwh.transform.gold import load_models, refresh_model
 from cdcwh.warehouse import open_warehouse
 from tests.integration.ingest.helpers import run_cdcwh, settings_for
