@@ -9,6 +9,9 @@ other error stops the command with a one-line message, after which a supervisor 
 ``retrying`` retries transient errors with exponential back-off and jitter, capped at ``max_wait_s`` between
 tries so that a recovered server is noticed within seconds, for at most ``budget_s`` in all; then it raises
 ``TransientError`` naming what it was doing and the last error.
+
+``RestartBackoff`` is the other back-off: how long to wait before restarting something that stopped (the
+Debezium engine, a supervised service), 1 s doubling to 30 s, back to 1 s once a run lasted long enough.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import duckdb
 import psycopg
@@ -104,3 +108,23 @@ def retrying(
         retry_error_callback=give_up,
         reraise=False,
     )
+
+
+@dataclass
+class RestartBackoff:
+    """Waits between restarts: ``first_s`` doubling up to ``max_s``; a run of at least ``healthy_after_s``
+    starts the doubling again from ``first_s``."""
+
+    first_s: float = 1.0
+    max_s: float = 30.0
+    healthy_after_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        self._next = self.first_s
+
+    def wait(self, ran_for_s: float) -> float:
+        """The wait before the next start of something that stopped after running ``ran_for_s`` seconds."""
+        if ran_for_s >= self.healthy_after_s:
+            self._next = self.first_s
+        wait, self._next = self._next, min(self.max_s, self._next * 2)
+        return wait

@@ -62,3 +62,40 @@ def test_a_negative_back_off_names_the_setting(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("CDCWH_KAFKA__FETCH_BACKOFF_MS", "-5")
     with pytest.raises(ConfigError, match="CDCWH_KAFKA__FETCH_BACKOFF_MS"):
         load_settings()
+
+
+def test_the_embedded_broker_is_resolved_and_probed_once_per_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every client used to probe the embedded broker again; now the first call does, until a reset."""
+    from cdcwh import kafka
+    from cdcwh.embedded import broker
+    from cdcwh.errors import ServiceNotRunning
+
+    monkeypatch.delenv("CDCWH_KAFKA__BOOTSTRAP_SERVERS")
+    probes: list[str] = []
+    monkeypatch.setattr(
+        broker, "broker_answers", lambda address, timeout_s=2.0: probes.append(address) or True
+    )
+    kafka.reset_bootstrap()
+    settings = load_settings()
+    with pytest.raises(ServiceNotRunning, match="cdcwh broker"):
+        kafka.client_config(settings)  # nothing recorded yet: the failure is not remembered
+    write_record(settings.run_dir, BROKER, os.getpid(), ADDRESS)
+    configs = [kafka.client_config(settings), kafka.producer_config(settings), consumer_config(settings, "g")]
+    assert [c["bootstrap.servers"] for c in configs] == [ADDRESS] * 3
+    assert probes == [ADDRESS]
+    kafka.reset_bootstrap()
+    kafka.client_config(settings)
+    assert probes == [ADDRESS, ADDRESS]
+    kafka.reset_bootstrap()
+
+
+def test_every_producer_gets_the_one_producer_config() -> None:
+    from cdcwh.kafka import PRODUCER_DEFAULTS, producer_config, with_producer_defaults
+
+    settings = load_settings()
+    expected = {"bootstrap.servers": ADDRESS, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    assert producer_config(settings) == expected
+    assert with_producer_defaults({"bootstrap.servers": ADDRESS}) == expected
+    assert PRODUCER_DEFAULTS.items() <= expected.items()

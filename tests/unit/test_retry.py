@@ -72,3 +72,13 @@ def test_a_spent_budget_raises_a_transient_error_naming_the_work() -> None:
         for attempt in retrying("landing a test batch", budget_s=0, sleep=lambda s: None):
             with attempt:
                 raise TransientError("catalog away")
+
+
+def test_restarts_back_off_from_one_second_doubling_to_thirty_and_start_over_after_a_healthy_run() -> None:
+    from cdcwh.retry import RestartBackoff
+
+    backoff = RestartBackoff()
+    waits = [backoff.wait(ran_for_s=2.0) for _ in range(7)]
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert backoff.wait(ran_for_s=60.0) == 1.0  # ran a minute: healthy, start again
+    assert backoff.wait(ran_for_s=0.5) == 2.0

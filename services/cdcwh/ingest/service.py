@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import re
 import threading
 import time
@@ -20,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from confluent_kafka.admin import AdminClient
 from quixstreams import Application
 from quixstreams.models import HeadersTuples
 from quixstreams.sinks import BaseSink
 
-from cdcwh import metrics
+from cdcwh import faults, metrics
 from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import IcebergSettings, Settings
 from cdcwh.contracts import load_contracts
@@ -41,14 +39,9 @@ from cdcwh.retry import retrying
 
 log = logging.getLogger(__name__)
 
-FRESHNESS_SAMPLE = 256
 # how long a batch is retried against an unavailable catalog or store; below librdkafka's
 # max.poll.interval.ms (300 s), after which the group would drop this member while it waits
 LAND_RETRY_S = 120.0
-# Fault injection for the crash tests (tests/integration/ingest/test_ingest_crash.py): after each landed
-# batch, append a line to <data_dir>/fault-landed and sleep this long before quixstreams commits the Kafka
-# offsets, so a test can SIGKILL the process exactly between the Iceberg commit and the Kafka commit.
-FAULT_PAUSE_ENV = "CDCWH_FAULT_PAUSE_AFTER_LAND_S"
 STATS_INTERVAL_MS = 5000
 CATCH_UP_STATS_INTERVAL_MS = 250
 JOIN_WAIT_S = 60.0  # longest a topic change waits for the group join to finish
@@ -64,17 +57,17 @@ class BronzeSink(BaseSink):
     def __init__(
         self,
         writer: IcebergBronzeWriter,
-        fault_marker: Path | None = None,
+        data_dir: Path | None = None,
         maintenance: IcebergSettings | None = None,
     ) -> None:
+        """``data_dir``: where the ``landed`` fault point (``cdcwh.faults``) leaves its marker; without it
+        the point is never hit."""
         super().__init__()
         self.writer = writer
         self.maintenance = maintenance
         self._next_maintenance = time.monotonic() + (maintenance.maintain_interval_s if maintenance else 0)
         self._buffer: list[RawRecord] = []
-        pause = os.environ.get(FAULT_PAUSE_ENV)
-        self._fault_pause_s = float(pause) if pause and fault_marker is not None else None
-        self._fault_marker = fault_marker
+        self._data_dir = data_dir
 
     def add(
         self,
@@ -115,12 +108,10 @@ class BronzeSink(BaseSink):
         for rejection in result.quarantined:
             metrics.EVENTS_QUARANTINED.labels(rejection.topic, str(rejection.reason)).inc()
         for source_ts in result.source_ts.values():
-            observe_freshness(source_ts, now_s)
+            metrics.observe_freshness("bronze", source_ts, now_s)
         metrics.LAST_SUCCESS.labels("ingest").set(now_s)
-        if self._fault_pause_s is not None and self._fault_marker is not None:
-            with self._fault_marker.open("a") as marker:
-                marker.write(f"{len(records)}\n")
-            time.sleep(self._fault_pause_s)
+        if self._data_dir is not None:  # a crash test's window between the Iceberg and the Kafka commit
+            faults.hit(faults.LANDED, self._data_dir, note=str(len(records)))
         if self.maintenance is not None and time.monotonic() >= self._next_maintenance:
             # between checkpoints: the Kafka offsets of this batch are committed right after flush returns
             maintain_all(self.writer.catalog, self.writer.namespace, self.maintenance)
@@ -140,17 +131,6 @@ class BronzeSink(BaseSink):
 
 def _count_retry(error: BaseException, wait: float) -> None:
     metrics.ERRORS.labels("ingest", metrics.error_kind(error)).inc()
-
-
-def observe_freshness(source_ts: Any, now_s: float) -> None:
-    """Observe source-commit -> bronze seconds for an evenly spaced sample of the landed rows."""
-    valid = source_ts.drop_null()
-    if len(valid) == 0:
-        return
-    step = max(1, len(valid) // FRESHNESS_SAMPLE)
-    sample = pc.cast(valid, "int64").take(pa.array(range(0, len(valid), step)))
-    for value in sample.to_pylist():
-        metrics.FRESHNESS.labels("bronze").observe(max(0.0, now_s - value / 1e6))
 
 
 def matching_topics(settings: Settings) -> dict[str, int]:
@@ -221,9 +201,7 @@ def run_ingest(settings: Settings, *, until_caught_up: bool = False, idle_s: flo
     # lowered the plateau RSS of a 1M-event catch-up from about 780 to 660 MB at the same rate (bench)
     pa.set_memory_pool(pa.system_memory_pool())
     gc.set_threshold(*GC_THRESHOLDS)
-    sink = BronzeSink(
-        make_writer(settings), fault_marker=settings.data_dir / "fault-landed", maintenance=settings.iceberg
-    )
+    sink = BronzeSink(make_writer(settings), data_dir=settings.data_dir, maintenance=settings.iceberg)
     while True:
         topics = matching_topics(settings)
         if not topics:

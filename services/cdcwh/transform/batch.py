@@ -49,7 +49,6 @@ from cdcwh.warehouse import ChangeSet, count, read_state, scalar, write_state
 
 log = logging.getLogger(__name__)
 
-FRESHNESS_SAMPLE = 256
 # cdcwh.state flag: silver changed without gold following (batches with gold=False), so the next gold refresh
 # must be a full one
 GOLD_STALE = "gold_stale"
@@ -619,11 +618,5 @@ def record_failure(con: duckdb.DuckDBPyConnection, batch_id: int, started: datet
 def observe_freshness(slices: list[BronzeSlice]) -> None:
     now = time.time()
     for piece in slices:
-        column = piece.rows["__source_ts"].drop_null() if piece.rows.num_rows else None
-        if column is None or len(column) == 0:
-            continue
-        step = max(1, len(column) // FRESHNESS_SAMPLE)
-        sample = column.take(pa.array(range(0, len(column), step)))
-        sample = pc.cast(pc.cast(sample, pa.timestamp("us", tz="UTC")), pa.int64())  # us since the epoch
-        for micros in sample.to_pylist():
-            metrics.FRESHNESS.labels("gold").observe(max(0.0, now - micros / 1e6))
+        if piece.rows.num_rows:
+            metrics.observe_freshness("gold", piece.rows["__source_ts"], now)

@@ -12,19 +12,17 @@ does not fail the batch (batch.py): it is logged, recorded and retried by every 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
-from types import FrameType
 
 import duckdb
 
-from cdcwh import metrics
+from cdcwh import faults, metrics
 from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import Settings
 from cdcwh.kafka import client_config
 from cdcwh.retry import retrying
+from cdcwh.stopping import stop_on_signals
 from cdcwh.transform.batch import BatchResult, run_batch
 from cdcwh.transform.gold import load_models
 from cdcwh.transform.outbox import KafkaOutboxPublisher
@@ -35,21 +33,6 @@ log = logging.getLogger(__name__)
 # after releasing the file, the next batch waits at least this long: readers retry every 0.1 s
 RELEASE_GAP_S = 0.3
 RETRY_FAILED_S = 30.0
-# Fault injection for the crash tests (tests/integration/transform/test_transform_crash.py): after a batch
-# that changed something, append a line to <data_dir>/fault-<point> and sleep this many seconds, so a test can
-# SIGKILL the process inside the window: "before_commit" (silver/gold written, DuckDB not committed) or
-# "before_publish" (committed, outbox not yet published).
-FAULT_PAUSE_ENV = "CDCWH_FAULT_PAUSE_S"
-FAULT_POINT_ENV = "CDCWH_FAULT_POINT"
-
-
-def fault_pause(settings: Settings, point: str) -> None:
-    """Test hook: pause at ``point`` when the fault-injection variables name it."""
-    if os.environ.get(FAULT_POINT_ENV) != point or not os.environ.get(FAULT_PAUSE_ENV):
-        return
-    with (settings.data_dir / f"fault-{point}").open("a") as marker:
-        marker.write("paused\n")
-    time.sleep(float(os.environ[FAULT_PAUSE_ENV]))
 
 
 class TransformService:
@@ -101,7 +84,7 @@ class TransformService:
                 self.catalog,
                 self.models,
                 max_offsets_per_partition=self.settings.transform.max_offsets_per_partition,
-                before_commit=lambda: fault_pause(self.settings, "before_commit"),
+                before_commit=lambda: faults.hit(faults.BEFORE_COMMIT, self.settings.data_dir),
                 retry_behind=self._retry_behind or time.monotonic() >= self._next_retry,
             )
             # failed tables and models behind are retried by a batch that runs anyway; without new rows
@@ -110,7 +93,7 @@ class TransformService:
             self._retry_behind = False
             self._next_retry = time.monotonic() + RETRY_FAILED_S
             if result.gold_changes:
-                fault_pause(self.settings, "before_publish")
+                faults.hit(faults.BEFORE_PUBLISH, self.settings.data_dir)
             published = self.publisher.publish(con)
         except BaseException:
             self.release()
@@ -151,12 +134,7 @@ class TransformService:
         return 0
 
     def run_forever(self) -> int:
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            log.info("stopping after the current batch")
-            self.stopping.set()
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        stop_on_signals(self.stopping)
 
         def pause(seconds: float) -> None:
             if self.stopping.wait(seconds):

@@ -1,0 +1,28 @@
+"""Clean stops on SIGTERM and SIGINT, one way for every long-running cdcwh process.
+
+A service loop checks a ``threading.Event`` between units of work (a batch, a poll); ``stop_on_signals`` makes
+SIGTERM (a supervisor, ``docker stop``) and SIGINT (Ctrl-C) set it, so the unit in progress finishes and
+commits instead of being cut off. Signal handlers can only be installed from the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def stop_on_signals(stopping: threading.Event, message: str = "stopping after the current batch") -> None:
+    """Set ``stopping`` (and log ``message``) on SIGTERM or SIGINT."""
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        log.info(message)
+        stopping.set()
+
+    for signum in SIGNALS:
+        signal.signal(signum, _stop)
