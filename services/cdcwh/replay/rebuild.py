@@ -27,7 +27,7 @@ from cdcwh.transform.batch import (
     silver_name,
     silver_names,
 )
-from cdcwh.transform.gold import load_models
+from cdcwh.transform.gold import load_models  # noqa: TID251 (moves to cdcwh.models)
 from cdcwh.transform.outbox import KafkaOutboxPublisher
 from cdcwh.transform.silver import forget_columns
 from cdcwh.warehouse import open_warehouse, quote, write_state

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from cdcwh.contracts import load_contracts
 from cdcwh.errors import ConfigError
-from cdcwh.transform.gold import load_models
+from cdcwh.transform.gold import load_models  # noqa: TID251 (moves to cdcwh.models)
 from cdcwh.warehouse import quote
 
 log = logging.getLogger(__name__)
