@@ -1,6 +1,6 @@
 """No service package imports another: each one's ruff.toml bans the other three (TID251), and the shared
-adapters (bronze, warehouse, goldfeed, kafka, ...) are importable from any of them. Checked with ruff itself on
-code given on stdin as if it were a file of the package, so nothing is written to the tree."""
+adapters (bronze, warehouse, goldfeed, kafka, ...) are importable from any of them. Checked with ruff itself
+on code given on stdin as if it were a file of the package, so nothing is written to the tree."""
 
 from __future__ import annotations
 
