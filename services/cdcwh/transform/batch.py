@@ -273,8 +273,10 @@ def run_batch(
     gold: bool = True,
     retry_behind: bool = False,
 ) -> BatchResult:
-    """Run one micro-batch; an empty result (batch_id None) when bronze has nothing new, unless
-    ``retry_behind`` and a gold model is behind: then a batch without bronze rows retries it."""
+    """Run one micro-batch: read bronze, then in one transaction apply silver, refresh gold and record the
+    batch. An empty result (batch_id None) when bronze has nothing new, unless ``retry_behind`` and a gold
+    model is behind: then a batch without bronze rows retries it. ``before_commit`` runs just before the
+    commit of a batch with gold changes (the crash tests' fault point)."""
     watermarks = load_watermarks(con)
     slices = read_bronze(
         settings, con, catalog, watermarks, max_offsets_per_partition, retry_failed=retry_behind
@@ -285,7 +287,11 @@ def run_batch(
     started = datetime.now(UTC)
 
     def work(result: BatchResult) -> None:
-        _apply_batch(con, result, slices, models, behind, gold=gold)
+        changes, source_times = apply_silver(con, result, slices)
+        if gold:
+            refresh_gold_after(con, result, models, behind, changes, source_times)
+        else:
+            hold_gold(con, result, changes)
         _record_batch(con, result, started)
         if before_commit is not None and result.gold_changes:
             before_commit()
@@ -296,16 +302,12 @@ def run_batch(
     return result
 
 
-def _apply_batch(
-    con: duckdb.DuckDBPyConnection,
-    result: BatchResult,
-    slices: list[BronzeSlice],
-    models: list[GoldModel],
-    behind: dict[str, int],
-    *,
-    gold: bool,
-) -> None:
-    version = result.version or 0
+def apply_silver(
+    con: duckdb.DuckDBPyConnection, result: BatchResult, slices: list[BronzeSlice]
+) -> tuple[ChangeSet, list[pa.Array]]:
+    """Apply every slice to its silver table and advance its watermarks; a slice that fails is left out
+    (``TableFailed``: the batch is redone without it). Returns what changed, for the incremental gold models,
+    and the source commit times of the rows applied."""
     seq = _state(con, "seq")
     changes = ChangeSet()
     source_times: list[pa.Array] = []
@@ -338,19 +340,39 @@ def _apply_batch(
             [[topic, partition, offset] for (topic, partition), offset in piece.upper.items()],
         )
     _mark_failed_tables(con, result)
-    # a truncate applies no row yet changes silver; after silver changed without gold (a rebuild, perhaps
-    # interrupted) only a full recompute is right: those changes were never captured
-    stale = bool(_state(con, GOLD_STALE))
-    changed = any(result.silver.values()) or bool(changes.full)
-    if not gold and changed:
-        write_state(con, GOLD_STALE, 1)
-    elif gold and (changed or stale or behind):
-        _refresh_and_mark(con, result, models, behind, None if stale else changes)
-        stamp_source_times(con, version, source_times)
-        write_state(con, GOLD_STALE, 0)
     write_state(con, "seq", seq)
-    write_state(con, "batch_id", result.batch_id or 0)
-    write_state(con, VERSION, version)
+    return changes, source_times
+
+
+def _silver_changed(result: BatchResult, changes: ChangeSet) -> bool:
+    # a truncate applies no row yet changes silver
+    return any(result.silver.values()) or bool(changes.full)
+
+
+def hold_gold(con: duckdb.DuckDBPyConnection, result: BatchResult, changes: ChangeSet) -> None:
+    """A batch without gold (a rebuild of silver): silver changed without gold following, so the next
+    refresh must be a full one (these changes were not captured for it)."""
+    if _silver_changed(result, changes):
+        write_state(con, GOLD_STALE, 1)
+
+
+def refresh_gold_after(
+    con: duckdb.DuckDBPyConnection,
+    result: BatchResult,
+    models: list[GoldModel],
+    behind: dict[str, int],
+    changes: ChangeSet,
+    source_times: list[pa.Array],
+) -> None:
+    """Refresh gold after silver changed (or when a model is behind), incrementally from ``changes`` unless
+    silver changed without gold before (a rebuild, perhaps interrupted): then in full. The outbox rows get
+    the source commit times of the batch's rows."""
+    stale = bool(_state(con, GOLD_STALE))
+    if not (_silver_changed(result, changes) or stale or behind):
+        return
+    _refresh_and_mark(con, result, models, behind, None if stale else changes)
+    stamp_source_times(con, result.version or 0, source_times)
+    write_state(con, GOLD_STALE, 0)
 
 
 def _mark_failed_tables(con: duckdb.DuckDBPyConnection, result: BatchResult) -> None:
@@ -372,8 +394,6 @@ def run_gold_batch(con: duckdb.DuckDBPyConnection, models: list[GoldModel]) -> B
     def work(result: BatchResult) -> None:
         _refresh_and_mark(con, result, models, behind, None)
         write_state(con, GOLD_STALE, 0)
-        write_state(con, "batch_id", result.batch_id or 0)
-        write_state(con, VERSION, result.version or 0)
         _record_batch(con, result, started)
 
     result = _in_transaction(con, next_batch_id(con), started, work)
@@ -456,8 +476,11 @@ def _refresh_and_mark(
 
 
 def _record_batch(con: duckdb.DuckDBPyConnection, result: BatchResult, started: datetime) -> None:
-    """The batch's audit rows: ``cdcwh.batches`` and one ``cdcwh.batch_models`` row per silver table and gold
-    model, a failed or skipped model with its status and error."""
+    """Record the batch: its id and version in ``cdcwh.state`` (the next batch draws above them), and its
+    audit rows, ``cdcwh.batches`` and one ``cdcwh.batch_models`` row per silver table and gold model, a failed
+    or skipped model with its status and error."""
+    write_state(con, "batch_id", result.batch_id or 0)
+    write_state(con, VERSION, result.version or 0)
     problems = [f"silver.{name} failed: {error}" for name, error in result.failed_tables.items()]
     problems += [f"gold.{name} failed: {error}" for name, error in result.failed.items()]
     problems += [f"gold.{name} skipped: {why}" for name, why in result.skipped.items()]
