@@ -6,12 +6,18 @@
     │   ├── ServiceNotRunning    nothing is listening where the data dir says it should; says how to start it
     │   ├── AlreadyRunning       an embedded service is already running for this data dir
     │   └── EmbeddedStartError   the embedded broker or Postgres could not start; carries its log tail
-    └── TransientError           worth retrying with back-off (a broker or database briefly unavailable)
-        └── ProduceError         a Kafka delivery failed
+    ├── TransientError           worth retrying with back-off (a broker or database briefly unavailable)
+    │   └── ProduceError         a Kafka delivery failed
+    └── MalformedGoldChange      a gold change message not in ``cdcwh.goldfeed``'s format (also a ValueError)
 
-Terminal errors stop a command with exit code 2 and a one-line message; transient errors are retried by the
-services and only surface after the retry budget is spent. Malformed *data* is never an exception: decoders
-return rejections, which are quarantined (see ``cdcwh.core``).
+Terminal errors stop a command with exit code 2 and a one-line message. Transient errors (and the driver
+errors ``cdcwh.retry.is_transient`` counts with them) are retried by ``cdcwh.retry.retrying`` where a service
+does its work: ingest landing a batch, the transform's batch, the sink applying a batch. Each retries within
+a time budget (``budget_s``: ``retry.DEFAULT_BUDGET_S`` unless the caller sets a shorter one), then raises
+``TransientError`` naming what it was doing and the last error, which stops the service for its supervisor
+to restart it. Publishing dead letters retries within its own budget and then gives up without raising
+(``bronze._quarantine`` keeps the records). Anywhere else an error stops the command. Malformed *data* is
+never an exception: decoders return rejections, which are quarantined (see ``cdcwh.core``).
 """
 
 from __future__ import annotations
@@ -47,3 +53,7 @@ class TransientError(CdcwhError):
 
 class ProduceError(TransientError):
     """A Kafka delivery failed."""
+
+
+class MalformedGoldChange(CdcwhError, ValueError):
+    """A gold change message that is not in ``cdcwh.goldfeed``'s format; the message says what is wrong."""

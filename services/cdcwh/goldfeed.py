@@ -22,13 +22,11 @@ from typing import Any
 
 import orjson
 
-from cdcwh.errors import CdcwhError
+from cdcwh.errors import MalformedGoldChange
+
+__all__ = ["GoldChange", "MalformedGoldChange", "decode", "encode", "gold_topic"]
 
 OPS = frozenset({"upsert", "delete"})
-
-
-class MalformedGoldChange(CdcwhError, ValueError):
-    """A gold change message that is not in this module's format; the message says what is wrong."""
 
 
 def gold_topic(prefix: str, mart: str) -> str:

@@ -154,6 +154,7 @@ def build_app(
     settings: Settings, topics: list[str], sink: BronzeSink, tracker: CatchUpTracker, stats_interval_ms: int
 ) -> Application:
     group = ingest_group(settings)
+    client = client_config(settings)
     consumer_extra = {
         k: v
         for k, v in consumer_config(settings, group).items()
@@ -164,13 +165,13 @@ def build_app(
     )
     consumer_extra.pop("enable.auto.commit", None)
     app = Application(
-        broker_address=client_config(settings)["bootstrap.servers"],
+        broker_address=client["bootstrap.servers"],
         consumer_group=group,
         auto_offset_reset="earliest",
         commit_interval=settings.ingest.commit_interval_s,
         commit_every=settings.ingest.commit_records,
         consumer_extra_config=consumer_extra,
-        producer_extra_config={k: v for k, v in client_config(settings).items() if k != "bootstrap.servers"},
+        producer_extra_config={k: v for k, v in client.items() if k != "bootstrap.servers"},
         state_dir=str(settings.data_dir / "quixstreams"),
         auto_create_topics=False,
         use_changelog_topics=False,
