@@ -15,9 +15,9 @@ from psycopg import sql
 from cdcwh.config import Settings
 from cdcwh.embedded import postgres_dsn
 from cdcwh.errors import ConfigError
+from cdcwh.models import key_json_sql, load_models, row_json_sql
 from cdcwh.sink.postgres import GoldChange, PostgresMartSink
 from cdcwh.transform.batch import VERSION
-from cdcwh.transform.gold import key_json_sql, load_models, row_json_sql
 from cdcwh.transform.warehouse import open_warehouse, quote, read_state
 
 CHUNK = 20_000

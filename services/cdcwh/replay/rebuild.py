@@ -19,6 +19,7 @@ from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 from cdcwh.ingest.catalog import open_catalog
 from cdcwh.kafka import client_config
+from cdcwh.models import load_models
 from cdcwh.transform.batch import (
     GOLD_STALE,
     SILVER_FAILED,
@@ -28,7 +29,6 @@ from cdcwh.transform.batch import (
     silver_names,
 )
 from cdcwh.transform.bronze_reader import bronze_tables
-from cdcwh.transform.gold import load_models
 from cdcwh.transform.outbox import KafkaOutboxPublisher
 from cdcwh.transform.silver import forget_columns
 from cdcwh.transform.warehouse import open_warehouse, quote, write_state

@@ -27,9 +27,9 @@ from cdcwh.embedded import postgres_dsn
 from cdcwh.errors import InfrastructureError
 from cdcwh.ingest.catchup import CatchUpTracker
 from cdcwh.kafka import client_config, consumer_config, ensure_topics
+from cdcwh.models import load_models
 from cdcwh.retry import retrying
 from cdcwh.sink.postgres import GoldChange, PostgresMartSink
-from cdcwh.transform.gold import load_models
 from cdcwh.transform.outbox import gold_topic
 
 log = logging.getLogger(__name__)

@@ -41,8 +41,9 @@ from cdcwh import metrics
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 from cdcwh.ingest.offsets import TopicPartition
+from cdcwh.models import GoldModel
 from cdcwh.transform.bronze_reader import BronzeSlice, bronze_tables, read_new_rows
-from cdcwh.transform.gold import GoldModel, ModelResult, refresh_model
+from cdcwh.transform.gold import ModelResult, refresh_model
 from cdcwh.transform.silver import COLUMNS_TABLE, apply_changes, key_columns
 from cdcwh.transform.warehouse import ChangeSet, count, read_state, scalar, write_state
 

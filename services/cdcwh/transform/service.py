@@ -24,9 +24,9 @@ from cdcwh import metrics
 from cdcwh.config import Settings
 from cdcwh.ingest.catalog import open_catalog
 from cdcwh.kafka import client_config
+from cdcwh.models import load_models
 from cdcwh.retry import retrying
 from cdcwh.transform.batch import BatchResult, run_batch
-from cdcwh.transform.gold import load_models
 from cdcwh.transform.outbox import KafkaOutboxPublisher
 from cdcwh.transform.warehouse import open_warehouse
 
