@@ -23,8 +23,8 @@ from psycopg import sql
 from cdcwh.config import PROJECT_ROOT, Settings
 from cdcwh.generate import SourceChange
 from cdcwh.generate.model import ShopModel
-from cdcwh.sink.postgres import GoldChange, PostgresMartSink
 from cdcwh.models import load_models
+from cdcwh.sink.postgres import GoldChange, PostgresMartSink
 from cdcwh.transform.gold import refresh_model
 from cdcwh.transform.warehouse import open_warehouse
 from tests.integration.ingest.helpers import run_cdcwh, settings_for
