@@ -208,6 +208,9 @@ class PostgresMartSink:
         for change in newest.values():
             by_mart.setdefault(change.mart, []).append(change)
         conn = self.connect()
+        if by_mart.keys() - self._columns.keys():  # a model added since the start: create its table
+            self._derived = None
+            self._ensure_schema(conn)
         result = ApplyResult(upserts={}, deletes={})
         self._staged = set()
         with conn.transaction():

@@ -150,3 +150,27 @@ def test_a_model_the_contracts_do_not_describe(tmp_path: Path, postgres_dsn: str
         "_updated_at",
     ]
     assert columns(postgres_dsn, schema, "orders")[0] == ("order_id", "bigint", True)
+
+
+def test_a_model_added_while_the_sink_runs_gets_its_table_at_its_first_change(
+    tmp_path: Path, postgres_dsn: str, schema: str
+) -> None:
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR / "gold", sql_dir / "gold")
+    sink = PostgresMartSink(postgres_dsn, schema, sql_dir, CONTRACTS)
+    try:
+        sink.connect()
+        assert columns(postgres_dsn, schema, "product_count") == []
+        (sql_dir / "gold" / "product_count.sql").write_text(
+            "-- mart: product_count\n-- primary key: category\n"
+            "SELECT category, count(*) AS products FROM silver.products GROUP BY category"
+        )
+        row = {"category": "tools", "products": 3}
+        result = sink.apply([GoldChange("product_count", "upsert", 1, '{"category":"tools"}', row, None)])
+        assert result.upserts == {"product_count": 1}
+    finally:
+        sink.close()
+    assert columns(postgres_dsn, schema, "product_count")[:2] == [
+        ("category", "text", True),
+        ("products", "bigint", False),
+    ]
