@@ -135,7 +135,11 @@ class PostgresMartSink:
     def connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = psycopg.connect(self.dsn, autocommit=False)
-            self._ensure_schema(self._conn)
+            try:
+                self._ensure_schema(self._conn)
+            except BaseException:  # a mart table that does not fit its model: no half-set-up connection
+                self.close()
+                raise
         return self._conn
 
     def close(self) -> None:
