@@ -24,6 +24,7 @@ import pytest
 from psycopg import sql
 
 from cdcwh.generate import SHOP_TABLES, ShopGenerator, SourceChange, replay_state
+from cdcwh.models import derive_marts, load_models
 from cdcwh.sink.postgres import PostgresMartSink
 from tests.integration.transform.marts_reference import (
     MART_COLUMNS,
@@ -246,8 +247,17 @@ def test_gold_matches_reference_on_generated_stream(warehouse: duckdb.DuckDBPyCo
 
 
 def test_gold_column_types(warehouse: duckdb.DuckDBPyConnection) -> None:
+    """On data, every model gives the columns and types the sink derives from it (empty tables shaped by the
+    contracts), and the shipped marts the documented types."""
     changes = list(ShopGenerator(5).changes(500))
     build(warehouse, changes)
+    derived = derive_marts(load_models(GOLD_DIR), REPO / "schemas" / "contracts")
+    assert derived.failures == {} and set(derived.tables) == set(gold_models())
+    for mart, table in derived.tables.items():
+        described = warehouse.sql(f"DESCRIBE gold.{mart}").fetchall()
+        assert [(name, kind) for name, kind, *_ in described] == [
+            (column.name, column.duckdb_type) for column in table.columns
+        ], mart
     for mart, types in EXPECTED_TYPES.items():
         described = warehouse.sql(f"DESCRIBE gold.{mart}").fetchall()
         assert [(name, kind) for name, kind, *_ in described] == list(
