@@ -16,9 +16,9 @@ from cdcwh.config import Settings
 from cdcwh.embedded import postgres_dsn
 from cdcwh.errors import ConfigError
 from cdcwh.goldfeed import GoldChange
+from cdcwh.models import key_json_sql, load_models, row_json_sql
 from cdcwh.sink.postgres import PostgresMartSink
 from cdcwh.transform.batch import VERSION
-from cdcwh.transform.gold import key_json_sql, load_models, row_json_sql  # noqa: TID251 (moves to cdcwh.models)
 from cdcwh.warehouse import open_warehouse, quote, read_state
 
 CHUNK = 20_000

@@ -19,6 +19,7 @@ from cdcwh.bronze.catalog import bronze_tables, open_catalog
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 from cdcwh.kafka import client_config
+from cdcwh.models import load_models
 from cdcwh.transform.batch import (
     GOLD_STALE,
     SILVER_FAILED,
@@ -27,7 +28,6 @@ from cdcwh.transform.batch import (
     silver_name,
     silver_names,
 )
-from cdcwh.transform.gold import load_models  # noqa: TID251 (moves to cdcwh.models)
 from cdcwh.transform.outbox import KafkaOutboxPublisher
 from cdcwh.transform.silver import forget_columns
 from cdcwh.warehouse import open_warehouse, quote, write_state

@@ -21,8 +21,8 @@ bisected, each half in its own savepoint, down to the single changes PostgreSQL 
 ``<schema>._dead_letters`` and the rest of the batch applies. Any other error (connection lost: ``psycopg.
 OperationalError``) rolls the whole transaction back, dead letters included: nothing partial lands.
 
-At connect the mart DDL runs, then the mart columns narrower than the gold models' types (``types.py``) are
-widened in place (``numeric(12,2)`` to ``numeric(38,2)``).
+At connect the mart tables are created from the gold models, or checked and their narrower columns widened
+(``ddl.py``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ import psycopg
 from psycopg import sql
 
 from cdcwh.goldfeed import GoldChange
-from cdcwh.sink.types import mart_postgres_types, widens
+from cdcwh.models import DerivedMarts, derive_marts, load_models
+from cdcwh.sink.ddl import ensure_marts
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +93,6 @@ def printable(text: str) -> str:
     return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def mart_ddl(sql_dir: Path, schema: str) -> str:
-    """``sql/postgres/marts.sql`` with its ``marts`` schema replaced by the configured one."""
-    text = (sql_dir / "postgres" / "marts.sql").read_text()
-    quoted = '"' + schema.replace('"', '""') + '"'
-    text = re.sub(r"\bSCHEMA IF NOT EXISTS marts\b", f"SCHEMA IF NOT EXISTS {quoted}", text)
-    return re.sub(r"\bmarts\.", f"{quoted}.", text)
-
-
 class PostgresMartSink:
     def __init__(self, dsn: str, schema: str, sql_dir: Path, contracts_dir: Path | None = None) -> None:
         """``contracts_dir``: the table contracts the mart column types are derived from (default: the
@@ -112,14 +105,18 @@ class PostgresMartSink:
         self._columns: dict[str, list[str]] = {}
         self._types: dict[str, dict[str, str]] = {}
         self._keys: dict[str, list[str]] = {}
-        self._wanted_types: dict[str, dict[str, str]] | None = None
+        self._derived: DerivedMarts | None = None
         self._dead_marts: set[str] = set()  # marts with dead letters: applied keys clear theirs
         self._staged: set[str] = set()  # marts whose staging table got rows in the current transaction
 
     def connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = psycopg.connect(self.dsn, autocommit=False)
-            self._ensure_schema(self._conn)
+            try:
+                self._ensure_schema(self._conn)
+            except BaseException:  # a mart table that does not fit its model: no half-set-up connection
+                self.close()
+                raise
         return self._conn
 
     def close(self) -> None:
@@ -129,11 +126,11 @@ class PostgresMartSink:
 
     def _ensure_schema(self, conn: psycopg.Connection[Any]) -> None:
         ident = sql.Identifier(self.schema)
-        if self._wanted_types is None:
-            self._wanted_types = mart_postgres_types(self.sql_dir, self.contracts_dir)
+        if self._derived is None:  # the mart tables follow the gold models (sink/ddl.py)
+            self._derived = derive_marts(load_models(self.sql_dir / "gold"), self.contracts_dir)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdcwh-mart-ddl'))")
-            conn.execute(mart_ddl(self.sql_dir, self.schema))  # our own DDL file, schema quoted
+            ensure_marts(conn, self.schema, self._derived)
             conn.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {}.{} (mart text NOT NULL, key text NOT NULL, "
@@ -149,7 +146,6 @@ class PostgresMartSink:
                     "PRIMARY KEY (mart, key, version))"
                 ).format(ident, sql.Identifier(DEAD_LETTERS))
             )
-            self._migrate_types(conn, self._wanted_types)
         rows = conn.execute(
             """SELECT c.table_name, c.column_name, format_type(a.atttypid, a.atttypmod)
             FROM information_schema.columns c
@@ -179,45 +175,6 @@ class PostgresMartSink:
         self._dead_marts = {str(mart) for (mart,) in dead}
         conn.commit()
 
-    def _migrate_types(self, conn: psycopg.Connection[Any], wanted: dict[str, dict[str, str]]) -> None:
-        """Widen every mart column narrower than its gold model's type (an existing ``numeric(12,2)`` money
-        column becomes ``numeric(38,2)``: same scale, no table rewrite). Other differences are logged, not
-        changed; a column that cannot be altered (a view depends on it) keeps its type, with a warning, and
-        the values that do not fit become dead letters."""
-        current = conn.execute(
-            """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
-            FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-            JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped""",
-            (self.schema,),
-        ).fetchall()
-        for table, column, have in current:
-            want = wanted.get(table, {}).get(column)
-            if want is None or want == have:
-                continue
-            if not widens(have, want):
-                log.warning(
-                    "%s.%s.%s is %s in PostgreSQL but %s in gold; left as it is",
-                    self.schema,
-                    table,
-                    column,
-                    have,
-                    want,
-                )
-                continue
-            try:
-                with conn.transaction():
-                    conn.execute(
-                        sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(
-                            sql.Identifier(self.schema, table), sql.Identifier(column), sql.SQL(want)
-                        )
-                    )
-                log.info("widened %s.%s.%s from %s to %s", self.schema, table, column, have, want)
-            except psycopg.DatabaseError as exc:
-                if isinstance(exc, psycopg.OperationalError):
-                    raise
-                log.warning("cannot widen %s.%s.%s to %s: %s", self.schema, table, column, want, exc)
-
     def apply(self, changes: Iterable[GoldChange], *, repair: bool = False) -> ApplyResult:
         """Apply the changes in one transaction (committed on return).
 
@@ -232,6 +189,9 @@ class PostgresMartSink:
         for change in newest.values():
             by_mart.setdefault(change.mart, []).append(change)
         conn = self.connect()
+        if by_mart.keys() - self._columns.keys():  # a model added since the start: create its table
+            self._derived = None
+            self._ensure_schema(conn)
         result = ApplyResult(upserts={}, deletes={})
         self._staged = set()
         with conn.transaction():

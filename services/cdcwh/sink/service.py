@@ -27,10 +27,10 @@ from cdcwh.errors import InfrastructureError
 from cdcwh.goldfeed import MalformedGoldChange, decode, gold_topic
 from cdcwh.kafka import client_config, consumer_config, ensure_topics
 from cdcwh.kafka.catchup import CatchUpTracker
+from cdcwh.models import load_models
 from cdcwh.retry import retrying
 from cdcwh.sink.postgres import PostgresMartSink
 from cdcwh.stopping import stop_on_signals
-from cdcwh.transform.gold import load_models  # noqa: TID251 (moves to cdcwh.models)
 
 log = logging.getLogger(__name__)
 

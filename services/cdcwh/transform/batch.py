@@ -42,8 +42,9 @@ from cdcwh.bronze.catalog import bronze_tables
 from cdcwh.bronze.offsets import TopicPartition
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
+from cdcwh.models import GoldModel
 from cdcwh.transform.bronze_reader import BronzeSlice, read_new_rows
-from cdcwh.transform.gold import GoldModel, ModelResult, refresh_model
+from cdcwh.transform.gold import ModelResult, refresh_model
 from cdcwh.transform.silver import COLUMNS_TABLE, apply_changes, key_columns
 from cdcwh.warehouse import ChangeSet, count, read_state, scalar, write_state
 

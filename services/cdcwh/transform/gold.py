@@ -1,6 +1,7 @@
 """Gold: the marts of ``sql/gold/*.sql``, recomputed from silver each batch, their changes captured.
 
-A model file is one ``SELECT`` with a header naming the mart and its primary key::
+A model file is one ``SELECT`` with a header naming the mart and its primary key (``cdcwh.models`` loads
+them)::
 
     -- mart: orders
     -- primary key: order_id
@@ -23,14 +24,12 @@ keyless source, or a NULL among the values recomputes the whole mart.
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass, replace
-from graphlib import TopologicalSorter
-from pathlib import Path
+from dataclasses import dataclass
 
 import duckdb
 
 from cdcwh.errors import ConfigError
+from cdcwh.models import GoldModel, key_json_sql, row_json_sql
 from cdcwh.warehouse import (
     ChangeSet,
     changes_table,
@@ -40,108 +39,6 @@ from cdcwh.warehouse import (
     table_exists,
     write_state,
 )
-
-HEADER = re.compile(r"^--\s*(mart|primary key|incremental):\s*(.+?)\s*$", re.MULTILINE)
-SOURCE_COLUMN = re.compile(
-    r"^(silver|gold)\.([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)$", re.IGNORECASE
-)
-REFERENCE = re.compile(r"\b(gold|silver|silver_history)\.\"?([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Incremental:
-    """``-- incremental: <column> from <schema>.<table>.<column>, ...``: a batch recomputes only the mart rows
-    whose ``column`` is among the values the listed source columns had before or after the batch's changes."""
-
-    column: str
-    sources: tuple[tuple[str, str, str], ...]  # (schema, table, column)
-
-
-@dataclass(frozen=True)
-class GoldModel:
-    name: str
-    primary_key: tuple[str, ...]
-    sql: str
-    path: Path
-    incremental: Incremental | None = None
-
-    @property
-    def reads(self) -> set[tuple[str, str]]:
-        """(schema, table) of every silver, silver_history and gold table the SQL names."""
-        return {(schema.lower(), name.lower()) for schema, name in REFERENCE.findall(self.sql)}
-
-    @property
-    def depends_on(self) -> set[str]:
-        return {name for schema, name in self.reads if schema == "gold"} - {self.name}
-
-
-def load_models(directory: Path) -> list[GoldModel]:
-    """Every ``*.sql`` under ``directory``, in dependency order; a bad header or a cycle is a ConfigError."""
-    models: dict[str, GoldModel] = {}
-    for path in sorted(directory.glob("*.sql")):
-        text = path.read_text()
-        header = dict(HEADER.findall(text))
-        if "mart" not in header or "primary key" not in header:
-            raise ConfigError(
-                f"{path}: a gold model starts with '-- mart: <name>' and '-- primary key: <cols>'"
-            )
-        name = header["mart"].lower()
-        key = tuple(column.strip() for column in header["primary key"].split(","))
-        model = GoldModel(name=name, primary_key=key, sql=text.strip().rstrip(";"), path=path)
-        if "incremental" in header:
-            model = replace(model, incremental=parse_incremental(model, header["incremental"]))
-        models[name] = model
-    graph = {name: model.depends_on & models.keys() for name, model in models.items()}
-    try:
-        order = list(TopologicalSorter(graph).static_order())
-    except Exception as exc:
-        raise ConfigError(f"gold models in {directory} depend on each other in a cycle: {exc}") from exc
-    return [models[name] for name in order]
-
-
-def parse_incremental(model: GoldModel, text: str) -> Incremental:
-    """The ``incremental`` header; it must say how a change of every table the model reads moves its rows."""
-    column, sep, rest = text.partition(" from ")
-    if not sep or not column.strip():
-        raise ConfigError(f"{model.path}: '-- incremental: <column> from <schema>.<table>.<column>, ...'")
-    sources = []
-    for item in rest.split(","):
-        match = SOURCE_COLUMN.match(item.strip())
-        if match is None:
-            raise ConfigError(
-                f"{model.path}: '-- incremental: <column> from <schema>.<table>.<column>, ...' "
-                f"(schema silver or gold), not {item.strip()!r}"
-            )
-        schema, table, source_column = match.groups()
-        sources.append((schema.lower(), table.lower(), source_column))
-    listed = {(schema, table) for schema, table, _ in sources}
-    listed |= {("silver_history", table) for schema, table in listed if schema == "silver"}
-    unlisted = sorted(model.reads - listed - {("gold", model.name)})
-    if unlisted:
-        raise ConfigError(
-            f"{model.path}: reads {', '.join('.'.join(ref) for ref in unlisted)}, but the incremental header "
-            f"does not say which {column.strip()} values a change there touches"
-        )
-    return Incremental(column=column.strip(), sources=tuple(sources))
-
-
-def key_json_sql(primary_key: tuple[str, ...]) -> str:
-    """DuckDB expression: the primary key as a JSON object (the Kafka key of a gold change)."""
-    return "to_json({" + ", ".join(f"{literal(k)}: {quote(k)}" for k in primary_key) + "})"
-
-
-def row_json_sql(columns: list[tuple[str, str]]) -> str:
-    """DuckDB expression: the row as a JSON object, decimals as strings (money is never a float between
-    Debezium and Postgres)."""
-    fields = (
-        f"{literal(name)}: {quote(name)}" + ("::VARCHAR" if kind.startswith("DECIMAL") else "")
-        for name, kind in columns
-    )
-    return "to_json({" + ", ".join(fields) + "})"
-
-
-def literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)

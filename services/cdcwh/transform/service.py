@@ -21,10 +21,10 @@ from cdcwh import faults, metrics
 from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import Settings
 from cdcwh.kafka import client_config
+from cdcwh.models import load_models
 from cdcwh.retry import retrying
 from cdcwh.stopping import stop_on_signals
 from cdcwh.transform.batch import BatchResult, run_batch
-from cdcwh.transform.gold import load_models
 from cdcwh.transform.outbox import KafkaOutboxPublisher
 from cdcwh.warehouse import open_warehouse
 

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from cdcwh import metrics
+from cdcwh.sink.postgres import PostgresMartSink
 from tests.integration.deploy.conftest import (
     ALERT_RULES,
     DASHBOARDS,
@@ -193,15 +194,17 @@ def sql_queries() -> list[tuple[str, str]]:
 
 
 def test_marts_dashboard_queries_run_on_the_marts_schema(postgres_dsn: str) -> None:
-    """Every SQL panel runs against sql/postgres/marts.sql with rows in it (rolled back afterwards)."""
+    """Every SQL panel runs against the mart tables the sink creates, with rows in them (rolled back
+    afterwards)."""
     queries = sql_queries()
     titles = " | ".join(title for title, _ in queries).lower()
     for needed in ("daily revenue", "orders by status", "top customers"):
         assert needed in titles
     time_filter = re.compile(r"\$__timeFilter\((\w+)\)")
+    sink = PostgresMartSink(postgres_dsn, "marts", ROOT / "sql")
+    sink.connect()
+    sink.close()
     with psycopg.connect(postgres_dsn) as conn:
-        conn.execute((ROOT / "sql" / "postgres" / "marts.sql").read_text())
-        conn.commit()
         with conn.transaction(force_rollback=True):
             conn.execute(
                 "INSERT INTO marts.daily_revenue VALUES ('2026-02-01', 2, 7, 228.86, 1, now())"

@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from cdcwh.config import PROJECT_ROOT
-from cdcwh.transform.gold import load_models
+from cdcwh.models import load_models
 from cdcwh.transform.service import TransformService
 from tests.integration.ingest.helpers import cli_env, settings_for
 

@@ -24,10 +24,12 @@ from cdcwh.config import PROJECT_ROOT, Settings
 from cdcwh.generate import SourceChange
 from cdcwh.generate.model import ShopModel
 from cdcwh.goldfeed import GoldChange
-from cdcwh.sink.postgres import PostgresMartSink, mart_ddl
-from cdcwh.transform.gold import load_models, refresh_model
+from cdcwh.models import load_models
+from cdcwh.sink.postgres import PostgresMartSink
+from cdcwh.transform.gold import refresh_model
 from cdcwh.warehouse import open_warehouse
 from tests.integration.ingest.helpers import run_cdcwh, settings_for
+from tests.integration.sink.legacy import legacy_mart_ddl
 from tests.integration.transform.pipeline import produce_changes
 
 SQL_DIR = PROJECT_ROOT / "sql"
@@ -197,7 +199,7 @@ def filenode(dsn: str, schema: str, table: str) -> int:
 def test_an_existing_mart_with_the_old_money_type_is_widened_on_sink_start(
     postgres_dsn: str, schema: str
 ) -> None:
-    old_ddl = mart_ddl(SQL_DIR, schema).replace("numeric(38, 2)", "numeric(12, 2)")
+    old_ddl = legacy_mart_ddl(schema).replace("numeric(38, 2)", "numeric(12, 2)")
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(old_ddl)
         conn.execute(

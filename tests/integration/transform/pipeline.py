@@ -8,19 +8,13 @@ from typing import Any
 
 import duckdb
 
-from cdcwh.config import Settings
+from cdcwh.config import PROJECT_ROOT, Settings
 from cdcwh.generate import KafkaRecord, SourceChange, encode, produce
+from cdcwh.models import load_models
 from tests.integration.ingest.helpers import run_cdcwh, run_ingest_until_caught_up
 
-MARTS = (
-    "orders",
-    "customers",
-    "daily_revenue",
-    "fact_order_items",
-    "dim_products",
-    "dim_customers",
-    "dim_date",
-)
+# every gold model, in dependency order
+MARTS = tuple(model.name for model in load_models(PROJECT_ROOT / "sql" / "gold"))
 
 
 def produce_changes(bootstrap: str, prefix: str, changes: list[SourceChange], partitions: int = 3) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
-from cdcwh.transform.gold import GoldModel, load_models, refresh_model
+from cdcwh.models import GoldModel, load_models
+from cdcwh.transform.gold import refresh_model
 from cdcwh.transform.silver import apply_changes
 from cdcwh.warehouse import ChangeSet, changes_table, open_warehouse
 

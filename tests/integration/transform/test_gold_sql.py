@@ -24,6 +24,8 @@ import pytest
 from psycopg import sql
 
 from cdcwh.generate import SHOP_TABLES, ShopGenerator, SourceChange, replay_state
+from cdcwh.models import derive_marts, load_models
+from cdcwh.sink.postgres import PostgresMartSink
 from tests.integration.transform.marts_reference import (
     MART_COLUMNS,
     MART_KEYS,
@@ -36,11 +38,14 @@ from tests.integration.transform.marts_reference import (
 
 REPO = Path(__file__).resolve().parents[3]
 GOLD_DIR = REPO / "sql" / "gold"
-MARTS_DDL = REPO / "sql" / "postgres" / "marts.sql"
+DOCS = REPO / "docs" / "gold.md"
 
 MONEY = "DECIMAL(12,2)"  # a row's amount: the source's numeric(10,2) and room
 SUM = "DECIMAL(38,2)"  # a sum of amounts: holds any legal total
 TSTZ = "TIMESTAMP WITH TIME ZONE"
+# The documented types of the shipped marts (docs/gold.md, "Types"), pinned: money never a float, sums with 38
+# digits. A new model needs no entry: the sink derives its table from the model's result types
+# (test_the_sink_creates_the_mart_tables_from_the_models checks the derivation on these).
 EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
     "orders": ("BIGINT", "INTEGER", "DATE", "VARCHAR", SUM, SUM, SUM, SUM, SUM),
     "customers": ("INTEGER", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "DATE", "DATE", "BIGINT", SUM),
@@ -242,8 +247,17 @@ def test_gold_matches_reference_on_generated_stream(warehouse: duckdb.DuckDBPyCo
 
 
 def test_gold_column_types(warehouse: duckdb.DuckDBPyConnection) -> None:
+    """On data, every model gives the columns and types the sink derives from it (empty tables shaped by the
+    contracts), and the shipped marts the documented types."""
     changes = list(ShopGenerator(5).changes(500))
     build(warehouse, changes)
+    derived = derive_marts(load_models(GOLD_DIR), REPO / "schemas" / "contracts")
+    assert derived.failures == {} and set(derived.tables) == set(gold_models())
+    for mart, table in derived.tables.items():
+        described = warehouse.sql(f"DESCRIBE gold.{mart}").fetchall()
+        assert [(name, kind) for name, kind, *_ in described] == [
+            (column.name, column.duckdb_type) for column in table.columns
+        ], mart
     for mart, types in EXPECTED_TYPES.items():
         described = warehouse.sql(f"DESCRIBE gold.{mart}").fetchall()
         assert [(name, kind) for name, kind, *_ in described] == list(
@@ -261,12 +275,18 @@ def test_gold_on_empty_silver(warehouse: duckdb.DuckDBPyConnection) -> None:
 
 def test_model_headers_name_the_mart_and_key() -> None:
     models = gold_models()
-    assert set(models) == set(MART_COLUMNS)
+    assert set(models) == set(MART_KEYS)  # one file per mart, named after it
     for name, text in models.items():
         lines = text.splitlines()
         assert lines[0] == f"-- mart: {name}"
         assert lines[1] == f"-- primary key: {', '.join(MART_KEYS[name])}"
         assert lines[2].startswith("-- ") and len(lines[2]) > 10
+        assert set(MART_KEYS[name]) <= set(MART_COLUMNS[name]), name
+    # the keys docs/gold.md gives ("Key `order_id`.", "Key `(customer_id, version)`.") are the headers'
+    documented = re.findall(r"^### `(\w+)`.*?^Key `\(?([\w, ]+?)\)?`", DOCS.read_text(), re.M | re.S)
+    assert len(documented) >= 7
+    for mart, key in documented:
+        assert MART_KEYS[mart] == tuple(key.split(", ")), mart
     order = model_order(models)
     assert order.index("orders") < order.index("customers")
     assert order.index("fact_order_items") < order.index("daily_revenue")
@@ -517,6 +537,8 @@ def test_compare_marts_reports_differences() -> None:
     assert len(compare_marts({"daily_revenue": []}, expected)) == 1
     assert len(compare_marts({"daily_revenue": expected["daily_revenue"] * 2}, expected)) == 1
     assert compare_marts({}, expected) == ["daily_revenue: missing from actual"]
+    # a mart without a reference computation (a model added as one file) is not compared
+    assert compare_marts({**same, "new_mart": [{"id": 1}]}, expected) == []
 
 
 # --- PostgreSQL DDL -----------------------------------------------------------------------------------------
@@ -535,21 +557,27 @@ def scratch_postgres(postgres_dsn: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def test_postgres_ddl_matches_gold(scratch_postgres: str) -> None:
-    ddl = MARTS_DDL.read_text()
+def test_the_sink_creates_the_mart_tables_from_the_models(scratch_postgres: str) -> None:
+    """No hand-written DDL: the sink creates each mart table from its model's result types (twice: the second
+    start finds them and changes nothing)."""
+    for _ in range(2):
+        sink = PostgresMartSink(scratch_postgres, "marts", REPO / "sql")
+        sink.connect()
+        sink.close()
     with psycopg.connect(scratch_postgres, autocommit=True) as conn:
-        conn.execute(ddl)
-        conn.execute(ddl)  # idempotent
         for mart, types in EXPECTED_TYPES.items():
             columns = conn.execute(
-                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+                "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute"
                 " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
                 (f"marts.{mart}",),
             ).fetchall()
             assert columns == [
-                *((name, POSTGRES_TYPES[kind]) for name, kind in zip(MART_COLUMNS[mart], types, strict=True)),
-                ("_version", "bigint"),
-                ("_updated_at", "timestamp with time zone"),
+                *(
+                    (name, POSTGRES_TYPES[kind], name in MART_KEYS[mart])
+                    for name, kind in zip(MART_COLUMNS[mart], types, strict=True)
+                ),
+                ("_version", "bigint", True),
+                ("_updated_at", "timestamp with time zone", True),
             ], mart
             key = conn.execute(
                 "SELECT a.attname FROM pg_index i"

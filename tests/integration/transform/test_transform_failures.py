@@ -27,9 +27,10 @@ from pyiceberg.catalog import Catalog
 from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator, SourceChange
+from cdcwh.models import GoldModel, key_json_sql, load_models, row_json_sql
 from cdcwh.transform import batch as batch_module
 from cdcwh.transform.batch import BatchResult, run_batch
-from cdcwh.transform.gold import GoldModel, key_json_sql, load_models, refresh_model, row_json_sql
+from cdcwh.transform.gold import refresh_model
 from cdcwh.warehouse import open_warehouse, quote
 from tests.integration.ingest.helpers import run_ingest_until_caught_up, settings_for
 from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts

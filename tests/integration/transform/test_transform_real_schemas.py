@@ -27,9 +27,9 @@ from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import Settings
 from cdcwh.core.record import RawRecord
 from cdcwh.ingest.bronze import IcebergBronzeWriter
+from cdcwh.models import GoldModel, load_models
 from cdcwh.transform import batch as batch_module
 from cdcwh.transform.batch import BatchResult, run_batch, silver_name
-from cdcwh.transform.gold import GoldModel, load_models
 from cdcwh.warehouse import open_warehouse
 from tests.integration.ingest.test_ingest_real_debezium import captured
 

@@ -1,6 +1,6 @@
--- PostgreSQL DDL of the gold marts (DESIGN.md section 7). Idempotent: safe to run on every start.
--- Columns match sql/gold/<mart>.sql in name, order and type, plus the _version / _updated_at the runner adds.
--- Money is exact end to end: a row's amount numeric(12,2), a sum of amounts numeric(38,2).
+-- The mart DDL of databases created before the sink derived the mart tables from the gold models: the
+-- former sql/postgres/marts.sql (with the later numeric(38, 2) sums). The sink must keep working on it.
+-- tests/integration/sink/legacy.py replaces the schema name.
 
 CREATE SCHEMA IF NOT EXISTS marts;
 
