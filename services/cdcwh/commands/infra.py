@@ -16,6 +16,23 @@ from cdcwh.embedded import EmbeddedBroker, EmbeddedPostgres
 console = Console()
 
 
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    broker = sub.add_parser(
+        "broker",
+        help="run the embedded Kafka-compatible broker in the foreground",
+        description="Start the embedded broker (Tansu, memory-only) on 127.0.0.1 and record its address in "
+        "the data dir, so other cdcwh commands with the same CDCWH_DATA_DIR use it. Ctrl-C stops it.",
+    )
+    broker.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
+    sub.add_parser(
+        "postgres",
+        help="run the embedded PostgreSQL in the foreground",
+        description="Start the embedded PostgreSQL (data in <data_dir>/postgres, Unix socket only) "
+        "and record its URI in the data dir, so other cdcwh commands with the same CDCWH_DATA_DIR use it. "
+        "Ctrl-C stops it.",
+    )
+
+
 def wait_for_stop_signal(alive: Callable[[], bool]) -> bool:
     """Block until SIGINT or SIGTERM (True), or until ``alive`` says the wrapped server died (False)."""
     stop = threading.Event()

@@ -29,6 +29,21 @@ from cdcwh.supervisor import SERVICES, WITH_CAPTURE, Supervisor, run_until_caugh
 console = Console(stderr=True)
 
 
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "run",
+        help="run ingest, transform and sink under one supervisor",
+        description="Start the three services as separate processes, restart any that crashes, stop all on "
+        "Ctrl-C. Starts the embedded broker and Postgres when CDCWH_KAFKA__BOOTSTRAP_SERVERS / "
+        "CDCWH_POSTGRES__DSN are unset and none is running for the data dir.",
+    )
+    parser.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="process everything currently in the topics through to PostgreSQL, then exit 0",
+    )
+
+
 class Infrastructure:
     """The embedded broker and Postgres of a ``cdcwh run`` or ``cdcwh demo``, and with ``source=True`` the
     embedded source PostgreSQL that capture reads: each started unless configured or already running for the
