@@ -7,11 +7,10 @@ import signal
 import threading
 from types import FrameType
 
-from rich.console import Console
-
+from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -22,14 +22,12 @@ from dataclasses import dataclass
 
 import psycopg
 from confluent_kafka.admin import AdminClient
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from cdcwh.commands import generate
 from cdcwh.commands.args import positive_float, positive_int
-from cdcwh.commands.output import Format, Grid, add_format_option, emit
-from cdcwh.commands.output import console as output_console
+from cdcwh.commands.output import Format, Grid, add_format_option, emit, make_console
 from cdcwh.commands.run import child_env, infrastructure
 from cdcwh.config import Settings
 from cdcwh.embedded import postgres_dsn
@@ -41,7 +39,7 @@ from cdcwh.metrics import scrape as scrape_metrics
 from cdcwh.source import CaptureUnavailable, capture_available
 from cdcwh.supervisor import CAPTURE, SERVICES, WITH_CAPTURE, Supervisor, run_until_caught_up
 
-console = Console()
+console = make_console()
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -193,7 +191,7 @@ def holds_simulator_run(settings: Settings) -> bool:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     global console
     if args.format != "table":  # stdout carries the summary document only; progress goes to stderr
-        console = Console(stderr=True)
+        console = make_console(stderr=True)
     real = use_real_source(args, settings)
     if real and args.source == "postgres" and settings.source.dsn is None and holds_simulator_run(settings):
         raise ConfigError(
@@ -369,14 +367,12 @@ def reconcile_with_source(settings: Settings, source: RealSource) -> int:
     result = reconcile(settings, source_dsn_override=source.dsn)
     print_result(result, console)
     if not result.tables:
-        console.print("[bold red]no captured table in silver to compare with the source[/]")
+        console.print("no captured table in silver to compare with the source", style="bold red")
         return 1
     if not result.equal:
-        console.print(
-            f"[bold red]source and silver differ: {result.differing_keys:,} keys (above)[/]", highlight=False
-        )
+        console.print(f"source and silver differ: {result.differing_keys:,} keys (above)", style="bold red")
         return 1
-    console.print("[bold green]source and silver are equal for every table[/]")
+    console.print("source and silver are equal for every table", style="bold green")
     console.print(f"the source database: psql '{source.dsn}'")
     return 0
 
@@ -440,7 +436,7 @@ def print_summary(
         "freshness_s": {"p50": p50, "p99": p99},
         "postgres": {"dsn": dsn, "schema": schema},
     }
-    out = output_console()
+    out = make_console()
     emit(fmt, grids if not layers.mismatched else grids[:1], document, out)
     if layers.mismatched:
         raise InfrastructureError(f"PostgreSQL does not match gold for: {', '.join(layers.mismatched)}")

@@ -11,16 +11,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cdcwh.commands.args import positive_float, positive_int
+from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 from cdcwh.generate import KafkaRecord, ShopGenerator, encode, produce, write_jsonl
 from cdcwh.generate.model import FIRST_LSN
 from cdcwh.kafka import producer_config
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -211,4 +211,4 @@ def summarise(counts: dict[str, int], written: int, where: str, *, unit: str = "
         table.add_column(op, justify="right")
     for name in tables:
         table.add_row(name, *(str(counts.get(f"{name}:{op}", 0)) for op in ops))
-    Console().print(table)
+    make_console().print(table)

@@ -8,12 +8,11 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from rich.console import Console
-
+from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 from cdcwh.embedded import EmbeddedBroker, EmbeddedPostgres
 
-console = Console()
+console = make_console()
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,9 +51,7 @@ def run_broker(args: argparse.Namespace, settings: Settings) -> int:
     broker = EmbeddedBroker(settings.run_dir, settings.data_dir / "logs", port=args.port)
     record = broker.start()
     try:
-        console.print(
-            f"embedded broker listening on [bold]{record.address}[/] (pid {record.pid}, memory-only)"
-        )
+        console.print(f"embedded broker listening on {record.address} (pid {record.pid}, memory-only)")
         console.print(f"cdcwh commands with CDCWH_DATA_DIR={settings.data_dir} find it on their own;")
         console.print(
             f"from another data dir: export CDCWH_KAFKA__BOOTSTRAP_SERVERS={record.address} "

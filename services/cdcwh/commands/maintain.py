@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 
-console = Console()
+console = make_console()
 
 
 def add_parser(sub: Any) -> None:

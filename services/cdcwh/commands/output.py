@@ -2,7 +2,7 @@
 
 - table: rich tables for people. Every cell, title and header is a ``rich.text.Text``, so a value that
   looks like markup (``[b]x[/b]``, ``x[/]``) is shown as it is instead of being parsed. Output that is not a
-  terminal is not cut or wrapped at 80 columns (``console()``).
+  terminal is not cut or wrapped at 80 columns (``make_console()``).
 - json: one JSON document on stdout. Exact values: integers of any size as JSON numbers, floats as their
   shortest round-tripping repr, decimals as strings (a JSON number would be read as a binary float by most
   parsers, losing digits), NaN and infinities as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``,
@@ -47,7 +47,7 @@ def add_format_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def console(*, stderr: bool = False) -> Console:
+def make_console(*, stderr: bool = False) -> Console:
     """A console that never interprets markup in what it is given to print and, off a terminal, never cuts
     or wraps at 80 columns (piped tables keep whole amounts on one line)."""
     stream = sys.stderr if stderr else sys.stdout
@@ -99,7 +99,7 @@ def table(grid: Grid) -> Table:
 
 
 def print_tables(grids: Iterable[Grid], out: Console | None = None) -> None:
-    out = out or console()
+    out = out or make_console()
     for grid in grids:
         out.print(table(grid))
 

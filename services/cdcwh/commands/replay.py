@@ -8,8 +8,7 @@ from typing import Any
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from cdcwh.commands.output import Grid, add_format_option, emit
-from cdcwh.commands.output import console as output_console
+from cdcwh.commands.output import Grid, add_format_option, emit, make_console
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 
@@ -53,7 +52,7 @@ class Report:
 
     def __init__(self, fmt: str) -> None:
         self.fmt = fmt
-        self.progress_console = output_console() if fmt == "table" else output_console(stderr=True)
+        self.progress_console = make_console() if fmt == "table" else make_console(stderr=True)
         self.grids: list[Grid] = []
         self.document: dict[str, Any] = {}
 

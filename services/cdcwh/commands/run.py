@@ -8,8 +8,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from rich.console import Console
-
+from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 from cdcwh.embedded import (
     EmbeddedBroker,
@@ -26,7 +25,7 @@ from cdcwh.source import EmbeddedSource, capture_available
 from cdcwh.source import cluster as source_cluster
 from cdcwh.supervisor import SERVICES, WITH_CAPTURE, Supervisor, run_until_caught_up
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-
+from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 
-console = Console()
+console = make_console()
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cdcwh.commands.args import non_negative_float, non_negative_int
-from cdcwh.commands.output import Grid, add_format_option, console, emit
+from cdcwh.commands.output import Grid, add_format_option, emit, make_console
 from cdcwh.config import Settings
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from cdcwh.overview.status import Thresholds, collect_status
 
     status = collect_status(settings, Thresholds(args.max_lag, args.max_staleness))
-    out = console()
+    out = make_console()
     emit(args.format, grids(status), status, out)
     assert status.health is not None  # noqa: S101 - collect_status always assesses
     if args.format == "table":

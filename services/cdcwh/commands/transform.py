@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cdcwh.commands.args import positive_int
-from cdcwh.commands.output import Grid, add_format_option, console, emit
+from cdcwh.commands.output import Grid, add_format_option, emit, make_console
 from cdcwh.config import Settings
 from cdcwh.errors import CdcwhError
 
@@ -67,13 +67,13 @@ def query(args: argparse.Namespace, settings: Settings) -> int:
         "rows": rows,
         "truncated": truncated,
     }
-    out = console()
+    out = make_console()
     emit(args.format, [Grid("", columns, list(rows))], document, out)
     if args.format == "table":
         more = " (more rows not shown; raise --limit)" if truncated else ""
         out.print(f"{len(rows)} rows{more}")
     elif truncated:
-        console(stderr=True).print(
+        make_console(stderr=True).print(
             f"more than {args.limit} rows: only the first {args.limit} printed (--limit)"
         )
     return 0
