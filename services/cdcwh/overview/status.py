@@ -37,7 +37,9 @@ class Part:
 class SourceLag:
     """One source topic-partition. Counts are offsets: ``end`` is the next offset the broker will write (None
     when Kafka is unreachable), ``in_bronze`` one above the highest offset landed in the bronze table,
-    ``ingested`` the same counting the quarantine too, ``in_silver`` one above the transform's watermark."""
+    ``ingested`` the same counting the quarantine too, ``in_silver`` one above the transform's watermark.
+    Derived: ``to_ingest`` (on the broker, not landed yet), ``to_transform`` (in bronze, not in silver yet)
+    and ``behind`` (their sum: the broker's end to silver); None where the end is unknown."""
 
     topic: str
     partition: int
@@ -46,35 +48,30 @@ class SourceLag:
     in_bronze: int
     ingested: int
     in_silver: int
+    to_ingest: int | None = field(init=False)
+    to_transform: int = field(init=False)
+    behind: int | None = field(init=False)
 
-    @property
-    def to_ingest(self) -> int | None:
-        """Records on the broker that ingest has not landed (in bronze or quarantine) yet."""
-        return None if self.end is None else max(0, self.end - self.ingested)
-
-    @property
-    def to_transform(self) -> int:
-        """Records in bronze that the transform has not applied to silver yet."""
-        return max(0, self.in_bronze - self.in_silver)
-
-    @property
-    def behind(self) -> int | None:
-        """Records between the broker's end and silver."""
-        return None if self.to_ingest is None else self.to_ingest + self.to_transform
+    def __post_init__(self) -> None:
+        to_ingest = None if self.end is None else max(0, self.end - self.ingested)
+        to_transform = max(0, self.in_bronze - self.in_silver)
+        object.__setattr__(self, "to_ingest", to_ingest)
+        object.__setattr__(self, "to_transform", to_transform)
+        object.__setattr__(self, "behind", None if to_ingest is None else to_ingest + to_transform)
 
 
 @dataclass(frozen=True)
 class SinkLag:
-    """One gold change topic-partition: its end and the sink group's committed offset."""
+    """One gold change topic-partition: its end, the sink group's committed offset, the changes between."""
 
     topic: str
     partition: int
     end: int
     committed: int | None
+    behind: int = field(init=False)
 
-    @property
-    def behind(self) -> int:
-        return max(0, self.end - (self.committed or 0))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "behind", max(0, self.end - (self.committed or 0)))
 
 
 @dataclass(frozen=True)
