@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from cdcwh.commands.output import Grid, add_format_option, emit, make_console
+from cdcwh.commands.output import Format, Grid, add_format_option, emit, make_console
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 
@@ -50,7 +50,7 @@ class Report:
     """What a replay prints: its summaries as tables (table, csv) or as one JSON document, and progress and
     notes on the terminal (on stderr unless the format is table, so stdout stays one document)."""
 
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: Format) -> None:
         self.fmt = fmt
         self.progress_console = make_console() if fmt == "table" else make_console(stderr=True)
         self.grids: list[Grid] = []
@@ -70,7 +70,7 @@ class Report:
 
     def finish(self) -> int:
         if self.fmt != "table":
-            emit(self.fmt, self.grids, self.document)  # type: ignore[arg-type]
+            emit(self.fmt, self.grids, self.document)
         return 0
 
 
