@@ -185,3 +185,19 @@ def test_status_cli_json_exit_codes_and_verbatim_values(pipeline: Pipeline) -> N
     # piped: the Kafka error stays on one line, longer than 80 columns
     lines = [line for line in table.stdout.splitlines() if "no Kafka broker" in line]
     assert lines and all(len(line) > 80 and "set the variable" in line for line in lines), table.stdout
+
+
+def test_replay_rebuild_prints_one_json_document(pipeline: Pipeline) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cdcwh.cli", "replay", "rebuild", "--format", "json"],
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rebuilt = json.loads(result.stdout)["rebuild"]  # stdout is the document alone: progress is on stderr
+    status = collect_status(pipeline.settings)
+    [silver] = status.silver
+    changes = [r for r in pipeline.records if r.value is not None]  # tombstones are not changes
+    assert rebuilt[silver.name] == len(changes) and silver.rows > 0
