@@ -216,7 +216,8 @@ def assess(status: Status, thresholds: Thresholds, now: datetime) -> Health:
     (records on the broker not landed; progress = its last append to that bronze table), the transform
     (records in bronze not in silver; progress = its last successful batch) and the sink (gold changes not
     applied; progress = the newest write to a mart). A quiet pipeline with nothing waiting is never stale.
-    A gold model behind (failing) counts as stale."""
+    A gold model behind (failing) counts as stale, and so does a partition bronze knows but the broker has
+    no end for (a memory-only broker restarted, its topics not made again yet)."""
     down = [f"{p.name} unreachable: {p.error}" for p in status.parts if not p.reachable]
     if down:
         return Health(2, "unreachable", down)
@@ -228,7 +229,11 @@ def assess(status: Status, thresholds: Thresholds, now: datetime) -> Health:
 
     for lag in status.source:
         where = f"{lag.topic}/{lag.partition}"
-        if lag.behind is not None and lag.behind > thresholds.max_lag:
+        if lag.end is None:  # Kafka answered, but not for this partition: lost by the broker, or silent
+            problems.append(
+                f"{where}: no end offset from the broker (the partition is gone or did not answer)"
+            )
+        elif lag.behind is not None and lag.behind > thresholds.max_lag:
             problems.append(f"{where}: {lag.behind:,} records behind silver (max {thresholds.max_lag:,})")
         if lag.to_ingest and stale(status.last_landed.get(lag.topic)):
             problems.append(

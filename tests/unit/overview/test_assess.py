@@ -77,3 +77,12 @@ def test_an_unreachable_part_wins() -> None:
         "unreachable",
         ["kafka unreachable: no Kafka broker"],
     )
+
+
+def test_a_partition_the_broker_has_no_end_for() -> None:
+    lost = status(100, 100, 100, landed_ago=1, batch_ago=1)
+    lost.source = [SourceLag(TOPIC, 0, None, None, 100, 100, 100)]
+    health = assess(lost, Thresholds(), NOW)
+    assert health.code == 1 and health.problems == [
+        f"{TOPIC}/0: no end offset from the broker (the partition is gone or did not answer)"
+    ]
