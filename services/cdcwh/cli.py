@@ -27,8 +27,9 @@ err_console = Console(stderr=True)
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-# each module registers its own subcommands (``add_parser`` / ``add_parsers``); importing them stays light:
-# the heavy imports (quixstreams, pyiceberg, duckdb) are inside the handlers
+# each module registers its own subcommands (``add_parser`` / ``add_parsers``) and their handler
+# (``set_defaults(handler=...)``); importing them stays light: the heavy imports (quixstreams, pyiceberg,
+# duckdb) are inside the handlers
 PARSER_MODULES = (
     "generate",
     "infra",
@@ -61,35 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-HANDLERS = {
-    "generate": "cdcwh.commands.generate:run",
-    "broker": "cdcwh.commands.infra:run_broker",
-    "postgres": "cdcwh.commands.infra:run_postgres",
-    "demo": "cdcwh.commands.demo:run",
-    "ingest": "cdcwh.commands.ingest:run",
-    "transform": "cdcwh.commands.transform:run",
-    "query": "cdcwh.commands.transform:query",
-    "sink": "cdcwh.commands.sink:run",
-    "run": "cdcwh.commands.run:run",
-    "replay": "cdcwh.commands.replay:run",
-    "reconcile": "cdcwh.commands.reconcile:run",
-    "maintain": "cdcwh.commands.maintain:run",
-    "status": "cdcwh.commands.status:run",
-    "source": "cdcwh.commands.source:run",
-    "capture": "cdcwh.commands.capture:run",
-}
-
-
-def load_handler(command: str) -> Handler | None:
-    """Import only the chosen command's module, so ``cdcwh broker`` does not load quixstreams or pyiceberg."""
-    target = HANDLERS.get(command)
-    if target is None:
-        return None
-    module, _, function = target.partition(":")
-    handler: Handler = getattr(importlib.import_module(module), function)
-    return handler
-
-
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level,
@@ -114,9 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         configure_logging(settings.log_level)
-        handler = load_handler(args.command)
-        if handler is None:  # a subcommand without a handler is a bug
-            raise RuntimeError(f"no handler for {args.command}")
+        handler: Handler = args.handler  # set by the command module's parser
         return handler(args, settings)
     except CdcwhError as exc:
         # the message as Text: it may hold brackets ("pip install 'cdcwh[debezium]'") that are not markup

@@ -66,6 +66,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "simulated Debezium events; auto (default): postgres where capture can run, else the simulator",
     )
     add_format_option(demo)
+    demo.set_defaults(handler=run)
 
 
 CAPTURE_START_TIMEOUT_S = 180.0

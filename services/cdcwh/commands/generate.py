@@ -64,6 +64,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="keep the simulated source commit times (default when producing: stamp the wall clock, so "
         "freshness can be measured)",
     )
+    gen.set_defaults(handler=run)
 
 
 def wall_clock_lsn() -> int:

@@ -23,13 +23,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "the data dir, so other cdcwh commands with the same CDCWH_DATA_DIR use it. Ctrl-C stops it.",
     )
     broker.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
-    sub.add_parser(
+    broker.set_defaults(handler=run_broker)
+    postgres = sub.add_parser(
         "postgres",
         help="run the embedded PostgreSQL in the foreground",
         description="Start the embedded PostgreSQL (data in <data_dir>/postgres, Unix socket only) "
         "and record its URI in the data dir, so other cdcwh commands with the same CDCWH_DATA_DIR use it. "
         "Ctrl-C stops it.",
     )
+    postgres.set_defaults(handler=run_postgres)
 
 
 def wait_for_stop_signal(alive: Callable[[], bool]) -> bool:

@@ -53,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=DEFAULT_SHOWN,
         help=f"differences printed per table (default {DEFAULT_SHOWN})",
     )
+    parser.set_defaults(handler=run)
 
 
 def _positive_int(text: str) -> int:

@@ -44,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     quarantine.add_argument("--no-rebuild", action="store_true", help="land in bronze only; rebuild later")
     for parser in (topic, rebuild, sink, quarantine):
         add_format_option(parser)
+    replay.set_defaults(handler=run)
 
 
 class Report:

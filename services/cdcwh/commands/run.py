@@ -41,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="process everything currently in the topics through to PostgreSQL, then exit 0",
     )
+    parser.set_defaults(handler=run)
 
 
 class Infrastructure:

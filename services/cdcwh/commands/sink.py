@@ -17,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "guarded by version, one transaction per batch; Kafka offsets are committed after Postgres commits.",
     )
     add_catch_up(parser, "apply everything currently in the gold topics, then exit")
+    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -46,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="seconds a stage with work waiting may go without progress before exit 1 "
         f"(default {DEFAULT_MAX_STALENESS_S:g})",
     )
+    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -21,6 +21,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     transform.add_argument(
         "--once", action="store_true", help="process everything new in bronze, then exit 0"
     )
+    transform.set_defaults(handler=run)
     query = sub.add_parser(
         "query",
         help="run read-only SQL against silver and gold",
@@ -31,6 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     query.add_argument("sql", help='e.g. "SELECT * FROM gold.daily_revenue ORDER BY order_date"')
     query.add_argument("--limit", type=positive_int, default=100, help="rows to print (default 100)")
     add_format_option(query)
+    query.set_defaults(handler=run_query)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return service.run_forever()
 
 
-def query(args: argparse.Namespace, settings: Settings) -> int:
+def run_query(args: argparse.Namespace, settings: Settings) -> int:
     import duckdb
 
     from cdcwh.transform.warehouse import open_warehouse
