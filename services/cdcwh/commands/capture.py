@@ -7,15 +7,14 @@ import signal
 import threading
 from types import FrameType
 
-from rich.console import Console
-
+from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sub.add_parser(
+    parser = sub.add_parser(
         "capture",
         help="capture the source database with the Debezium engine and produce its changes to Kafka",
         description="Run the Debezium PostgreSQL connector in-process (pydbzengine, Java 17+) with the "
@@ -24,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "<data_dir>/capture/offsets.dat so a restart resumes where it stopped. SIGTERM/Ctrl-C stops cleanly. "
         "Needs: pip install 'cdcwh[debezium]' and Java 17+ (docs/source.md).",
     )
+    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

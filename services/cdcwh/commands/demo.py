@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 import psycopg
 from confluent_kafka.admin import AdminClient
-from psycopg import sql
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from cdcwh.commands import generate
+from cdcwh.commands.args import positive_float, positive_int
+from cdcwh.commands.output import Format, Grid, add_format_option, emit, make_console
 from cdcwh.commands.run import child_env, infrastructure
 from cdcwh.config import Settings
 from cdcwh.embedded import postgres_dsn
@@ -39,7 +39,35 @@ from cdcwh.metrics import scrape as scrape_metrics
 from cdcwh.source import CaptureUnavailable, capture_available
 from cdcwh.supervisor import CAPTURE, SERVICES, WITH_CAPTURE, Supervisor, run_until_caught_up
 
-console = Console()
+console = make_console()
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="start the embedded services, generate a shop workload and run the pipeline on it",
+        description="The local default end to end on embedded services: a real source PostgreSQL captured "
+        "by the Debezium engine where Java 17+ is there (--source), else the Debezium simulator.",
+    )
+    demo.add_argument("--events", type=positive_int, default=20_000, help="change events (default 20000)")
+    demo.add_argument(
+        "--rate", type=positive_float, default=None, help="events per second (default: no limit)"
+    )
+    demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    demo.add_argument(
+        "--keep-running", action="store_true", help="leave the pipeline and its metrics up until Ctrl-C"
+    )
+    demo.add_argument(
+        "--source",
+        choices=("auto", "postgres", "simulator"),
+        default="auto",
+        help="postgres: run the workload as SQL in a real source PostgreSQL captured by the Debezium engine "
+        "(Java 17+ and the debezium extra), then reconcile the source with silver; simulator: produce "
+        "simulated Debezium events; auto (default): postgres where capture can run, else the simulator",
+    )
+    add_format_option(demo)
+    demo.set_defaults(handler=run)
+
 
 CAPTURE_START_TIMEOUT_S = 180.0
 """The JVM's start and the connector's snapshot of a fresh source, until its replication slot is streaming."""
@@ -162,6 +190,9 @@ def holds_simulator_run(settings: Settings) -> bool:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    global console
+    if args.format != "table":  # stdout carries the summary document only; progress goes to stderr
+        console = make_console(stderr=True)
     real = use_real_source(args, settings)
     if real and args.source == "postgres" and settings.source.dsn is None and holds_simulator_run(settings):
         raise ConfigError(
@@ -242,7 +273,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             supervisor.stop()
         console.print("bringing every stage to the end of its topics ...")
         run_until_caught_up(env)
-        print_summary(settings, freshness, args.rate)
+        print_summary(settings, freshness, args.rate, args.format)
         if source is not None:
             return reconcile_with_source(settings, source)
     return 0
@@ -337,14 +368,12 @@ def reconcile_with_source(settings: Settings, source: RealSource) -> int:
     result = reconcile(settings, source_dsn_override=source.dsn)
     print_result(result, console)
     if not result.tables:
-        console.print("[bold red]no captured table in silver to compare with the source[/]")
+        console.print("no captured table in silver to compare with the source", style="bold red")
         return 1
     if not result.equal:
-        console.print(
-            f"[bold red]source and silver differ: {result.differing_keys:,} keys (above)[/]", highlight=False
-        )
+        console.print(f"source and silver differ: {result.differing_keys:,} keys (above)", style="bold red")
         return 1
-    console.print("[bold green]source and silver are equal for every table[/]")
+    console.print("source and silver are equal for every table", style="bold green")
     console.print(f"the source database: psql '{source.dsn}'")
     return 0
 
@@ -377,66 +406,50 @@ def sink_idle(settings: Settings) -> bool:
     return last > 0 and time.time() - last > 2
 
 
-def print_summary(settings: Settings, freshness: dict[float, float | None], rate: float | None) -> None:
-    from cdcwh.bronze.catalog import TOPIC_PROPERTY, open_catalog
-    from cdcwh.warehouse import count, open_warehouse, quote
+def print_summary(
+    settings: Settings, freshness: dict[float, float | None], rate: float | None, fmt: Format = "table"
+) -> None:
+    """Rows per layer, the first days of revenue, freshness and where to explore (cdcwh.overview.layers);
+    raises when PostgreSQL does not hold exactly the gold marts, after printing what it holds."""
+    from cdcwh.overview.layers import collect_layers
 
-    catalog = open_catalog(settings)
-    layers = Table(title="rows per layer")
-    layers.add_column("table", no_wrap=True)
-    for column in ("bronze", "silver", "gold (DuckDB)", "PostgreSQL marts"):
-        layers.add_column(column, justify="right")
-    con = open_warehouse(settings, read_only=True)
-    # each topic's silver table, as the transform named it
-    registered = {
-        str(t): str(n) for t, n in con.execute("SELECT topic, name FROM cdcwh.silver_tables").fetchall()
-    }
+    layers = collect_layers(settings)
     dsn = postgres_dsn(settings)
     schema = settings.postgres.schema_
-    mismatched = []
-    with psycopg.connect(dsn) as pg:
-        for identifier in sorted(catalog.list_tables(settings.iceberg.namespace)):
-            table = catalog.load_table(identifier)
-            name = identifier[-1]
-            bronze_rows = table.scan().count()
-            topic = table.properties.get(TOPIC_PROPERTY)
-            silver_rows = (
-                "-"
-                if topic not in registered
-                else f"{count(con, f'SELECT count(*) FROM silver.{quote(registered[topic])}'):,}"
-            )
-            layers.add_row(f"bronze.{name}", f"{bronze_rows:,}", silver_rows, "", "")
-        marts = con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'gold' ORDER BY 1"
-        ).fetchall()
-        for (mart,) in marts:
-            gold_rows = count(con, f"SELECT count(*) FROM gold.{quote(mart)}")
-            target = sql.Identifier(schema, mart)
-            pg_rows = pg.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchall()[0][0]
-            if gold_rows != pg_rows:
-                mismatched.append(mart)
-            layers.add_row(f"marts.{mart}", "", "", f"{gold_rows:,}", f"{pg_rows:,}")
-        revenue = pg.execute(
-            sql.SQL(
-                "SELECT order_date, orders, items_sold, revenue FROM {} ORDER BY order_date LIMIT 5"
-            ).format(sql.Identifier(schema, "daily_revenue"))
-        ).fetchall()
-    con.close()
-    console.print(layers)
-    if mismatched:
-        raise InfrastructureError(f"PostgreSQL does not match gold for: {', '.join(mismatched)}")
-    sample = Table("order_date", "orders", "items_sold", "revenue", title="marts.daily_revenue (first days)")
-    for row in revenue:
-        sample.add_row(*(str(v) for v in row))
-    console.print(sample)
+    grids = [
+        Grid(
+            "rows per layer",
+            ["table", "bronze", "silver", "gold (DuckDB)", "PostgreSQL marts"],
+            [[f"bronze.{b.table}", b.bronze, b.silver, None, None] for b in layers.bronze]
+            + [[f"marts.{m.mart}", None, None, m.gold, m.postgres] for m in layers.marts],
+            right=frozenset({"bronze", "silver", "gold (DuckDB)", "PostgreSQL marts"}),
+        ),
+        Grid(
+            "marts.daily_revenue (first days)",
+            ["order_date", "orders", "items_sold", "revenue"],
+            [list(row.values()) for row in layers.sample],
+        ),
+    ]
     p50, p99 = freshness.get(0.5), freshness.get(0.99)
+    document = {
+        "layers": layers,
+        "mismatched": layers.mismatched,
+        "freshness_s": {"p50": p50, "p99": p99},
+        "postgres": {"dsn": dsn, "schema": schema},
+    }
+    out = make_console()
+    emit(fmt, grids if not layers.mismatched else grids[:1], document, out)
+    if layers.mismatched:
+        raise InfrastructureError(f"PostgreSQL does not match gold for: {', '.join(layers.mismatched)}")
+    if fmt != "table":
+        return
     if p50 is not None:
-        console.print(
+        out.print(
             f"freshness source commit -> PostgreSQL while streaming: p50 <= {p50:g} s, p99 <= {p99:g} s"
         )
         if rate is None:
-            console.print(
+            out.print(
                 "(the workload was produced as fast as possible, so this includes the backlog; "
                 "--rate gives a steady-state figure)"
             )
-    console.print(f"explore the marts: psql '{dsn}'  (schema {schema})")
+    out.print(f"explore the marts: psql '{dsn}'  (schema {schema})")

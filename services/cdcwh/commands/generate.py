@@ -11,15 +11,60 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from cdcwh.commands.args import positive_float, positive_int
+from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 from cdcwh.generate import KafkaRecord, ShopGenerator, encode, produce, write_jsonl
 from cdcwh.generate.model import FIRST_LSN
 from cdcwh.kafka import producer_config
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gen = sub.add_parser(
+        "generate",
+        help="produce a Debezium-format shop workload to Kafka (or a JSON-lines file)",
+        description="Simulate the Debezium PostgreSQL connector for the shop tables: a snapshot, then "
+        "creates, updates and deletes (each followed by a tombstone). Same seed, same events.",
+    )
+    gen.add_argument(
+        "--events", type=positive_int, default=10_000, help="change events to emit (default 10000)"
+    )
+    gen.add_argument(
+        "--rate", type=positive_float, default=None, help="events per second (default: no limit)"
+    )
+    gen.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    gen.add_argument("--partitions", type=positive_int, default=3, help="partitions per topic (default 3)")
+    gen.add_argument("--schemaless", action="store_true", help="emit JSON without the schema envelope")
+    gen.add_argument(
+        "--topic-prefix", default="shop", help="Debezium topic prefix: topics are <prefix>.public.<table>"
+    )
+    gen.add_argument(
+        "--output", metavar="FILE", help="write JSON lines to FILE instead of producing to Kafka"
+    )
+    gen.add_argument(
+        "--expected-state", metavar="FILE", help="also write the final state of every table as JSON to FILE"
+    )
+    gen.add_argument(
+        "--into-source",
+        action="store_true",
+        help="run the workload as SQL transactions against the source PostgreSQL instead (its capture "
+        "produces the change events; docs/generator.md)",
+    )
+    gen.add_argument(
+        "--source-dsn",
+        help="with --into-source: the source database (default: CDCWH_SOURCE__DSN, else the embedded source)",
+    )
+    gen.add_argument(
+        "--simulated-time",
+        action="store_true",
+        help="keep the simulated source commit times (default when producing: stamp the wall clock, so "
+        "freshness can be measured)",
+    )
+    gen.set_defaults(handler=run)
 
 
 def wall_clock_lsn() -> int:
@@ -167,4 +212,4 @@ def summarise(counts: dict[str, int], written: int, where: str, *, unit: str = "
         table.add_column(op, justify="right")
     for name in tables:
         table.add_row(name, *(str(counts.get(f"{name}:{op}", 0)) for op in ops))
-    Console().print(table)
+    make_console().print(table)

@@ -8,12 +8,30 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from rich.console import Console
-
+from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 from cdcwh.embedded import EmbeddedBroker, EmbeddedPostgres
 
-console = Console()
+console = make_console()
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    broker = sub.add_parser(
+        "broker",
+        help="run the embedded Kafka-compatible broker in the foreground",
+        description="Start the embedded broker (Tansu, memory-only) on 127.0.0.1 and record its address in "
+        "the data dir, so other cdcwh commands with the same CDCWH_DATA_DIR use it. Ctrl-C stops it.",
+    )
+    broker.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
+    broker.set_defaults(handler=run_broker)
+    postgres = sub.add_parser(
+        "postgres",
+        help="run the embedded PostgreSQL in the foreground",
+        description="Start the embedded PostgreSQL (data in <data_dir>/postgres, Unix socket only) "
+        "and record its URI in the data dir, so other cdcwh commands with the same CDCWH_DATA_DIR use it. "
+        "Ctrl-C stops it.",
+    )
+    postgres.set_defaults(handler=run_postgres)
 
 
 def wait_for_stop_signal(alive: Callable[[], bool]) -> bool:
@@ -35,9 +53,7 @@ def run_broker(args: argparse.Namespace, settings: Settings) -> int:
     broker = EmbeddedBroker(settings.run_dir, settings.data_dir / "logs", port=args.port)
     record = broker.start()
     try:
-        console.print(
-            f"embedded broker listening on [bold]{record.address}[/] (pid {record.pid}, memory-only)"
-        )
+        console.print(f"embedded broker listening on {record.address} (pid {record.pid}, memory-only)")
         console.print(f"cdcwh commands with CDCWH_DATA_DIR={settings.data_dir} find it on their own;")
         console.print(
             f"from another data dir: export CDCWH_KAFKA__BOOTSTRAP_SERVERS={record.address} "

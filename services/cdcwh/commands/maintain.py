@@ -5,22 +5,23 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 
-console = Console()
+console = make_console()
 
 
 def add_parser(sub: Any) -> None:
-    sub.add_parser(
+    parser = sub.add_parser(
         "maintain",
         help="compact settled bronze files, merge manifests, remove orphan files (and apply retention)",
         description="One maintenance pass over every bronze table, the quarantine table included: the same "
         "pass ingest runs every CDCWH_ICEBERG__MAINTAIN_INTERVAL_S. Safe while ingest runs: a commit that "
         "conflicts with an append is planned again (docs/bronze.md, 'Maintenance').",
     )
+    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 
 if TYPE_CHECKING:
     from cdcwh.reconcile import ReconcileResult
 
-console = Console()
+console = make_console()
 # cdcwh.reconcile.DEFAULT_RANGES / DEFAULT_SHOWN: not imported here, so that building the parser does not load
 # duckdb and psycopg for every command
 DEFAULT_RANGES = 16
@@ -51,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=DEFAULT_SHOWN,
         help=f"differences printed per table (default {DEFAULT_SHOWN})",
     )
+    parser.set_defaults(handler=run)
 
 
 def _positive_int(text: str) -> int:
@@ -85,12 +88,16 @@ def print_result(result: ReconcileResult, out: Console) -> None:
     for table in result.tables:
         if table.equal:
             continue
-        grid = Table(title=f"{table.silver_table} ({table.source_table})", title_justify="left")
+        # every value as Text: source data is shown as it is, never parsed as markup
+        grid = Table(title=Text(f"{table.silver_table} ({table.source_table})"), title_justify="left")
         for column in ("key", "column", "source", "silver"):
             grid.add_column(column, overflow="fold")
         for difference in table.differences:
             grid.add_row(
-                difference.key_text, difference.column, _cell(difference.source), _cell(difference.silver)
+                Text(difference.key_text),
+                Text(difference.column),
+                Text(_cell(difference.source)),
+                Text(_cell(difference.silver)),
             )
         out.print(grid)
         shown = len({d.key_text for d in table.differences})
@@ -98,9 +105,9 @@ def print_result(result: ReconcileResult, out: Console) -> None:
             out.print(f"  ... {table.differing_keys - shown:,} more differing keys not shown (--show)")
     for table in result.tables:
         for note in table.notes:
-            out.print(f"[dim]{table.silver_table}: {note}[/]", highlight=False)
+            out.print(Text(f"{table.silver_table}: {note}", style="dim"), highlight=False)
     for table in result.tables:
         style = "green" if table.equal else "bold red"
-        out.print(f"[{style}]{table.summary()}[/]", highlight=False)
+        out.print(Text(table.summary(), style=style), highlight=False)
     if not result.tables:
         out.print("no captured tables in cdcwh.silver_tables: nothing to compare")

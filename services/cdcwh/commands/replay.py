@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
+from typing import Any
 
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from cdcwh.commands.output import Format, Grid, add_format_option, emit, make_console
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
-
-console = Console()
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,23 +42,62 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     quarantine.add_argument("--reason", help="only records quarantined for this reason")
     quarantine.add_argument("--topic", help="only records of this topic")
     quarantine.add_argument("--no-rebuild", action="store_true", help="land in bronze only; rebuild later")
+    for parser in (topic, rebuild, sink, quarantine):
+        add_format_option(parser)
+    replay.set_defaults(handler=run)
+
+
+class Report:
+    """What a replay prints: its summaries as tables (table, csv) or as one JSON document, and progress and
+    notes on the terminal (on stderr unless the format is table, so stdout stays one document)."""
+
+    def __init__(self, fmt: Format) -> None:
+        self.fmt = fmt
+        self.progress_console = make_console() if fmt == "table" else make_console(stderr=True)
+        self.grids: list[Grid] = []
+        self.document: dict[str, Any] = {}
+
+    def counts(self, key: str, title: str, counts: dict[str, int]) -> None:
+        self.document[key] = dict(counts)
+        self.add(Grid(title, ["", "count"], [[n, v] for n, v in counts.items()] or [["(none)", 0]]))
+
+    def add(self, grid: Grid) -> None:
+        self.grids.append(grid)
+        if self.fmt == "table":
+            emit("table", [grid], None, self.progress_console)
+
+    def note(self, message: str) -> None:
+        self.progress_console.print(message)
+
+    def finish(self) -> int:
+        if self.fmt != "table":
+            emit(self.fmt, self.grids, self.document)
+        return 0
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    report = Report(args.format)
     if args.what == "topic":
-        return _topic(args, settings)
-    if args.what == "rebuild":
-        return _rebuild(args.table, settings)
-    if args.what == "sink":
-        return _sink(args, settings)
-    return _quarantine(args, settings)
+        _topic(args, settings, report)
+    elif args.what == "rebuild":
+        _rebuild(args.table, settings, report)
+    elif args.what == "sink":
+        _sink(args, settings, report)
+    else:
+        _quarantine(args, settings, report)
+    return report.finish()
 
 
-def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console)
+def _progress(report: Report) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        TimeElapsedColumn(),
+        console=report.progress_console,
+    )
 
 
-def _topic(args: argparse.Namespace, settings: Settings) -> int:
+def _topic(args: argparse.Namespace, settings: Settings, report: Report) -> None:
     from cdcwh.replay.topic import replay_topic
 
     timestamp_ms = None
@@ -72,11 +109,11 @@ def _topic(args: argparse.Namespace, settings: Settings) -> int:
         if moment.tzinfo is None:
             raise ConfigError("--from-timestamp: give a time zone, e.g. +00:00")
         timestamp_ms = int(moment.timestamp() * 1000)
-    with _progress() as progress:
+    with _progress(report) as progress:
         task = progress.add_task(f"replaying {args.topic}")
         seen = {"read": 0, "landed": 0}
 
-        def report(read: int, landed: int, skipped: int) -> None:
+        def on_progress(read: int, landed: int, skipped: int) -> None:
             seen["read"] += read
             seen["landed"] += landed
             progress.update(
@@ -88,80 +125,78 @@ def _topic(args: argparse.Namespace, settings: Settings) -> int:
             args.topic,
             from_offset=args.from_offset,
             from_timestamp_ms=timestamp_ms,
-            progress=report,
+            progress=on_progress,
         )
-    _summary(f"replay of {args.topic}", totals)
-    return 0
+    report.counts("replay", f"replay of {args.topic}", totals)
 
 
-def _rebuild(tables: list[str] | None, settings: Settings) -> int:
+def _rebuild(tables: list[str] | None, settings: Settings, report: Report) -> None:
     from cdcwh.replay.rebuild import rebuild
 
-    with _progress() as progress:
+    with _progress(report) as progress:
         task = progress.add_task("rebuilding silver from bronze")
         applied = {"n": 0}
 
-        def report(table: str, rows: int) -> None:
+        def on_progress(table: str, rows: int) -> None:
             applied["n"] += rows
             progress.update(
                 task, description=f"rebuilding silver from bronze: {applied['n']:,} changes applied"
             )
 
-        counts = rebuild(settings, tables, progress=report)
-    _summary("rebuild", counts)
-    return 0
+        counts = rebuild(settings, tables, progress=on_progress)
+    report.counts("rebuild", "rebuild", counts)
 
 
-def _sink(args: argparse.Namespace, settings: Settings) -> int:
+def _sink(args: argparse.Namespace, settings: Settings, report: Report) -> None:
     from cdcwh.replay.backfill import backfill
 
-    with _progress() as progress:
+    with _progress(report) as progress:
         task = progress.add_task("loading gold into PostgreSQL")
         loaded = {"n": 0}
 
-        def report(mart: str, rows: int) -> None:
+        def on_progress(mart: str, rows: int) -> None:
             loaded["n"] += rows
             progress.update(task, description=f"loading gold into PostgreSQL: {mart}, {loaded['n']:,} rows")
 
-        summary = backfill(settings, args.mart, progress=report)
-    table = Table("mart", "rows loaded", "stale rows deleted", title="backfill")
-    for mart, counts in summary.items():
-        if counts.get("skipped"):
-            table.add_row(mart, "skipped: not in gold yet", "")
-        else:
-            table.add_row(mart, f"{counts['loaded']:,}", f"{counts['deleted']:,}")
-    console.print(table)
+        summary = backfill(settings, args.mart, progress=on_progress)
     skipped = sorted(mart for mart, counts in summary.items() if counts.get("skipped"))
+    report.document["backfill"] = {
+        mart: {"skipped": True} if mart in skipped else {"loaded": c["loaded"], "deleted": c["deleted"]}
+        for mart, c in summary.items()
+    }
+    report.add(
+        Grid(
+            "backfill",
+            ["mart", "rows loaded", "stale rows deleted"],
+            [
+                [mart, "skipped: not in gold yet", None]
+                if mart in skipped
+                else [mart, c["loaded"], c["deleted"]]
+                for mart, c in summary.items()
+            ],
+            right=frozenset({"stale rows deleted"}),
+        )
+    )
     if skipped:
-        console.print(
+        report.note(
             f"skipped {', '.join(skipped)}: the transform has not built them yet (their sources have no "
             "rows); run `cdcwh replay sink` again once they exist"
         )
-    return 0
 
 
-def _quarantine(args: argparse.Namespace, settings: Settings) -> int:
+def _quarantine(args: argparse.Namespace, settings: Settings, report: Report) -> None:
     from cdcwh.replay.quarantine import replay_quarantine
     from cdcwh.transform.batch import silver_name
 
-    with console.status("re-decoding quarantined records"):
+    with report.progress_console.status("re-decoding quarantined records"):
         result = replay_quarantine(settings, reason=args.reason, topic=args.topic)
-    console.print(f"selected {result['selected']} quarantined records")
+    report.document["selected"] = result["selected"]
+    report.note(f"selected {result['selected']} quarantined records")
     landed = result["landed"]
     assert isinstance(landed, dict)  # noqa: S101 - shape of our own result
     for name in ("landed", "already_in_bronze", "still_rejected"):
-        _summary(name.replace("_", " "), result[name])  # type: ignore[arg-type]
+        report.counts(name, name.replace("_", " "), result[name])  # type: ignore[arg-type]
     if landed and not args.no_rebuild:
-        _rebuild(sorted({silver_name(topic) for topic in landed}), settings)
+        _rebuild(sorted({silver_name(topic) for topic in landed}), settings, report)
     elif landed:
-        console.print("run `cdcwh replay rebuild` for the affected tables to apply them to silver and gold")
-    return 0
-
-
-def _summary(title: str, counts: dict[str, int]) -> None:
-    table = Table("", "count", title=title)
-    for name, value in counts.items():
-        table.add_row(name, f"{value:,}")
-    if not counts:
-        table.add_row("(none)", "0")
-    console.print(table)
+        report.note("run `cdcwh replay rebuild` for the affected tables to apply them to silver and gold")

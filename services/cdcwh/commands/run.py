@@ -8,8 +8,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from rich.console import Console
-
+from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 from cdcwh.embedded import (
     EmbeddedBroker,
@@ -26,7 +25,23 @@ from cdcwh.source import EmbeddedSource, capture_available
 from cdcwh.source import cluster as source_cluster
 from cdcwh.supervisor import SERVICES, WITH_CAPTURE, Supervisor, run_until_caught_up
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "run",
+        help="run ingest, transform and sink under one supervisor",
+        description="Start the three services as separate processes, restart any that crashes, stop all on "
+        "Ctrl-C. Starts the embedded broker and Postgres when CDCWH_KAFKA__BOOTSTRAP_SERVERS / "
+        "CDCWH_POSTGRES__DSN are unset and none is running for the data dir.",
+    )
+    parser.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="process everything currently in the topics through to PostgreSQL, then exit 0",
+    )
+    parser.set_defaults(handler=run)
 
 
 class Infrastructure:

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from cdcwh.commands.args import add_catch_up
 from cdcwh.config import Settings
 from cdcwh.metrics import serve_metrics
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "sink",
+        help="apply the gold change topics to the PostgreSQL marts",
+        description="Consume cdcwh.gold.<mart> and upsert/delete the rows of the marts schema in PostgreSQL, "
+        "guarded by version, one transaction per batch; Kafka offsets are committed after Postgres commits.",
+    )
+    add_catch_up(parser, "apply everything currently in the gold topics, then exit")
+    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-
+from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 
-console = Console()
+console = make_console()
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "CDCWH_DATA_DIR finds it. Ctrl-C stops it (its data and replication slot are kept).",
     )
     source.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
+    source.set_defaults(handler=run)
 
 
 def describe(dsn: str) -> str:

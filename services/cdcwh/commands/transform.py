@@ -4,15 +4,39 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-from rich.table import Table
-
+from cdcwh.commands.args import positive_int
+from cdcwh.commands.output import Grid, add_format_option, emit, make_console
 from cdcwh.config import Settings
 from cdcwh.errors import CdcwhError
-from cdcwh.metrics import serve_metrics
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    transform = sub.add_parser(
+        "transform",
+        help="build silver (current state) and gold (marts) in DuckDB from bronze, in micro-batches",
+        description="Every CDCWH_TRANSFORM__INTERVAL_S seconds: apply the new bronze rows to silver, "
+        "recompute the gold models of sql/gold, publish their changes to cdcwh.gold.<mart>. SIGTERM/Ctrl-C "
+        "stops after the current batch.",
+    )
+    transform.add_argument(
+        "--once", action="store_true", help="process everything new in bronze, then exit 0"
+    )
+    transform.set_defaults(handler=run)
+    query = sub.add_parser(
+        "query",
+        help="run read-only SQL against silver and gold",
+        description="Run one read-only SQL statement against the DuckDB warehouse (schemas silver, "
+        "silver_history, gold, cdcwh) and print the result. --format json prints one document: "
+        '{"columns": [{"name", "type"}], "rows": [[...]], "truncated": bool} (docs/operations.md).',
+    )
+    query.add_argument("sql", help='e.g. "SELECT * FROM gold.daily_revenue ORDER BY order_date"')
+    query.add_argument("--limit", type=positive_int, default=100, help="rows to print (default 100)")
+    add_format_option(query)
+    query.set_defaults(handler=run_query)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from cdcwh.metrics import serve_metrics
     from cdcwh.transform.service import TransformService
 
     service = TransformService(settings)
@@ -22,7 +46,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return service.run_forever()
 
 
-def query(args: argparse.Namespace, settings: Settings) -> int:
+def run_query(args: argparse.Namespace, settings: Settings) -> int:
     import duckdb
 
     from cdcwh.warehouse import open_warehouse
@@ -33,15 +57,25 @@ def query(args: argparse.Namespace, settings: Settings) -> int:
             cursor = con.execute(args.sql)
         except duckdb.Error as exc:
             raise CdcwhError(f"query failed: {exc}") from exc
-        columns = [d[0] for d in cursor.description or []]
+        description = cursor.description or []
         rows = cursor.fetchmany(args.limit + 1)
     finally:
         con.close()
-    table = Table(*columns, title=None, show_lines=False)
-    for row in rows[: args.limit]:
-        table.add_row(*("NULL" if v is None else str(v) for v in row))
-    console = Console()
-    console.print(table)
-    more = " (more rows not shown; raise --limit)" if len(rows) > args.limit else ""
-    console.print(f"{min(len(rows), args.limit)} rows{more}")
+    truncated = len(rows) > args.limit
+    rows = rows[: args.limit]
+    columns = [str(d[0]) for d in description]
+    document = {
+        "columns": [{"name": str(d[0]), "type": str(d[1])} for d in description],
+        "rows": rows,
+        "truncated": truncated,
+    }
+    out = make_console()
+    emit(args.format, [Grid("", columns, list(rows))], document, out)
+    if args.format == "table":
+        more = " (more rows not shown; raise --limit)" if truncated else ""
+        out.print(f"{len(rows)} rows{more}")
+    elif truncated:
+        make_console(stderr=True).print(
+            f"more than {args.limit} rows: only the first {args.limit} printed (--limit)"
+        )
     return 0

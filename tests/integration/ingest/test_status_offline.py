@@ -1,8 +1,9 @@
-"""``cdcwh status`` with no broker (and no PostgreSQL): it still shows what bronze and the warehouse hold,
-and says which service is unavailable, instead of failing outright."""
+"""``cdcwh status`` with no broker (and no PostgreSQL): it still shows what bronze holds and says which part
+is unreachable (exit 2), instead of failing outright."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,10 +25,18 @@ def test_status_without_a_broker_shows_bronze(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDCWH_")}
     env.update(CDCWH_DATA_DIR=str(settings.data_dir), CDCWH_KAFKA__TOPICS=r"^zoo\.", COLUMNS="200")
     result = subprocess.run(
-        [sys.executable, "-m", "cdcwh.cli", "status"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "cdcwh.cli", "status", "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    out = " ".join(result.stdout.split())
-    assert "Kafka unavailable" in out and "no Kafka broker" in out
+    assert result.returncode == 2, result.stderr[-2000:]  # a part unreachable
+    status = json.loads(result.stdout)
+    parts = {p["name"]: p for p in status["parts"]}
+    assert not parts["kafka"]["reachable"] and "no Kafka broker" in parts["kafka"]["error"]
+    assert parts["bronze"]["reachable"]
     # the partition's landed records are counted from bronze: every captured record is at offset 0..n-1
-    assert f"zoo.public.type_zoo │ 0 │ - │ - │ {len(records)} │" in out
+    assert [(s["topic"], s["partition"], s["end"], s["in_bronze"]) for s in status["source"]] == [
+        ("zoo.public.type_zoo", 0, None, len(records))
+    ]
