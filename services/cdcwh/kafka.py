@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,6 +12,7 @@ from confluent_kafka.admin import NewTopic
 from cdcwh.config import Settings
 from cdcwh.embedded import kafka_bootstrap, uses_embedded_broker
 from cdcwh.errors import InfrastructureError
+from cdcwh.logs import LIBRDKAFKA_LOGGER
 
 # A consumer-group join on the embedded broker takes about half of session.timeout.ms.
 EMBEDDED_SESSION_TIMEOUT_MS = 6000
@@ -20,8 +22,15 @@ METADATA_REFRESH_MS = 10_000
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
-    """bootstrap.servers plus security pass-through; resolves the embedded broker when none is configured."""
-    return settings.kafka.client_config(kafka_bootstrap(settings))
+    """bootstrap.servers plus security pass-through; resolves the embedded broker when none is configured.
+
+    librdkafka's own log lines (``%3|...|FAIL|...`` on stderr by default) go to the ``librdkafka`` logger
+    instead, in the format of every other record (cdcwh.logs); a client hands them over when it is polled.
+    """
+    return {
+        **settings.kafka.client_config(kafka_bootstrap(settings)),
+        "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
+    }
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
