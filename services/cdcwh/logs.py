@@ -119,6 +119,14 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
+def _to_console(handler: logging.Handler) -> bool:
+    """A handler writing to the process's stderr or stdout (a test runner's capturing handlers are kept)."""
+    if isinstance(handler, StderrHandler):
+        return True
+    stream = getattr(handler, "stream", None)
+    return isinstance(handler, logging.StreamHandler) and stream in (sys.stderr, sys.stdout, sys.__stderr__)
+
+
 def configure(service: str, level: str = "INFO", log_format: str | None = None) -> LogFormat:
     """Route every logger to one stderr handler in the chosen format; returns the format in effect.
 
@@ -130,7 +138,8 @@ def configure(service: str, level: str = "INFO", log_format: str | None = None) 
     handler.setFormatter(JsonFormatter(service) if chosen == "json" else TextFormatter(service))
     root = logging.getLogger()
     for old in root.handlers[:]:
-        root.removeHandler(old)
+        if _to_console(old):  # ours from an earlier call, or a library's basicConfig: one format only
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     debug = level == "DEBUG"
