@@ -114,3 +114,22 @@ def test_an_unreachable_database_names_the_setting_and_not_the_password() -> Non
     message = str(info.value)
     assert message.startswith("postgres.dsn: cannot connect to the database (")
     assert "\n" not in message and "hunter2" not in message
+
+
+def test_the_config_option_names_the_file_for_the_command(tmp_path: Path) -> None:
+    config = tmp_path / "etc" / "warehouse.toml"
+    config.parent.mkdir()
+    config.write_text("[transform]\ninterval = 5\n")
+    env = cli_env(Settings(data_dir=tmp_path / "data", kafka={"bootstrap_servers": "127.0.0.1:1"}))
+    result = subprocess.run(
+        [sys.executable, "-m", "cdcwh.cli", "--log-format", "text", "--config", str(config), "transform"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert (
+        f"{config}: transform.interval: no such setting; did you mean transform.interval_s?" in result.stderr
+    )
