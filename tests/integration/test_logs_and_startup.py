@@ -16,7 +16,7 @@ import pytest
 
 from cdcwh.config import Settings
 from cdcwh.errors import InfrastructureError
-from cdcwh.preflight import check_postgres
+from cdcwh.preflight import check_kafka, check_postgres
 from tests.integration.ingest.helpers import cli_env, produce_shop, settings_for
 
 KEYS = {"time", "service", "level", "logger", "message"}
@@ -133,3 +133,13 @@ def test_the_config_option_names_the_file_for_the_command(tmp_path: Path) -> Non
     assert (
         f"{config}: transform.interval: no such setting; did you mean transform.interval_s?" in result.stderr
     )
+
+
+def test_one_answering_bootstrap_server_is_enough(kafka_bootstrap: str) -> None:
+    closed = f"127.0.0.1:{closed_port()}"
+    check_kafka(Settings(kafka={"bootstrap_servers": f"{closed},PLAINTEXT://{kafka_bootstrap}"}))
+    other = f"127.0.0.1:{closed_port()}"
+    with pytest.raises(InfrastructureError) as info:
+        check_kafka(Settings(kafka={"bootstrap_servers": f"{closed},{other}"}))
+    assert str(info.value).startswith(f"kafka.bootstrap_servers: no broker reachable ({closed}: ")
+    assert f"; {other}: " in str(info.value)
