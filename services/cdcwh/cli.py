@@ -10,19 +10,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.text import Text
-
-from cdcwh import __version__
-from cdcwh.config import Settings, load_settings
+from cdcwh import __version__, logs
+from cdcwh.config import CONFIG_ENV, Settings, load_settings
 from cdcwh.errors import CdcwhError
+from cdcwh.logs import silence_known_warnings
 
-err_console = Console(stderr=True)
+log = logging.getLogger("cdcwh")
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -54,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
         "-> PostgreSQL marts. Settings come from CDCWH_* variables and cdcwh.toml (docs/configuration.md).",
     )
     parser.add_argument("--version", action="version", version=f"cdcwh {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"the TOML config file (sets {CONFIG_ENV}; default ./cdcwh.toml when there is one)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help=f"{logs.FORMAT_ENV}: json (one object per line; the default when stderr is not a terminal) "
+        "or text",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in PARSER_MODULES:
         module = importlib.import_module(f"cdcwh.commands.{name}")
@@ -62,41 +71,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        datefmt="[%X]",
-        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
-    )
-    # third-party chatter stays at WARNING unless cdcwh itself is debugged
-    for noisy in ("pgserver", "quixstreams", "pyiceberg", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+def apply_global_options(args: argparse.Namespace) -> None:
+    """``--config`` and ``--log-format`` as the variables they stand for, so that the processes this command
+    starts (``cdcwh run``'s services) read the same file and log in the same format."""
+    if args.config:
+        os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    if args.log_format:
+        os.environ[logs.FORMAT_ENV] = args.log_format
 
 
-def silence_known_warnings() -> None:
-    """quixstreams imports authlib's httpx client, which warns AuthlibDeprecationWarning on import; filter
-    exactly that category (by name, from authlib's modules) and nothing else."""
-    warnings.filterwarnings("ignore", message=r"The httpx module is deprecated", category=DeprecationWarning)
+def report(exc: CdcwhError) -> None:
+    """The one-line (or one-record) explanation of a cdcwh error, printed verbatim."""
+    if logs.current_format() == "json":
+        log.error("%s", exc)
+    else:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     silence_known_warnings()
     args = build_parser().parse_args(argv)
+    apply_global_options(args)
+    # before the settings are read, so that an error reading them comes out in the chosen format
+    logs.configure(args.command, "INFO", os.environ.get(logs.FORMAT_ENV))
     try:
         settings = load_settings()
-        configure_logging(settings.log_level)
+        logs.configure(args.command, settings.log_level, settings.log_format)
+        from cdcwh import preflight
+
+        preflight.check(settings, preflight.NEEDS.get(args.command, ()))
         handler: Handler = args.handler  # set by the command module's parser
         return handler(args, settings)
     except CdcwhError as exc:
-        # the message as Text: it may hold brackets ("pip install 'cdcwh[debezium]'") that are not markup
-        err_console.print(
-            Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False, soft_wrap=True
-        )
+        report(exc)
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        print("interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        log.exception("unexpected failure of cdcwh %s", args.command)
+        return 1
 
 
 if __name__ == "__main__":

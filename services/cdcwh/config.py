@@ -1,17 +1,30 @@
-"""Typed settings: environment variables prefixed ``CDCWH_`` (``__`` separates nesting), then ``cdcwh.toml``.
+"""Typed settings: environment variables prefixed ``CDCWH_`` (``__`` separates nesting), then the secrets file
+(``CDCWH_SECRETS_FILE``), then the config file (``CDCWH_CONFIG``, default ``./cdcwh.toml``).
 
 ``load_settings()`` is the one entry point. It fails fast with a ``ConfigError`` whose message names every
-offending setting as the user would write it (``CDCWH_KAFKA__TOPICS``), so a misconfigured service never
-starts half-way. Secrets are ``SecretStr``: their repr is masked and they are never logged.
+offending setting as the user would write it (``CDCWH_KAFKA__TOPICS``, or ``kafka.topics`` in a file), and
+for a name that is no setting, the closest one that is; so a misconfigured service never starts half-way.
+Secrets are ``SecretStr``: their repr is masked and they are never logged.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,14 +32,36 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cdcwh.config_keys import suggestion, unknown_keys, unknown_variables
 from cdcwh.errors import ConfigError
 
 ENV_PREFIX = "CDCWH_"
 CONFIG_FILE = "cdcwh.toml"
+CONFIG_ENV = "CDCWH_CONFIG"
+"""Names the config file; unset: ``./cdcwh.toml`` when there is one."""
+SECRETS_ENV = "CDCWH_SECRETS_FILE"
+"""Names a second TOML file, merged over the config file (for the settings that are secrets)."""
+NOT_SETTINGS = frozenset({CONFIG_ENV, SECRETS_ENV})
+NOT_SETTING_PREFIXES = ("CDCWH_TEST_", "CDCWH_FAULT_")
+"""Variables read by the test suite and the fault injection of the crash tests, not by Settings."""
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-class KafkaSettings(BaseModel):
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+class Section(BaseModel):
+    """A settings section: an unknown key in it is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class KafkaSettings(Section):
     """Where the Debezium topics are and how to read them."""
 
     bootstrap_servers: str | None = None
@@ -82,7 +117,7 @@ class KafkaSettings(BaseModel):
         return config
 
 
-class PostgresSettings(BaseModel):
+class PostgresSettings(Section):
     """The warehouse PostgreSQL that receives the marts."""
 
     dsn: SecretStr | None = None
@@ -91,7 +126,7 @@ class PostgresSettings(BaseModel):
     """Schema holding the mart tables."""
 
 
-class SchemaRegistrySettings(BaseModel):
+class SchemaRegistrySettings(Section):
     """Confluent-compatible schema registry, for Avro-encoded topics."""
 
     url: str | None = None
@@ -99,7 +134,7 @@ class SchemaRegistrySettings(BaseModel):
     """``user:password`` for the registry."""
 
 
-class IcebergSettings(BaseModel):
+class IcebergSettings(Section):
     """The Iceberg catalog holding bronze."""
 
     catalog_uri: str | None = None
@@ -128,7 +163,7 @@ class IcebergSettings(BaseModel):
     can then only restore what is left: silver and gold keep their state, but a rebuild loses the rest."""
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(Section):
     """Prometheus ``/metrics`` endpoints."""
 
     host: str = "127.0.0.1"
@@ -137,7 +172,7 @@ class MetricsSettings(BaseModel):
     0 disables."""
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(Section):
     """The ingest service (Debezium topics -> bronze)."""
 
     commit_interval_s: float = Field(default=1.0, gt=0)
@@ -155,7 +190,7 @@ class IngestSettings(BaseModel):
     """How often the topic regex is re-matched against the cluster."""
 
 
-class TransformSettings(BaseModel):
+class TransformSettings(Section):
     """The transform service (bronze -> silver -> gold)."""
 
     interval_s: float = Field(default=1.0, gt=0)
@@ -171,14 +206,14 @@ class TransformSettings(BaseModel):
     is also released whenever a batch finds nothing new. 0 closes it after every batch."""
 
 
-class SinkSettings(BaseModel):
+class SinkSettings(Section):
     """The sink service (gold change topics -> Postgres)."""
 
     batch_max_rows: int = Field(default=20_000, ge=1)
     batch_max_s: float = Field(default=0.5, gt=0)
 
 
-class SourceSettings(BaseModel):
+class SourceSettings(Section):
     """The source PostgreSQL that ``cdcwh capture`` reads with the Debezium engine (docs/source.md)."""
 
     dsn: SecretStr | None = None
@@ -207,14 +242,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
-        toml_file=CONFIG_FILE,
         extra="forbid",
         populate_by_name=True,
     )
 
     data_dir: Path = Path(".cdcwh")
     """Where the local state lives: Iceberg catalog and warehouse, DuckDB file, embedded services."""
-    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = "INFO"
+    """Any case (``debug`` works)."""
+    log_format: Annotated[Literal["auto", "text", "json"], BeforeValidator(_lower)] = "auto"
+    """``json``: one JSON object per log line; ``text``: one plain line per record; ``auto``: text on a
+    terminal, json otherwise. ``cdcwh --log-format`` sets it for one command (docs/configuration.md)."""
     sql_dir: Path | None = None
     """SQL models: ``gold/`` (DuckDB marts) and ``postgres/`` (mart DDL). Unset: the project's ``sql/``."""
     contracts_dir: Path | None = None
@@ -238,7 +276,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls), file_secret_settings)
+        files = [TomlConfigSettingsSource(settings_cls, toml_file=path) for path, _ in settings_files()]
+        return (init_settings, env_settings, *files, file_secret_settings)
 
     @property
     def run_dir(self) -> Path:
@@ -272,14 +311,58 @@ def setting_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + "__".join(part.upper() for part in parts)
 
 
+def settings_files() -> list[tuple[Path, str]]:
+    """The TOML files to read, highest priority first, each with the variable that named it: the secrets
+    file, then the config file (``./cdcwh.toml`` only when it exists)."""
+    files = []
+    secrets = os.environ.get(SECRETS_ENV)
+    if secrets:
+        files.append((Path(secrets), SECRETS_ENV))
+    config = os.environ.get(CONFIG_ENV)
+    if config:
+        files.append((Path(config), CONFIG_ENV))
+    elif Path(CONFIG_FILE).is_file():
+        files.append((Path(CONFIG_FILE), CONFIG_FILE))
+    return files
+
+
+def _check_names() -> list[str]:
+    """Every unknown setting name in the environment and the TOML files, with a suggestion each."""
+    variables = {
+        name: value
+        for name, value in os.environ.items()
+        if name.upper() not in NOT_SETTINGS and not name.upper().startswith(NOT_SETTING_PREFIXES)
+    }
+    problems = unknown_variables(variables, Settings, ENV_PREFIX)
+    for path, named_by in settings_files():
+        try:
+            document = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            problems.append(f"{named_by}: no such file {path}")
+            continue
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            problems.append(f"{path}: cannot read it as TOML: {exc}")
+            continue
+        problems.extend(f"{path}: {problem}" for problem in unknown_keys(document, Settings))
+    return problems
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    if error["type"] == "extra_forbidden":  # a section given as JSON in one variable (CDCWH_KAFKA='{...}')
+        return f"{setting_name(loc)}: no such setting; {suggestion(Settings, loc, ENV_PREFIX)}"
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) or error["type"] == "missing" else f" (got {value!r})"
+    dotted = ".".join(str(part).rstrip("_") for part in loc if not isinstance(part, int))
+    return f"{setting_name(loc)} ({dotted}): {error['msg']}{shown}"
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read and validate every setting, or raise ``ConfigError`` naming each invalid one."""
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            value = error.get("input")
-            shown = "" if isinstance(value, dict) or error["type"] == "missing" else f" (got {value!r})"
-            problems.append(f"{setting_name(error['loc'])}: {error['msg']}{shown}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+    """Read and validate every setting, or raise ``ConfigError`` naming each invalid or unknown one."""
+    problems = _check_names()
+    if not problems:
+        try:
+            return Settings(**overrides)
+        except ValidationError as exc:
+            problems = [_describe(error) for error in exc.errors()]
+    raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,22 +141,52 @@ class Supervisor:
         return 0
 
 
-def run_stage(name: str, args: list[str], env: dict[str, str]) -> None:
-    """Run one ``cdcwh`` batch command to completion; raise with its output on failure."""
-    result = subprocess.run(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "cdcwh.cli", *args], env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
+Relay = Callable[[str], None]
+"""Where a batch stage's output lines go besides its log file (``cdcwh run --until-caught-up``: stderr)."""
+TAIL_LINES = 20
+
+
+def run_stage(name: str, args: list[str], env: dict[str, str], log_dir: Path, relay: Relay | None) -> None:
+    """Run one ``cdcwh`` batch command to completion, its output appended to ``<log_dir>/<name>.log`` and
+    handed line by line to ``relay``; raise naming the log on failure (with its last lines when they were
+    not relayed)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f"{name}.log"
+    started = time.monotonic()
+    log.info("%s: started, log in %s", name, path)
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    with (
+        path.open("a", encoding="utf-8") as out,
+        subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "cdcwh.cli", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+        ) as process,
+    ):
+        assert process.stdout is not None  # noqa: S101 - a pipe was asked for
+        for line in process.stdout:
+            out.write(line)
+            out.flush()
+            tail.append(line)
+            if relay is not None:
+                relay(line)
+        code = process.wait()
+    if code != 0:
         from cdcwh.errors import InfrastructureError
 
-        raise InfrastructureError(
-            f"`cdcwh {' '.join(args)}` failed ({result.returncode}):\n{result.stderr[-2000:]}"
-        )
-    log.info("%s done", name)
+        last = "" if relay is not None else ":\n" + "".join(tail).rstrip()
+        raise InfrastructureError(f"`cdcwh {' '.join(args)}` failed ({code}); its log is {path}{last}")
+    log.info("%s: done in %.1fs", name, time.monotonic() - started)
 
 
-def run_until_caught_up(env: dict[str, str]) -> None:
-    """Everything currently in the topics through to Postgres: ingest, transform, sink, each to completion."""
-    run_stage("ingest", ["ingest", "--until-caught-up"], env)
-    run_stage("transform", ["transform", "--once"], env)
-    run_stage("sink", ["sink", "--until-caught-up"], env)
+def run_until_caught_up(env: dict[str, str], relay: Relay | None = None) -> None:
+    """Everything currently in the topics through to Postgres: ingest, transform, sink, each to completion;
+    their logs in ``<data_dir>/logs`` (``CDCWH_DATA_DIR`` of ``env``, which ``child_env`` makes absolute)."""
+    log_dir = Path(env["CDCWH_DATA_DIR"]) / "logs"
+    run_stage("ingest", ["ingest", "--until-caught-up"], env, log_dir, relay)
+    run_stage("transform", ["transform", "--once"], env, log_dir, relay)
+    run_stage("sink", ["sink", "--until-caught-up"], env, log_dir, relay)

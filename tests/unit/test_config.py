@@ -74,3 +74,129 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_setting_name_maps_locations_to_variables() -> None:
     assert setting_name(("kafka", "topics")) == "CDCWH_KAFKA__TOPICS"
     assert setting_name(("postgres", "schema_")) == "CDCWH_POSTGRES__SCHEMA"
+
+
+# ---- unknown names, case, the config and secrets files ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggested"),
+    [
+        ("CDCWH_KAFKA__TOPIC", "CDCWH_KAFKA__TOPICS"),
+        ("CDCWH_METRICS__PROT", "CDCWH_METRICS__PORT"),
+        ("CDCWH_DATA_DIRR", "CDCWH_DATA_DIR"),
+        ("CDCWH_POSTGRES__SHEMA", "CDCWH_POSTGRES__SCHEMA"),
+        ("cdcwh_ingest__commit_record", "CDCWH_INGEST__COMMIT_RECORDS"),
+    ],
+)
+def test_an_unknown_variable_fails_naming_it_and_the_closest_setting(
+    monkeypatch: pytest.MonkeyPatch, variable: str, suggested: str
+) -> None:
+    monkeypatch.setenv(variable, "x")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert f"{variable}: no such setting; did you mean {suggested}?" in str(info.value)
+
+
+def test_an_unknown_variable_without_a_close_setting_lists_the_valid_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CDCWH_FOO", "1")
+    monkeypatch.setenv("CDCWH_LOG_LEVEL__X", "1")  # a setting that has no parts
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "CDCWH_FOO: no such setting; valid: " in message
+    assert "CDCWH_DATA_DIR" in message.split("CDCWH_FOO:")[1]
+    assert "CDCWH_LOG_LEVEL__X: no such setting; CDCWH_LOG_LEVEL has no parts" in message
+
+
+def test_an_unknown_key_in_a_section_given_as_json_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDCWH_KAFKA", '{"topic": "x"}')
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "CDCWH_KAFKA__TOPIC: no such setting; did you mean CDCWH_KAFKA__TOPICS?" in str(info.value)
+
+
+def test_variables_that_are_not_settings_and_librdkafka_pass_through_are_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CDCWH_TEST_KAFKA_BOOTSTRAP", "b:1")  # the test suite's
+    monkeypatch.setenv("CDCWH_FAULT_POINT", "x")  # the crash tests' fault injection
+    monkeypatch.setenv("CDCWH_KAFKA__EXTRA__ssl.ca.location", "/ca.pem")  # any key below a dict setting
+    assert load_settings().kafka.extra == {"ssl.ca.location": "/ca.pem"}
+
+
+def test_an_unknown_key_in_the_toml_file_fails_naming_the_file_and_the_closest_key(tmp_path: Path) -> None:
+    (tmp_path / "cdcwh.toml").write_text('log_levle = "INFO"\n[kafka]\ntopic = "x"\n[metrics]\nprot = 1\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "cdcwh.toml: log_levle: no such setting; did you mean log_level?" in message
+    assert "cdcwh.toml: kafka.topic: no such setting; did you mean kafka.topics?" in message
+    assert "cdcwh.toml: metrics.prot: no such setting; did you mean metrics.port?" in message
+
+
+def test_a_config_file_that_is_not_toml_is_named(tmp_path: Path) -> None:
+    (tmp_path / "cdcwh.toml").write_text("[kafka\n")
+    with pytest.raises(ConfigError, match=r"cdcwh.toml: cannot read it as TOML"):
+        load_settings()
+
+
+@pytest.mark.parametrize(("given", "level"), [("debug", "DEBUG"), ("Warning", "WARNING"), ("INFO", "INFO")])
+def test_log_level_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch, given: str, level: str) -> None:
+    monkeypatch.setenv("CDCWH_LOG_LEVEL", given)
+    assert load_settings().log_level == level
+
+
+def test_log_format_is_read_in_any_case_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().log_format == "auto"
+    monkeypatch.setenv("CDCWH_LOG_FORMAT", "JSON")
+    assert load_settings().log_format == "json"
+    monkeypatch.setenv("CDCWH_LOG_FORMAT", "xml")
+    with pytest.raises(ConfigError, match="CDCWH_LOG_FORMAT"):
+        load_settings()
+
+
+def test_cdcwh_config_names_the_file_instead_of_cdcwh_toml(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "cdcwh.toml").write_text("[metrics]\nport = 9500\n")
+    elsewhere = tmp_path / "conf" / "prod.toml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("[metrics]\nport = 9700\n")
+    monkeypatch.setenv("CDCWH_CONFIG", str(elsewhere))
+    assert load_settings().metrics.port == 9700
+    monkeypatch.setenv("CDCWH_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match=r"CDCWH_CONFIG: no such file .*missing\.toml"):
+        load_settings()
+
+
+def test_the_secrets_file_is_merged_over_the_config_file_and_env_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "cdcwh.toml").write_text(
+        '[kafka]\nsasl_username = "svc"\ntopics = "^inv\\\\..*$"\n[postgres]\nschema = "m"\n'
+    )
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[kafka]\nsasl_password = "s3cret"\n[postgres]\ndsn = "postgresql://u:pw@db/x"\n')
+    monkeypatch.setenv("CDCWH_SECRETS_FILE", str(secrets))
+    settings = load_settings()
+    assert settings.kafka.sasl_password is not None
+    assert settings.kafka.sasl_password.get_secret_value() == "s3cret"
+    assert (settings.kafka.sasl_username, settings.kafka.topics) == ("svc", r"^inv\..*$")  # kept, merged
+    assert settings.postgres.schema_ == "m"
+    monkeypatch.setenv("CDCWH_KAFKA__SASL_PASSWORD", "from-env")
+    assert load_settings().kafka.client_config("b:1")["sasl.password"] == "from-env"
+
+
+def test_an_unknown_key_in_the_secrets_file_names_that_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[postgres]\ndns = "postgresql://u:pw@db/x"\n')
+    monkeypatch.setenv("CDCWH_SECRETS_FILE", str(secrets))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert f"{secrets}: postgres.dns: no such setting; did you mean postgres.dsn?" in str(info.value)
+    assert "pw@db" not in str(info.value)

@@ -1,14 +1,21 @@
 """``cdcwh run``: the whole pipeline, starting the embedded broker and Postgres when none is configured, and
-capture (the Debezium engine) when a source database is configured for the data dir."""
+capture (the Debezium engine) when a source database is configured for the data dir.
+
+What it says goes through logging (one format with its services', cdcwh.logs). Each service's own output is
+kept in ``<data_dir>/logs/<service>.log``; with ``--until-caught-up`` it is also relayed line by line, so a
+batch run shows its progress.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
+import sys
 from collections.abc import Iterator
 
-from cdcwh.commands.output import make_console
+from cdcwh import logs, preflight
 from cdcwh.config import Settings
 from cdcwh.embedded import (
     EmbeddedBroker,
@@ -25,8 +32,6 @@ from cdcwh.source import EmbeddedSource, capture_available
 from cdcwh.source import cluster as source_cluster
 from cdcwh.supervisor import SERVICES, WITH_CAPTURE, Supervisor, run_until_caught_up
 
-console = make_console(stderr=True)
-
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
@@ -42,6 +47,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="process everything currently in the topics through to PostgreSQL, then exit 0",
     )
     parser.set_defaults(handler=run)
+
+
+log = logging.getLogger(__name__)
 
 
 class Infrastructure:
@@ -64,13 +72,13 @@ class Infrastructure:
             if record is None or not record.alive:
                 self.broker = EmbeddedBroker(settings.run_dir, settings.data_dir / "logs")
                 self.broker.start()
-                console.print(f"embedded broker on {self.broker.address}")
+                log.info("embedded broker on %s", self.broker.address)
         if settings.postgres.dsn is None:
             record = read_record(settings.run_dir, embedded_postgres.NAME)
             if record is None or not record.alive:
                 self.postgres = EmbeddedPostgres(settings.data_dir, settings.run_dir)
                 self.postgres.start()
-                console.print(f"embedded PostgreSQL: psql '{self.postgres.dsn}'")
+                log.info("embedded PostgreSQL: psql '%s'", self.postgres.dsn)
         if self.with_source and settings.source.dsn is None:
             record = read_record(settings.run_dir, source_cluster.NAME)
             if record is None or not record.alive:
@@ -78,7 +86,7 @@ class Infrastructure:
                     settings.data_dir, settings.run_dir, settings.sql_path / "source" / "shop.sql"
                 )
                 self.source.start()
-                console.print(f"embedded source PostgreSQL: psql '{self.source.dsn}'")
+                log.info("embedded source PostgreSQL: psql '%s'", self.source.dsn)
 
     def check(self) -> None:
         """``watch``, but a failed restart (the port taken meanwhile) is reported and tried again next time
@@ -86,7 +94,7 @@ class Infrastructure:
         try:
             self.watch()
         except CdcwhError as exc:
-            console.print(f"could not restart an embedded service: {exc}; trying again shortly")
+            log.warning("could not restart an embedded service: %s; trying again shortly", exc)
 
     def watch(self) -> None:
         """Restart an embedded service this run started if it died (the broker on its old address, empty:
@@ -97,9 +105,11 @@ class Infrastructure:
         if broker is not None and (broker.process is None or broker.process.poll() is not None):
             if broker.process is not None:  # died now (not a restart that failed before)
                 address = broker.address
-                console.print(
-                    f"the embedded broker exited (code {broker.process.returncode}); restarting it on "
-                    f"{address}: its topics are gone, run `cdcwh replay sink` once it is caught up"
+                log.warning(
+                    "the embedded broker exited (code %s); restarting it on %s: its topics are gone, "
+                    "run `cdcwh replay sink` once it is caught up",
+                    broker.process.returncode,
+                    address,
                 )
                 broker.stop()
                 broker = self.broker = EmbeddedBroker(
@@ -109,13 +119,13 @@ class Infrastructure:
         elif self.broker is None and settings.kafka.bootstrap_servers is None:
             self._report_dead(embedded_broker.NAME, "cdcwh broker")
         if self.postgres is not None and self.postgres.record is not None and not self.postgres.record.alive:
-            console.print("the embedded PostgreSQL exited; restarting it (its data is kept)")
+            log.warning("the embedded PostgreSQL exited; restarting it (its data is kept)")
             self.postgres.stop()
             self.postgres.start()
         elif self.postgres is None and settings.postgres.dsn is None:
             self._report_dead(embedded_postgres.NAME, "cdcwh postgres")
         if self.source is not None and not self.source.alive():
-            console.print("the embedded source PostgreSQL exited; restarting it (its data and slot are kept)")
+            log.warning("the embedded source PostgreSQL exited; restarting it (its data and slot are kept)")
             self.source.stop()
             self.source.start()
         elif self.source is None and self.with_source and settings.source.dsn is None:
@@ -126,7 +136,7 @@ class Infrastructure:
         if record is not None and record.alive:
             self._reported.discard(name)
         elif name not in self._reported:
-            console.print(f"the embedded {name} of this data dir is not running: start it with `{command}`")
+            log.warning("the embedded %s of this data dir is not running: start it with `%s`", name, command)
             self._reported.add(name)
 
     def stop(self) -> None:
@@ -151,9 +161,11 @@ def infrastructure(settings: Settings, *, source: bool = False) -> Iterator[Infr
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    """The environment of the service processes: this one's, with the data dir made absolute."""
+    """The environment of the service processes: this one's, with the data dir made absolute and the log
+    format this process chose (their output is a pipe or a file, where ``auto`` would always be json)."""
     env = dict(os.environ)
     env["CDCWH_DATA_DIR"] = str(settings.data_dir.resolve())
+    env[logs.FORMAT_ENV] = logs.current_format()
     kafka_bootstrap(settings)  # fail fast here rather than in three children
     postgres_dsn(settings)
     return env
@@ -169,28 +181,31 @@ def source_configured(settings: Settings) -> bool:
     return (settings.data_dir / "source" / "pgdata" / "PG_VERSION").exists()
 
 
+def _relay(line: str) -> None:
+    """A service's output line, as it came (it is already in this command's log format)."""
+    sys.stderr.write(line)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     # `--until-caught-up` drains what is in the topics; capture (a stream without an end) is not part of it
     capture = not args.until_caught_up and source_configured(settings)
     if capture:
         available, reason = capture_available()
         if not available:
-            console.print(
-                f"a source database is configured but capture cannot run here: {reason}; "
-                "running without capture",
-                soft_wrap=True,
-                highlight=False,
-                markup=False,
+            log.warning(
+                "a source database is configured but capture cannot run here: %s; running without capture",
+                reason,
             )
             capture = False
     with infrastructure(settings, source=capture) as infra:
         env = child_env(settings)
+        preflight.check(settings, ("kafka", "postgres"))
         if args.until_caught_up:
-            run_until_caught_up(env)
-            console.print("caught up: everything in the topics is in PostgreSQL")
+            run_until_caught_up(env, relay=_relay)
+            log.info("caught up: everything in the topics is in PostgreSQL")
             return 0
         supervisor = Supervisor(settings.data_dir / "logs", env, WITH_CAPTURE if capture else SERVICES)
         serve_metrics(settings, "supervisor")  # cdcwh_errors_total{service=<child>, kind="exited"}
         names = "capture, ingest, transform and sink" if capture else "ingest, transform and sink"
-        console.print(f"running {names}; Ctrl-C stops them all")
+        log.info("running %s (logs in %s); Ctrl-C stops them all", names, supervisor.log_dir)
         return supervisor.run_until_signal(watch=infra.check)

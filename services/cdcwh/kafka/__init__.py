@@ -10,6 +10,7 @@ cdcwh producer uses, and the one delivery-failure callback (``DeliveryFailures``
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +22,7 @@ from confluent_kafka.admin import NewTopic
 from cdcwh.config import Settings
 from cdcwh.embedded import kafka_bootstrap, uses_embedded_broker
 from cdcwh.errors import InfrastructureError
+from cdcwh.logs import LIBRDKAFKA_LOGGER
 
 # A consumer-group join on the embedded broker takes about half of session.timeout.ms.
 EMBEDDED_SESSION_TIMEOUT_MS = 6000
@@ -58,8 +60,15 @@ def reset_bootstrap() -> None:
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
-    """bootstrap.servers plus security pass-through; resolves the embedded broker when none is configured."""
-    return settings.kafka.client_config(bootstrap(settings))
+    """bootstrap.servers plus security pass-through; resolves the embedded broker when none is configured.
+
+    librdkafka's own log lines (``%3|...|FAIL|...`` on stderr by default) go to the ``librdkafka`` logger
+    instead, in the format of every other record (cdcwh.logs); a client hands them over when it is polled.
+    """
+    return {
+        **settings.kafka.client_config(bootstrap(settings)),
+        "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
+    }
 
 
 def with_producer_defaults(client: dict[str, Any]) -> dict[str, Any]:
