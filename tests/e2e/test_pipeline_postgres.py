@@ -1,5 +1,5 @@
 """The whole pipeline through the CLI: generator -> broker -> ingest -> transform -> sink -> PostgreSQL,
-compared with an independent computation of every mart (tests/integration/transform/marts_reference.py).
+compared with an independent computation of every mart (tests/support/marts_reference.py).
 Runs on the embedded Postgres, or on CDCWH_TEST_POSTGRES_DSN when set (conftest.postgres_dsn)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from psycopg.rows import dict_row
 
 from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator
-from tests.integration.ingest.helpers import run_cdcwh, run_ingest_until_caught_up, settings_for
-from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
-from tests.integration.transform.pipeline import MARTS, produce_changes, run_transform_once
+from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.pipeline import run_cdcwh, run_ingest_until_caught_up, settings_for
+from tests.support.warehouse import MARTS, produce_changes, run_transform_once
 
 
 def run_sink_until_caught_up(settings: Settings, dsn: str, schema: str) -> subprocess.CompletedProcess[str]:

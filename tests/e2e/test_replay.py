@@ -24,10 +24,10 @@ from cdcwh.config import PROJECT_ROOT, Settings
 from cdcwh.generate import ShopGenerator, SourceChange
 from cdcwh.ingest.catalog import open_catalog
 from cdcwh.replay.quarantine import reingested
-from tests.integration.ingest.helpers import bronze, quarantine, run_cdcwh, settings_for
-from tests.integration.kafka_readback import read_to_end
-from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
-from tests.integration.transform.pipeline import MARTS, produce_changes
+from tests.support.kafka_readback import read_to_end
+from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.pipeline import bronze, quarantine, run_cdcwh, settings_for
+from tests.support.warehouse import MARTS, produce_changes
 
 Marts = dict[str, list[dict[str, Any]]]
 

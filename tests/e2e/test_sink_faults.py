@@ -23,9 +23,9 @@ from cdcwh.embedded import EmbeddedPostgres
 from cdcwh.embedded.postgres import postgres_answers
 from cdcwh.generate import ShopGenerator, SourceChange
 from tests.e2e.test_replay import differences, gold_marts, pg_marts, read_topics, run_cli
-from tests.integration.ingest.helpers import cli_env, settings_for
-from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
-from tests.integration.transform.pipeline import MARTS, produce_changes
+from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.pipeline import cli_env, settings_for
+from tests.support.warehouse import MARTS, produce_changes
 
 SCHEMA = "marts_fault"
 

@@ -21,9 +21,9 @@ import duckdb
 from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator, SourceChange, replay_state
 from tests.e2e.test_replay import differences, gold_marts, pg_marts, run_cli
-from tests.integration.ingest.helpers import settings_for
-from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
-from tests.integration.transform.pipeline import MARTS, produce_changes
+from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.pipeline import settings_for
+from tests.support.warehouse import MARTS, produce_changes
 
 SMALL_BATCHES = {"CDCWH_TRANSFORM__MAX_OFFSETS_PER_PARTITION": "25"}
 

@@ -29,9 +29,15 @@ from cdcwh.core.record import RejectReason
 from cdcwh.generate import ShopGenerator, encode
 from cdcwh.ingest.catalog import bronze_table_name, open_catalog
 from cdcwh.kafka import ensure_topics
-from tests.integration.kafka_readback import read_to_end
-
-from .helpers import TABLES, bronze, cli_env, quarantine, run_ingest_until_caught_up, settings_for
+from tests.support.kafka_readback import read_to_end
+from tests.support.pipeline import (
+    TABLES,
+    bronze,
+    cli_env,
+    quarantine,
+    run_ingest_until_caught_up,
+    settings_for,
+)
 
 CONTRACTS = Path(__file__).resolve().parents[3] / "schemas" / "contracts"
 MAX_VALUE_BYTES = 65_536

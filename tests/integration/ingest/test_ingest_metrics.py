@@ -20,8 +20,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdcwh.generate.output import ensure_topics
-
-from .helpers import TABLES, cli_env, produce_shop, settings_for
+from tests.support.pipeline import TABLES, cli_env, produce_shop, settings_for
 
 PARTITIONS = 3  # produce_shop's
 # bad values with the reason they are quarantined for (no contract applies to the test's topics); one goes to

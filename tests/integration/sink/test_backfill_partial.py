@@ -9,8 +9,8 @@ import psycopg
 from psycopg import sql
 
 from cdcwh.generate import ShopGenerator
-from tests.integration.ingest.helpers import run_cdcwh, run_ingest_until_caught_up, settings_for
-from tests.integration.transform.pipeline import produce_changes, run_transform_once
+from tests.support.pipeline import run_cdcwh, run_ingest_until_caught_up, settings_for
+from tests.support.warehouse import produce_changes, run_transform_once
 
 
 def test_a_backfill_loads_the_built_marts_and_names_the_others(

@@ -20,7 +20,7 @@ from psycopg import sql
 from cdcwh.config import PROJECT_ROOT
 from cdcwh.transform.gold import load_models
 from cdcwh.transform.service import TransformService
-from tests.integration.ingest.helpers import cli_env, settings_for
+from tests.support.pipeline import cli_env, settings_for
 
 MODELS = sorted(model.name for model in load_models(PROJECT_ROOT / "sql" / "gold"))
 

@@ -24,7 +24,7 @@ from cdcwh.config import PROJECT_ROOT
 from cdcwh.kafka import ensure_topics
 from cdcwh.sink.postgres import DEAD_LETTERS, GoldChange, PostgresMartSink
 from cdcwh.sink.service import SinkService, sink_group
-from tests.integration.ingest.helpers import settings_for
+from tests.support.pipeline import settings_for
 
 SQL_DIR = PROJECT_ROOT / "sql"
 

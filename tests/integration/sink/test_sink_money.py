@@ -26,8 +26,8 @@ from cdcwh.generate.model import ShopModel
 from cdcwh.sink.postgres import GoldChange, PostgresMartSink, mart_ddl
 from cdcwh.transform.gold import load_models, refresh_model
 from cdcwh.transform.warehouse import open_warehouse
-from tests.integration.ingest.helpers import run_cdcwh, settings_for
-from tests.integration.transform.pipeline import produce_changes
+from tests.support.pipeline import run_cdcwh, settings_for
+from tests.support.warehouse import produce_changes
 
 SQL_DIR = PROJECT_ROOT / "sql"
 TOP = Decimal("99999999.99")  # the largest numeric(10,2)

@@ -33,8 +33,8 @@ from cdcwh.config import Settings
 from cdcwh.generate import SHOP_TABLES, TOAST_PLACEHOLDER, KafkaRecord, SourceChange
 from cdcwh.ingest.catalog import bronze_table_name, open_catalog
 from cdcwh.ingest.offsets import landed_offsets
-from tests.integration.ingest.helpers import cli_env
-from tests.integration.transform.marts_reference import MART_KEYS
+from tests.support.marts_reference import MART_KEYS
+from tests.support.pipeline import cli_env
 
 Row = dict[str, Any]
 T = TypeVar("T")

@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 
 from cdcwh.generate import SHOP_TABLES, ShopGenerator, SourceChange, replay_state
-from tests.integration.transform.marts_reference import (
+from tests.support.marts_reference import (
     MART_COLUMNS,
     MART_KEYS,
     Row,

@@ -42,14 +42,6 @@ import pytest
 
 from cdcwh.config import Settings
 from cdcwh.generate import KafkaRecord, SourceChange, encode, produce, replay_state
-from tests.integration.ingest.helpers import TABLES, settings_for
-from tests.integration.transform.marts_reference import (
-    MART_KEYS,
-    compare_marts,
-    customer_changes_from,
-    reference_marts,
-)
-from tests.integration.transform.pipeline import MARTS, run_transform_once
 from tests.integration.transform.scenario import (
     ChangeScript,
     FeedMessage,
@@ -64,6 +56,14 @@ from tests.integration.transform.scenario import (
     source_time,
     table_rows,
 )
+from tests.support.marts_reference import (
+    MART_KEYS,
+    compare_marts,
+    customer_changes_from,
+    reference_marts,
+)
+from tests.support.pipeline import TABLES, settings_for
+from tests.support.warehouse import MARTS, run_transform_once
 
 SILVER_TABLES = (*TABLES, "inventory")
 META = ("__op", "__source_ts", "__lsn", "__seq")
