@@ -14,7 +14,7 @@ import pyarrow as pa
 from cdcwh.config import ENV_PREFIX, Settings
 from cdcwh.generate import KafkaRecord, ShopGenerator, SourceChange, encode, produce
 from cdcwh.ingest.catalog import bronze_table_name, open_catalog
-from tests.support.services import ingest_until_caught_up, with_overrides
+from tests.support.services import ingest_until_caught_up, sink_until_caught_up, with_overrides
 
 TABLES = ("customers", "products", "orders", "order_items", "payments")
 # The embedded broker holds a consumer-group join for about half the session timeout, and a killed member
@@ -69,6 +69,11 @@ def run_cdcwh(settings: Settings, *args: str, **extra: str) -> subprocess.Comple
 def run_ingest_until_caught_up(settings: Settings, **extra: str) -> None:
     """``cdcwh ingest --until-caught-up`` in-process; ``extra`` as ``CDCWH_*`` names, like the CLI's."""
     ingest_until_caught_up(env_overrides(settings, **extra))
+
+
+def run_sink_until_caught_up(settings: Settings, **extra: str) -> None:
+    """``cdcwh sink --until-caught-up`` in-process; ``extra`` as ``CDCWH_*`` names, like the CLI's."""
+    sink_until_caught_up(env_overrides(settings, **extra))
 
 
 def env_overrides(settings: Settings, **extra: str) -> Settings:

@@ -26,8 +26,8 @@ from cdcwh.generate.model import ShopModel
 from cdcwh.sink.postgres import GoldChange, PostgresMartSink, mart_ddl
 from cdcwh.transform.gold import load_models, refresh_model
 from cdcwh.transform.warehouse import open_warehouse
-from tests.support.pipeline import run_cdcwh, settings_for
-from tests.support.warehouse import produce_changes
+from tests.support.pipeline import run_ingest_until_caught_up, run_sink_until_caught_up, settings_for
+from tests.support.warehouse import produce_changes, run_transform_once
 
 SQL_DIR = PROJECT_ROOT / "sql"
 TOP = Decimal("99999999.99")  # the largest numeric(10,2)
@@ -138,9 +138,9 @@ def test_sums_of_legal_payments_land_exactly_in_gold_and_postgres(
     changes, expected = big_payments_workload(5)
     produce_changes(kafka_bootstrap, prefix, changes)
     env = {"CDCWH_POSTGRES__DSN": postgres_dsn, "CDCWH_POSTGRES__SCHEMA": schema}
-    run_cdcwh(settings, "ingest", "--until-caught-up", **env)
-    run_cdcwh(settings, "transform", "--once", **env)
-    run_cdcwh(settings, "sink", "--until-caught-up", **env)
+    run_ingest_until_caught_up(settings)
+    run_transform_once(settings)
+    run_sink_until_caught_up(settings, **env)
 
     con = duckdb.connect(str(settings.data_dir / "warehouse.duckdb"), read_only=True)
     try:
