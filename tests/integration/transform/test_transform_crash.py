@@ -31,7 +31,6 @@ from tests.integration.transform.scenario import (
     query,
     read_feed,
     replay,
-    run_parallel,
     table_rows,
     tables_in,
 )
@@ -133,7 +132,8 @@ def test_sigkill_mid_batch_and_restart(tmp_path: Path, kafka_bootstrap: str) -> 
     generator = ShopGenerator(5)
     changes = list(generator.changes(3000))
     produce_changes(kafka_bootstrap, PREFIX, changes)
-    run_parallel(run_ingest_until_caught_up, [a, b])
+    for settings in (a, b):
+        run_ingest_until_caught_up(settings)
 
     log = tmp_path / "transform-b.log"
     rng = random.Random()
