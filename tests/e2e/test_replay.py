@@ -37,7 +37,6 @@ from tests.support.pipeline import (
     bronze,
     env_overrides,
     quarantine,
-    run_cdcwh,
     run_ingest_until_caught_up,
     run_sink_until_caught_up,
     settings_for,
@@ -51,12 +50,6 @@ ENTERPRISE_ID = 900_001
 
 
 # ---- helpers shared with test_sink_faults.py ---------------------------------------------------------------
-
-
-def run_cli(settings: Settings, *args: str, **extra: str) -> str:
-    """Run ``cdcwh <args>`` to completion; returns its stdout, then its stderr (the log)."""
-    result = run_cdcwh(settings, *args, **extra)
-    return result.stdout + "\n" + result.stderr
 
 
 def pg_marts(dsn: str, schema: str) -> Marts:
