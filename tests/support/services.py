@@ -19,7 +19,8 @@ from __future__ import annotations
 import gc
 import signal
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -90,16 +91,71 @@ def with_overrides(settings: Settings, **sections: dict[str, Any]) -> Settings:
     return Settings(**values)
 
 
-def run_in_thread(target: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:
-    """Start ``target`` in a daemon thread; the list receives what it raised, for the test to re-raise."""
-    errors: list[BaseException] = []
+class RunningIngest:
+    """The long-running ``cdcwh ingest`` in a thread of the test process (see ``ingest_running``)."""
 
-    def body() -> None:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.apps: list[Any] = []
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name="test-ingest", daemon=True)
+
+    def _run(self) -> None:
+        from cdcwh.ingest.service import run_ingest
+
         try:
-            target()
-        except BaseException as exc:  # re-raised by the test that joins the thread
-            errors.append(exc)
+            run_ingest(self.settings)
+        except BaseException as exc:  # reported by alive() and on stop
+            self.errors.append(exc)
 
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    return thread, errors
+    def alive(self) -> bool:
+        """Whether the service still runs; raises what it failed with."""
+        if self.errors:
+            raise AssertionError("the in-process ingest failed") from self.errors[0]
+        return self.thread.is_alive()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """What SIGTERM does: the application stops after its final checkpoint. ``Application.run`` resets
+        a stop that comes before it starts polling, so the request is repeated until the thread ends."""
+        deadline = time.monotonic() + timeout_s
+        while self.thread.is_alive():
+            assert time.monotonic() < deadline, "the in-process ingest did not stop"
+            if self.apps:
+                self.apps[-1].stop()
+            self.thread.join(0.2)
+        if self.errors:
+            raise AssertionError("the in-process ingest failed") from self.errors[0]
+
+
+@contextmanager
+def ingest_running(settings: Settings) -> Iterator[RunningIngest]:
+    """``cdcwh ingest`` (long-running, one consumer-group join for many rounds) in a thread, stopped on exit.
+
+    Python lets only the main thread install signal handlers, so the applications this run builds skip
+    quixstreams' (the test stops them with ``Application.stop``, as SIGTERM would)."""
+    from cdcwh.ingest import service
+    from cdcwh.ingest.catalog import open_catalog
+
+    # the catalog's tables are created here, before the thread opens it too: two first opens at once race
+    # on creating them (sqlite "table iceberg_tables already exists")
+    open_catalog(settings)
+    running = RunningIngest(settings)
+    build_app = service.build_app
+
+    def build_without_signals(*args: Any, **kwargs: Any) -> Any:
+        app = build_app(*args, **kwargs)
+        app._setup_signal_handlers = lambda: None
+        if threading.current_thread() is running.thread:  # two may run, each wrapping the other's build
+            running.apps.append(app)
+        return app
+
+    with process_state_restored():
+        service.build_app = build_without_signals  # type: ignore[assignment]
+        try:
+            running.thread.start()
+            yield running
+        finally:
+            try:
+                running.stop()
+            finally:
+                service.build_app = build_app  # type: ignore[assignment]
