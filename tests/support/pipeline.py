@@ -14,7 +14,7 @@ import pyarrow as pa
 from cdcwh.config import ENV_PREFIX, Settings
 from cdcwh.generate import KafkaRecord, ShopGenerator, SourceChange, encode, produce
 from cdcwh.ingest.catalog import bronze_table_name, open_catalog
-from tests.support.services import ingest_until_caught_up, sink_until_caught_up, with_overrides
+from tests.support.services import ingest_until_caught_up, sink_until_caught_up
 
 TABLES = ("customers", "products", "orders", "order_items", "payments")
 # The embedded broker holds a consumer-group join for about half the session timeout, and a killed member
@@ -77,13 +77,15 @@ def run_sink_until_caught_up(settings: Settings, **extra: str) -> None:
 
 
 def env_overrides(settings: Settings, **extra: str) -> Settings:
-    """``settings`` with ``CDCWH_SECTION__FIELD=value`` overrides applied, as the environment would."""
-    sections: dict[str, dict[str, Any]] = {}
+    """``settings`` with ``CDCWH_FIELD`` / ``CDCWH_SECTION__FIELD`` values applied, as in the environment."""
+    values = settings.model_dump(by_alias=True)
     for name, value in extra.items():
         section, _, field = name.removeprefix(ENV_PREFIX).lower().partition("__")
-        assert field, f"{name}: only CDCWH_<SECTION>__<FIELD> overrides are supported here"
-        sections.setdefault(section, {})[field] = value
-    return with_overrides(settings, **sections)
+        if field:
+            values[section] = {**values[section], field: value}
+        else:
+            values[section] = value
+    return Settings(**values)
 
 
 def bronze(settings: Settings, topic: str) -> pa.Table:

@@ -82,15 +82,6 @@ def ingest_and_transform(settings: Settings) -> None:
     transform_once(settings)
 
 
-def with_overrides(settings: Settings, **sections: dict[str, Any]) -> Settings:
-    """A copy of ``settings`` with fields of its sections replaced, e.g. ``transform={"hold_s": 0}``: what
-    an ``CDCWH_TRANSFORM__HOLD_S`` variable does for the CLI."""
-    values = settings.model_dump(by_alias=True)
-    for section, fields in sections.items():
-        values[section] = {**values[section], **fields}
-    return Settings(**values)
-
-
 class RunningIngest:
     """The long-running ``cdcwh ingest`` in a thread of the test process (see ``ingest_running``)."""
 
