@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.plugins.infra"]
+pytest_plugins = ["tests.plugins.infra", "tests.plugins.pipeline"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

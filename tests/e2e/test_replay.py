@@ -39,7 +39,6 @@ from tests.support.pipeline import (
     quarantine,
     run_ingest_until_caught_up,
     run_sink_until_caught_up,
-    settings_for,
 )
 from tests.support.warehouse import MARTS, produce_changes, run_transform_once
 
@@ -169,6 +168,7 @@ def enterprise_customer(changes: list[SourceChange]) -> list[SourceChange]:
 
 def test_replays_leave_postgres_identical(
     tmp_path: Path,
+    pipeline_settings: Settings,
     kafka_bootstrap: str,
     postgres_dsn: str,
     pg_schema: str,
@@ -178,11 +178,11 @@ def test_replays_leave_postgres_identical(
     prefix, schema = unique_prefix, pg_schema
     contracts = install_contracts(tmp_path / "contracts", prefix)
     settings = env_overrides(
-        settings_for(tmp_path / "data", kafka_bootstrap, prefix),
+        pipeline_settings,
         CDCWH_POSTGRES__DSN=postgres_dsn,
         CDCWH_POSTGRES__SCHEMA=schema,
+        CDCWH_CONTRACTS_DIR=str(contracts),
     )
-    settings = settings.model_copy(update={"contracts_dir": contracts})
     generator = ShopGenerator(11)
     changes = list(generator.changes(2000))
     rejected = enterprise_customer(changes)

@@ -27,7 +27,6 @@ from tests.support.pipeline import (
     env_overrides,
     run_ingest_until_caught_up,
     run_sink_until_caught_up,
-    settings_for,
 )
 from tests.support.warehouse import MARTS, produce_changes, run_transform_once
 
@@ -54,14 +53,11 @@ def versions(marts: dict[str, list[dict[str, object]]]) -> set[int]:
 
 
 def test_losing_the_warehouse_file_keeps_postgres_equal_to_gold(
-    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, unique_prefix: str
+    pipeline_settings: Settings, kafka_bootstrap: str, postgres_dsn: str, pg_schema: str, unique_prefix: str
 ) -> None:
-    prefix = unique_prefix
-    schema = f"marts_{prefix}"
+    prefix, schema = unique_prefix, pg_schema
     settings = env_overrides(
-        settings_for(tmp_path / "data", kafka_bootstrap, prefix),
-        CDCWH_POSTGRES__DSN=postgres_dsn,
-        CDCWH_POSTGRES__SCHEMA=schema,
+        pipeline_settings, CDCWH_POSTGRES__DSN=postgres_dsn, CDCWH_POSTGRES__SCHEMA=schema
     )
     generator = ShopGenerator(17)
     changes = list(generator.changes(3000))

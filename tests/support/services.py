@@ -20,7 +20,7 @@ import gc
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -150,3 +150,35 @@ def ingest_running(settings: Settings) -> Iterator[RunningIngest]:
                 running.stop()
             finally:
                 service.build_app = build_app  # type: ignore[assignment]
+
+
+@contextmanager
+def sink_running(settings: Settings) -> Iterator[Callable[[], bool]]:
+    """The long-running ``cdcwh sink`` in a thread; yields ``alive()`` (raises what the sink failed with).
+    On exit it is stopped as SIGTERM does (``SinkService.stopping``: after the current batch)."""
+    from cdcwh.sink.service import SinkService
+
+    service = SinkService(settings)
+    service._install_signal_handlers = lambda: None  # type: ignore[method-assign]  # main thread only
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            service.run()
+        except BaseException as exc:  # reported by alive() and on exit
+            errors.append(exc)
+
+    def alive() -> bool:
+        if errors:
+            raise AssertionError("the in-process sink failed") from errors[0]
+        return thread.is_alive()
+
+    thread = threading.Thread(target=body, name="test-sink", daemon=True)
+    thread.start()
+    try:
+        yield alive
+    finally:
+        service.stopping.set()
+        thread.join(60)
+        assert not thread.is_alive(), "the in-process sink did not stop"
+        alive()
