@@ -6,24 +6,14 @@ Runs on the embedded Postgres, or on CDCWH_TEST_POSTGRES_DSN when set (conftest.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from cdcwh.generate import ShopGenerator
+from tests.support.marts import read_postgres_marts
 from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
 from tests.support.pipeline import run_ingest_until_caught_up, run_sink_until_caught_up, settings_for
 from tests.support.warehouse import MARTS, produce_changes, run_transform_once
-
-
-def read_postgres_marts(dsn: str, schema: str) -> dict[str, list[dict[str, Any]]]:
-    with psycopg.connect(dsn, row_factory=dict_row) as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        return {
-            mart: [dict(row) for row in conn.execute(f'SELECT * FROM "{schema}"."{mart}"').fetchall()]
-            for mart in MARTS
-        }
 
 
 def test_generator_to_postgres_matches_the_reference(

@@ -13,14 +13,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import psycopg
 import pytest
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Producer
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from cdcwh.cli import build_parser
 from cdcwh.commands.replay import run as replay_command
@@ -31,7 +28,7 @@ from cdcwh.replay.backfill import backfill
 from cdcwh.replay.quarantine import reingested, replay_quarantine
 from cdcwh.replay.rebuild import rebuild
 from cdcwh.replay.topic import replay_topic
-from tests.support.kafka_readback import read_to_end
+from tests.support.marts import Marts, differences, gold_marts, pg_marts, read_topics
 from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
 from tests.support.pipeline import (
     bronze,
@@ -42,63 +39,8 @@ from tests.support.pipeline import (
 )
 from tests.support.warehouse import MARTS, produce_changes, run_transform_once
 
-Marts = dict[str, list[dict[str, Any]]]
-
 CONTRACTS = PROJECT_ROOT / "schemas" / "contracts"
 ENTERPRISE_ID = 900_001
-
-
-# ---- helpers shared with test_sink_faults.py ---------------------------------------------------------------
-
-
-def pg_marts(dsn: str, schema: str) -> Marts:
-    """Every mart in Postgres, all columns but ``_updated_at``, ordered by primary key."""
-    with psycopg.connect(dsn, row_factory=dict_row) as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        marts = {}
-        for mart in MARTS:
-            query = sql.SQL("SELECT * FROM {} ORDER BY 1, 2").format(sql.Identifier(schema, mart))
-            marts[mart] = [
-                {k: v for k, v in row.items() if k != "_updated_at"} for row in conn.execute(query)
-            ]
-        return marts
-
-
-def gold_marts(settings: Settings) -> Marts:
-    """Every gold mart in DuckDB, shaped like ``pg_marts``."""
-    con = duckdb.connect(str(Path(settings.data_dir) / "warehouse.duckdb"), read_only=True)
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        return {
-            mart: con.sql(f"SELECT * EXCLUDE (_updated_at) FROM gold.{mart} ORDER BY 1, 2")
-            .to_arrow_table()
-            .to_pylist()
-            for mart in MARTS
-        }
-    finally:
-        con.close()
-
-
-def differences(actual: Marts, expected: Marts, limit: int = 5) -> list[str]:
-    """Rows one side has and the other lacks, per mart (every column compared, types included)."""
-
-    def rows(marts: Marts, mart: str) -> set[tuple[Any, ...]]:
-        return {tuple((k, type(v).__name__, v) for k, v in row.items()) for row in marts[mart]}
-
-    diffs = []
-    for mart in MARTS:
-        got, want = rows(actual, mart), rows(expected, mart)
-        if len(actual[mart]) != len(got):
-            diffs.append(f"{mart}: duplicate rows in actual")
-        for label, extra in (("missing", want - got), ("unexpected", got - want)):
-            for row in sorted(extra, key=repr)[:limit]:
-                diffs.append(f"{mart}: {label} { {k: v for k, _, v in row} }")
-    return diffs
-
-
-def read_topics(bootstrap: str, topics: list[str]) -> list[Message]:
-    """Every message of the topics, each partition read to its end."""
-    return read_to_end(bootstrap, topics=topics)
 
 
 def gold_topics(bootstrap: str, gold_prefix: str) -> list[str]:

@@ -23,7 +23,7 @@ from cdcwh.config import Settings
 from cdcwh.embedded import EmbeddedPostgres
 from cdcwh.embedded.postgres import postgres_answers
 from cdcwh.generate import ShopGenerator, SourceChange
-from tests.e2e.test_replay import differences, gold_marts, pg_marts, read_topics
+from tests.support.marts import differences, gold_marts, pg_marts, read_topics
 from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
 from tests.support.pipeline import (
     cli_env,

@@ -21,7 +21,7 @@ import duckdb
 from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator, SourceChange, replay_state
 from cdcwh.replay.backfill import backfill
-from tests.e2e.test_replay import differences, gold_marts, pg_marts
+from tests.support.marts import differences, gold_marts, pg_marts
 from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
 from tests.support.pipeline import (
     env_overrides,

@@ -30,7 +30,7 @@ from cdcwh.ingest.quarantine import (
 )
 from cdcwh.transform.silver import apply_changes, key_columns
 from cdcwh.transform.warehouse import open_warehouse
-from tests.integration.ingest.test_ingest_real_debezium import captured, table_rows
+from tests.support.debezium import captured, table_rows
 from tests.support.kafka_readback import read_to_end
 
 KEYLESS = ("zoo.public.events_nokey", "zoo.public.audit_full")

@@ -11,7 +11,7 @@ from pathlib import Path
 from cdcwh.config import Settings
 from cdcwh.ingest.bronze import IcebergBronzeWriter
 from cdcwh.ingest.catalog import open_catalog
-from tests.integration.ingest.test_ingest_real_debezium import captured
+from tests.support.debezium import captured
 
 
 def test_status_without_a_broker_shows_bronze(tmp_path: Path) -> None:
