@@ -28,8 +28,8 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/cdcwh demo $(ARGS)
 
-# Two workers (pytest-xdist), each with its own embedded broker and Postgres: most of the suite waits on
-# consumer-group joins and process start-up, so two workers take the full run from ~21 to ~14 minutes here.
+# Two workers (pytest-xdist), each with its own embedded broker and Postgres: much of the suite waits on
+# consumer-group joins, and the crash tests on their subprocesses, so two workers overlap those waits.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)

@@ -77,11 +77,6 @@ def sink_until_caught_up(settings: Settings, *, idle_s: float = IDLE_S) -> None:
         assert run_sink(settings, until_caught_up=True, idle_s=idle_s) == 0
 
 
-def ingest_and_transform(settings: Settings) -> None:
-    ingest_until_caught_up(settings)
-    transform_once(settings)
-
-
 class RunningIngest:
     """The long-running ``cdcwh ingest`` in a thread of the test process (see ``ingest_running``)."""
 
