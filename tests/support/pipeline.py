@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from cdcwh.config import ENV_PREFIX, Settings
+from cdcwh.config import ENV_PREFIX, KafkaSettings, Settings
 from cdcwh.generate import KafkaRecord, ShopGenerator, SourceChange, encode, produce
 from cdcwh.ingest.catalog import bronze_table_name, open_catalog
 from tests.support.services import ingest_until_caught_up, sink_until_caught_up
@@ -98,15 +98,12 @@ def quarantine(settings: Settings) -> pa.Table:
 
 
 def settings_for(base: Path, bootstrap: str, prefix: str, **overrides: Any) -> Settings:
-    return Settings(
-        data_dir=base,
-        kafka={
-            "bootstrap_servers": bootstrap,
-            "topics": rf"^{prefix}\.[^.]+\.[^.]+$",
-            "group_prefix": prefix,
-            "gold_topic_prefix": f"{prefix}.gold",
-            "session_timeout_ms": SESSION_TIMEOUT_MS,
-            "heartbeat_interval_ms": HEARTBEAT_MS,
-        },
-        **overrides,
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap,
+        topics=rf"^{prefix}\.[^.]+\.[^.]+$",
+        group_prefix=prefix,
+        gold_topic_prefix=f"{prefix}.gold",
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_MS,
     )
+    return Settings(data_dir=base, kafka=kafka, **overrides)

@@ -130,13 +130,13 @@ def ingest_running(settings: Settings) -> Iterator[RunningIngest]:
 
     def build_without_signals(*args: Any, **kwargs: Any) -> Any:
         app = build_app(*args, **kwargs)
-        app._setup_signal_handlers = lambda: None
+        app._setup_signal_handlers = lambda: None  # type: ignore[method-assign]
         if threading.current_thread() is running.thread:  # two may run, each wrapping the other's build
             running.apps.append(app)
         return app
 
     with process_state_restored():
-        service.build_app = build_without_signals  # type: ignore[assignment]
+        service.build_app = build_without_signals
         try:
             running.thread.start()
             yield running
@@ -144,7 +144,7 @@ def ingest_running(settings: Settings) -> Iterator[RunningIngest]:
             try:
                 running.stop()
             finally:
-                service.build_app = build_app  # type: ignore[assignment]
+                service.build_app = build_app
 
 
 @contextmanager
