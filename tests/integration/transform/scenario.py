@@ -1,5 +1,5 @@
-"""Helpers for the transform scenario, feed and crash tests: hand-built shop changes, CLI runs in parallel,
-reads of the warehouse and of the gold change topics.
+"""Helpers for the transform scenario, feed and crash tests: hand-built shop changes, runs in parallel
+threads, reads of the warehouse and of the gold change topics.
 
 ``ChangeScript`` writes ``SourceChange`` sequences by hand (strictly increasing LSN, transaction id and commit
 time, delete ``before`` images as REPLICA IDENTITY DEFAULT gives them). ``read_feed`` reads every gold change

@@ -1,5 +1,5 @@
-"""Targeted transform scenarios on hand-written Debezium changes, through the real broker, ingest and
-transform CLIs.
+"""Targeted transform scenarios on hand-written Debezium changes, through the real broker, the long-running
+ingest and ``transform --once`` (both in-process).
 
 One scripted history runs in four rounds (produce -> ingest -> ``transform --once``, one micro-batch each)
 and a fifth transform with nothing new, on two data dirs in parallel:
