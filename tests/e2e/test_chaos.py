@@ -22,9 +22,9 @@ import pytest
 from cdcwh.embedded import EmbeddedBroker
 from cdcwh.generate import ShopGenerator, encode, produce
 from cdcwh.generate.state import replay_state
-from tests.e2e.test_pipeline_postgres import read_postgres_marts
-from tests.integration.ingest.helpers import cli_env, settings_for
-from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.marts import read_postgres_marts
+from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.pipeline import cli_env, settings_for
 
 pytestmark = pytest.mark.chaos
 

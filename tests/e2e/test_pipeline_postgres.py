@@ -1,36 +1,19 @@
-"""The whole pipeline through the CLI: generator -> broker -> ingest -> transform -> sink -> PostgreSQL,
-compared with an independent computation of every mart (tests/integration/transform/marts_reference.py).
+"""The whole pipeline, each service run in-process through its own entry point: generator -> broker ->
+ingest -> transform -> sink -> PostgreSQL,
+compared with an independent computation of every mart (tests/support/marts_reference.py).
 Runs on the embedded Postgres, or on CDCWH_TEST_POSTGRES_DSN when set (conftest.postgres_dsn)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
-from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator
-from tests.integration.ingest.helpers import run_cdcwh, run_ingest_until_caught_up, settings_for
-from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
-from tests.integration.transform.pipeline import MARTS, produce_changes, run_transform_once
-
-
-def run_sink_until_caught_up(settings: Settings, dsn: str, schema: str) -> subprocess.CompletedProcess[str]:
-    return run_cdcwh(
-        settings, "sink", "--until-caught-up", CDCWH_POSTGRES__DSN=dsn, CDCWH_POSTGRES__SCHEMA=schema
-    )
-
-
-def read_postgres_marts(dsn: str, schema: str) -> dict[str, list[dict[str, Any]]]:
-    with psycopg.connect(dsn, row_factory=dict_row) as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        return {
-            mart: [dict(row) for row in conn.execute(f'SELECT * FROM "{schema}"."{mart}"').fetchall()]
-            for mart in MARTS
-        }
+from tests.support.marts import read_postgres_marts
+from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.pipeline import run_ingest_until_caught_up, run_sink_until_caught_up, settings_for
+from tests.support.warehouse import MARTS, produce_changes, run_transform_once
 
 
 def test_generator_to_postgres_matches_the_reference(
@@ -47,7 +30,7 @@ def test_generator_to_postgres_matches_the_reference(
         produce_changes(kafka_bootstrap, prefix, part)
         run_ingest_until_caught_up(settings)
         run_transform_once(settings)
-        run_sink_until_caught_up(settings, postgres_dsn, schema)
+        run_sink_until_caught_up(settings, CDCWH_POSTGRES__DSN=postgres_dsn, CDCWH_POSTGRES__SCHEMA=schema)
     expected = reference_marts(generator.expected_state(), customer_changes_from(changes))
     actual = read_postgres_marts(postgres_dsn, schema)
     assert compare_marts(actual, expected) == []

@@ -1,4 +1,5 @@
-"""Operator replays through the CLI leave the PostgreSQL marts as they were (DESIGN.md section 8).
+"""Operator replays leave the PostgreSQL marts as they were (DESIGN.md section 8). The services and the
+replays run in-process, through the functions ``cdcwh replay ...`` calls, asserting on what they return.
 
 One pipeline state (generator -> broker -> ingest -> transform -> sink), snapshotted from Postgres, then:
 replaying a whole source topic, rebuilding silver/gold from bronze, the batch backfill (also over a
@@ -10,108 +11,36 @@ was then relaxed, exactly once, and they reach the marts.
 from __future__ import annotations
 
 import dataclasses
-import re
+import logging
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import psycopg
-from confluent_kafka import Consumer, Message, Producer
+import pytest
+from confluent_kafka import Consumer, Producer
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from cdcwh.bronze.catalog import open_catalog
+from cdcwh.cli import build_parser
+from cdcwh.commands.replay import run as replay_command
 from cdcwh.config import PROJECT_ROOT, Settings
 from cdcwh.generate import ShopGenerator, SourceChange
-from cdcwh.replay.quarantine import reingested
-from tests.integration.ingest.helpers import bronze, quarantine, run_cdcwh, settings_for
-from tests.integration.kafka_readback import read_to_end
-from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
-from tests.integration.transform.pipeline import MARTS, produce_changes
-
-Marts = dict[str, list[dict[str, Any]]]
+from cdcwh.replay.backfill import backfill
+from cdcwh.replay.quarantine import reingested, replay_quarantine
+from cdcwh.replay.rebuild import rebuild
+from cdcwh.replay.topic import replay_topic
+from tests.support.marts import Marts, differences, gold_marts, pg_marts, read_topics
+from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.pipeline import (
+    bronze,
+    env_overrides,
+    quarantine,
+    run_ingest_until_caught_up,
+    run_sink_until_caught_up,
+)
+from tests.support.warehouse import MARTS, produce_changes, run_transform_once
 
 CONTRACTS = PROJECT_ROOT / "schemas" / "contracts"
 ENTERPRISE_ID = 900_001
-
-
-# ---- helpers shared with test_sink_faults.py ---------------------------------------------------------------
-
-
-def run_cli(settings: Settings, *args: str, **extra: str) -> str:
-    """Run ``cdcwh <args>`` to completion; returns its stdout, then its stderr (the log)."""
-    result = run_cdcwh(settings, *args, **extra)
-    return result.stdout + "\n" + result.stderr
-
-
-def pg_marts(dsn: str, schema: str) -> Marts:
-    """Every mart in Postgres, all columns but ``_updated_at``, ordered by primary key."""
-    with psycopg.connect(dsn, row_factory=dict_row) as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        marts = {}
-        for mart in MARTS:
-            query = sql.SQL("SELECT * FROM {} ORDER BY 1, 2").format(sql.Identifier(schema, mart))
-            marts[mart] = [
-                {k: v for k, v in row.items() if k != "_updated_at"} for row in conn.execute(query)
-            ]
-        return marts
-
-
-def gold_marts(settings: Settings) -> Marts:
-    """Every gold mart in DuckDB, shaped like ``pg_marts``."""
-    con = duckdb.connect(str(Path(settings.data_dir) / "warehouse.duckdb"), read_only=True)
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        return {
-            mart: con.sql(f"SELECT * EXCLUDE (_updated_at) FROM gold.{mart} ORDER BY 1, 2")
-            .to_arrow_table()
-            .to_pylist()
-            for mart in MARTS
-        }
-    finally:
-        con.close()
-
-
-def differences(actual: Marts, expected: Marts, limit: int = 5) -> list[str]:
-    """Rows one side has and the other lacks, per mart (every column compared, types included)."""
-
-    def rows(marts: Marts, mart: str) -> set[tuple[Any, ...]]:
-        return {tuple((k, type(v).__name__, v) for k, v in row.items()) for row in marts[mart]}
-
-    diffs = []
-    for mart in MARTS:
-        got, want = rows(actual, mart), rows(expected, mart)
-        if len(actual[mart]) != len(got):
-            diffs.append(f"{mart}: duplicate rows in actual")
-        for label, extra in (("missing", want - got), ("unexpected", got - want)):
-            for row in sorted(extra, key=repr)[:limit]:
-                diffs.append(f"{mart}: {label} { {k: v for k, _, v in row} }")
-    return diffs
-
-
-def summary_counts(stdout: str) -> dict[str, dict[str, int]]:
-    """The rich summary tables a replay command prints: title -> row name -> count."""
-    tables: dict[str, dict[str, int]] = {}
-    title, before = "", list[str]()
-    for line in stdout.splitlines():
-        if line.startswith("┏"):
-            # the title is centred above its table, padded and wrapped to the table's width
-            title_lines: list[str] = []
-            while before and len(before[-1]) == len(line):
-                title_lines.insert(0, before.pop().strip())
-            title, before = " ".join(title_lines), []
-            continue
-        match = re.match(r"^│\s*(\S[^│]*?)\s*│\s*([\d,]+)\s*│$", line)
-        if match:
-            tables.setdefault(title, {})[match.group(1)] = int(match.group(2).replace(",", ""))
-        elif not re.search(r"[\u2500-\u257f]", line):
-            before.append(line)
-    return tables
-
-
-def read_topics(bootstrap: str, topics: list[str]) -> list[Message]:
-    """Every message of the topics, each partition read to its end."""
-    return read_to_end(bootstrap, topics=topics)
 
 
 def gold_topics(bootstrap: str, gold_prefix: str) -> list[str]:
@@ -180,25 +109,30 @@ def enterprise_customer(changes: list[SourceChange]) -> list[SourceChange]:
 
 
 def test_replays_leave_postgres_identical(
-    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, unique_prefix: str
+    tmp_path: Path,
+    pipeline_settings: Settings,
+    kafka_bootstrap: str,
+    postgres_dsn: str,
+    pg_schema: str,
+    unique_prefix: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    prefix = unique_prefix
-    schema = f"marts_{prefix}"
-    settings = settings_for(tmp_path / "data", kafka_bootstrap, prefix)
+    prefix, schema = unique_prefix, pg_schema
     contracts = install_contracts(tmp_path / "contracts", prefix)
-    env = {
-        "CDCWH_POSTGRES__DSN": postgres_dsn,
-        "CDCWH_POSTGRES__SCHEMA": schema,
-        "CDCWH_CONTRACTS_DIR": str(contracts),
-    }
+    settings = env_overrides(
+        pipeline_settings,
+        CDCWH_POSTGRES__DSN=postgres_dsn,
+        CDCWH_POSTGRES__SCHEMA=schema,
+        CDCWH_CONTRACTS_DIR=str(contracts),
+    )
     generator = ShopGenerator(11)
     changes = list(generator.changes(2000))
     rejected = enterprise_customer(changes)
     produce_changes(kafka_bootstrap, prefix, changes + rejected)
-    run_cli(settings, "ingest", "--until-caught-up", **env)
+    run_ingest_until_caught_up(settings)
     # small batches: gold holds several versions of many keys, so the gold topics carry old changes
-    log = run_cli(settings, "transform", "--once", CDCWH_TRANSFORM__MAX_OFFSETS_PER_PARTITION="80", **env)
-    run_cli(settings, "sink", "--until-caught-up", **env)
+    run_transform_once(settings, CDCWH_TRANSFORM__MAX_OFFSETS_PER_PARTITION="80")
+    run_sink_until_caught_up(settings)
 
     customers_topic, orders_topic = f"{prefix}.public.customers", f"{prefix}.public.orders"
     quarantined = quarantine(settings).to_pylist()
@@ -209,37 +143,36 @@ def test_replays_leave_postgres_identical(
     expected = reference_marts(generator.expected_state(), customer_changes_from(changes))
     assert compare_marts(snapshot, expected) == []
     versions = {row["_version"] for mart in MARTS for row in snapshot[mart]}
-    assert len(versions) >= 3, (versions, log[-2000:])
+    assert len(versions) >= 3, versions
 
     # (a) a whole source topic again: everything is already in bronze, nothing lands, marts unchanged
     orders_rows = bronze(settings, orders_topic).num_rows
-    output = run_cli(settings, "replay", "topic", orders_topic, **env)
-    totals = summary_counts(output)[f"replay of {orders_topic}"]
+    totals = replay_topic(settings, orders_topic)
     assert totals["landed"] == 0 and totals["quarantined"] == 0
     assert totals["skipped"] == orders_rows and totals["read"] >= orders_rows > 0
     assert bronze(settings, orders_topic).num_rows == orders_rows
-    run_cli(settings, "transform", "--once", **env)
-    run_cli(settings, "sink", "--until-caught-up", **env)
+    run_transform_once(settings)
+    run_sink_until_caught_up(settings)
     assert differences(pg_marts(postgres_dsn, schema), snapshot) == []
 
     # (b) rebuild silver and gold from bronze, all tables then one: gold identical, no change to publish
     gold = gold_marts(settings)
-    counts = summary_counts(run_cli(settings, "replay", "rebuild", **env))["rebuild"]
+    counts = rebuild(settings)
     assert counts["gold changes"] == 0
     assert counts["orders"] > 0 and counts["customers"] > 0 and counts["payments"] > 0
     assert differences(gold_marts(settings), gold) == []
-    counts = summary_counts(run_cli(settings, "replay", "rebuild", "--table", "orders", **env))["rebuild"]
+    counts = rebuild(settings, ["orders"])
     assert counts["orders"] > 0 and counts["gold changes"] == 0 and "customers" not in counts
     assert differences(gold_marts(settings), gold) == []
-    run_cli(settings, "sink", "--until-caught-up", **env)
+    run_sink_until_caught_up(settings)
     assert differences(pg_marts(postgres_dsn, schema), snapshot) == []
 
     # (c) the batch backfill, on the healthy marts and then on corrupted ones
-    run_cli(settings, "replay", "sink", **env)
+    backfill(settings)
     assert differences(pg_marts(postgres_dsn, schema), snapshot) == []
     corrupt(postgres_dsn, schema, snapshot)
     assert differences(pg_marts(postgres_dsn, schema), snapshot) != []
-    run_cli(settings, "replay", "sink", **env)
+    backfill(settings)
     assert differences(pg_marts(postgres_dsn, schema), snapshot) == []
 
     # (d) old gold changes again: published a second time at the end of the gold topics (so, without the
@@ -248,15 +181,16 @@ def test_replays_leave_postgres_identical(
     # newer changes of its keys before Postgres sees it: nothing regresses
     read, old_changes = republish_gold(kafka_bootstrap, settings.kafka.gold_topic_prefix)
     assert old_changes > 100
-    log = run_cli(
-        settings,
-        "sink",
-        "--until-caught-up",
-        CDCWH_KAFKA__GROUP_PREFIX=f"{prefix}-again",
-        CDCWH_SINK__BATCH_MAX_ROWS="500",
-        **env,
-    )
-    batches = [int(n) for n in re.findall(r"applied \d+ gold changes \((\d+) messages\)", log)]
+    with caplog.at_level(logging.INFO, logger="cdcwh.sink.service"):
+        run_sink_until_caught_up(
+            settings, CDCWH_KAFKA__GROUP_PREFIX=f"{prefix}-again", CDCWH_SINK__BATCH_MAX_ROWS="500"
+        )
+    # the messages of each applied batch, as the sink counted them (the log record's arguments)
+    batches = [
+        int(record.args[1])  # type: ignore[index]
+        for record in caplog.records
+        if record.name == "cdcwh.sink.service" and record.msg.startswith("applied %d gold changes")
+    ]
     assert sum(batches) == read + old_changes and len(batches) >= 4
     assert differences(pg_marts(postgres_dsn, schema), snapshot) == []
 
@@ -268,15 +202,13 @@ def test_replays_leave_postgres_identical(
     contract.write_text(relaxed)
     catalog = open_catalog(settings)
     assert reingested(catalog, settings.iceberg.namespace, quarantine(settings)) == set()  # all outstanding
-    tables = summary_counts(run_cli(settings, "replay", "quarantine", **env))
-    assert nonzero(tables["landed"]) == {customers_topic: 2}
+    # the command, which re-ingests and then rebuilds the tables that received records
+    assert replay_command(build_parser().parse_args(["replay", "quarantine"]), settings) == 0
     # what `cdcwh status` shows as re-ingested: the two records, now in bronze
     done = reingested(catalog, settings.iceberg.namespace, quarantine(settings))
     assert {(topic, offset) for topic, _, offset in done} == {
         (row["topic"], row["offset"]) for row in quarantine(settings).to_pylist()
     } and len(done) == 2
-    assert nonzero(tables["already in bronze"]) == {} and nonzero(tables["still rejected"]) == {}
-    assert tables["rebuild"]["customers"] > 0 and tables["rebuild"]["gold changes"] > 0
     assert bronze(settings, customers_topic).num_rows == customers_rows + 2
     gold = gold_marts(settings)
     [enterprise] = [r for r in gold["customers"] if r["customer_id"] == ENTERPRISE_ID]
@@ -286,15 +218,15 @@ def test_replays_leave_postgres_identical(
         (1, "big@example.com", False),
         (2, "bigger@example.com", True),
     ]
-    run_cli(settings, "sink", "--until-caught-up", **env)
+    run_sink_until_caught_up(settings)
     after = pg_marts(postgres_dsn, schema)
     assert after == gold
     new_rows = differences(after, snapshot)
     assert new_rows and all(f"'customer_id': {ENTERPRISE_ID}," in d for d in new_rows), new_rows
 
-    tables = summary_counts(run_cli(settings, "replay", "quarantine", **env))
-    assert nonzero(tables["landed"]) == {} and nonzero(tables["already in bronze"]) == {customers_topic: 2}
-    assert "rebuild" not in tables  # nothing landed, so nothing rebuilt
+    result = replay_quarantine(settings)
+    assert nonzero(result["landed"]) == {}  # type: ignore[arg-type]
+    assert nonzero(result["already_in_bronze"]) == {customers_topic: 2}  # type: ignore[arg-type]
     assert bronze(settings, customers_topic).num_rows == customers_rows + 2
     assert len(quarantine(settings)) == 2  # quarantine keeps its records (the audit trail)
 

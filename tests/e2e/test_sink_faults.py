@@ -1,6 +1,7 @@
 """Faults under the long-running sink: PostgreSQL stopped mid-run and restarted, the sink killed with SIGKILL
-and started again. Every mart in Postgres ends equal to gold in DuckDB (``_version`` included) and to the
-independent reference: nothing lost, nothing doubled.
+and started again (the sink is a ``cdcwh sink`` subprocess; ingest and transform run in-process). Every mart
+in Postgres ends equal to gold in DuckDB (``_version`` included) and to the independent reference: nothing
+lost, nothing doubled.
 
 The test owns its embedded Postgres (not the session one) so that it can stop and restart it.
 """
@@ -22,10 +23,15 @@ from cdcwh.config import Settings
 from cdcwh.embedded import EmbeddedPostgres
 from cdcwh.embedded.postgres import postgres_answers
 from cdcwh.generate import ShopGenerator, SourceChange
-from tests.e2e.test_replay import differences, gold_marts, pg_marts, read_topics, run_cli
-from tests.integration.ingest.helpers import cli_env, settings_for
-from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
-from tests.integration.transform.pipeline import MARTS, produce_changes
+from tests.support.marts import differences, gold_marts, pg_marts, read_topics
+from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.pipeline import (
+    cli_env,
+    run_ingest_until_caught_up,
+    run_sink_until_caught_up,
+    settings_for,
+)
+from tests.support.warehouse import MARTS, produce_changes, run_transform_once
 
 SCHEMA = "marts_fault"
 
@@ -75,11 +81,11 @@ def committed_total(settings: Settings) -> int:
     return sum(max(tp.offset, 0) for tp in committed)
 
 
-def produce_round(settings: Settings, prefix: str, changes: list[SourceChange], **env: str) -> None:
-    """Source changes through to gold: produce, ingest, transform."""
+def produce_round(settings: Settings, prefix: str, changes: list[SourceChange]) -> None:
+    """Source changes through to gold: produce, ingest, transform (in-process)."""
     produce_changes(str(settings.kafka.bootstrap_servers), prefix, changes)
-    run_cli(settings, "ingest", "--until-caught-up", **env)
-    run_cli(settings, "transform", "--once", **env)
+    run_ingest_until_caught_up(settings)
+    run_transform_once(settings)
 
 
 def applied_batches(log: Path) -> int:
@@ -119,7 +125,7 @@ def test_postgres_restart_and_sink_kill_converge(
 
     try:
         # round 1: the running sink loads the first gold changes
-        produce_round(settings, prefix, rounds[0], **env)
+        produce_round(settings, prefix, rounds[0])
         sink = start_sink()
         wait_for(converged, 60, "the first round in Postgres", log)
         round_one = gold_message_count(settings)
@@ -127,7 +133,7 @@ def test_postgres_restart_and_sink_kill_converge(
         # round 2 while Postgres is down: the sink retries the batch, keeps running, commits nothing
         postgres.stop()
         assert not postgres_answers(dsn)
-        produce_round(settings, prefix, rounds[1], **env)
+        produce_round(settings, prefix, rounds[1])
         wait_for(lambda: RETRY in text(log), 30, "the sink to retry", log)
         time.sleep(1.0)  # a few more retries
         assert sink.poll() is None, log.read_text()[-3000:]
@@ -148,13 +154,13 @@ def test_postgres_restart_and_sink_kill_converge(
         sink = start_sink()
 
         # round 3 while the restarted sink runs
-        produce_round(settings, prefix, rounds[2], **env)
+        produce_round(settings, prefix, rounds[2])
         wait_for(converged, 60, "every round in Postgres", log)
         assert committed_total(settings) > round_one
         sink.send_signal(signal.SIGTERM)
         assert sink.wait(timeout=30) == 0, log.read_text()[-3000:]
 
-        run_cli(settings, "sink", "--until-caught-up", **env)
+        run_sink_until_caught_up(settings, **env)
         actual = pg_marts(dsn, SCHEMA)
         assert all(actual[mart] for mart in MARTS)
         assert differences(actual, gold_marts(settings)) == []

@@ -20,10 +20,15 @@ import duckdb
 
 from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator, SourceChange, replay_state
-from tests.e2e.test_replay import differences, gold_marts, pg_marts, run_cli
-from tests.integration.ingest.helpers import settings_for
-from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
-from tests.integration.transform.pipeline import MARTS, produce_changes
+from cdcwh.replay.backfill import backfill
+from tests.support.marts import differences, gold_marts, pg_marts
+from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.pipeline import (
+    env_overrides,
+    run_ingest_until_caught_up,
+    run_sink_until_caught_up,
+)
+from tests.support.warehouse import MARTS, produce_changes, run_transform_once
 
 SMALL_BATCHES = {"CDCWH_TRANSFORM__MAX_OFFSETS_PER_PARTITION": "25"}
 
@@ -48,21 +53,21 @@ def versions(marts: dict[str, list[dict[str, object]]]) -> set[int]:
 
 
 def test_losing_the_warehouse_file_keeps_postgres_equal_to_gold(
-    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, unique_prefix: str
+    pipeline_settings: Settings, kafka_bootstrap: str, postgres_dsn: str, pg_schema: str, unique_prefix: str
 ) -> None:
-    prefix = unique_prefix
-    schema = f"marts_{prefix}"
-    settings = settings_for(tmp_path / "data", kafka_bootstrap, prefix)
-    env = {"CDCWH_POSTGRES__DSN": postgres_dsn, "CDCWH_POSTGRES__SCHEMA": schema}
+    prefix, schema = unique_prefix, pg_schema
+    settings = env_overrides(
+        pipeline_settings, CDCWH_POSTGRES__DSN=postgres_dsn, CDCWH_POSTGRES__SCHEMA=schema
+    )
     generator = ShopGenerator(17)
     changes = list(generator.changes(3000))
     first, second, third = changes[:1500], changes[1500:2300], changes[2300:]
 
     def pipeline(part: list[SourceChange], **transform: str) -> None:
         produce_changes(kafka_bootstrap, prefix, part)
-        run_cli(settings, "ingest", "--until-caught-up", **env)
-        run_cli(settings, "transform", "--once", **transform, **env)
-        run_cli(settings, "sink", "--until-caught-up", **env)
+        run_ingest_until_caught_up(settings)
+        run_transform_once(settings, **transform)
+        run_sink_until_caught_up(settings)
 
     # several batches through to PostgreSQL
     pipeline(first, **SMALL_BATCHES)
@@ -72,8 +77,8 @@ def test_losing_the_warehouse_file_keeps_postgres_equal_to_gold(
 
     # the file is lost; the transform runs on: a new file, rebuilt from bronze, its batch ids from 1 again
     lose_warehouse(settings)
-    run_cli(settings, "transform", "--once", **env)
-    run_cli(settings, "sink", "--until-caught-up", **env)
+    run_transform_once(settings)
+    run_sink_until_caught_up(settings)
     assert batch_ids(settings)[0] == 1
     rebuilt = gold_marts(settings)
     assert min(versions(rebuilt)) > max(versions(before)), "the new file's versions go forward"
@@ -90,10 +95,10 @@ def test_losing_the_warehouse_file_keeps_postgres_equal_to_gold(
     # deleted meanwhile, which `cdcwh replay sink` removes (and any other difference with gold)
     lose_warehouse(settings)
     produce_changes(kafka_bootstrap, prefix, third)
-    run_cli(settings, "ingest", "--until-caught-up", **env)
-    run_cli(settings, "transform", "--once", **env)
-    run_cli(settings, "sink", "--until-caught-up", **env)
-    run_cli(settings, "replay", "sink", **env)
+    run_ingest_until_caught_up(settings)
+    run_transform_once(settings)
+    run_sink_until_caught_up(settings)
+    backfill(settings)  # `cdcwh replay sink`
     actual = pg_marts(postgres_dsn, schema)
     assert differences(actual, gold_marts(settings)) == []
     expected = reference_marts(generator.expected_state(), customer_changes_from(changes))

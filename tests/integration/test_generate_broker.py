@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.kafka_readback import read_to_end
+from tests.support.kafka_readback import read_to_end
 
 TABLES = ("customers", "products", "orders", "order_items", "payments")
 PLACEHOLDER = "__debezium_unavailable_value"

@@ -17,7 +17,7 @@ import pytest
 from cdcwh.config import Settings
 from cdcwh.errors import InfrastructureError
 from cdcwh.preflight import check_kafka, check_postgres
-from tests.integration.ingest.helpers import cli_env, produce_shop, settings_for
+from tests.support.pipeline import cli_env, produce_shop, settings_for
 
 KEYS = {"time", "service", "level", "logger", "message"}
 STAGES = ("ingest", "transform", "sink")

@@ -9,9 +9,6 @@ shop generator's. The shop contracts are installed for the test's topic prefix, 
 from __future__ import annotations
 
 import base64
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,9 +26,16 @@ from cdcwh.config import Settings
 from cdcwh.core.record import RejectReason
 from cdcwh.generate import ShopGenerator, encode
 from cdcwh.kafka import ensure_topics
-from tests.integration.kafka_readback import read_to_end
-
-from .helpers import TABLES, bronze, cli_env, quarantine, run_ingest_until_caught_up, settings_for
+from tests.support.kafka_readback import read_to_end
+from tests.support.pipeline import (
+    TABLES,
+    bronze,
+    env_overrides,
+    quarantine,
+    run_ingest_until_caught_up,
+    settings_for,
+)
+from tests.support.services import ingest_running
 
 CONTRACTS = Path(__file__).resolve().parents[3] / "schemas" / "contracts"
 MAX_VALUE_BYTES = 65_536
@@ -487,15 +491,7 @@ def test_bad_records_are_quarantined_good_ones_land_and_the_service_goes_on(
     check_everything_accounted_for(settings, kafka_bootstrap, prefix, sent)
 
     # phase 2: the long-running service gets more bad records, then good ones, and keeps going
-    log = tmp_path / "ingest.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cdcwh.cli", "ingest"],
-            env=cli_env(settings, CDCWH_INGEST__COMMIT_INTERVAL_S="0.5", **extra),
-            stdout=out,
-            stderr=out,
-        )
-    try:
+    with ingest_running(env_overrides(settings, CDCWH_INGEST__COMMIT_INTERVAL_S="0.5", **extra)) as ingest:
         by_name = {k.name: k for k in kinds}
         more_bad = bad_records(templates, [by_name[name] for name in PHASE_TWO_KINDS])
         more_good = good_records(prefix, seed=22, events=60)
@@ -503,12 +499,9 @@ def test_bad_records_are_quarantined_good_ones_land_and_the_service_goes_on(
         expected = {s.position for s in sent if s.good}
         deadline = time.monotonic() + 60
         while not expected <= landed_positions(settings, prefix):
-            assert proc.poll() is None, "ingest stopped:\n" + log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the good records did not land:\n" + log.read_text()[-3000:]
+            assert ingest.alive(), "ingest stopped"
+            assert time.monotonic() < deadline, "the good records did not land"
             time.sleep(0.5)
-        assert proc.poll() is None, "ingest stopped:\n" + log.read_text()[-3000:]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
-    assert code == 0, log.read_text()[-3000:]
+        assert ingest.alive(), "ingest stopped"
+    # leaving the block stops it as SIGTERM does (final checkpoint), and re-raises what it failed with
     check_everything_accounted_for(settings, kafka_bootstrap, prefix, sent)

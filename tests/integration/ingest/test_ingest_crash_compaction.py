@@ -14,8 +14,8 @@ from pathlib import Path
 from pyiceberg.table.snapshots import Operation
 
 from cdcwh.bronze.catalog import bronze_table_name, open_catalog
+from tests.support.pipeline import TABLES, bronze, produce_shop, run_ingest_until_caught_up, settings_for
 
-from .helpers import TABLES, bronze, produce_shop, run_ingest_until_caught_up, settings_for
 from .test_ingest_crash import kill, start_ingest
 
 MAINTENANCE = {

@@ -25,8 +25,7 @@ from cdcwh.config import Settings
 from cdcwh.core.record import RejectReason
 from cdcwh.generate import ShopGenerator, encode
 from cdcwh.generate.output import ensure_topics
-
-from .helpers import bronze, quarantine, run_ingest_until_caught_up, settings_for
+from tests.support.pipeline import bronze, quarantine, run_ingest_until_caught_up, settings_for
 
 Fields = list[dict[str, Any]]
 

@@ -10,8 +10,7 @@ import pyarrow as pa
 import pytest
 
 from cdcwh.generate import SourceChange
-
-from .helpers import TABLES, bronze, produce_shop, run_ingest_until_caught_up, settings_for
+from tests.support.pipeline import TABLES, bronze, produce_shop, run_ingest_until_caught_up, settings_for
 
 
 def expected_row(change: SourceChange) -> dict[str, Any]:

@@ -12,8 +12,15 @@ import pytest
 from cdcwh.bronze.catalog import bronze_table_name, open_catalog
 from cdcwh.bronze.incarnation import log_marks
 from cdcwh.embedded import EmbeddedBroker
-
-from .helpers import TABLES, bronze, produce_shop, run_cdcwh, run_ingest_until_caught_up, settings_for
+from cdcwh.replay.topic import replay_topic
+from tests.support.metrics import counter_total
+from tests.support.pipeline import (
+    TABLES,
+    bronze,
+    produce_shop,
+    run_ingest_until_caught_up,
+    settings_for,
+)
 
 
 def expected_records(changes: list[object]) -> Counter[str]:
@@ -35,8 +42,9 @@ def test_a_restarted_broker_is_landed_again_and_replays_stay_exactly_once(tmp_pa
     with EmbeddedBroker(tmp_path / "b2" / "run", tmp_path / "b2" / "logs") as second:
         settings = settings_for(tmp_path / "data", second.address, prefix)
         _, changes_b = produce_shop(second.address, prefix, events=800, seed=2)  # a shorter log
-        result = run_ingest_until_caught_up(settings)
-        assert "new incarnation" in result.stderr
+        resets = counter_total("cdcwh_log_resets", topic=f"{prefix}.public.orders")
+        run_ingest_until_caught_up(settings)
+        assert counter_total("cdcwh_log_resets", topic=f"{prefix}.public.orders") > resets
         want = expected_records(changes_a) + expected_records(changes_b)
         tables = {t: bronze(settings, f"{prefix}.public.{t}") for t in TABLES}
         for table, rows in tables.items():
@@ -59,8 +67,9 @@ def test_a_restarted_broker_is_landed_again_and_replays_stay_exactly_once(tmp_pa
             assert not first_log or max(first_log) < mark.base
 
         # a replay of the same (second) log from its start lands nothing twice
-        replayed = run_cdcwh(settings, "replay", "topic", f"{prefix}.public.orders", "--from-offset", "0")
-        assert "new incarnation" not in replayed.stderr
+        replayed = replay_topic(settings, f"{prefix}.public.orders", from_offset=0)
+        assert replayed["landed"] == 0 and replayed["skipped"] == replayed["read"] > 0
+        assert log_marks(catalog.load_table(orders.name())) == marks  # no further incarnation
         again = bronze(settings, f"{prefix}.public.orders")
         assert again.num_rows == want["orders"]
 
@@ -73,8 +82,15 @@ def test_the_same_log_is_not_taken_for_a_new_one(tmp_path: Path, kafka_bootstrap
     _, changes = produce_shop(kafka_bootstrap, prefix, events=events, seed=5)
     run_ingest_until_caught_up(settings)
     again = settings_for(tmp_path / "data", kafka_bootstrap, prefix)
-    result = run_ingest_until_caught_up(again, CDCWH_KAFKA__GROUP_PREFIX=f"{prefix}-other")
-    assert "new incarnation" not in result.stderr
+    resets = counter_total("cdcwh_log_resets")
+    run_ingest_until_caught_up(again, CDCWH_KAFKA__GROUP_PREFIX=f"{prefix}-other")
+    assert counter_total("cdcwh_log_resets") == resets
+    catalog = open_catalog(settings)
+    for table in TABLES:
+        bronze_table = catalog.load_table(
+            (settings.iceberg.namespace, bronze_table_name(f"{prefix}.public.{table}"))
+        )
+        assert all(m.epoch == 0 and m.base == 0 for m in log_marks(bronze_table).values()), table
     want = expected_records(changes)
     for table in TABLES:
         assert bronze(settings, f"{prefix}.public.{table}").num_rows == want[table]

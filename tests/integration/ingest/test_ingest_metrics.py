@@ -19,9 +19,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from cdcwh.errors import ConfigError
 from cdcwh.generate.output import ensure_topics
-
-from .helpers import TABLES, cli_env, produce_shop, settings_for
+from cdcwh.metrics import serve_metrics
+from tests.support.pipeline import TABLES, cli_env, env_overrides, produce_shop, settings_for
 
 PARTITIONS = 3  # produce_shop's
 # bad values with the reason they are quarantined for (no contract applies to the test's topics); one goes to
@@ -177,19 +178,14 @@ def test_consumer_lag_is_exported_for_empty_partitions(scraped: Scraped) -> None
 
 
 def test_a_taken_metrics_port_is_a_clear_configuration_error(tmp_path: Path, kafka_bootstrap: str) -> None:
+    """What ``cdcwh ingest`` raises before it consumes anything (the CLI prints it and exits 2)."""
     settings = settings_for(tmp_path / "data", kafka_bootstrap, "metricsport")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "cdcwh.cli", "ingest"],
-            env=cli_env(settings, CDCWH_METRICS__PORT=str(port)),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert result.returncode == 2, result.stderr[-3000:]
-    message = " ".join(result.stderr.split())
+        with pytest.raises(ConfigError) as raised:
+            serve_metrics(env_overrides(settings, CDCWH_METRICS__PORT=str(port)), "ingest")
+    message = str(raised.value)
     assert "CDCWH_METRICS__PORT" in message
     assert str(port) in message

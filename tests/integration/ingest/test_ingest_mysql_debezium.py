@@ -19,7 +19,7 @@ from cdcwh.config import KafkaSettings, Settings
 from cdcwh.core.record import RawRecord
 from cdcwh.ingest.bronze import IcebergBronzeWriter
 from cdcwh.transform.silver import apply_changes
-from tests.integration.ingest.test_ingest_real_debezium import table_rows
+from tests.support.debezium import table_rows
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "debezium" / "mysql" / "mysql_orders.jsonl"
 TIME_MAX_US = (838 * 3600 + 59 * 60 + 59) * 1_000_000

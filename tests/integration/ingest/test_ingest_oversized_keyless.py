@@ -30,8 +30,8 @@ from cdcwh.ingest.quarantine import (
 )
 from cdcwh.transform.silver import apply_changes, key_columns
 from cdcwh.warehouse import open_warehouse
-from tests.integration.ingest.test_ingest_real_debezium import captured, table_rows
-from tests.integration.kafka_readback import read_to_end
+from tests.support.debezium import captured, table_rows
+from tests.support.kafka_readback import read_to_end
 
 KEYLESS = ("zoo.public.events_nokey", "zoo.public.audit_full")
 

@@ -21,47 +21,17 @@ from pyiceberg.table import Transaction
 
 from cdcwh.bronze.catalog import QUARANTINE_TABLE, bronze_table_name, open_catalog
 from cdcwh.config import Settings
-from cdcwh.core.record import RawRecord, RejectReason
+from cdcwh.core.record import RejectReason
 from cdcwh.ingest.bronze import IcebergBronzeWriter
+from tests.support.debezium import by_id, captured, table_rows
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "debezium"
 UTC = dt.UTC
-
-
-def captured(name: str) -> list[RawRecord]:
-    """The fixture's records in the order the engine gave them, as offsets of partition 0."""
-    lines = (FIXTURES / f"{name}.jsonl").read_text().splitlines()[1:]  # line 1 is the capture's header
-    records = []
-    for offset, line in enumerate(lines):
-        item = json.loads(line)
-        key, value = item["key"], item["value"]
-        records.append(
-            RawRecord(
-                item["topic"],
-                0,
-                offset,
-                1_700_000_000_000 + offset,
-                None if key is None else key.encode(),
-                None if value is None else value.encode(),
-            )
-        )
-    return records
 
 
 def writer(tmp_path: Path) -> tuple[IcebergBronzeWriter, Settings]:
     settings = Settings(data_dir=tmp_path / "data")
     catalog = open_catalog(settings)
     return IcebergBronzeWriter(catalog, settings.iceberg.namespace, {}, max_value_bytes=10_000_000), settings
-
-
-def table_rows(settings: Settings, name: str) -> pa.Table:
-    catalog = open_catalog(settings)
-    return catalog.load_table((settings.iceberg.namespace, name)).scan().to_arrow()
-
-
-def by_id(rows: pa.Table) -> dict[int, dict[str, Any]]:
-    data = rows.filter(pc.is_valid(rows["id"]))
-    return {row["id"]: row for row in data.to_pylist() if row["__op"] in ("r", "c")}
 
 
 HUGE_NUMERIC = "123456789012345678901234567890123456789.12345678901234567890123456789"

@@ -21,7 +21,7 @@ from cdcwh.bronze.catalog import bronze_table_name, open_catalog
 from cdcwh.config import Settings
 from cdcwh.core.contract import parse_contract
 from cdcwh.ingest.bronze import IcebergBronzeWriter
-from tests.integration.ingest.test_ingest_real_debezium import by_id, captured, table_rows
+from tests.support.debezium import by_id, captured, table_rows
 
 TOPIC = "zoo.public.type_zoo"
 UTC = dt.UTC

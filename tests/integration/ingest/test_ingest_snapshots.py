@@ -13,8 +13,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from cdcwh.bronze.catalog import bronze_table_name, open_catalog
 from cdcwh.bronze.offsets import OFFSETS_PROPERTY, landed_offsets
 from cdcwh.ingest.bronze import expire_snapshots
-
-from .helpers import TABLES, bronze, produce_shop, run_ingest_until_caught_up, settings_for
+from tests.support.pipeline import TABLES, bronze, produce_shop, run_ingest_until_caught_up, settings_for
 
 
 def test_expiry_keeps_the_newest_snapshots_and_every_row(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import Settings
 from cdcwh.ingest.bronze import IcebergBronzeWriter
-from tests.integration.ingest.test_ingest_real_debezium import captured
+from tests.support.debezium import captured
 
 
 def test_status_without_a_broker_shows_bronze(tmp_path: Path) -> None:

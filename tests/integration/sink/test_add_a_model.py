@@ -21,9 +21,9 @@ from cdcwh.generate import ShopGenerator
 from cdcwh.ingest.service import run_ingest
 from cdcwh.sink.service import SinkService
 from cdcwh.transform.service import TransformService
-from tests.integration.ingest.helpers import settings_for
-from tests.integration.transform.marts_reference import customer_changes_from, reference_marts
-from tests.integration.transform.pipeline import produce_changes
+from tests.support.marts_reference import customer_changes_from, reference_marts
+from tests.support.pipeline import settings_for
+from tests.support.warehouse import produce_changes
 
 NEW_MODEL = """-- mart: segment_value
 -- primary key: segment

@@ -1,13 +1,11 @@
 """The gold change topics exist before the first change: the transform creates every model's topic at its
 first step and the sink creates them before it joins its group, so a sink subscribed by regex is assigned
 them all at once instead of rebalancing for each topic as its first change arrives. Real broker, real
-PostgreSQL, the ``cdcwh sink`` CLI as a subprocess."""
+PostgreSQL, the long-running sink in a thread."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +18,8 @@ from psycopg import sql
 from cdcwh.config import PROJECT_ROOT
 from cdcwh.models import load_models
 from cdcwh.transform.service import TransformService
-from tests.integration.ingest.helpers import cli_env, settings_for
+from tests.support.pipeline import env_overrides, settings_for
+from tests.support.services import sink_running
 
 MODELS = sorted(model.name for model in load_models(PROJECT_ROOT / "sql" / "gold"))
 
@@ -47,19 +46,19 @@ def test_the_transform_creates_every_models_topic_at_its_first_step(
 
 
 def test_the_sink_creates_them_before_it_joins_and_applies_the_first_change(
-    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str
+    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, pg_schema: str
 ) -> None:
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    schema = f"marts_{prefix}"
-    settings = settings_for(tmp_path / "data", kafka_bootstrap, prefix)
+    prefix, schema = f"t{uuid.uuid4().hex[:8]}", pg_schema
+    settings = env_overrides(
+        settings_for(tmp_path / "data", kafka_bootstrap, prefix),
+        CDCWH_POSTGRES__DSN=postgres_dsn,
+        CDCWH_POSTGRES__SCHEMA=schema,
+    )
     gold_prefix = settings.kafka.gold_topic_prefix
-    env = cli_env(settings, CDCWH_POSTGRES__DSN=postgres_dsn, CDCWH_POSTGRES__SCHEMA=schema)
-    log = (tmp_path / "sink.log").open("w")
-    sink = subprocess.Popen([sys.executable, "-m", "cdcwh.cli", "sink"], env=env, stdout=log, stderr=log)
-    try:
+    with sink_running(settings) as sink_alive:
         deadline = time.monotonic() + 60
         while set(gold_topics(kafka_bootstrap, gold_prefix)) != set(MODELS):
-            assert sink.poll() is None, (tmp_path / "sink.log").read_text()[-3000:]
+            assert sink_alive(), "the sink stopped"
             assert time.monotonic() < deadline, f"topics: {gold_topics(kafka_bootstrap, gold_prefix)}"
             time.sleep(0.2)
         # no transform ran: every topic is the sink's, and the sink consumes from them
@@ -81,15 +80,9 @@ def test_the_sink_creates_them_before_it_joins_and_applies_the_first_change(
         assert producer.flush(10) == 0
         deadline = time.monotonic() + 60
         while (found := customer_emails(postgres_dsn, schema)) != ["ada@example.com"]:
-            assert sink.poll() is None, (tmp_path / "sink.log").read_text()[-3000:]
+            assert sink_alive(), "the sink stopped"
             assert time.monotonic() < deadline, f"the sink did not apply the change: {found}"
             time.sleep(0.2)
-    finally:
-        sink.terminate()
-        assert sink.wait(30) == 0, (tmp_path / "sink.log").read_text()[-3000:]
-        log.close()
-        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def customer_emails(dsn: str, schema: str) -> list[str]:

@@ -25,22 +25,14 @@ from cdcwh.goldfeed import GoldChange
 from cdcwh.kafka import ensure_topics
 from cdcwh.sink.postgres import DEAD_LETTERS, PostgresMartSink
 from cdcwh.sink.service import SinkService, sink_group
-from tests.integration.ingest.helpers import settings_for
+from tests.support.pipeline import settings_for
 
 SQL_DIR = PROJECT_ROOT / "sql"
 
 
 @pytest.fixture
-def schema(postgres_dsn: str) -> Iterator[str]:
-    name = f"dead_{uuid.uuid4().hex[:8]}"
-    yield name
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-
-
-@pytest.fixture
-def sink(postgres_dsn: str, schema: str) -> Iterator[PostgresMartSink]:
-    mart_sink = PostgresMartSink(postgres_dsn, schema, Path(SQL_DIR))
+def sink(postgres_dsn: str, pg_schema: str) -> Iterator[PostgresMartSink]:
+    mart_sink = PostgresMartSink(postgres_dsn, pg_schema, Path(SQL_DIR))
     mart_sink.connect()
     yield mart_sink
     mart_sink.close()
@@ -79,34 +71,34 @@ def execute(dsn: str, query: sql.Composable) -> None:
         conn.execute(query)
 
 
-def orders(dsn: str, schema: str) -> dict[int, tuple[int, str, Decimal]]:
+def orders(dsn: str, pg_schema: str) -> dict[int, tuple[int, str, Decimal]]:
     with psycopg.connect(dsn) as conn:
         query = sql.SQL("SELECT order_id, _version, status, amount FROM {}").format(
-            sql.Identifier(schema, "orders")
+            sql.Identifier(pg_schema, "orders")
         )
         return {r[0]: (r[1], r[2], r[3]) for r in conn.execute(query).fetchall()}
 
 
-def dead_letters(dsn: str, schema: str) -> dict[tuple[str, str, int], dict[str, Any]]:
+def dead_letters(dsn: str, pg_schema: str) -> dict[tuple[str, str, int], dict[str, Any]]:
     with psycopg.connect(dsn, row_factory=dict_row) as conn:
-        query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, DEAD_LETTERS))
+        query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(pg_schema, DEAD_LETTERS))
         return {(r["mart"], r["key"], r["version"]): dict(r) for r in conn.execute(query).fetchall()}
 
 
-def add_amount_check(dsn: str, schema: str) -> None:
+def add_amount_check(dsn: str, pg_schema: str) -> None:
     execute(
         dsn,
         sql.SQL("ALTER TABLE {} ADD CONSTRAINT amount_below_1000 CHECK (amount < 1000)").format(
-            sql.Identifier(schema, "orders")
+            sql.Identifier(pg_schema, "orders")
         ),
     )
 
 
 def test_poison_rows_become_dead_letters_and_the_rest_applies(
-    sink: PostgresMartSink, postgres_dsn: str, schema: str
+    sink: PostgresMartSink, postgres_dsn: str, pg_schema: str
 ) -> None:
     sink.apply([order(i, 1) for i in range(1, 11)])
-    add_amount_check(postgres_dsn, schema)
+    add_amount_check(postgres_dsn, pg_schema)
     batch = [
         *(order(i, 2, "20.00", "shipped") for i in range(1, 11) if i != 7),  # updates: the guarded merge
         order(7, 2, "5000.00", "shipped"),  # an update the CHECK constraint refuses
@@ -117,7 +109,7 @@ def test_poison_rows_become_dead_letters_and_the_rest_applies(
     ]
     result = sink.apply(batch)
 
-    state = orders(postgres_dsn, schema)
+    state = orders(postgres_dsn, pg_schema)
     assert state[7] == (1, "placed", Decimal("10.00")), "the refused update left the row as it was"
     assert 13 not in state
     assert {k: v for k, v in state.items() if k not in (7, 13)} == {
@@ -126,11 +118,11 @@ def test_poison_rows_become_dead_letters_and_the_rest_applies(
     }
     with psycopg.connect(postgres_dsn) as conn:
         products = conn.execute(
-            sql.SQL("SELECT product_id, price FROM {}").format(sql.Identifier(schema, "dim_products"))
+            sql.SQL("SELECT product_id, price FROM {}").format(sql.Identifier(pg_schema, "dim_products"))
         ).fetchall()
     assert products == [(1, Decimal("12.00"))]
 
-    letters = dead_letters(postgres_dsn, schema)
+    letters = dead_letters(postgres_dsn, pg_schema)
     assert set(letters) == {
         ("orders", '{"order_id":7}', 2),
         ("orders", '{"order_id":13}', 2),
@@ -160,31 +152,33 @@ def test_poison_rows_become_dead_letters_and_the_rest_applies(
 
     # the same batch again (a replay, a redelivery): no second dead-letter row, one more attempt each
     sink.apply(batch)
-    again = dead_letters(postgres_dsn, schema)
+    again = dead_letters(postgres_dsn, pg_schema)
     assert set(again) == set(letters)
     assert all(row["attempts"] == 2 for row in again.values())
-    assert orders(postgres_dsn, schema) == state
+    assert orders(postgres_dsn, pg_schema) == state
 
 
 def test_a_fixed_change_clears_its_dead_letter(
-    sink: PostgresMartSink, postgres_dsn: str, schema: str
+    sink: PostgresMartSink, postgres_dsn: str, pg_schema: str
 ) -> None:
     sink.apply([order(1, 1), order(2, 1)])
-    add_amount_check(postgres_dsn, schema)
+    add_amount_check(postgres_dsn, pg_schema)
     sink.apply([order(1, 2, "5000.00"), order(2, 2, "6000.00"), order(3, 2, "7000.00")])
-    assert len(dead_letters(postgres_dsn, schema)) == 3
+    assert len(dead_letters(postgres_dsn, pg_schema)) == 3
     # the operator drops the constraint and replays: the changes apply and their dead letters go
     execute(
         postgres_dsn,
-        sql.SQL("ALTER TABLE {} DROP CONSTRAINT amount_below_1000").format(sql.Identifier(schema, "orders")),
+        sql.SQL("ALTER TABLE {} DROP CONSTRAINT amount_below_1000").format(
+            sql.Identifier(pg_schema, "orders")
+        ),
     )
     sink.apply([order(1, 2, "5000.00"), order(3, 2, "7000.00")])
     # and a newer change of order 2 makes its dead letter moot too; an older replay clears nothing
     sink.apply([order(2, 1)])
-    assert set(dead_letters(postgres_dsn, schema)) == {("orders", '{"order_id":2}', 2)}
+    assert set(dead_letters(postgres_dsn, pg_schema)) == {("orders", '{"order_id":2}', 2)}
     sink.apply([order(2, 3, "30.00")])
-    assert dead_letters(postgres_dsn, schema) == {}
-    assert orders(postgres_dsn, schema) == {
+    assert dead_letters(postgres_dsn, pg_schema) == {}
+    assert orders(postgres_dsn, pg_schema) == {
         1: (2, "placed", Decimal("5000.00")),
         2: (3, "placed", Decimal("30.00")),
         3: (2, "placed", Decimal("7000.00")),
@@ -192,11 +186,11 @@ def test_a_fixed_change_clears_its_dead_letter(
 
 
 def test_an_error_not_about_the_data_lands_nothing(
-    sink: PostgresMartSink, postgres_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+    sink: PostgresMartSink, postgres_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The connection failing half-way through the narrowing: nothing of the batch lands, dead letters
     included, and the error reaches the service (which retries the batch)."""
-    add_amount_check(postgres_dsn, schema)
+    add_amount_check(postgres_dsn, pg_schema)
 
     def lost(*args: object) -> None:
         raise psycopg.OperationalError("server closed the connection unexpectedly")
@@ -205,8 +199,8 @@ def test_an_error_not_about_the_data_lands_nothing(
     with pytest.raises(psycopg.OperationalError):
         sink.apply([order(1, 1), order(2, 1, "5000.00"), order(3, 1), order(4, 1)])
     sink.close()
-    assert orders(postgres_dsn, schema) == {}
-    assert dead_letters(postgres_dsn, schema) == {}
+    assert orders(postgres_dsn, pg_schema) == {}
+    assert dead_letters(postgres_dsn, pg_schema) == {}
 
 
 def committed(bootstrap: str, group: str, topic: str) -> int:
@@ -220,18 +214,18 @@ def committed(bootstrap: str, group: str, topic: str) -> int:
 
 
 def test_the_sink_service_commits_past_a_poison_change_and_keeps_consuming(
-    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, schema: str
+    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, pg_schema: str
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     settings = settings_for(
-        tmp_path / "data", kafka_bootstrap, prefix, postgres={"dsn": postgres_dsn, "schema": schema}
+        tmp_path / "data", kafka_bootstrap, prefix, postgres={"dsn": postgres_dsn, "schema": pg_schema}
     )
     topic = f"{settings.kafka.gold_topic_prefix}.orders"
     ensure_topics(AdminClient({"bootstrap.servers": kafka_bootstrap}), [topic], 1)
-    sink = PostgresMartSink(postgres_dsn, schema, Path(SQL_DIR))
+    sink = PostgresMartSink(postgres_dsn, pg_schema, Path(SQL_DIR))
     sink.connect()
     sink.close()
-    add_amount_check(postgres_dsn, schema)
+    add_amount_check(postgres_dsn, pg_schema)
 
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
 
@@ -245,17 +239,17 @@ def test_the_sink_service_commits_past_a_poison_change_and_keeps_consuming(
     before = dead._value.get()
     produce([order(1, 1), order(2, 1, "5000.00"), order(3, 1)])
     assert SinkService(settings).run(until_caught_up=True, idle_s=0.2) == 0
-    assert orders(postgres_dsn, schema) == {
+    assert orders(postgres_dsn, pg_schema) == {
         1: (1, "placed", Decimal("10.00")),
         3: (1, "placed", Decimal("10.00")),
     }
-    assert set(dead_letters(postgres_dsn, schema)) == {("orders", '{"order_id":2}', 1)}
+    assert set(dead_letters(postgres_dsn, pg_schema)) == {("orders", '{"order_id":2}', 1)}
     assert dead._value.get() == before + 1
     assert committed(kafka_bootstrap, sink_group(settings), topic) == 3
 
     # the sink goes on: the next changes apply, the offsets move on
     produce([order(4, 2), order(2, 2, "20.00")])
     assert SinkService(settings).run(until_caught_up=True, idle_s=0.2) == 0
-    assert set(orders(postgres_dsn, schema)) == {1, 2, 3, 4}
-    assert dead_letters(postgres_dsn, schema) == {}  # order 2 applied at a newer version
+    assert set(orders(postgres_dsn, pg_schema)) == {1, 2, 3, 4}
+    assert dead_letters(postgres_dsn, pg_schema) == {}  # order 2 applied at a newer version
     assert committed(kafka_bootstrap, sink_group(settings), topic) == 5

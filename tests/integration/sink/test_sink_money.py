@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,7 +16,6 @@ from typing import Any
 
 import duckdb
 import psycopg
-import pytest
 from psycopg import sql
 
 from cdcwh.config import PROJECT_ROOT, Settings
@@ -28,9 +26,9 @@ from cdcwh.models import load_models
 from cdcwh.sink.postgres import PostgresMartSink
 from cdcwh.transform.gold import refresh_model
 from cdcwh.warehouse import open_warehouse
-from tests.integration.ingest.helpers import run_cdcwh, settings_for
 from tests.integration.sink.legacy import legacy_mart_ddl
-from tests.integration.transform.pipeline import produce_changes
+from tests.support.pipeline import run_ingest_until_caught_up, run_sink_until_caught_up, settings_for
+from tests.support.warehouse import produce_changes, run_transform_once
 
 SQL_DIR = PROJECT_ROOT / "sql"
 TOP = Decimal("99999999.99")  # the largest numeric(10,2)
@@ -42,14 +40,6 @@ SUMS = {
     "fact_order_items": ["line_amount"],
 }
 METHODS = ("credit_card", "coupon", "bank_transfer", "gift_card")
-
-
-@pytest.fixture
-def schema(postgres_dsn: str) -> Iterator[str]:
-    name = f"money_{uuid.uuid4().hex[:8]}"
-    yield name
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
 def big_payments_workload(seed: int) -> tuple[list[SourceChange], dict[str, dict[Any, dict[str, Any]]]]:
@@ -134,16 +124,16 @@ def money_columns(rows: list[tuple[Any, ...]], columns: list[str]) -> dict[Any, 
 
 
 def test_sums_of_legal_payments_land_exactly_in_gold_and_postgres(
-    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, schema: str
+    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, pg_schema: str
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     settings = settings_for(tmp_path / "data", kafka_bootstrap, prefix)
     changes, expected = big_payments_workload(5)
     produce_changes(kafka_bootstrap, prefix, changes)
-    env = {"CDCWH_POSTGRES__DSN": postgres_dsn, "CDCWH_POSTGRES__SCHEMA": schema}
-    run_cdcwh(settings, "ingest", "--until-caught-up", **env)
-    run_cdcwh(settings, "transform", "--once", **env)
-    run_cdcwh(settings, "sink", "--until-caught-up", **env)
+    env = {"CDCWH_POSTGRES__DSN": postgres_dsn, "CDCWH_POSTGRES__SCHEMA": pg_schema}
+    run_ingest_until_caught_up(settings)
+    run_transform_once(settings)
+    run_sink_until_caught_up(settings, **env)
 
     con = duckdb.connect(str(settings.data_dir / "warehouse.duckdb"), read_only=True)
     try:
@@ -162,26 +152,26 @@ def test_sums_of_legal_payments_land_exactly_in_gold_and_postgres(
         for mart, columns in SUMS.items():
             key = next(iter(load_mart_keys()[mart]))
             query = sql.SQL("SELECT {} FROM {}").format(
-                sql.SQL(", ").join(map(sql.Identifier, [key, *columns])), sql.Identifier(schema, mart)
+                sql.SQL(", ").join(map(sql.Identifier, [key, *columns])), sql.Identifier(pg_schema, mart)
             )
             stored = money_columns(conn.execute(query).fetchall(), columns)
             assert stored == expected[mart], mart
             assert all(v.as_tuple().exponent == -2 for r in stored.values() for v in r.values()), mart
-    assert column_types(postgres_dsn, schema)["customers"]["lifetime_value"] == "numeric(38,2)"
+    assert column_types(postgres_dsn, pg_schema)["customers"]["lifetime_value"] == "numeric(38,2)"
 
 
 def load_mart_keys() -> dict[str, tuple[str, ...]]:
     return {model.name: model.primary_key for model in load_models(SQL_DIR / "gold")}
 
 
-def column_types(dsn: str, schema: str) -> dict[str, dict[str, str]]:
+def column_types(dsn: str, pg_schema: str) -> dict[str, dict[str, str]]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
             JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = %s AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped""",
-            (schema,),
+            (pg_schema,),
         ).fetchall()
     types: dict[str, dict[str, str]] = {}
     for table, column, kind in rows:
@@ -189,31 +179,33 @@ def column_types(dsn: str, schema: str) -> dict[str, dict[str, str]]:
     return types
 
 
-def filenode(dsn: str, schema: str, table: str) -> int:
+def filenode(dsn: str, pg_schema: str, table: str) -> int:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT pg_relation_filenode(%s::regclass)", (f'"{schema}"."{table}"',)).fetchone()
+        row = conn.execute(
+            "SELECT pg_relation_filenode(%s::regclass)", (f'"{pg_schema}"."{table}"',)
+        ).fetchone()
     assert row is not None
     return int(row[0])
 
 
 def test_an_existing_mart_with_the_old_money_type_is_widened_on_sink_start(
-    postgres_dsn: str, schema: str
+    postgres_dsn: str, pg_schema: str
 ) -> None:
-    old_ddl = legacy_mart_ddl(schema).replace("numeric(38, 2)", "numeric(12, 2)")
+    old_ddl = legacy_mart_ddl(pg_schema).replace("numeric(38, 2)", "numeric(12, 2)")
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(old_ddl)
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} VALUES (1, 7, '2024-03-01', 'placed', 1.10, 0, 0, 0, 1.10, 3, now())"
-            ).format(sql.Identifier(schema, "orders"))
+            ).format(sql.Identifier(pg_schema, "orders"))
         )
-    assert column_types(postgres_dsn, schema)["orders"]["amount"] == "numeric(12,2)"
-    orders_file = filenode(postgres_dsn, schema, "orders")
+    assert column_types(postgres_dsn, pg_schema)["orders"]["amount"] == "numeric(12,2)"
+    orders_file = filenode(postgres_dsn, pg_schema, "orders")
 
-    sink = PostgresMartSink(postgres_dsn, schema, SQL_DIR)
+    sink = PostgresMartSink(postgres_dsn, pg_schema, SQL_DIR)
     try:
         sink.connect()
-        types = column_types(postgres_dsn, schema)
+        types = column_types(postgres_dsn, pg_schema)
         for mart, columns in SUMS.items():
             assert {types[mart][c] for c in columns} == {"numeric(38,2)"}, mart
         # a cast of a numeric(10,2) source column keeps its type; so does every other column
@@ -221,7 +213,7 @@ def test_an_existing_mart_with_the_old_money_type_is_widened_on_sink_start(
         assert types["dim_products"]["price"] == "numeric(12,2)"
         assert types["customers"]["number_of_orders"] == "bigint"
         # widening the precision does not rewrite the table, and the row is untouched
-        assert filenode(postgres_dsn, schema, "orders") == orders_file
+        assert filenode(postgres_dsn, pg_schema, "orders") == orders_file
         big = "12345678901234.56"
         row = {
             "order_id": 2,
@@ -240,7 +232,7 @@ def test_an_existing_mart_with_the_old_money_type_is_widened_on_sink_start(
         sink.close()
     with psycopg.connect(postgres_dsn) as conn:
         amounts = conn.execute(
-            sql.SQL("SELECT order_id, amount FROM {} ORDER BY 1").format(sql.Identifier(schema, "orders"))
+            sql.SQL("SELECT order_id, amount FROM {} ORDER BY 1").format(sql.Identifier(pg_schema, "orders"))
         ).fetchall()
     assert amounts == [(1, Decimal("1.10")), (2, Decimal(big))]
 

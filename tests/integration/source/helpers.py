@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.integration.kafka_readback import read_to_end
+from tests.support.kafka_readback import read_to_end
 
 WAIT_S = 75.0
 

@@ -1,5 +1,5 @@
-"""Helpers for the transform scenario, feed and crash tests: hand-built shop changes, CLI runs in parallel,
-reads of the warehouse and of the gold change topics.
+"""Helpers for the transform scenario, feed and crash tests: hand-built shop changes, runs in parallel
+threads, reads of the warehouse and of the gold change topics.
 
 ``ChangeScript`` writes ``SourceChange`` sequences by hand (strictly increasing LSN, transaction id and commit
 time, delete ``before`` images as REPLICA IDENTITY DEFAULT gives them). ``read_feed`` reads every gold change
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -33,8 +31,8 @@ from cdcwh.bronze.catalog import bronze_table_name, open_catalog
 from cdcwh.bronze.offsets import landed_offsets
 from cdcwh.config import Settings
 from cdcwh.generate import SHOP_TABLES, TOAST_PLACEHOLDER, KafkaRecord, SourceChange
-from tests.integration.ingest.helpers import cli_env
-from tests.integration.transform.marts_reference import MART_KEYS
+from tests.support.marts_reference import MART_KEYS
+from tests.support.services import RunningIngest
 
 Row = dict[str, Any]
 T = TypeVar("T")
@@ -115,29 +113,10 @@ class ChangeScript:
 
 
 def run_parallel(function: Callable[..., T], items: Iterable[Any], **extra: str) -> list[T]:
-    """``function(item, **extra)`` for every item at once (CLI subprocesses mostly wait); the results."""
+    """``function(item, **extra)`` for every item at once, in threads; the results."""
     items = list(items)
     with ThreadPoolExecutor(max_workers=len(items)) as pool:
         return [future.result() for future in [pool.submit(function, item, **extra) for item in items]]
-
-
-@contextmanager
-def ingest_running(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The long-running ``cdcwh ingest`` (one consumer-group join for many rounds), stopped with SIGTERM."""
-    env = cli_env(settings, CDCWH_INGEST__COMMIT_INTERVAL_S="0.2")
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cdcwh.cli", "ingest"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 class Landing:
@@ -152,7 +131,7 @@ class Landing:
         self.produced.update(r.topic for r in records)
         return records
 
-    def wait(self, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 90.0) -> None:
+    def wait(self, ingest: RunningIngest, timeout_s: float = 90.0) -> None:
         """Until every produced offset (tombstones included: offsets start at 0, no gaps) has landed."""
         catalog = open_catalog(self.settings)
         deadline = time.monotonic() + timeout_s
@@ -168,21 +147,29 @@ class Landing:
                     missing[topic] = (landed, count)
             if not missing:
                 return
-            tail = log.read_text(errors="replace")[-3000:]
-            assert process.poll() is None, f"ingest exited with {process.returncode}:\n{tail}"
-            assert time.monotonic() < deadline, f"not landed (landed, produced): {missing}\n{tail}"
+            assert ingest.alive(), "ingest stopped"
+            assert time.monotonic() < deadline, f"not landed (landed, produced): {missing}"
             time.sleep(0.2)
 
 
-def query(settings: Settings, sql: str) -> list[Row]:
-    """Rows of one read-only query against the warehouse file."""
+@contextmanager
+def reading(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One read-only connection to the warehouse file, for many queries (each connect reads the file)."""
     con = duckdb.connect(str(Path(settings.data_dir) / "warehouse.duckdb"), read_only=True)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        rows: list[Row] = con.sql(sql).to_arrow_table().to_pylist()
-        return rows
+        yield con
     finally:
         con.close()
+
+
+def query(settings: Settings, sql: str, con: duckdb.DuckDBPyConnection | None = None) -> list[Row]:
+    """Rows of one read-only query against the warehouse file (on ``con`` when given)."""
+    if con is not None:
+        rows: list[Row] = con.sql(sql).to_arrow_table().to_pylist()
+        return rows
+    with reading(settings) as own:
+        return query(settings, sql, own)
 
 
 def tables_in(settings: Settings, schema: str) -> list[str]:
@@ -197,11 +184,16 @@ def sort_key(row: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(repr(row[c]) for c in sorted(row))
 
 
-def table_rows(settings: Settings, table: str, exclude: Iterable[str] = ()) -> list[Row]:
+def table_rows(
+    settings: Settings,
+    table: str,
+    exclude: Iterable[str] = (),
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> list[Row]:
     """Every row of ``table`` without the ``exclude`` columns, in a canonical order."""
     excluded = list(exclude)
     columns = f"* EXCLUDE ({', '.join(excluded)})" if excluded else "*"
-    return sorted(query(settings, f"SELECT {columns} FROM {table}"), key=sort_key)
+    return sorted(query(settings, f"SELECT {columns} FROM {table}", con), key=sort_key)
 
 
 def column_types(settings: Settings, table: str) -> dict[str, str]:

@@ -16,9 +16,9 @@ from confluent_kafka import Producer
 from cdcwh.generate import ShopGenerator
 from cdcwh.generate.debezium import value_payload
 from cdcwh.replay.rebuild import rebuild
-from tests.integration.ingest.helpers import settings_for
-from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
-from tests.integration.transform.pipeline import (
+from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.pipeline import settings_for
+from tests.support.warehouse import (
     ingest_and_transform,
     produce_changes,
     read_marts,

@@ -26,7 +26,7 @@ from psycopg import sql
 from cdcwh.generate import SHOP_TABLES, ShopGenerator, SourceChange, replay_state
 from cdcwh.models import derive_marts, load_models
 from cdcwh.sink.postgres import PostgresMartSink
-from tests.integration.transform.marts_reference import (
+from tests.support.marts_reference import (
     MART_COLUMNS,
     MART_KEYS,
     Row,

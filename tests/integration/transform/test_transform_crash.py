@@ -24,9 +24,6 @@ from typing import Any
 
 from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator
-from tests.integration.ingest.helpers import TABLES, cli_env, run_ingest_until_caught_up, settings_for
-from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
-from tests.integration.transform.pipeline import MARTS, produce_changes, read_marts, run_transform_once
 from tests.integration.transform.scenario import (
     FeedMessage,
     column_types,
@@ -34,10 +31,12 @@ from tests.integration.transform.scenario import (
     query,
     read_feed,
     replay,
-    run_parallel,
     table_rows,
     tables_in,
 )
+from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.pipeline import TABLES, cli_env, run_ingest_until_caught_up, settings_for
+from tests.support.warehouse import MARTS, produce_changes, read_marts, run_transform_once
 
 PREFIX = f"tcrash{uuid.uuid4().hex[:6]}"  # fresh topics even on a long-lived external broker
 BATCH = {"CDCWH_TRANSFORM__MAX_OFFSETS_PER_PARTITION": "50"}
@@ -133,7 +132,8 @@ def test_sigkill_mid_batch_and_restart(tmp_path: Path, kafka_bootstrap: str) -> 
     generator = ShopGenerator(5)
     changes = list(generator.changes(3000))
     produce_changes(kafka_bootstrap, PREFIX, changes)
-    run_parallel(run_ingest_until_caught_up, [a, b])
+    for settings in (a, b):
+        run_ingest_until_caught_up(settings)
 
     log = tmp_path / "transform-b.log"
     rng = random.Random()

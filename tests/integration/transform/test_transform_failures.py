@@ -32,9 +32,9 @@ from cdcwh.transform import batch as batch_module
 from cdcwh.transform.batch import BatchResult, run_batch
 from cdcwh.transform.gold import refresh_model
 from cdcwh.warehouse import open_warehouse, quote
-from tests.integration.ingest.helpers import run_ingest_until_caught_up, settings_for
-from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
-from tests.integration.transform.pipeline import MARTS, produce_changes
+from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.pipeline import run_ingest_until_caught_up, settings_for
+from tests.support.warehouse import MARTS, produce_changes
 
 BATCH_OFFSETS = 50  # per partition: the backlog takes many batches
 

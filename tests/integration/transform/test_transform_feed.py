@@ -19,14 +19,6 @@ import pytest
 
 from cdcwh.config import Settings
 from cdcwh.generate import SHOP_TABLES, ShopGenerator
-from tests.integration.ingest.helpers import run_ingest_until_caught_up, settings_for
-from tests.integration.transform.marts_reference import (
-    MART_KEYS,
-    compare_marts,
-    customer_changes_from,
-    reference_marts,
-)
-from tests.integration.transform.pipeline import MARTS, produce_changes, read_marts, run_transform_once
 from tests.integration.transform.scenario import (
     MONEY_TEXT,
     FeedMessage,
@@ -38,6 +30,14 @@ from tests.integration.transform.scenario import (
     read_feed,
     replay,
 )
+from tests.support.marts_reference import (
+    MART_KEYS,
+    compare_marts,
+    customer_changes_from,
+    reference_marts,
+)
+from tests.support.pipeline import run_ingest_until_caught_up, settings_for
+from tests.support.warehouse import MARTS, produce_changes, read_marts, run_transform_once
 
 PREFIX = f"tfeed{uuid.uuid4().hex[:6]}"  # fresh topics even on a long-lived external broker
 

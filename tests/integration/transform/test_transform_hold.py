@@ -14,8 +14,8 @@ import pytest
 from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator
 from cdcwh.transform.service import TransformService
-from tests.integration.ingest.helpers import run_ingest_until_caught_up, settings_for
-from tests.integration.transform.pipeline import produce_changes
+from tests.support.pipeline import run_ingest_until_caught_up, settings_for
+from tests.support.warehouse import produce_changes
 
 READ_BATCHES = """
 import sys, duckdb

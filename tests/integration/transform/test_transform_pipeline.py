@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from cdcwh.generate import ShopGenerator
-from tests.integration.ingest.helpers import TABLES, run_ingest_until_caught_up, settings_for
-from tests.integration.transform.marts_reference import compare_marts, customer_changes_from, reference_marts
-from tests.integration.transform.pipeline import (
+from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
+from tests.support.pipeline import TABLES, run_ingest_until_caught_up, settings_for
+from tests.support.warehouse import (
     ingest_and_transform,
     produce_changes,
     read_marts,

@@ -31,7 +31,7 @@ from cdcwh.models import GoldModel, load_models
 from cdcwh.transform import batch as batch_module
 from cdcwh.transform.batch import BatchResult, run_batch, silver_name
 from cdcwh.warehouse import open_warehouse
-from tests.integration.ingest.test_ingest_real_debezium import captured
+from tests.support.debezium import captured
 
 ALL_TOPICS = r"^zoo\.[^.]+\.[^.]+$"
 DROP, RENAME, ADD = 18, 20, 22  # first offsets after each DDL statement

@@ -1,5 +1,5 @@
-"""Targeted transform scenarios on hand-written Debezium changes, through the real broker, ingest and
-transform CLIs.
+"""Targeted transform scenarios on hand-written Debezium changes, through the real broker, the long-running
+ingest and ``transform --once`` (both in-process).
 
 One scripted history runs in four rounds (produce -> ingest -> ``transform --once``, one micro-batch each)
 and a fifth transform with nothing new, on two data dirs in parallel:
@@ -28,7 +28,6 @@ Scenario keys (ids do not overlap between scenarios):
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -42,28 +41,29 @@ import pytest
 
 from cdcwh.config import Settings
 from cdcwh.generate import KafkaRecord, SourceChange, encode, produce, replay_state
-from tests.integration.ingest.helpers import TABLES, settings_for
-from tests.integration.transform.marts_reference import (
-    MART_KEYS,
-    compare_marts,
-    customer_changes_from,
-    reference_marts,
-)
-from tests.integration.transform.pipeline import MARTS, run_transform_once
 from tests.integration.transform.scenario import (
     ChangeScript,
     FeedMessage,
     Landing,
     Row,
     column_types,
-    ingest_running,
     parse_row,
     query,
     read_feed,
+    reading,
     run_parallel,
     source_time,
     table_rows,
 )
+from tests.support.marts_reference import (
+    MART_KEYS,
+    compare_marts,
+    customer_changes_from,
+    reference_marts,
+)
+from tests.support.pipeline import TABLES, settings_for
+from tests.support.services import RunningIngest, ingest_running
+from tests.support.warehouse import MARTS, run_transform_once
 
 SILVER_TABLES = (*TABLES, "inventory")
 META = ("__op", "__source_ts", "__lsn", "__seq")
@@ -393,15 +393,18 @@ class Run:
 
 
 def snapshot(settings: Settings) -> Snapshot:
-    return Snapshot(
-        silver={t: table_rows(settings, f"silver.{t}", ["__seq"]) for t in SILVER_TABLES},
-        history={t: table_rows(settings, f"silver_history.{t}", ["__seq"]) for t in SILVER_TABLES},
-        gold={m: table_rows(settings, f"gold.{m}", ["_updated_at"]) for m in MARTS},
-        batches=query(
-            settings, "SELECT * EXCLUDE (started_at, ended_at) FROM cdcwh.batches ORDER BY batch_id"
-        ),
-        outbox=int(query(settings, "SELECT count(*) AS n FROM cdcwh.outbox")[0]["n"]),
-    )
+    with reading(settings) as con:
+        return Snapshot(
+            silver={t: table_rows(settings, f"silver.{t}", ["__seq"], con) for t in SILVER_TABLES},
+            history={t: table_rows(settings, f"silver_history.{t}", ["__seq"], con) for t in SILVER_TABLES},
+            gold={m: table_rows(settings, f"gold.{m}", ["_updated_at"], con) for m in MARTS},
+            batches=query(
+                settings,
+                "SELECT * EXCLUDE (started_at, ended_at) FROM cdcwh.batches ORDER BY batch_id",
+                con,
+            ),
+            outbox=int(query(settings, "SELECT count(*) AS n FROM cdcwh.outbox", con)[0]["n"]),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -415,9 +418,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
     producer = {"bootstrap.servers": kafka_bootstrap}
     result = Run(single, dup, rounds, marks, [], [], {})
     landing = {one: Landing(single), two: Landing(dup)}
-    logs = {one: base / "ingest-single.log", two: base / "ingest-dup.log"}
     with ExitStack() as services:
-        ingest: dict[str, subprocess.Popen[bytes]] = {}
+        ingest: dict[str, RunningIngest] = {}
         for index, current in enumerate(rounds):
             redelivered = rounds[index - 1].records(two) if index else []
             batches = [
@@ -427,15 +429,15 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
             run_parallel(lambda records: produce(records, producer_config=producer, partitions=3), batches)
             if not ingest:  # started once every topic exists
                 for name, settings in ((one, single), (two, dup)):
-                    ingest[name] = services.enter_context(ingest_running(settings, logs[name]))
+                    ingest[name] = services.enter_context(ingest_running(settings))
             for name in ingest:
-                landing[name].wait(ingest[name], logs[name])
+                landing[name].wait(ingest[name])
             run_parallel(run_transform_once, [single, dup])
             snapshots = run_parallel(snapshot, [single, dup])
             result.single_snapshots.append(snapshots[0])
             result.dup_snapshots.append(snapshots[1])
-        for process in ingest.values():
-            process.terminate()  # both stop while the last transform runs
+        for running in ingest.values():
+            running.stop()
         # a fifth run with nothing new in bronze
         run_parallel(run_transform_once, [single, dup])
         snapshots = run_parallel(snapshot, [single, dup])

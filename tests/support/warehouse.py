@@ -1,8 +1,7 @@
-"""Drive generator -> broker -> ingest -> transform for the transform tests."""
+"""Drive generator -> broker -> ingest -> transform, and read silver and gold from the DuckDB file."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,8 @@ import duckdb
 from cdcwh.config import PROJECT_ROOT, Settings
 from cdcwh.generate import KafkaRecord, SourceChange, encode, produce
 from cdcwh.models import load_models
-from tests.integration.ingest.helpers import run_cdcwh, run_ingest_until_caught_up
+from tests.support.pipeline import env_overrides, run_ingest_until_caught_up
+from tests.support.services import transform_once
 
 # every gold model, in dependency order
 MARTS = tuple(model.name for model in load_models(PROJECT_ROOT / "sql" / "gold"))
@@ -22,8 +22,9 @@ def produce_changes(bootstrap: str, prefix: str, changes: list[SourceChange], pa
     produce(records, producer_config={"bootstrap.servers": bootstrap}, partitions=partitions)
 
 
-def run_transform_once(settings: Settings, **extra: str) -> subprocess.CompletedProcess[str]:
-    return run_cdcwh(settings, "transform", "--once", **extra)
+def run_transform_once(settings: Settings, **extra: str) -> None:
+    """``cdcwh transform --once`` in-process; ``extra`` as ``CDCWH_*`` names, like the CLI's."""
+    transform_once(env_overrides(settings, **extra))
 
 
 def ingest_and_transform(settings: Settings) -> None:

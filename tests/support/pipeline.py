@@ -1,4 +1,5 @@
-"""Shared helpers for the ingest tests: produce the shop workload, run ingest, read bronze."""
+"""Shared helpers for the integration and e2e tests: settings for a test, produce the shop workload, run a
+service (in-process, tests.support.services) or the ``cdcwh`` CLI (a subprocess), read bronze."""
 
 from __future__ import annotations
 
@@ -11,10 +12,16 @@ from typing import Any
 import pyarrow as pa
 
 from cdcwh.bronze.catalog import bronze_table_name, open_catalog
-from cdcwh.config import Settings
+from cdcwh.config import ENV_PREFIX, KafkaSettings, Settings
 from cdcwh.generate import KafkaRecord, ShopGenerator, SourceChange, encode, produce
+from tests.support.services import ingest_until_caught_up, sink_until_caught_up
 
 TABLES = ("customers", "products", "orders", "order_items", "payments")
+# The embedded broker holds a consumer-group join for about half the session timeout, and a killed member
+# stays in the group for all of it: the services' 6 s default made every run of a consuming service wait
+# about 3 s to join. 2 s (4 heartbeats) is still far above what a test machine's scheduling delays.
+SESSION_TIMEOUT_MS = 2000
+HEARTBEAT_MS = 500
 
 
 def produce_shop(
@@ -38,8 +45,8 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
             "CDCWH_KAFKA__GROUP_PREFIX": settings.kafka.group_prefix,
             "CDCWH_KAFKA__GOLD_TOPIC_PREFIX": settings.kafka.gold_topic_prefix,
             "CDCWH_METRICS__PORT": "0",
-            "CDCWH_KAFKA__SESSION_TIMEOUT_MS": "6000",
-            "CDCWH_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+            "CDCWH_KAFKA__SESSION_TIMEOUT_MS": str(settings.kafka.session_timeout_ms or SESSION_TIMEOUT_MS),
+            "CDCWH_KAFKA__HEARTBEAT_INTERVAL_MS": str(settings.kafka.heartbeat_interval_ms or HEARTBEAT_MS),
         }
     )
     env.update(extra)
@@ -59,8 +66,26 @@ def run_cdcwh(settings: Settings, *args: str, **extra: str) -> subprocess.Comple
     return result
 
 
-def run_ingest_until_caught_up(settings: Settings, **extra: str) -> subprocess.CompletedProcess[str]:
-    return run_cdcwh(settings, "ingest", "--until-caught-up", **extra)
+def run_ingest_until_caught_up(settings: Settings, **extra: str) -> None:
+    """``cdcwh ingest --until-caught-up`` in-process; ``extra`` as ``CDCWH_*`` names, like the CLI's."""
+    ingest_until_caught_up(env_overrides(settings, **extra))
+
+
+def run_sink_until_caught_up(settings: Settings, **extra: str) -> None:
+    """``cdcwh sink --until-caught-up`` in-process; ``extra`` as ``CDCWH_*`` names, like the CLI's."""
+    sink_until_caught_up(env_overrides(settings, **extra))
+
+
+def env_overrides(settings: Settings, **extra: str) -> Settings:
+    """``settings`` with ``CDCWH_FIELD`` / ``CDCWH_SECTION__FIELD`` values applied, as in the environment."""
+    values = settings.model_dump(by_alias=True)
+    for name, value in extra.items():
+        section, _, field = name.removeprefix(ENV_PREFIX).lower().partition("__")
+        if field:
+            values[section] = {**values[section], field: value}
+        else:
+            values[section] = value
+    return Settings(**values)
 
 
 def bronze(settings: Settings, topic: str) -> pa.Table:
@@ -73,15 +98,12 @@ def quarantine(settings: Settings) -> pa.Table:
 
 
 def settings_for(base: Path, bootstrap: str, prefix: str, **overrides: Any) -> Settings:
-    return Settings(
-        data_dir=base,
-        kafka={
-            "bootstrap_servers": bootstrap,
-            "topics": rf"^{prefix}\.[^.]+\.[^.]+$",
-            "group_prefix": prefix,
-            "gold_topic_prefix": f"{prefix}.gold",
-            "session_timeout_ms": 6000,
-            "heartbeat_interval_ms": 500,
-        },
-        **overrides,
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap,
+        topics=rf"^{prefix}\.[^.]+\.[^.]+$",
+        group_prefix=prefix,
+        gold_topic_prefix=f"{prefix}.gold",
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_MS,
     )
+    return Settings(data_dir=base, kafka=kafka, **overrides)
