@@ -1,4 +1,4 @@
--- PostgreSQL DDL of the gold marts (DESIGN.md section 7). Idempotent: safe to run on every start.
+-- PostgreSQL DDL of the gold marts (docs/gold.md). Idempotent: safe to run on every start.
 -- Columns match sql/gold/<mart>.sql in name, order and type, plus the _version / _updated_at the runner adds.
 -- Money is exact end to end: a row's amount numeric(12,2), a sum of amounts numeric(38,2).
 
