@@ -12,6 +12,7 @@ import textwrap
 import tomllib
 from typing import Any
 
+from packaging.licenses import canonicalize_license_expression
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -77,6 +78,15 @@ def test_runs_as_a_numeric_user() -> None:
     users = [args for op, args in stages()[-1] if op == "USER"]
     assert users, "the image runs as root"
     assert re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]), f"USER {users[-1]} is not numeric"
+
+
+def test_the_license_is_an_spdx_expression() -> None:
+    """setuptools deprecates ``project.license`` as a table and warns on every install (PEP 639)."""
+    project = pyproject()
+    assert isinstance(project["project"]["license"], str)
+    assert canonicalize_license_expression(project["project"]["license"]) == project["project"]["license"]
+    (backend,) = [r for r in project["build-system"]["requires"] if Requirement(r).name == "setuptools"]
+    assert not Requirement(backend).specifier.contains("76.9"), "PEP 639 license strings need setuptools 77"
 
 
 def test_the_lock_pins_every_dependency_with_hashes() -> None:
