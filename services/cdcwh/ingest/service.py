@@ -53,9 +53,9 @@ STATS_INTERVAL_MS = 5000
 CATCH_UP_STATS_INTERVAL_MS = 250
 JOIN_WAIT_S = 60.0  # longest a topic change waits for the group join to finish
 # Between checkpoints the buffer and the decoder keep hundreds of thousands of young objects alive, and with
-# CPython's default thresholds (700, 10, 10) the collector runs thousands of times per checkpoint (its measured
-# share of the CPU: docs/benchmarks.md, "What limits each figure"). Nothing here makes cycles in volume:
-# collect far less often.
+# CPython's default thresholds (700, 10, 10) the collector runs thousands of times per checkpoint (its
+# measured share of the CPU: docs/benchmarks.md, "What limits each figure"). Nothing here makes cycles in
+# volume: collect far less often.
 GC_THRESHOLDS = (50_000, 20, 10)
 
 
