@@ -6,13 +6,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help demo test test-unit lint format clean bench
+.PHONY: help demo test test-unit lint format clean bench lock
 
 help:
 	@echo "make demo   set up .venv, then run the pipeline demo on the embedded broker and Postgres"
 	@echo "            (a real source PostgreSQL captured by Debezium when Java 17+ is there; ARGS='--help')"
 	@echo "make test   set up .venv, then run the whole test suite"
-	@echo "make lint   ruff + mypy --strict on the package"
+	@echo "make lint   ruff + mypy --strict on the package and bench/"
 	@echo "make bench  throughput, freshness, rebuild and memory on embedded services (ARGS='--help'; not in make test)"
 
 $(STAMP): pyproject.toml Makefile
@@ -48,8 +48,14 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format services tests
-	$(BIN)/ruff check --fix services tests
+	$(BIN)/ruff format services tests bench
+	$(BIN)/ruff check --fix services tests bench
+
+# requirements.lock: the image's dependencies (pyproject.toml without extras) pinned with hashes, for every
+# platform on Python 3.11. Run it after changing a dependency; uv is installed into .venv on first use.
+lock: $(STAMP)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet 'uv>=0.5,<1'
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .cdcwh .pytest_cache .mypy_cache .ruff_cache

@@ -7,8 +7,8 @@ its peak RSS is measurable."""
 import json
 import time
 
-from cdcwh.cli import silence_known_warnings
 from cdcwh.config import load_settings
+from cdcwh.logs import silence_known_warnings
 from cdcwh.replay.rebuild import rebuild
 
 silence_known_warnings()

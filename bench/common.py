@@ -192,7 +192,7 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("cdcwh", "duckdb", "pyarrow", "pyiceberg", "confluent-kafka", "psycopg", "quixstreams"):
         try:
             versions[dist] = metadata.version(dist)
@@ -266,7 +266,10 @@ def broker(root: Path, name: str) -> Iterator[str]:
     run_dir = root / f"broker-{name}"
     run_dir.mkdir(parents=True, exist_ok=True)
     with EmbeddedBroker(run_dir, run_dir / "logs") as embedded:
-        BROKER_PIDS[embedded.address] = embedded.record.pid
+        record = embedded.record
+        if record is None:
+            raise RuntimeError(f"the embedded broker of bench section {name} has no run record")
+        BROKER_PIDS[embedded.address] = record.pid
         yield embedded.address
 
 

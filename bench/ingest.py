@@ -46,7 +46,8 @@ def raw_consume(bootstrap: str, expected: int) -> tuple[int, float]:
     topics = [t for t in consumer.list_topics(timeout=10).topics if t.startswith("shop.")]
     partitions = sum(len(consumer.list_topics(t, timeout=10).topics[t].partitions) for t in topics)
     consumer.subscribe(topics)
-    count, at_eof, start = 0, set(), None
+    count, start = 0, None
+    at_eof: set[tuple[str, int]] = set()
     try:
         while len(at_eof) < partitions or count < expected:
             messages = consumer.consume(10_000, timeout=1.0)

@@ -132,8 +132,8 @@ def save(path: Path, results: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from cdcwh.cli import silence_known_warnings
     from cdcwh.embedded import EmbeddedPostgres
+    from cdcwh.logs import silence_known_warnings
 
     silence_known_warnings()
     root = Path(tempfile.mkdtemp(prefix="cdcwh-bench-"))

@@ -15,14 +15,17 @@ from __future__ import annotations
 import statistics
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 from bench.common import Bench, broker, log
 
 
 def bench_soak(bench: Bench) -> None:
+    from pydantic import SecretStr
+
     from cdcwh.bronze.catalog import open_catalog
-    from cdcwh.config import IcebergSettings, Settings
+    from cdcwh.config import IcebergSettings, KafkaSettings, PostgresSettings, Settings
     from cdcwh.core.record import RawRecord
     from cdcwh.generate import ShopGenerator, encode
     from cdcwh.ingest.bronze import IcebergBronzeWriter
@@ -35,13 +38,13 @@ def bench_soak(bench: Bench) -> None:
     with broker(bench.root, "soak") as bootstrap:
         env = bench.env(bootstrap, "soak")
         settings = Settings(
-            data_dir=env["CDCWH_DATA_DIR"],
-            kafka={
-                "bootstrap_servers": bootstrap,
-                "topics": r"^soak\.[^.]+\.[^.]+$",
-                "gold_topic_prefix": "soak.gold",
-            },
-            postgres={"dsn": bench.pg_dsn},
+            data_dir=Path(env["CDCWH_DATA_DIR"]),
+            kafka=KafkaSettings(
+                bootstrap_servers=bootstrap,
+                topics=r"^soak\.[^.]+\.[^.]+$",
+                gold_topic_prefix="soak.gold",
+            ),
+            postgres=PostgresSettings(dsn=SecretStr(bench.pg_dsn)),
         )
         log.print(
             f"[bold]soak[/]: {commits:,} landings of {per_commit} change events, maintenance and batches ..."

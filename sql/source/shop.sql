@@ -1,4 +1,4 @@
--- The shop source database (DESIGN.md section 6) that Debezium captures in docker-compose.yml.
+-- The shop source database (docs/source.md) that Debezium captures in docker-compose.yml.
 -- Every table has a primary key and REPLICA IDENTITY DEFAULT: on updates `before` is null, on deletes it holds
 -- only the key. Loaded by the source-postgres container on its first start (docker-entrypoint-initdb.d).
 

@@ -10,9 +10,9 @@ Performance: the schema block is the same for every event of a table, and the JS
 and compactly. When the raw bytes start with ``{"schema":``, the schema part is looked up by its bytes in a
 plan cache and only the payload is parsed; a miss parses the whole record once and verifies the split.
 
-Micro-benchmark (one core of the 2-vCPU dev VM, 50k shop-like ``products`` events, batches of 5k, with or
-without the schema envelope and the shop contract): 60,000-90,000 events/s, 11-16 us/event; with the envelope
-that is about the rate of a bare ``orjson.loads`` of each record. Details in docs/decoding.md ("Throughput").
+With the envelope a batch decodes at about the rate of a bare ``orjson.loads`` of each record; the measured
+rates are in docs/decoding.md ("Throughput"), the decoder's share of ingest's CPU in docs/benchmarks.md
+("What limits each figure").
 """
 
 from __future__ import annotations

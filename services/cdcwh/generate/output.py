@@ -100,7 +100,7 @@ def produce(
 
     config = {
         # batch up to 50 ms of changes per produce request, as a busy Kafka Connect worker does: the embedded
-        # broker's CPU goes per request (at 2,000 events/s, 5 ms cost it 0.36 of a core, 50 ms 0.11)
+        # broker's CPU goes per request (measured: docs/benchmarks.md, "What limits each figure")
         "linger.ms": 50,
         **producer_config,
         "enable.idempotence": True,

@@ -46,8 +46,9 @@ STATS_INTERVAL_MS = 5000
 CATCH_UP_STATS_INTERVAL_MS = 250
 JOIN_WAIT_S = 60.0  # longest a topic change waits for the group join to finish
 # Between checkpoints the buffer and the decoder keep hundreds of thousands of young objects alive, and with
-# CPython's default thresholds (700, 10, 10) the collector ran about 2,000 times per 300,000 records, for 7%
-# of the process's CPU (bench). Nothing here makes cycles in volume: collect far less often.
+# CPython's default thresholds (700, 10, 10) the collector runs thousands of times per checkpoint (its
+# measured share of the CPU: docs/benchmarks.md, "What limits each figure"). Nothing here makes cycles in
+# volume: collect far less often.
 GC_THRESHOLDS = (50_000, 20, 10)
 
 
@@ -199,7 +200,7 @@ def make_writer(settings: Settings) -> IcebergBronzeWriter:
 def run_ingest(settings: Settings, *, until_caught_up: bool = False, idle_s: float = 1.0) -> int:
     """Run until SIGTERM/SIGINT (exit 0 after the final checkpoint), or until the topics are drained."""
     # Arrow's default jemalloc pool keeps freed batches mapped; the system allocator hands them back, which
-    # lowered the plateau RSS of a 1M-event catch-up from about 780 to 660 MB at the same rate (bench)
+    # lowers the plateau RSS of a catch-up at the same rate (measured: docs/benchmarks.md, "Memory")
     pa.set_memory_pool(pa.system_memory_pool())
     gc.set_threshold(*GC_THRESHOLDS)
     sink = BronzeSink(make_writer(settings), data_dir=settings.data_dir, maintenance=settings.iceberg)

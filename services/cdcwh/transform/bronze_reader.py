@@ -64,7 +64,8 @@ def read_new_rows(
             ranges[tp] = (low, min(high, low + max_offsets_per_partition))
     if not ranges:
         return None
-    # built as expressions, not as a string for pyiceberg to parse (its parser cost 4% of a busy transform)
+    # built as expressions, not as a string for pyiceberg to parse (its parser showed in a busy transform's
+    # profile: docs/benchmarks.md, "What limits each figure")
     parts = [offset_range(partition, low, high) for (_, partition), (low, high) in sorted(ranges.items())]
     condition = reduce(lambda left, right: Or(left, right), parts)
     files = files_after_covered(table, watermarks)

@@ -7,8 +7,10 @@ import base64
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -54,12 +56,11 @@ def host_ports(service: dict[str, Any]) -> list[int]:
     return [int(str(p).split(":")[0]) for p in service.get("ports", [])]
 
 
-def test_the_topology_of_design_section_11(compose: dict[str, Any]) -> None:
+def test_the_production_topology(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for needed in (
         "kafka",
         "connect",
-        "schema-registry",
         "source-postgres",
         "warehouse-postgres",
         "prometheus",
@@ -68,13 +69,141 @@ def test_the_topology_of_design_section_11(compose: dict[str, Any]) -> None:
     ):
         assert needed in services, needed
     assert not any("zookeeper" in name for name in services)
+    # cdcwh reads JSON topics: a schema registry would run unused (it comes back with Avro)
+    assert not any("registry" in name for name in services)
+    assert not any("SCHEMA_REGISTRY" in var for name in CDCWH_SERVICES for var in env_of(services[name]))
     kafka = env_of(services["kafka"])
     assert set(kafka["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}  # KRaft
     assert len(base64.urlsafe_b64decode(kafka["CLUSTER_ID"] + "==")) == 16
-    assert "debezium/connect" in services["connect"]["image"]
+    repository, tag = services["connect"]["image"].rsplit(":", 1)
+    assert repository.endswith("debezium/connect")
+    assert tag.split(".")[0] == "3", f"Debezium 3.x expected, found {tag}"
     for name, (command, _) in CDCWH_SERVICES.items():
         assert services[name]["build"] == "."
         assert services[name]["command"] == [command]
+
+
+PINNED_TAG = re.compile(r"^v?\d+\.\d+")
+
+
+def test_every_image_is_pinned_to_a_version(compose: dict[str, Any]) -> None:
+    """No floating tags (``latest``, ``16``, ``2.7``): a rebuild or a pull next month runs the same
+    software. Postgres may stop at major.minor: its minor releases are the patch releases."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for name, service in compose["services"].items():
+        image = service["image"]
+        assert ":" in image and "@" not in image, f"{name}: {image} has no tag"
+        tag = image.rsplit(":", 1)[1]
+        assert PINNED_TAG.match(tag) and tag.count(".") >= 1, f"{name}: {image} is not pinned to a version"
+        if tag.split("-")[0].count(".") < 2:
+            assert image.startswith("postgres:"), f"{name}: {image} is not pinned to a patch release"
+    for name in CDCWH_SERVICES:
+        assert compose["services"][name]["image"] == f"cdcwh:{version}", name
+    for base in re.findall(r"^ARG \w+_IMAGE=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M):
+        tag = base.rsplit(":", 1)[1]
+        assert re.match(r"^\d+\.\d+\.\d+-", tag), f"Dockerfile base {base} is not pinned to a patch release"
+
+
+ONE_SHOT = {"connect-init"}  # registers the connector and exits: nothing to check once it is done
+
+
+def test_every_long_running_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        if name in ONE_SHOT:
+            assert service.get("restart") == "no", f"{name} is a one-shot job: it must not be restarted"
+            continue
+        check = service.get("healthcheck", {})
+        assert check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
+    for name, (_, offset) in CDCWH_SERVICES.items():
+        port = int(env_of(services[name])["CDCWH_METRICS__PORT"]) + offset
+        assert f"http://127.0.0.1:{port}/metrics" in " ".join(services[name]["healthcheck"]["test"]), name
+    # whoever waits for a service with a healthcheck waits for it to be healthy, not merely started
+    for name, service in services.items():
+        depends = service.get("depends_on", {})
+        if isinstance(depends, dict):
+            for dep, condition in depends.items():
+                if dep not in ONE_SHOT and dep not in CDCWH_SERVICES:
+                    assert condition["condition"] == "service_healthy", (name, dep)
+
+
+def test_the_cdcwh_healthcheck_command_tells_up_from_down(compose: dict[str, Any]) -> None:
+    """The healthcheck's own command, run with this interpreter (the image's python has the same stdlib):
+    exit 0 while a /metrics endpoint answers, non-zero when nothing listens."""
+    from prometheus_client import start_http_server
+
+    test = compose["services"]["cdcwh-sink"]["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1] == "python", test
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = int(sock.getsockname()[1])
+    command = [sys.executable, *[arg.replace(":9402/", f":{free}/") for arg in test[2:]]]
+    down = subprocess.run(command, capture_output=True, timeout=30)
+    assert down.returncode != 0
+    server, thread = start_http_server(free, addr="127.0.0.1")
+    try:
+        up = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        assert up.returncode == 0, up.stderr
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+# The variables the Debezium connect image's docker-entrypoint.sh reads by name (connect-base/3.x in
+# github.com/debezium/container-images); every other worker property goes in as CONNECT_<PROPERTY>.
+CONNECT_ENTRYPOINT_VARIABLES = {
+    "BOOTSTRAP_SERVERS",
+    "GROUP_ID",
+    "CONFIG_STORAGE_TOPIC",
+    "OFFSET_STORAGE_TOPIC",
+    "STATUS_STORAGE_TOPIC",
+    "KEY_CONVERTER",
+    "VALUE_CONVERTER",
+    "HOST_NAME",
+    "REST_PORT",
+    "REST_HOST_NAME",
+    "ADVERTISED_PORT",
+    "ADVERTISED_HOST_NAME",
+    "OFFSET_FLUSH_INTERVAL_MS",
+    "OFFSET_FLUSH_TIMEOUT_MS",
+    "SHUTDOWN_TIMEOUT",
+    "HEAP_OPTS",
+    "LOG_LEVEL",
+}
+# Kafka Connect worker properties this topology sets through CONNECT_* variables.
+CONNECT_WORKER_PROPERTIES = {
+    "config.storage.replication.factor",
+    "offset.storage.replication.factor",
+    "status.storage.replication.factor",
+}
+
+
+def test_connect_is_configured_through_variables_its_entrypoint_reads(compose: dict[str, Any]) -> None:
+    env = env_of(compose["services"]["connect"])
+    properties = {}
+    for var, value in env.items():
+        if var.startswith("CONNECT_"):
+            prop = var.removeprefix("CONNECT_").lower().replace("_", ".")
+            assert prop in CONNECT_WORKER_PROPERTIES, f"{var} sets {prop}, not expected here"
+            properties[prop] = value
+        else:
+            assert var in CONNECT_ENTRYPOINT_VARIABLES, f"{var} is not read by the connect image's entrypoint"
+    # one broker: Connect's internal topics (and Kafka's own) cannot be replicated more than once
+    assert properties == dict.fromkeys(CONNECT_WORKER_PROPERTIES, "1")
+    kafka = env_of(compose["services"]["kafka"])
+    assert kafka["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
+    connector = json.loads(CONNECTOR.read_text())["config"]
+    assert connector["topic.creation.default.replication.factor"] == "1"
+
+
+def test_no_file_cites_a_document_outside_the_repository() -> None:
+    """DESIGN.md was a planning document that never entered the repository: nothing shipped may cite it."""
+    shipped = [COMPOSE_FILE, ROOT / "Dockerfile", ROOT / "README.md"]
+    for folder in ("deploy", "sql", "docs", "schemas"):
+        shipped += [p for p in (ROOT / folder).rglob("*") if p.is_file()]
+    for path in shipped:
+        text = path.read_text(errors="replace")
+        assert not re.search(r"DESIGN(\.md| section)", text), f"{path.relative_to(ROOT)} cites DESIGN.md"
 
 
 def test_references_resolve(compose: dict[str, Any]) -> None:
@@ -99,8 +228,9 @@ def test_cdcwh_variables_are_valid_settings(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no cdcwh.toml
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    copied = set(re.findall(r"^COPY \S+ \./(\S+)$", dockerfile, re.M))
+    final_stage = (ROOT / "Dockerfile").read_text().rsplit("\nFROM ", 1)[1]
+    assert "\nWORKDIR /app\n" in final_stage
+    copied = set(re.findall(r"^COPY \S+ \./(\S+)$", final_stage, re.M))
     for name, (service_name, offset) in CDCWH_SERVICES.items():
         env = env_of(compose["services"][name])
         for var in env:

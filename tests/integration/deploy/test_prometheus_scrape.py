@@ -195,6 +195,9 @@ def test_prometheus_scrapes_moving_cdcwh_series(
     assert {"ingest", "transform", "sink"} <= services
     groups = {s["metric"]["group"] for s in query(api, "cdcwh_consumer_lag")}
     assert "cdcwh-ingest" in groups
+    # the stall alerts fall back on each service's process start time before its first success
+    started = {s["metric"]["component"] for s in query(api, 'process_start_time_seconds{job="cdcwh"}')}
+    assert started == set(OFFSETS)
     # the alert rules are loaded and evaluate without errors against the live series
     rules = [r for group in api("rules")["groups"] for r in group["rules"]]
     expected = {
