@@ -44,6 +44,12 @@ SECRETS_ENV = "CDCWH_SECRETS_FILE"
 NOT_SETTINGS = frozenset({CONFIG_ENV, SECRETS_ENV})
 NOT_SETTING_PREFIXES = ("CDCWH_TEST_", "CDCWH_FAULT_")
 """Variables read by the test suite and the fault injection of the crash tests, not by Settings."""
+KUBERNETES_SERVICE_VARIABLE = re.compile(
+    r"^[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_[A-Z]+)?)?)$"
+)
+"""Kubernetes injects ``<SERVICE>_SERVICE_HOST``/``_PORT...`` for every Service in the namespace: a Service
+named ``cdcwh-sink`` gives ``CDCWH_SINK_PORT`` and the like, which are not misspelt settings (settings
+always hold a ``__``, these never do)."""
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -331,7 +337,9 @@ def _check_names() -> list[str]:
     variables = {
         name: value
         for name, value in os.environ.items()
-        if name.upper() not in NOT_SETTINGS and not name.upper().startswith(NOT_SETTING_PREFIXES)
+        if name.upper() not in NOT_SETTINGS
+        and not name.upper().startswith(NOT_SETTING_PREFIXES)
+        and not ("__" not in name and KUBERNETES_SERVICE_VARIABLE.match(name.upper()))
     }
     problems = unknown_variables(variables, Settings, ENV_PREFIX)
     for path, named_by in settings_files():

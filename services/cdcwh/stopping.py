@@ -18,7 +18,11 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def stop_on_signals(stopping: threading.Event, message: str = "stopping after the current batch") -> None:
-    """Set ``stopping`` (and log ``message``) on SIGTERM or SIGINT."""
+    """Set ``stopping`` (and log ``message``) on SIGTERM or SIGINT. Outside the main thread (a service run
+    in a thread, as the tests do) there are no handlers to install: whoever runs it sets ``stopping``."""
+    if threading.current_thread() is not threading.main_thread():
+        log.debug("not in the main thread: no signal handlers; stopping is set by the caller")
+        return
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         log.info(message)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from cdcwh.ingest.catalog import open_catalog
+from cdcwh.bronze.catalog import open_catalog
 
 from cdcwh.config import Settings
 from cdcwh.core.record import RawRecord

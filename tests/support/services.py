@@ -119,7 +119,7 @@ def ingest_running(settings: Settings) -> Iterator[RunningIngest]:
 
     Python lets only the main thread install signal handlers, so the applications this run builds skip
     quixstreams' (the test stops them with ``Application.stop``, as SIGTERM would)."""
-    from cdcwh.ingest.catalog import open_catalog
+    from cdcwh.bronze.catalog import open_catalog
 
     from cdcwh.ingest import service
 
@@ -155,7 +155,6 @@ def sink_running(settings: Settings) -> Iterator[Callable[[], bool]]:
     from cdcwh.sink.service import SinkService
 
     service = SinkService(settings)
-    service._install_signal_handlers = lambda: None  # type: ignore[method-assign]  # main thread only
     errors: list[BaseException] = []
 
     def body() -> None:

@@ -200,3 +200,15 @@ def test_an_unknown_key_in_the_secrets_file_names_that_file(
         load_settings()
     assert f"{secrets}: postgres.dns: no such setting; did you mean postgres.dsn?" in str(info.value)
     assert "pw@db" not in str(info.value)
+
+
+def test_kubernetes_service_variables_are_not_taken_for_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Kubernetes Service named cdcwh-sink injects CDCWH_SINK_PORT etc. into every pod of the namespace."""
+    from cdcwh.config import load_settings
+
+    for name in ("CDCWH_SINK_PORT", "CDCWH_SINK_SERVICE_HOST", "CDCWH_METRICS_PORT_9100_TCP_ADDR"):
+        monkeypatch.setenv(name, "tcp://10.0.0.1:9100")
+    assert load_settings().metrics.port is not None
+    monkeypatch.setenv("CDCWH_METRCS__PORT", "1")  # a misspelt setting is still refused
+    with pytest.raises(ConfigError, match="CDCWH_METRCS__PORT"):
+        load_settings()

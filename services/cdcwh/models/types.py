@@ -5,7 +5,7 @@ model is run with ``LIMIT 0`` in an in-memory DuckDB over empty ``silver`` / ``s
 by the table contracts (models in dependency order, so ``gold.<mart>`` inputs exist), and ``DESCRIBE`` gives
 its columns and DuckDB types. ``postgres_type`` maps those to PostgreSQL. The sink creates a missing mart
 table from this and widens narrower columns of an existing one (``sink/ddl.py``); the tests read the same
-columns (``tests/integration/transform/marts_reference.py``).
+columns (``tests/support/marts_reference.py``).
 """
 
 from __future__ import annotations

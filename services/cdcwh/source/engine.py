@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cdcwh import metrics
-from cdcwh.retry import RestartBackoff
+from cdcwh.backoff import RestartBackoff
 from cdcwh.source.relay import KafkaRelay, Record
 
 log = logging.getLogger(__name__)

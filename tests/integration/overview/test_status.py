@@ -33,7 +33,7 @@ from cdcwh.ingest.bronze import IcebergBronzeWriter
 from cdcwh.kafka import client_config, ensure_topics, producer_config
 from cdcwh.overview.status import Thresholds, collect_status
 from cdcwh.transform.service import TransformService
-from tests.integration.ingest.test_ingest_real_debezium import captured
+from tests.support.debezium import captured
 
 MARKUP_MART = "[b]abc[/b] x[/]"
 
