@@ -8,8 +8,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from cdcwh.bronze.catalog import open_catalog
 
+from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import Settings
 from cdcwh.core.record import RawRecord
 

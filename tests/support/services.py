@@ -120,7 +120,6 @@ def ingest_running(settings: Settings) -> Iterator[RunningIngest]:
     Python lets only the main thread install signal handlers, so the applications this run builds skip
     quixstreams' (the test stops them with ``Application.stop``, as SIGTERM would)."""
     from cdcwh.bronze.catalog import open_catalog
-
     from cdcwh.ingest import service
 
     # the catalog's tables are created here, before the thread opens it too: two first opens at once race
