@@ -266,6 +266,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if args.keep_running:
                 if source is not None:
                     console.print(f"change the source and watch the marts follow: psql '{source.dsn}'")
+                marts = f"psql '{postgres_dsn(settings)}'  (schema {settings.postgres.schema_})"
+                console.print(f"explore the marts: {marts}")
                 console.print("everything keeps running; Ctrl-C stops it")
                 supervisor.run_until_signal()
                 return 0
@@ -374,7 +376,6 @@ def reconcile_with_source(settings: Settings, source: RealSource) -> int:
         console.print(f"source and silver differ: {result.differing_keys:,} keys (above)", style="bold red")
         return 1
     console.print("source and silver are equal for every table", style="bold green")
-    console.print(f"the source database: psql '{source.dsn}'")
     return 0
 
 
@@ -452,4 +453,12 @@ def print_summary(
                 "(the workload was produced as fast as possible, so this includes the backlog; "
                 "--rate gives a steady-state figure)"
             )
-    out.print(f"explore the marts: psql '{dsn}'  (schema {schema})")
+    out.print(
+        "bronze keeps every change event, and the tombstone (a record with no value, for Kafka's log "
+        "compaction) Debezium sends after each delete; silver holds each table's current rows"
+    )
+    out.print(
+        f"the marts are in PostgreSQL, schema {schema}. The demo's embedded PostgreSQL stops with it: run "
+        f"`cdcwh demo --keep-running` to explore them with psql while everything is up (it prints the URI), "
+        f"or `cdcwh postgres` to start it again on the same data"
+    )

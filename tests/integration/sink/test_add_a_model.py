@@ -18,11 +18,9 @@ from psycopg import sql
 
 from cdcwh.config import PROJECT_ROOT
 from cdcwh.generate import ShopGenerator
-from cdcwh.ingest.service import run_ingest
-from cdcwh.sink.service import SinkService
-from cdcwh.transform.service import TransformService
 from tests.support.marts_reference import customer_changes_from, reference_marts
 from tests.support.pipeline import settings_for
+from tests.support.services import ingest_until_caught_up, sink_until_caught_up, transform_once
 from tests.support.warehouse import produce_changes
 
 NEW_MODEL = """-- mart: segment_value
@@ -63,9 +61,10 @@ def test_a_model_added_as_one_file_reaches_postgres(
     changes = list(generator.changes(600))
     produce_changes(kafka_bootstrap, prefix, changes)
 
-    assert run_ingest(settings, until_caught_up=True, idle_s=0.2) == 0
-    assert TransformService(settings).run_once() == 0
-    assert SinkService(settings).run(until_caught_up=True, idle_s=0.2) == 0
+    # in-process, with the process state the services change put back (tests/support/services.py)
+    ingest_until_caught_up(settings)
+    transform_once(settings)
+    sink_until_caught_up(settings)
 
     # what the new mart must hold, from the pure-Python reference of gold.customers
     expected: dict[str, tuple[int, Decimal]] = defaultdict(lambda: (0, Decimal("0.00")))
