@@ -6,7 +6,6 @@ silver applies them in Kafka offset order (no LSN).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -16,32 +15,12 @@ import pyarrow.compute as pc
 
 from cdcwh.bronze.catalog import bronze_table_name, open_catalog
 from cdcwh.config import KafkaSettings, Settings
-from cdcwh.core.record import RawRecord
 from cdcwh.ingest.bronze import IcebergBronzeWriter
 from cdcwh.transform.silver import apply_changes
-from tests.support.debezium import table_rows
+from tests.support.debezium import captured, table_rows
 
-FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "debezium" / "mysql" / "mysql_orders.jsonl"
 TIME_MAX_US = (838 * 3600 + 59 * 60 + 59) * 1_000_000
 UTC = dt.UTC
-
-
-def records() -> list[RawRecord]:
-    out = []
-    for offset, line in enumerate(FIXTURE.read_text(encoding="utf-8").splitlines()[1:]):
-        item = json.loads(line)
-        key, value = item["key"], item["value"]
-        out.append(
-            RawRecord(
-                item["topic"],
-                0,
-                offset,
-                1_700_000_000_000 + offset,
-                None if key is None else key.encode(),
-                None if value is None else value.encode(),
-            )
-        )
-    return out
 
 
 def land(tmp_path: Path) -> Settings:
@@ -49,7 +28,7 @@ def land(tmp_path: Path) -> Settings:
     bronze = IcebergBronzeWriter(
         open_catalog(settings), settings.iceberg.namespace, {}, max_value_bytes=10_000_000
     )
-    result = bronze.land(records())
+    result = bronze.land(captured("mysql/mysql_orders"))
     assert result.quarantined == []
     assert result.landed == {"shop.inventory.orders": 8, "shop.inventory.counters": 3}
     return settings

@@ -6,41 +6,23 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from cdcwh.core import RawRecord, decode_batch
+from cdcwh.core import decode_batch
 from cdcwh.core.envelope import clear_plan_caches
 from cdcwh.core.plan import value_plan
 from cdcwh.core.record import RejectReason
+from tests.support.debezium import captured
 
-FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "debezium" / "mysql" / "mysql_orders.jsonl"
 TIME_MAX_US = 3_020_399_000_000  # 838:59:59
 ORDERS = "shop.inventory.orders"
-
-
-def records() -> list[RawRecord]:
-    out = []
-    for offset, line in enumerate(FIXTURE.read_text(encoding="utf-8").splitlines()[1:]):
-        item = json.loads(line)
-        key, value = item["key"], item["value"]
-        out.append(
-            RawRecord(
-                item["topic"],
-                0,
-                offset,
-                None,
-                None if key is None else key.encode(),
-                None if value is None else value.encode(),
-            )
-        )
-    return out
+MYSQL_ORDERS = "mysql/mysql_orders"
 
 
 def document(index: int) -> dict[str, Any]:
-    value = records()[index].value
+    value = captured(MYSQL_ORDERS)[index].value
     assert value is not None
     return dict(json.loads(value))
 
@@ -66,7 +48,7 @@ def test_the_envelope_schema_marks_mysql_time_as_a_duration() -> None:
 
 def test_mysql_events_decode_without_rejections() -> None:
     clear_plan_caches()
-    batch = decode_batch(records(), {})
+    batch = decode_batch(captured(MYSQL_ORDERS), {})
     assert batch.rejected == [] and batch.ignored == []
     orders = batch.tables[ORDERS]
     assert orders["__op"].to_pylist() == ["r", "r", "c", "c", "u", "d", "tombstone", "t"]
@@ -96,7 +78,7 @@ def test_a_time_of_day_out_of_range_is_still_rejected_for_postgresql() -> None:
     source = next(f for f in value["schema"]["fields"] if f["field"] == "source")
     source["name"] = "io.debezium.connector.postgresql.Source"
     value["payload"]["source"]["connector"] = "postgresql"
-    record = records()[2]._replace(value=json.dumps(value).encode())
+    record = captured(MYSQL_ORDERS)[2]._replace(value=json.dumps(value).encode())
     clear_plan_caches()
     batch = decode_batch([record], {})
     assert [r.reason for r in batch.rejected] == [RejectReason.TYPE_MISMATCH]
@@ -107,7 +89,7 @@ def test_schemaless_mysql_events_are_inferred() -> None:
     """Without the schema envelope nothing says TIME is a duration: the integer lands as int64 (no contract)
     or, with a contract, as its declared type (declare MySQL TIME as ``int64``, docs/decoding.md)."""
     plain = []
-    for record in records()[:6]:
+    for record in captured(MYSQL_ORDERS)[:6]:
         assert record.value is not None and record.key is not None
         value = json.loads(record.value)["payload"]
         key = json.loads(record.key)["payload"]

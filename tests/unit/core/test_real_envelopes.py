@@ -15,34 +15,13 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from cdcwh.core import RawRecord, decode_batch
 from cdcwh.core.envelope import clear_plan_caches
-
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "debezium"
-
-
-def captured(name: str) -> list[RawRecord]:
-    lines = (FIXTURES / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()[1:]
-    out = []
-    for offset, line in enumerate(lines):
-        item = json.loads(line)
-        key, value = item["key"], item["value"]
-        out.append(
-            RawRecord(
-                item["topic"],
-                0,
-                offset,
-                1_700_000_000_000,
-                None if key is None else key.encode(),
-                None if value is None else value.encode(),
-            )
-        )
-    return out
+from tests.support.debezium import captured
 
 
 def rows_of(name: str, topic: str) -> list[dict[str, Any]]:
