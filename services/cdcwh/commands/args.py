@@ -3,34 +3,33 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T", int, float)
+
+
+def _checked(text: str, cast: Callable[[str], T], ok: Callable[[T], bool], rule: str) -> T:
+    value = cast(text)
+    if not ok(value):  # written so that NaN fails too
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+    return value
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return _checked(text, int, lambda v: v >= 1, ">= 1")
 
 
 def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
+    return _checked(text, float, lambda v: v > 0, "> 0")
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _checked(text, int, lambda v: v >= 0, ">= 0")
 
 
 def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _checked(text, float, lambda v: v >= 0, ">= 0")
 
 
 def add_catch_up(parser: argparse.ArgumentParser, help_text: str) -> None:

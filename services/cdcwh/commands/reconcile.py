@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cdcwh.commands.args import positive_int
 from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 
@@ -39,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     parser.add_argument(
         "--ranges",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_RANGES,
         help=f"key ranges per table (default {DEFAULT_RANGES})",
     )
@@ -49,18 +50,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     parser.add_argument(
         "--show",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_SHOWN,
         help=f"differences printed per table (default {DEFAULT_SHOWN})",
     )
     parser.set_defaults(handler=run)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
