@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 from cdcwh import metrics
+from cdcwh.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,7 @@ class Supervisor:
     def run_until_signal(self, watch: Callable[[], None] | None = None) -> int:
         """Supervise until SIGINT/SIGTERM; ``watch`` is called every 2 s (the infrastructure's check)."""
 
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            self.stopping.set()
-
-        signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGTERM, _stop)
+        stop_on_signals(self.stopping, "stopping the services")
         self.start()
         next_watch = time.monotonic()
         try:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import threading
-from types import FrameType
 
 from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
+from cdcwh.stopping import stop_on_signals
 
 console = make_console(stderr=True)
 
@@ -32,12 +31,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     service = CaptureService(settings)  # fails fast: no Java, no extra, no source, a bad connector file
     stop = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    stop_on_signals(stop, "capture: stopping")
     port = metrics.serve_metrics(settings, "capture")
     where = f", metrics on :{port}" if port else ""
     console.print(f"capture: {service.java.home.name} Java {service.java.major}, slot {service.slot}{where}")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import threading
 from collections.abc import Callable
-from types import FrameType
 
 from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 from cdcwh.embedded import EmbeddedBroker, EmbeddedPostgres
+from cdcwh.stopping import stop_on_signals
 
 console = make_console()
 
@@ -37,12 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def wait_for_stop_signal(alive: Callable[[], bool]) -> bool:
     """Block until SIGINT or SIGTERM (True), or until ``alive`` says the wrapped server died (False)."""
     stop = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    stop_on_signals(stop, "stopping")
     while not stop.wait(1.0):
         if not alive():
             return False
