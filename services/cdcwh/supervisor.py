@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cdcwh import metrics
+from cdcwh.backoff import RestartBackoff
 from cdcwh.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ CAPTURE = "capture"
 WITH_CAPTURE = (*SERVICES, CAPTURE)
 """The children when a source database is captured: the Debezium engine runs in its own process (one JVM)."""
 MAX_BACKOFF_S = 30.0
-HEALTHY_AFTER_S = 60.0
 # A child that exits sooner than this after its start is crash-looping (a bad setting, a dead dependency) and
 # its restarts back off; one that ran longer is restarted after a second, whatever killed it.
 CRASH_LOOP_S = 5.0
@@ -44,7 +44,9 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
-    backoff: float = 1.0
+    backoff: RestartBackoff = field(
+        default_factory=lambda: RestartBackoff(first_s=1.0, max_s=MAX_BACKOFF_S, healthy_after_s=CRASH_LOOP_S)
+    )
     next_start: float = 0.0
     log_path: Path | None = None
     exits: list[int] = field(default_factory=list)
@@ -86,23 +88,19 @@ class Supervisor:
                 continue
             code = child.process.poll()
             if code is None:
-                if now - child.started_at > HEALTHY_AFTER_S:
-                    child.backoff = 1.0
                 continue
             child.exits.append(code)
+            wait = child.backoff.wait(ran_for_s=now - child.started_at)
             metrics.ERRORS.labels(child.name, "exited").inc()
             log.warning(
                 "%s exited with code %d; restarting in %.0fs (see %s)",
                 child.name,
                 code,
-                child.backoff,
+                wait,
                 child.log_path,
             )
             child.process = None
-            if now - child.started_at >= CRASH_LOOP_S:
-                child.backoff = 1.0
-            child.next_start = now + child.backoff
-            child.backoff = min(MAX_BACKOFF_S, child.backoff * 2)
+            child.next_start = now + wait
 
     def stop(self) -> None:
         self.stopping.set()
