@@ -123,6 +123,10 @@ class KafkaSettings(Section):
         return config
 
 
+PostgresPurpose = Literal["owner", "sink", "audit", "reader"]
+"""What a connection to the warehouse Postgres is for; each may have its own role (docs/security.md)."""
+
+
 class PostgresSettings(Section):
     """The warehouse PostgreSQL that receives the marts."""
 
@@ -130,6 +134,23 @@ class PostgresSettings(Section):
     """libpq connection string or URI. Unset: the embedded Postgres recorded in the data dir."""
     schema_: str = Field(default="marts", alias="schema")
     """Schema holding the mart tables."""
+    audit_schema: str = "audit"
+    """Schema holding the audit tables (pipeline runs, data quality results, bad records, API access)."""
+    owner_dsn: SecretStr | None = None
+    """DSN of the role that owns the ``marts`` and ``audit`` schemas and runs DDL (``cdcwh_owner``).
+    Unset: ``postgres.dsn``."""
+    sink_dsn: SecretStr | None = None
+    """DSN the sink and ``replay`` write the marts with (``cdcwh_sink``). Unset: ``postgres.dsn``."""
+    audit_dsn: SecretStr | None = None
+    """DSN the services write ``audit`` rows with (``cdcwh_audit``). Unset: ``postgres.dsn``."""
+    reader_dsn: SecretStr | None = None
+    """DSN of the read-only role (``cdcwh_reader``) for ``status``, the API and dashboards. Unset:
+    ``postgres.dsn``."""
+
+    def dsn_for(self, purpose: PostgresPurpose) -> SecretStr | None:
+        """The DSN set for ``purpose``, else the common ``postgres.dsn`` (None: the embedded Postgres)."""
+        specific: SecretStr | None = getattr(self, f"{purpose}_dsn")
+        return specific if specific is not None else self.dsn
 
 
 class SchemaRegistrySettings(Section):

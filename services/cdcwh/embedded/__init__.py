@@ -7,7 +7,7 @@ to start one.
 
 from __future__ import annotations
 
-from cdcwh.config import Settings
+from cdcwh.config import PostgresPurpose, Settings
 from cdcwh.embedded import broker as _broker
 from cdcwh.embedded import postgres as _postgres
 from cdcwh.embedded.broker import EmbeddedBroker
@@ -45,10 +45,12 @@ def kafka_bootstrap(settings: Settings) -> str:
     return record.address
 
 
-def postgres_dsn(settings: Settings) -> str:
-    """The configured DSN, or the URI of the running embedded Postgres."""
-    if settings.postgres.dsn is not None:
-        return settings.postgres.dsn.get_secret_value()
+def postgres_dsn(settings: Settings, purpose: PostgresPurpose | None = None) -> str:
+    """The DSN configured for ``purpose`` (``postgres.<purpose>_dsn``, else ``postgres.dsn``), or the URI of
+    the running embedded Postgres."""
+    configured = settings.postgres.dsn if purpose is None else settings.postgres.dsn_for(purpose)
+    if configured is not None:
+        return configured.get_secret_value()
     record = read_record(settings.run_dir, _postgres.NAME)
     if record is None:
         raise ServiceNotRunning(
