@@ -1,0 +1,1 @@
+"""Data quality: tests beside the models, gates, profiling and anomalies (docs/data-quality.md)."""
