@@ -35,7 +35,11 @@ def backfill(
     if unknown:
         raise ConfigError(f"unknown mart(s) {', '.join(unknown)}; known: {', '.join(sorted(models))}")
     sink = PostgresMartSink(
-        postgres_dsn(settings), settings.postgres.schema_, settings.sql_path, settings.contracts_path
+        postgres_dsn(settings, "sink"),
+        settings.postgres.schema_,
+        settings.sql_path,
+        settings.contracts_path,
+        owner_dsn=postgres_dsn(settings, "owner"),
     )
     con = open_warehouse(settings, read_only=True)
     summary: dict[str, dict[str, int]] = {}

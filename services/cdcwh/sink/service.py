@@ -53,7 +53,11 @@ class SinkService:
         self.group = sink_group(settings)
         self.tracker = CatchUpTracker(self.group, expected_partitions=0)
         self.sink = PostgresMartSink(
-            postgres_dsn(settings), settings.postgres.schema_, settings.sql_path, settings.contracts_path
+            postgres_dsn(settings, "sink"),
+            settings.postgres.schema_,
+            settings.sql_path,
+            settings.contracts_path,
+            owner_dsn=postgres_dsn(settings, "owner"),
         )
         self.stopping = threading.Event()
 
