@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import psycopg
 
+from cdcwh.config import PostgresPurpose, Settings
 from cdcwh.errors import ConfigError
 
 ObjectKind = Literal["database", "schema", "table"]
@@ -34,6 +35,13 @@ class Need:
         if self.kind == "schema":
             return f"{self.privilege} on schema {self.schema}"
         return f"{self.privilege} on table {self.schema}.{self.name}"
+
+
+def dsn_setting(settings: Settings, purpose: PostgresPurpose) -> str:
+    """The setting the DSN for ``purpose`` comes from: ``postgres.<purpose>_dsn`` when set, else
+    ``postgres.dsn`` (the common one, or the embedded Postgres when unset too)."""
+    specific = f"{purpose}_dsn"
+    return f"postgres.{specific}" if getattr(settings.postgres, specific) is not None else "postgres.dsn"
 
 
 def table_needs(schema: str, tables: Iterable[str], privileges: Iterable[str]) -> list[Need]:

@@ -17,6 +17,7 @@ from cdcwh.embedded import postgres_dsn
 from cdcwh.errors import ConfigError
 from cdcwh.goldfeed import GoldChange
 from cdcwh.models import key_json_sql, load_models, row_json_sql
+from cdcwh.pgprivileges import dsn_setting
 from cdcwh.sink.postgres import PostgresMartSink
 from cdcwh.transform.batch import VERSION
 from cdcwh.warehouse import open_warehouse, quote, read_state
@@ -40,6 +41,8 @@ def backfill(
         settings.sql_path,
         settings.contracts_path,
         owner_dsn=postgres_dsn(settings, "owner"),
+        setting=dsn_setting(settings, "sink"),
+        owner_setting=dsn_setting(settings, "owner"),
     )
     con = open_warehouse(settings, read_only=True)
     summary: dict[str, dict[str, int]] = {}

@@ -28,6 +28,7 @@ from cdcwh.goldfeed import MalformedGoldChange, decode, gold_topic
 from cdcwh.kafka import client_config, consumer_config, ensure_topics
 from cdcwh.kafka.catchup import CatchUpTracker
 from cdcwh.models import load_models
+from cdcwh.pgprivileges import dsn_setting
 from cdcwh.retry import retrying
 from cdcwh.sink.postgres import PostgresMartSink
 from cdcwh.stopping import stop_on_signals
@@ -58,6 +59,8 @@ class SinkService:
             settings.sql_path,
             settings.contracts_path,
             owner_dsn=postgres_dsn(settings, "owner"),
+            setting=dsn_setting(settings, "sink"),
+            owner_setting=dsn_setting(settings, "owner"),
         )
         self.stopping = threading.Event()
 

@@ -4,9 +4,11 @@ statements (not by reading the grants back). Real PostgreSQL (the session's), un
 from __future__ import annotations
 
 import uuid
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 
 from cdcwh.cli import main
@@ -152,3 +154,22 @@ def test_passwords_come_from_the_environment_and_are_never_printed(
     assert secret not in out.out + out.err
     assert main([*roles_unmade.init_args(), "--password-env", "sink=TEST_UNSET_VARIABLE"]) == 2
     assert "TEST_UNSET_VARIABLE" in capsys.readouterr().err
+
+
+def test_compose_runs_the_roles_script_and_gives_each_purpose_its_role() -> None:
+    compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+    warehouse = compose["services"]["warehouse-postgres"]
+    init = {
+        target: source
+        for source, target, *_ in (mount.split(":") for mount in warehouse["volumes"])
+        if target.startswith("/docker-entrypoint-initdb.d/")
+    }
+    assert "./deploy/postgres/roles.sql" in init.values()
+    scripts = [init[target] for target in sorted(init)]  # the image runs them in file name order
+    assert scripts.index("./deploy/postgres/roles.sql") < scripts.index(
+        "./deploy/postgres/demo-passwords.sql"
+    )
+    env = compose["services"]["cdcwh-sink"]["environment"]
+    for purpose in ("owner", "sink", "audit", "reader"):
+        dsn = urlsplit(env[f"CDCWH_POSTGRES__{purpose.upper()}_DSN"])
+        assert (dsn.username, dsn.hostname) == (f"cdcwh_{purpose}", "warehouse-postgres")
