@@ -13,6 +13,7 @@ from psycopg import sql
 
 from cdcwh.cli import main
 from cdcwh.config import PROJECT_ROOT
+from cdcwh.pgprivileges import Need, missing_privileges
 from cdcwh.pgroles import RoleNames, render_sql
 from tests.integration.postgres.conftest import Roles
 
@@ -173,3 +174,19 @@ def test_compose_runs_the_roles_script_and_gives_each_purpose_its_role() -> None
     for purpose in ("owner", "sink", "audit", "reader"):
         dsn = urlsplit(env[f"CDCWH_POSTGRES__{purpose.upper()}_DSN"])
         assert (dsn.username, dsn.hostname) == (f"cdcwh_{purpose}", "warehouse-postgres")
+
+
+def test_the_preflight_counts_a_missing_schema_or_table_as_missing(pg_roles: Roles) -> None:
+    owner_creates(pg_roles, pg_roles.marts, "orders")
+    needs = [
+        Need("schema", "USAGE", f"{pg_roles.marts}_gone"),
+        Need("table", "SELECT", pg_roles.marts, "gone"),
+        Need("table", "INSERT", pg_roles.marts, "orders"),  # the reader may not
+        Need("table", "SELECT", pg_roles.marts, "orders"),
+        Need("schema", "USAGE", pg_roles.marts),
+        Need("database", "TEMPORARY"),
+    ]
+    with psycopg.connect(pg_roles.dsn("reader")) as conn:
+        assert missing_privileges(conn, needs) == needs[:3]
+    with psycopg.connect(pg_roles.dsn("sink")) as conn:
+        assert missing_privileges(conn, needs) == needs[:2]
