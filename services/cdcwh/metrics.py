@@ -144,6 +144,38 @@ FRESHNESS = Histogram(
 LAST_SUCCESS = Gauge(
     "cdcwh_last_success_timestamp_seconds", "Unix time of the last successful batch", ["service"]
 )
+AUDIT_ROWS_WRITTEN = Counter(
+    "cdcwh_audit_rows_written_total",
+    "Rows written to the PostgreSQL audit schema (including rows already there, skipped by their key)",
+    ["service", "table"],
+)
+AUDIT_WRITE_FAILURES = Counter(
+    "cdcwh_audit_write_failures_total",
+    "Failed writes to the PostgreSQL audit schema (retried later: the transform from DuckDB, ingest and sink "
+    "from memory)",
+    ["service", "table"],
+)
+AUDIT_ROWS_DROPPED = Counter(
+    "cdcwh_audit_rows_dropped_total",
+    "Audit rows of ingest or sink given up: PostgreSQL unreachable at stop, or more rows pending than kept",
+    ["service", "table"],
+)
+AUDIT_BACKLOG = Gauge(
+    "cdcwh_audit_backlog_rows",
+    "Rows the transform recorded in DuckDB and has not yet shipped to the audit schema",
+    ["table"],
+)
+ANOMALIES = Counter(
+    "cdcwh_anomalies_total",
+    "Anomalies detected (a signal beyond audit.anomaly_threshold MADs from its baseline); signal is volume, "
+    "freshness, null_fraction or mean",
+    ["table", "signal"],
+)
+PROFILE_DURATION = Histogram(
+    "cdcwh_profile_duration_seconds",
+    "Seconds to profile every silver table and gold model once",
+    buckets=DURATION_BUCKETS,
+)
 ERRORS = Counter("cdcwh_errors_total", "Errors by service and kind (retried or fatal)", ["service", "kind"])
 
 
