@@ -69,6 +69,7 @@ TABLES: Final[dict[str, tuple[str, ...]]] = {
         "min_value",
         "max_value",
         "mean",
+        "stddev",
         "top_values",
     ),
     "anomalies": (
@@ -148,6 +149,7 @@ CREATE TABLE IF NOT EXISTS {schema}.column_profiles (
     min_value text,
     max_value text,
     mean double precision,
+    stddev double precision,
     top_values jsonb,
     PRIMARY KEY (layer, table_name, column_name, profiled_at)
 );

@@ -11,7 +11,8 @@ The baseline is the median and the MAD (median absolute deviation); the score is
 median in scaled MADs (``1.4826 * MAD``, a standard deviation for normal data). A steady signal has a MAD
 near zero, which would make any wobble infinite: the scale is at least a floor per signal (``FLOORS``,
 absolute and relative to the median; for a null fraction measured on ``n`` rows, also the binomial
-sampling error ``sqrt(p(1-p)/n)``, so that one null in a small window is not a spike). A point whose
+sampling error ``sqrt(p(1-p)/n)``, so that one null in a small window is not a spike, and for a mean the
+standard error ``stddev/sqrt(n)``). A point whose
 ``|score|`` exceeds the threshold is an ``Anomaly`` (for freshness only a rise counts).
 Fewer than ``min_points`` history points give no verdict.
 """
@@ -35,6 +36,8 @@ class Point:
     value: float
     rows: int | None = None
     """How many rows the value was measured on (a profile's window), for the sampling floor."""
+    spread: float | None = None
+    """The standard deviation of the values a mean was taken over, for the sampling floor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +89,16 @@ def baseline(history: Sequence[Point], at: datetime, *, window: int, min_points:
     return Baseline(median=median, mad=mad, points=len(values), seasonal=seasonal)
 
 
-def score(signal: str, value: float, base: Baseline, rows: int | None = None) -> float:
+def score(
+    signal: str, value: float, base: Baseline, rows: int | None = None, spread: float | None = None
+) -> float:
     floor = FLOORS[signal]
     scale = max(MAD_TO_SIGMA * base.mad, floor.absolute, floor.relative * abs(base.median))
     if signal == "null_fraction" and rows:
         p = min(max(base.median, 1 / rows), 0.5)
         scale = max(scale, math.sqrt(p * (1 - p) / rows))
+    if signal == "mean" and rows and spread:
+        scale = max(scale, spread / math.sqrt(rows))
     return (value - base.median) / scale
 
 
@@ -105,7 +112,7 @@ def detect(
     base = baseline(series[:-1], last.at, window=window, min_points=min_points)
     if base is None:
         return None
-    z = score(signal, last.value, base, last.rows)
+    z = score(signal, last.value, base, last.rows, last.spread)
     beyond = z > threshold if signal in ONE_SIDED else abs(z) > threshold
     return Anomaly(signal, last.at, last.value, base, z, threshold) if beyond else None
 

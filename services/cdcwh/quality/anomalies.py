@@ -38,8 +38,8 @@ MAX_MINUTES_JUDGED: Final = 5
 """Minutes judged in one pass at most (after a pause, the newest ones)."""
 SKIPPED_COLUMNS: Final = frozenset({"_version"})
 """Grows with every batch by design: its mean always drifts."""
-Measured = tuple[datetime, int, float | None, float | None]
-"""A profile's time, rows, null fraction and mean."""
+Measured = tuple[datetime, int, float | None, float | None, float | None]
+"""A profile's time, rows, null fraction, mean and standard deviation."""
 ANOMALIES_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS cdcwh.anomalies (
     table_name VARCHAR NOT NULL, column_name VARCHAR NOT NULL, signal VARCHAR NOT NULL,
@@ -107,15 +107,17 @@ def profile_anomalies(
     if not judged:
         return []
     rows = con.execute(
-        """SELECT layer, table_name, column_name, profiled_at, row_count, null_fraction, mean
+        """SELECT layer, table_name, column_name, profiled_at, row_count, null_fraction, mean, stddev
         FROM cdcwh.column_profiles WHERE row_count >= ?
         QUALIFY row_number() OVER (PARTITION BY layer, table_name, column_name ORDER BY profiled_at DESC) <= ?
         ORDER BY profiled_at""",
         [MIN_PROFILE_ROWS, audit.anomaly_window + 1],
     ).fetchall()
     history: dict[tuple[str, str, str], list[Measured]] = defaultdict(list)
-    for layer, table, column, at, n, nulls, mean in rows:
-        history[(str(layer), str(table), str(column))].append((at.astimezone(UTC), int(n), nulls, mean))
+    for layer, table, column, at, n, nulls, mean, spread in rows:
+        history[(str(layer), str(table), str(column))].append(
+            (at.astimezone(UTC), int(n), nulls, mean, spread)
+        )
     found = []
     for profile in judged:
         past = [
@@ -124,8 +126,8 @@ def profile_anomalies(
             if h[0] <= profile.profiled_at
         ]
         name = f"{profile.layer}.{profile.table_name}"
-        nulls = [Point(at, float(v), n) for at, n, v, _ in past if v is not None]
-        means = [Point(at, float(v), n) for at, n, _, v in past if v is not None]
+        nulls = [Point(at, float(v), n) for at, n, v, _, _ in past if v is not None]
+        means = [Point(at, float(v), n, spread) for at, n, _, v, spread in past if v is not None]
         for signal, series in (("null_fraction", nulls), ("mean", means)):
             if series and series[-1].at == profile.profiled_at:
                 anomaly = _judge(signal, series, audit)

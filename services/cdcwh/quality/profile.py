@@ -1,8 +1,8 @@
 """Column profiles computed in DuckDB, one query per table generated from its columns (quoted).
 
 Per column: row count, null fraction, distinct estimate (``approx_count_distinct``), min and max (as text),
-mean for numbers, and for text the most frequent values (``approx_top_k``) when the column has at most
-``TOP_VALUES_MAX_DISTINCT`` distinct values. Two kinds of window:
+mean and standard deviation for numbers, and for text the most frequent values (``approx_top_k``) when
+the column has at most ``TOP_VALUES_MAX_DISTINCT`` distinct values. Two kinds of window:
 
 - a silver table: its changes since the last profile, the rows of ``silver_history.<table>`` whose ``__seq``
   is above the one the last profile reached (``cdcwh.state`` ``profile_seq:<table>``), so that a batch of
@@ -30,13 +30,14 @@ PROFILES_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS cdcwh.column_profiles (
     layer VARCHAR NOT NULL, table_name VARCHAR NOT NULL, column_name VARCHAR NOT NULL,
     profiled_at TIMESTAMPTZ NOT NULL, batch_id BIGINT, row_count BIGINT NOT NULL, null_fraction DOUBLE,
-    distinct_estimate BIGINT, min_value VARCHAR, max_value VARCHAR, mean DOUBLE, top_values VARCHAR,
+    distinct_estimate BIGINT, min_value VARCHAR, max_value VARCHAR, mean DOUBLE, stddev DOUBLE,
+    top_values VARCHAR,
     shipped BOOLEAN NOT NULL DEFAULT false,
     PRIMARY KEY (layer, table_name, column_name, profiled_at))
 """
 PROFILE_COLUMNS: Final = (
     "layer, table_name, column_name, profiled_at, batch_id, row_count, null_fraction, distinct_estimate, "
-    "min_value, max_value, mean, top_values"
+    "min_value, max_value, mean, stddev, top_values"
 )
 NUMERIC_TYPES: Final = frozenset(
     {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
@@ -59,6 +60,7 @@ class ColumnProfile:
     min_value: str | None
     max_value: str | None
     mean: float | None
+    stddev: float | None
     top_values: list[str] | None
 
     def row(self) -> tuple[Any, ...]:
@@ -75,6 +77,7 @@ class ColumnProfile:
             self.min_value,
             self.max_value,
             self.mean,
+            self.stddev,
             top,
         )
 
@@ -103,6 +106,7 @@ def profile_query(source: str, columns: list[tuple[str, str]], where: str = "tru
         parts.append(f"min({col})::VARCHAR" if ordered else "NULL")
         parts.append(f"max({col})::VARCHAR" if ordered else "NULL")
         parts.append(f"avg({col})::DOUBLE" if is_numeric(kind) else "NULL")
+        parts.append(f"stddev_pop({col})::DOUBLE" if is_numeric(kind) else "NULL")
         parts.append(f"approx_top_k({col}, {TOP_VALUES})" if kind in TEXT_TYPES else "NULL")
     return f"SELECT {', '.join(parts)} FROM {source} WHERE {where}"  # noqa: S608 - quoted
 
@@ -125,7 +129,7 @@ def profile_relation(
         return []
     profiles = []
     for i, (name, _kind) in enumerate(columns):
-        non_null, distinct, low, high, mean, top = values[1 + 6 * i : 7 + 6 * i]
+        non_null, distinct, low, high, mean, stddev, top = values[1 + 7 * i : 8 + 7 * i]
         distinct_n = None if distinct is None else int(distinct)
         keep_top = top is not None and distinct_n is not None and distinct_n <= TOP_VALUES_MAX_DISTINCT
         profiles.append(
@@ -141,6 +145,7 @@ def profile_relation(
                 min_value=low,
                 max_value=high,
                 mean=None if mean is None else float(mean),
+                stddev=None if stddev is None else float(stddev),
                 top_values=[str(v) for v in top if v is not None] if keep_top else None,
             )
         )
@@ -191,7 +196,7 @@ def profile_all(con: duckdb.DuckDBPyConnection, *, at: datetime, batch_id: int |
         if profiles:
             con.executemany(
                 f"INSERT OR IGNORE INTO cdcwh.column_profiles ({PROFILE_COLUMNS}) "  # noqa: S608 - constant
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [p.row() for p in profiles],
             )
         con.execute("COMMIT")

@@ -84,7 +84,7 @@ def sample_rows() -> dict[str, list[tuple[Any, ...]]]:
         ],
         "bad_records": bad_record_rows([rejection], DAY),
         "column_profiles": [
-            ("silver", "orders", "status", DAY, 1, 10, 0.1, 3, "a", "c", None, Jsonb(["a", "b", "c"])),
+            ("silver", "orders", "status", DAY, 1, 10, 0.1, 3, "a", "c", None, None, Jsonb(["a", "b", "c"])),
         ],
         "anomalies": [("silver.orders", "", "volume", DAY, 0.0, 600.0, 20.0, -20.2, 6.0, DAY)],
     }
