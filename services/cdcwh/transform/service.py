@@ -98,11 +98,11 @@ class TransformService:
             if result.gold_changes:
                 faults.hit(faults.BEFORE_PUBLISH, self.settings.data_dir)
             published = self.publisher.publish(con)
-            # after the commit: profiles, anomalies and the audit rows shipped to PostgreSQL (never raises)
-            self.audit.after_batch(con, result.batch_id)
         except BaseException:
             self.release()
             raise
+        # after the commit: profiles, anomalies and the audit rows shipped to PostgreSQL (never raises)
+        self.audit.after_batch(con, result.batch_id)
         held = time.monotonic() - self._opened_at
         if result.batch_id is None or held >= self.settings.transform.hold_s:
             self.release()
