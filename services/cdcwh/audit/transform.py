@@ -83,9 +83,7 @@ class TransformAudit:
         except duckdb.Error as exc:
             metrics.ERRORS.labels("transform", "profile").inc()
             log.warning("profiling or anomaly detection failed, tried again later: %s", exc)
-        if self.writer is None:
-            return
-        if time.monotonic() >= self._next_ship:
+        if self.writer is not None and time.monotonic() >= self._next_ship:
             try:
                 self.ship(con)
             except (*WRITE_ERRORS, duckdb.Error) as exc:
@@ -202,8 +200,10 @@ class TransformAudit:
 
     def prune(self, con: duckdb.DuckDBPyConnection) -> None:
         cutoff = self.clock() - timedelta(days=self.audit.retention_days)
-        con.execute("DELETE FROM cdcwh.column_profiles WHERE profiled_at < ? AND shipped", [cutoff])
-        con.execute("DELETE FROM cdcwh.anomalies WHERE observed_at < ? AND shipped", [cutoff])
+        # shipped rows only while the audit is on: the others wait for PostgreSQL
+        shipped = "shipped" if self.writer is not None else "true"
+        con.execute(f"DELETE FROM cdcwh.column_profiles WHERE profiled_at < ? AND {shipped}", [cutoff])  # noqa: S608
+        con.execute(f"DELETE FROM cdcwh.anomalies WHERE observed_at < ? AND {shipped}", [cutoff])  # noqa: S608
         if self.writer is not None:
             deleted = self.writer.prune(self.audit.retention_days)
             if any(deleted.values()):

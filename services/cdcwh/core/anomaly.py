@@ -10,10 +10,10 @@ mean) is a series of ``Point``s. The newest point is compared with a baseline of
 The baseline is the median and the MAD (median absolute deviation); the score is the distance from the
 median in scaled MADs (``1.4826 * MAD``, a standard deviation for normal data). A steady signal has a MAD
 near zero, which would make any wobble infinite: the scale is at least a floor per signal (``FLOORS``,
-absolute and relative to the median; for a null fraction measured on ``n`` rows, also the binomial
-sampling error ``sqrt(p(1-p)/n)``, so that one null in a small window is not a spike, and for a mean the
-standard error ``stddev/sqrt(n)``). A point whose
-``|score|`` exceeds the threshold is an ``Anomaly`` (for freshness only a rise counts).
+absolute and relative to the median), and a sampling floor: for a volume (a count) its Poisson noise
+``sqrt(median)``; for a null fraction measured on ``n`` rows the binomial error ``sqrt(p(1-p)/n)``, so
+that one null in a small window is not a spike; for a mean its standard error ``stddev/sqrt(n)``. A point
+whose ``|score|`` exceeds the threshold is an ``Anomaly`` (for freshness only a rise counts).
 Fewer than ``min_points`` history points give no verdict.
 """
 
@@ -94,6 +94,8 @@ def score(
 ) -> float:
     floor = FLOORS[signal]
     scale = max(MAD_TO_SIGMA * base.mad, floor.absolute, floor.relative * abs(base.median))
+    if signal == "volume":  # counts: at least their Poisson noise
+        scale = max(scale, math.sqrt(abs(base.median)))
     if signal == "null_fraction" and rows:
         p = min(max(base.median, 1 / rows), 0.5)
         scale = max(scale, math.sqrt(p * (1 - p) / rows))

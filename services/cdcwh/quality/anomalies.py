@@ -106,12 +106,15 @@ def profile_anomalies(
     judged = [p for p in profiles if p.row_count >= MIN_PROFILE_ROWS and p.column_name not in SKIPPED_COLUMNS]
     if not judged:
         return []
+    since = min(p.profiled_at for p in judged) - SEASONAL_LOOKBACK
+    tables = sorted({f"{p.layer}.{p.table_name}" for p in judged})
     rows = con.execute(
         """SELECT layer, table_name, column_name, profiled_at, row_count, null_fraction, mean, stddev
-        FROM cdcwh.column_profiles WHERE row_count >= ?
+        FROM cdcwh.column_profiles
+        WHERE row_count >= ? AND profiled_at >= ? AND list_contains(?, layer || '.' || table_name)
         QUALIFY row_number() OVER (PARTITION BY layer, table_name, column_name ORDER BY profiled_at DESC) <= ?
         ORDER BY profiled_at""",
-        [MIN_PROFILE_ROWS, audit.anomaly_window + 1],
+        [MIN_PROFILE_ROWS, since, tables, audit.anomaly_window + 1],
     ).fetchall()
     history: dict[tuple[str, str, str], list[Measured]] = defaultdict(list)
     for layer, table, column, at, n, nulls, mean, spread in rows:

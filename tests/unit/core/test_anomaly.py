@@ -85,3 +85,15 @@ def test_freshness_counts_seconds_since_the_last_minute_with_changes() -> None:
     # only a rise of freshness counts: data arriving sooner than usual is no anomaly
     slow = [Point(START + timedelta(minutes=i), 600.0) for i in range(30)]
     assert detect("freshness", [*slow, Point(START + timedelta(minutes=30), 0.0)], **KW) is None
+
+
+def test_a_sparse_table_s_counting_noise_is_no_alarm() -> None:
+    # about one change a minute (Poisson), 4 hours: minutes with 0 or 4 changes are ordinary
+    rng = random.Random(5)
+    series = []
+    for i in range(240):
+        n, t = 0, rng.expovariate(1.0)
+        while t < 1.0:
+            n, t = n + 1, t + rng.expovariate(1.0)
+        series.append(Point(START + timedelta(minutes=i), float(n)))
+    assert flagged("volume", series) == []
