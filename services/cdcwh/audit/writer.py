@@ -111,17 +111,17 @@ class PostgresAuditWriter:
             raise
 
     def prune(self, retention_days: int) -> dict[str, int]:
-        """Delete the rows past the retention; rows deleted per table."""
+        """Delete the rows past the retention, through the owner connection (the audit role may only insert
+        and read: docs/security.md); rows deleted per table."""
         deleted: dict[str, int] = {}
-        try:
-            conn = self._connect()
+        with psycopg.connect(self._owner_dsn(), connect_timeout=self.connect_timeout_s) as conn:
+            if not self._ready:
+                ensure_audit_schema(conn, self.schema)
+                self._ready = True
             with conn.transaction():
                 for table in TABLES:
                     deleted[table] = conn.execute(prune_sql(self.schema, table), (retention_days,)).rowcount
-            return deleted
-        except BaseException:
-            self.close()
-            raise
+        return deleted
 
     def close(self) -> None:
         if self._conn is not None:

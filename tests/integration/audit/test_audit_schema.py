@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
+import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -153,3 +155,37 @@ def test_a_landing_consumed_again_keeps_its_key_and_a_pure_redo_adds_nothing() -
     assert landing_rows(offsets, rows_in=3, landed=0, rejections=[], started=DAY, finished=DAY) == {}
     landed = landing_rows(offsets, rows_in=3, landed=3, rejections=[], started=DAY, finished=DAY)
     assert landed["pipeline_runs"] == [("ingest", run_key(offsets), DAY, DAY, "ok", 3, 3, None)]
+
+
+def test_an_insert_only_audit_role_writes_and_the_owner_prunes(postgres_dsn: str, pg_schema: str) -> None:
+    """The audit connection needs only INSERT and SELECT (the cdcwh_audit role); retention uses the owner."""
+    role = f"r_{pg_schema}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        ensure_audit_schema(conn, pg_schema)
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(pg_schema), sql.Identifier(role))
+        )
+        conn.execute(
+            sql.SQL("GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA {} TO {}").format(
+                sql.Identifier(pg_schema), sql.Identifier(role)
+            )
+        )
+        conn.execute(
+            sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+                sql.Identifier(pg_schema), sql.Identifier(role)
+            )
+        )
+    audit_dsn = psycopg.conninfo.make_conninfo(postgres_dsn, user=role)
+    try:
+        audit = PostgresAuditWriter(lambda: audit_dsn, lambda: postgres_dsn, pg_schema)
+        old = datetime.now(UTC) - timedelta(days=30)
+        assert audit.write({"pipeline_runs": [("sink", "old", old, old, "ok", 1, 1, None)]}) == 1
+        with psycopg.connect(audit_dsn) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(pg_schema, "pipeline_runs")))
+        assert audit.prune(retention_days=7)["pipeline_runs"] == 1
+        audit.close()
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
