@@ -226,6 +226,15 @@ def run_ingest(settings: Settings, *, until_caught_up: bool = False, idle_s: flo
         maintenance=settings.iceberg,
         audit=BufferedAuditWriter.from_settings("ingest", settings),
     )
+    try:
+        return ingest_topics(settings, sink, until_caught_up=until_caught_up, idle_s=idle_s)
+    finally:
+        if sink.audit is not None:  # a last try for audit rows still pending; counts what is lost
+            sink.audit.close()
+
+
+def ingest_topics(settings: Settings, sink: BronzeSink, *, until_caught_up: bool, idle_s: float) -> int:
+    """Subscribe to the matching topics and land them through ``sink``, resubscribing when they change."""
     while True:
         topics = matching_topics(settings)
         if not topics:
