@@ -64,10 +64,12 @@ def check_postgres(settings: Settings) -> None:
         return
     import psycopg
 
+    from cdcwh.redaction import scrub
+
     try:
         psycopg.connect(settings.postgres.dsn.get_secret_value(), connect_timeout=int(TIMEOUT_S)).close()
     except psycopg.Error as exc:
-        reason = " ".join(str(exc).split("\n")[0].split())  # libpq's first line; the hints follow it
+        reason = scrub(" ".join(str(exc).split("\n")[0].split()))  # libpq's first line; hints follow
         raise InfrastructureError(f"postgres.dsn: cannot connect to the database ({reason})") from None
 
 
