@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -85,3 +86,25 @@ def test_scrub_masks_every_secret_of_the_settings() -> None:
         assert secret not in scrubbed
     assert scrubbed.startswith("could not connect to ***; also ***, ***")
     assert scrub("nothing secret here") == "nothing secret here"
+
+
+def test_the_log_handler_masks_registered_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    from cdcwh.logs import StderrHandler, TextFormatter
+
+    remember_secrets(Settings(), PASSWORD)
+    handler = StderrHandler()
+    handler.setFormatter(TextFormatter("test"))
+    logger = logging.getLogger("test.redaction")
+    logger.addHandler(handler)
+    try:
+        logger.warning("connecting with %s", f"postgresql://ada:{PASSWORD}@db/wh")
+        try:
+            raise RuntimeError(f"refused: password {PASSWORD}")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert PASSWORD not in err
+    assert "connecting with postgresql://ada:***@db/wh" in err
+    assert "RuntimeError: refused: password ***" in err
