@@ -63,9 +63,10 @@ def _lower(value: object) -> object:
 
 
 class Section(BaseModel):
-    """A settings section: an unknown key in it is an error, not silently ignored."""
+    """A settings section: an unknown key in it is an error, not silently ignored. A validation error of a
+    section built directly (not through ``load_settings``) does not quote the input, which may be a secret."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)
 
 
 class KafkaSettings(Section):
@@ -293,6 +294,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         populate_by_name=True,
+        hide_input_in_errors=True,  # the input may be a secret; load_settings shows the others' values
     )
 
     data_dir: Path = Path(".cdcwh")

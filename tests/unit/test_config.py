@@ -266,3 +266,14 @@ def test_an_invalid_secret_setting_is_named_but_its_value_not_shown(
     message = str(info.value)
     assert "CDCWH_KAFKA__SASL_PASSWORD" in message and "12345678" not in message
     assert "CDCWH_KAFKA__SESSION_TIMEOUT_MS" in message and "(got 5)" in message  # others still shown
+
+
+def test_a_section_built_directly_does_not_quote_a_secret_in_its_error() -> None:
+    from pydantic import ValidationError
+
+    from cdcwh.config import Settings
+
+    with pytest.raises(ValidationError) as info:
+        Settings(postgres={"dsn": "host=db password=x dsn-canary"})  # type: ignore[arg-type]
+    assert "postgres.dsn" in str(info.value)
+    assert "dsn-canary" not in str(info.value)
