@@ -33,7 +33,8 @@ MASK = "***"
 MIN_SCRUBBED = 4
 UNPARSABLE = "(a DSN that does not parse; not shown)"
 _PASSWORD_KEYS = frozenset({"password", "passwd", "sslpassword"})
-_secrets: frozenset[str] = frozenset()
+_secrets: tuple[str, ...] = ()
+"""The registered secrets, longest first (so that a whole DSN is masked before the password inside it)."""
 _lock = threading.Lock()
 
 
@@ -129,15 +130,19 @@ def remember_secrets(settings: Settings, *extra: str) -> None:
     global _secrets
     values = {*_secret_values(settings), *extra}
     with _lock:
-        _secrets = frozenset(v for v in values if len(v) >= MIN_SCRUBBED)
+        _secrets = tuple(sorted((v for v in values if len(v) >= MIN_SCRUBBED), key=len, reverse=True))
+
+
+def forget_secrets() -> None:
+    """Register none (for tests that call ``cli.main`` in-process, one after another)."""
+    global _secrets
+    with _lock:
+        _secrets = ()
 
 
 def scrub(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***`` (longest first, so a DSN goes whole)."""
-    secrets = _secrets
-    if not secrets:
-        return text
-    for secret in sorted(secrets, key=len, reverse=True):
+    """``text`` with every registered secret replaced by ``***``."""
+    for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
     return text

@@ -117,7 +117,7 @@ def test_no_secret_in_logs_status_or_errors(
         captured = capsys.readouterr()
         outputs += [captured.out, captured.err]
     finally:
-        redaction._secrets = frozenset()  # what main() registered
+        redaction.forget_secrets()  # what main() registered
     assert "postgres.dsn: cannot connect to the database" in outputs[-3]
     assert "CDCWH_POSTGRES__DSN" in outputs[-1] and "not a libpq connection string" in outputs[-1]
     exception_text = "".join(traceback.format_exception(refused.value))

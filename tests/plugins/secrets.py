@@ -64,6 +64,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     )
 
 
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Each test starts with no secrets registered for scrubbing (``cli.main`` in-process registers some)."""
+    from cdcwh.redaction import forget_secrets
+
+    forget_secrets()
+
+
 def _scan_files(root: Path) -> list[str]:
     found = []
     needles = [canary.encode() for canary in CANARIES]

@@ -19,7 +19,7 @@ PASSWORD = "Sekr3t-pw"  # noqa: S105 - a test secret
 @pytest.fixture(autouse=True)
 def _forget() -> Iterator[None]:
     yield
-    redaction._secrets = frozenset()
+    redaction.forget_secrets()
 
 
 @pytest.mark.parametrize(
