@@ -20,7 +20,7 @@ from __future__ import annotations
 import duckdb
 
 from cdcwh.config import Settings
-from cdcwh.errors import CdcwhError
+from cdcwh.errors import CdcwhError, QueryRefused
 
 #: applied in this order after the warehouse is attached; ``lock_configuration`` must come last
 LOCKDOWN = (
@@ -32,11 +32,9 @@ LOCKDOWN = (
     "SET lock_configuration = true",
 )
 
+__all__ = ["QueryRefused", "check_read_query", "execute_read_query", "lock_down", "open_sandbox"]
+
 ALLOWED = "one read query: SELECT, WITH, VALUES, TABLE, FROM, DESCRIBE, SHOW, SUMMARIZE or UNPIVOT"
-
-
-class QueryRefused(CdcwhError):
-    """The SQL is not a single read query; the message says what was found and what is allowed."""
 
 
 def lock_down(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
