@@ -12,7 +12,8 @@ every canary in:
 - every file under the session's base temporary directory (the services' logs of ``cdcwh run``, the
   embedded broker's and Postgres's logs, captured outputs written by tests, data files), up to
   ``MAX_FILE_BYTES`` each;
-- pytest's record of every test: captured stdout, stderr and log records, and the failure text.
+- pytest's record of every test: captured stdout, stderr and log records, and the failure text (what was
+  raised; not pytest's rendering of the test's own arguments, which hold the canary DSN by design).
 
 A canary found fails the session (exit status 1) with the places it was found in the terminal summary.
 Turn the check off for one run with ``-p no:tests.plugins.secrets`` (the DSN then has no canary either).
@@ -47,6 +48,17 @@ def with_canary_password(dsn: str) -> str:
     return make_conninfo(dsn, password=PG_PASSWORD)
 
 
+def _raised_text(longrepr: str) -> str:
+    """The lines of a failure that come from what was raised (``E   ...``), without pytest's rendering of
+    the test's own values: the arguments of a failing test (``postgres_dsn = '...password=...'``) and the
+    ``+  where x = f(...)`` explanations of an assertion, which quote the test's fixtures."""
+    return "\n".join(
+        line
+        for line in longrepr.splitlines()
+        if line.startswith("E") and not line[1:].lstrip().startswith("+")
+    )
+
+
 def _canaries_in(text: str) -> list[str]:
     return [canary for canary in CANARIES if canary in text]
 
@@ -58,7 +70,7 @@ def _is_controller(config: pytest.Config) -> bool:
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     texts = [(f"captured {name}", content) for name, content in report.sections]
     if report.longrepr is not None:
-        texts.append(("failure text", report.longreprtext))
+        texts.append(("failure text", _raised_text(report.longreprtext)))
     _reported.extend(
         f"{report.nodeid} ({report.when}) {where}" for where, text in texts if _canaries_in(text)
     )
