@@ -19,6 +19,7 @@ from cdcwh import __version__, logs
 from cdcwh.config import CONFIG_ENV, Settings, load_settings
 from cdcwh.errors import CdcwhError
 from cdcwh.logs import silence_known_warnings
+from cdcwh.redaction import remember_secrets, scrub
 
 log = logging.getLogger("cdcwh")
 
@@ -86,7 +87,7 @@ def report(exc: CdcwhError) -> None:
     if logs.current_format() == "json":
         log.error("%s", exc)
     else:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        print(f"error: {scrub(str(exc))}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.command, "INFO", os.environ.get(logs.FORMAT_ENV))
     try:
         settings = load_settings()
+        remember_secrets(settings)
         logs.configure(args.command, settings.log_level, settings.log_format)
         from cdcwh import preflight
 

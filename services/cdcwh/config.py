@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,9 +63,10 @@ def _lower(value: object) -> object:
 
 
 class Section(BaseModel):
-    """A settings section: an unknown key in it is an error, not silently ignored."""
+    """A settings section: an unknown key in it is an error, not silently ignored. A validation error of a
+    section built directly (not through ``load_settings``) does not quote the input, which may be a secret."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)
 
 
 class KafkaSettings(Section):
@@ -123,6 +125,23 @@ class KafkaSettings(Section):
         return config
 
 
+def _parsable_dsn(value: SecretStr | None) -> SecretStr | None:
+    """A DSN libpq can parse; refused here, at start, because libpq's parse error (raised later, by the first
+    connection) quotes the text around the fault, which can be part of the password."""
+    if value is not None:
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(value.get_secret_value())
+        except ProgrammingError:
+            raise ValueError(
+                "not a libpq connection string (key=value ...) or URI (postgresql://...); the parser's "
+                "message is not shown, since it can quote the password"
+            ) from None
+    return value
+
+
 PostgresPurpose = Literal["owner", "sink", "audit", "reader"]
 """What a connection to the warehouse Postgres is for; each may have its own role (docs/security.md)."""
 
@@ -151,6 +170,8 @@ class PostgresSettings(Section):
         """The DSN set for ``purpose``, else the common ``postgres.dsn`` (None: the embedded Postgres)."""
         specific: SecretStr | None = getattr(self, f"{purpose}_dsn")
         return specific if specific is not None else self.dsn
+
+    _dsns_parse = field_validator("dsn", "owner_dsn", "sink_dsn", "audit_dsn", "reader_dsn")(_parsable_dsn)
 
 
 class SchemaRegistrySettings(Section):
@@ -283,6 +304,8 @@ class SourceSettings(Section):
     lag_poll_s: float = Field(default=5.0, gt=0)
     """How often capture polls the replication slot's lag on the source."""
 
+    _dsn_parses = field_validator("dsn")(_parsable_dsn)
+
     @property
     def connector_path(self) -> Path:
         if self.connector_file is not None:
@@ -298,6 +321,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         populate_by_name=True,
+        hide_input_in_errors=True,  # the input may be a secret; load_settings shows the others' values
     )
 
     data_dir: Path = Path(".cdcwh")
@@ -381,6 +405,20 @@ def settings_files() -> list[tuple[Path, str]]:
     return files
 
 
+def _readable_by_others(path: Path) -> str | None:
+    """Why the secrets file must not be used (group or others may read it), or None."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None  # reported when it is read
+    if os.name != "posix" or not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return None
+    return (
+        f"{SECRETS_ENV}: {path} is readable by other users (mode {mode:04o}); it holds secrets, so only its "
+        f"owner may read it: chmod 600 {path} (or 400; in Kubernetes, defaultMode: 0400)"
+    )
+
+
 def _check_names() -> list[str]:
     """Every unknown setting name in the environment and the TOML files, with a suggestion each."""
     variables = {
@@ -392,6 +430,9 @@ def _check_names() -> list[str]:
     }
     problems = unknown_variables(variables, Settings, ENV_PREFIX)
     for path, named_by in settings_files():
+        if named_by == SECRETS_ENV and (exposed := _readable_by_others(path)):
+            problems.append(exposed)
+            continue  # not read: what it holds may already be known to others, and must be changed
         try:
             document = tomllib.loads(path.read_text())
         except FileNotFoundError:
@@ -404,12 +445,28 @@ def _check_names() -> list[str]:
     return problems
 
 
+def _is_secret(loc: tuple[int | str, ...]) -> bool:
+    """Whether ``loc`` names a ``SecretStr`` setting (whose value an error message must not show)."""
+    model: Any = Settings
+    annotation: Any = None
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(part, str) or fields is None:
+            return False
+        field = fields.get(part) or next((f for f in fields.values() if f.alias == part), None)
+        if field is None:
+            return False
+        annotation = model = field.annotation
+    return "SecretStr" in str(annotation)
+
+
 def _describe(error: Mapping[str, Any]) -> str:
     loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":  # a section given as JSON in one variable (CDCWH_KAFKA='{...}')
         return f"{setting_name(loc)}: no such setting; {suggestion(Settings, loc, ENV_PREFIX)}"
     value = error.get("input")
-    shown = "" if isinstance(value, dict) or error["type"] == "missing" else f" (got {value!r})"
+    hidden = isinstance(value, dict) or error["type"] == "missing" or _is_secret(loc)
+    shown = "" if hidden else f" (got {value!r})"
     dotted = ".".join(str(part).rstrip("_") for part in loc if not isinstance(part, int))
     return f"{setting_name(loc)} ({dotted}): {error['msg']}{shown}"
 

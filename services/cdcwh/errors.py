@@ -6,6 +6,7 @@
     │   ├── ServiceNotRunning    nothing is listening where the data dir says it should; says how to start it
     │   ├── AlreadyRunning       an embedded service is already running for this data dir
     │   └── EmbeddedStartError   the embedded broker or Postgres could not start; carries its log tail
+    ├── QueryRefused             user SQL that is not a single read query (``cdcwh.sandbox``; terminal)
     ├── TransientError           worth retrying with back-off (a broker or database briefly unavailable)
     │   └── ProduceError         a Kafka delivery failed
     └── MalformedGoldChange      a gold change message not in ``cdcwh.goldfeed``'s format (also a ValueError)
@@ -45,6 +46,10 @@ class AlreadyRunning(InfrastructureError):
 
 class EmbeddedStartError(InfrastructureError):
     """The embedded broker or Postgres could not start."""
+
+
+class QueryRefused(CdcwhError):
+    """User SQL that is not a single read query; the message says what was found and what is allowed."""
 
 
 class TransientError(CdcwhError):

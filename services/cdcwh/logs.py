@@ -109,7 +109,8 @@ class TextFormatter(logging.Formatter):
 
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time of the record (a rich live display swaps it)."""
+    """Writes to whatever ``sys.stderr`` is at the time of the record (a rich live display swaps it), with
+    the secrets of the settings masked."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
@@ -117,6 +118,12 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = sys.stderr
         super().emit(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The formatted record with every registered secret masked (``cdcwh.redaction.scrub``)."""
+        from cdcwh.redaction import scrub
+
+        return scrub(super().format(record))
 
 
 def _to_console(handler: logging.Handler) -> bool:

@@ -67,13 +67,14 @@ def check_postgres(settings: Settings) -> None:
     import psycopg
 
     from cdcwh.pgprivileges import dsn_setting
+    from cdcwh.redaction import scrub
 
     setting = dsn_setting(settings, "sink")
 
     try:
         psycopg.connect(dsn.get_secret_value(), connect_timeout=int(TIMEOUT_S)).close()
     except psycopg.Error as exc:
-        reason = " ".join(str(exc).split("\n")[0].split())  # libpq's first line; the hints follow it
+        reason = scrub(" ".join(str(exc).split("\n")[0].split()))  # libpq's first line; hints follow
         raise InfrastructureError(f"{setting}: cannot connect to the database ({reason})") from None
 
 

@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from cdcwh.embedded import EmbeddedBroker, EmbeddedPostgres
+from tests.plugins.secrets import with_canary_password
 
 
 @pytest.fixture(scope="session")
@@ -32,17 +33,18 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """DSN of a fresh database on a real PostgreSQL for this test session."""
+    """DSN of a fresh database on a real PostgreSQL for this test session, with the canary password of
+    tests/plugins/secrets.py (checked for leaks at the end of the session)."""
     external = os.environ.get("CDCWH_TEST_POSTGRES_DSN")
     if not external:
         base = tmp_path_factory.mktemp("pg")
         with EmbeddedPostgres(base, base / "run") as postgres:
-            yield postgres.dsn
+            yield with_canary_password(postgres.dsn)
         return
     name = f"cdcwh_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(external, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(external, dbname=name)
+    dsn = with_canary_password(psycopg.conninfo.make_conninfo(external, dbname=name))
     try:
         yield dsn
     finally:

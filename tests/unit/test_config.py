@@ -180,6 +180,7 @@ def test_the_secrets_file_is_merged_over_the_config_file_and_env_wins(
     )
     secrets = tmp_path / "secrets.toml"
     secrets.write_text('[kafka]\nsasl_password = "s3cret"\n[postgres]\ndsn = "postgresql://u:pw@db/x"\n')
+    secrets.chmod(0o600)
     monkeypatch.setenv("CDCWH_SECRETS_FILE", str(secrets))
     settings = load_settings()
     assert settings.kafka.sasl_password is not None
@@ -195,6 +196,7 @@ def test_an_unknown_key_in_the_secrets_file_names_that_file(
 ) -> None:
     secrets = tmp_path / "secrets.toml"
     secrets.write_text('[postgres]\ndns = "postgresql://u:pw@db/x"\n')
+    secrets.chmod(0o600)
     monkeypatch.setenv("CDCWH_SECRETS_FILE", str(secrets))
     with pytest.raises(ConfigError) as info:
         load_settings()
@@ -212,3 +214,66 @@ def test_kubernetes_service_variables_are_not_taken_for_settings(monkeypatch: py
     monkeypatch.setenv("CDCWH_METRCS__PORT", "1")  # a misspelt setting is still refused
     with pytest.raises(ConfigError, match="CDCWH_METRCS__PORT"):
         load_settings()
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_secrets_file_readable_by_others_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mode: int
+) -> None:
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[kafka]\nsasl_password = "s3cret-canary"\n')
+    secrets.chmod(mode)
+    monkeypatch.setenv("CDCWH_SECRETS_FILE", str(secrets))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert f"CDCWH_SECRETS_FILE: {secrets} is readable by other users (mode {mode:04o})" in message
+    assert f"chmod 600 {secrets}" in message and "s3cret-canary" not in message
+    secrets.chmod(0o400)
+    settings = load_settings()
+    assert settings.kafka.sasl_password is not None
+    assert settings.kafka.sasl_password.get_secret_value() == "s3cret-canary"
+
+
+@pytest.mark.parametrize(
+    ("variable", "dsn"),
+    [
+        ("CDCWH_POSTGRES__DSN", "host=db password=Sekr et-canary"),
+        ("CDCWH_POSTGRES__SINK_DSN", "postgresql://u:Sekr%zzcanary@db/x"),
+        ("CDCWH_SOURCE__DSN", "host=db password='unterminated-canary"),
+    ],
+)
+def test_a_dsn_that_does_not_parse_is_refused_without_quoting_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, dsn: str
+) -> None:
+    """libpq's own parse error quotes the text near the fault (``missing "=" after "et-canary"``)."""
+    monkeypatch.setenv(variable, dsn)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert variable in message and "not a libpq connection string" in message
+    assert "canary" not in message and "Sekr" not in message
+
+
+def test_an_invalid_secret_setting_is_named_but_its_value_not_shown(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "cdcwh.toml"
+    config.write_text("[kafka]\nsasl_password = 12345678\nsession_timeout_ms = 5\n")
+    monkeypatch.setenv("CDCWH_CONFIG", str(config))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "CDCWH_KAFKA__SASL_PASSWORD" in message and "12345678" not in message
+    assert "CDCWH_KAFKA__SESSION_TIMEOUT_MS" in message and "(got 5)" in message  # others still shown
+
+
+def test_a_section_built_directly_does_not_quote_a_secret_in_its_error() -> None:
+    from pydantic import ValidationError
+
+    from cdcwh.config import Settings
+
+    with pytest.raises(ValidationError) as info:
+        Settings(postgres={"dsn": "host=db password=x dsn-canary"})  # type: ignore[arg-type]
+    assert "postgres.dsn" in str(info.value)
+    assert "dsn-canary" not in str(info.value)

@@ -36,6 +36,7 @@ from cdcwh.generate import SHOP_TABLES
 from cdcwh.kafka import client_config, ensure_topics
 from cdcwh.metrics import Samples, metrics_port
 from cdcwh.metrics import scrape as scrape_metrics
+from cdcwh.redaction import redact_dsn
 from cdcwh.source import CaptureUnavailable, capture_available
 from cdcwh.supervisor import CAPTURE, SERVICES, WITH_CAPTURE, Supervisor, run_until_caught_up
 
@@ -265,8 +266,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             freshness = {q: quantile(sink, "postgres", q) for q in (0.5, 0.99)}
             if args.keep_running:
                 if source is not None:
-                    console.print(f"change the source and watch the marts follow: psql '{source.dsn}'")
-                marts = f"psql '{postgres_dsn(settings)}'  (schema {settings.postgres.schema_})"
+                    console.print(
+                        "change the source and watch the marts follow: "
+                        f"psql '{redact_dsn(source.dsn, placeholder=None)}'"
+                    )
+                shown = redact_dsn(postgres_dsn(settings), placeholder=None)
+                marts = f"psql '{shown}'  (schema {settings.postgres.schema_})"
                 console.print(f"explore the marts: {marts}")
                 console.print("everything keeps running; Ctrl-C stops it")
                 supervisor.run_until_signal()
@@ -415,7 +420,7 @@ def print_summary(
     from cdcwh.overview.layers import collect_layers
 
     layers = collect_layers(settings)
-    dsn = postgres_dsn(settings)
+    dsn = redact_dsn(postgres_dsn(settings))
     schema = settings.postgres.schema_
     grids = [
         Grid(

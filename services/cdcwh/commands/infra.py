@@ -10,6 +10,7 @@ from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 from cdcwh.embedded import EmbeddedBroker, EmbeddedPostgres
 from cdcwh.pgroles import DEFAULT_PREFIX
+from cdcwh.redaction import redact_dsn
 from cdcwh.stopping import stop_on_signals
 
 console = make_console()
@@ -95,7 +96,7 @@ def run_postgres(args: argparse.Namespace, settings: Settings) -> int:
     record = postgres.start()
     try:
         console.print(f"embedded PostgreSQL running (pid {record.pid}), data in {postgres.pgdata}")
-        console.print(f"connect: psql '{record.address}'")
+        console.print(f"connect: psql '{redact_dsn(record.address, placeholder=None)}'")
         console.print(f"cdcwh commands with CDCWH_DATA_DIR={settings.data_dir} find it on their own.")
         console.print("Ctrl-C stops it (its data is kept).")
         if not wait_for_stop_signal(lambda: record.alive):

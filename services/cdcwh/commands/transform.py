@@ -7,7 +7,6 @@ import argparse
 from cdcwh.commands.args import positive_int
 from cdcwh.commands.output import Grid, add_format_option, emit, make_console
 from cdcwh.config import Settings
-from cdcwh.errors import CdcwhError
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,9 +23,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     transform.set_defaults(handler=run)
     query = sub.add_parser(
         "query",
-        help="run read-only SQL against silver and gold",
-        description="Run one read-only SQL statement against the DuckDB warehouse (schemas silver, "
-        "silver_history, gold, cdcwh) and print the result. --format json prints one document: "
+        help="run one read query against silver and gold (sandboxed: no files, no writes)",
+        description="Run one read query (SELECT, WITH, VALUES, TABLE, FROM, DESCRIBE, SHOW, SUMMARIZE) "
+        "against the DuckDB warehouse (schemas silver, silver_history, gold, cdcwh) and print the result. "
+        "Anything else (COPY, ATTACH, INSTALL/LOAD, SET, PRAGMA, CALL, EXPLAIN, DDL, DML, several "
+        "statements) is refused, and file and network access are off (docs/security-secrets.md). "
+        "--format json prints one document: "
         '{"columns": [{"name", "type"}], "rows": [[...]], "truncated": bool} (docs/operations.md).',
     )
     query.add_argument("sql", help='e.g. "SELECT * FROM gold.daily_revenue ORDER BY order_date"')
@@ -47,16 +49,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_query(args: argparse.Namespace, settings: Settings) -> int:
-    import duckdb
+    from cdcwh.sandbox import execute_read_query, open_sandbox
 
-    from cdcwh.warehouse import open_warehouse
-
-    con = open_warehouse(settings, read_only=True)
+    con = open_sandbox(settings)
     try:
-        try:
-            cursor = con.execute(args.sql)
-        except duckdb.Error as exc:
-            raise CdcwhError(f"query failed: {exc}") from exc
+        cursor = execute_read_query(con, args.sql)
         description = cursor.description or []
         rows = cursor.fetchmany(args.limit + 1)
     finally:

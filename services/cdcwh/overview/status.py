@@ -261,7 +261,10 @@ def assess(status: Status, thresholds: Thresholds, now: datetime) -> Health:
 
 
 def _describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, CdcwhError) else f"{type(exc).__name__}: {exc}"
+    """The error's text for the status report, with every registered secret masked."""
+    from cdcwh.redaction import scrub
+
+    return scrub(str(exc) if isinstance(exc, CdcwhError) else f"{type(exc).__name__}: {exc}")
 
 
 def _bronze(
