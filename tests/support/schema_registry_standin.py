@@ -39,6 +39,8 @@ class RegistryState:
     subjects: dict[str, list[int]] = field(default_factory=dict)
     config: dict[str, str] = field(default_factory=lambda: {"": "BACKWARD"})
     fail_with: int | None = None
+    authorizations: list[str | None] = field(default_factory=list)
+    """The ``Authorization`` header of every request, in order (basic auth is not checked)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def register(self, subject: str, schema: str) -> int:
@@ -76,6 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str) -> None:
         state = self.server.state
+        state.authorizations.append(self.headers.get("Authorization"))
         if state.fail_with is not None:
             self._send(state.fail_with, {"error_code": state.fail_with * 100, "message": "unavailable"})
             return
