@@ -88,13 +88,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"id": schema_id})
         elif method == "POST" and (m := re.fullmatch(r"/subjects/([^/]+)", path)):
             schema = self._body()["schema"]
-            versions = state.subjects.get(m[1], [])
-            schema_id = state.ids.get(schema)
-            if schema_id is None or schema_id not in versions:
+            registered = state.subjects.get(m[1], [])
+            found = state.ids.get(schema)
+            if found is None or found not in registered:
                 self._not_found(40403, "Schema not found")
             else:
-                version = versions.index(schema_id) + 1
-                self._send(200, {"subject": m[1], "version": version, "id": schema_id, "schema": schema})
+                version = registered.index(found) + 1
+                self._send(200, {"subject": m[1], "version": version, "id": found, "schema": schema})
         elif method == "GET" and (m := re.fullmatch(r"/schemas/ids/(\d+)", path)):
             text = state.schemas.get(int(m[1]))
             if text is None:
@@ -109,16 +109,16 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, list(range(1, len(state.subjects[m[1]]) + 1)))
         elif method == "GET" and (m := re.fullmatch(r"/subjects/([^/]+)/versions/(\d+|latest)", path)):
-            versions = state.subjects.get(m[1])
-            if not versions:
+            subject_ids = state.subjects.get(m[1])
+            if not subject_ids:
                 self._not_found(40401, f"Subject '{m[1]}' not found.")
                 return
-            number = len(versions) if m[2] == "latest" else int(m[2])
-            if not 1 <= number <= len(versions):
+            number = len(subject_ids) if m[2] == "latest" else int(m[2])
+            if not 1 <= number <= len(subject_ids):
                 self._not_found(40402, f"Version {m[2]} not found.")
                 return
-            schema_id = versions[number - 1]
-            body = {"subject": m[1], "version": number, "id": schema_id, "schema": state.schemas[schema_id]}
+            latest = subject_ids[number - 1]
+            body = {"subject": m[1], "version": number, "id": latest, "schema": state.schemas[latest]}
             self._send(200, body)
         elif (m := re.fullmatch(r"/config(?:/([^/]+))?", path)) and method in ("GET", "PUT"):
             subject = m[1] or ""

@@ -4,8 +4,9 @@ Kafka Connect's ``AvroConverter`` writes each Connect schema as an Avro schema (
 .AvroData``): structs become records, optional fields ``["null", X]`` unions, and the Connect name, type and
 parameters ride along as the ``connect.name``, ``connect.type`` and ``connect.parameters`` properties. This
 module maps such a writer schema back to the Connect schema the JSON converter would have sent, so that the
-JSON path's row plans and codecs decode Avro exactly as they decode JSON, and reads the body with fastavro
-**without** Avro logical types: a ``Date`` stays its day count, a ``Decimal`` its unscaled bytes, a
+JSON path's row plans and codecs decode Avro exactly as they decode JSON, and reads the body (a reader
+generated per schema, :mod:`cdcwh.core.avro_reader`; fastavro validates the schema) **without** Avro logical
+types: a ``Date`` stays its day count, a ``Decimal`` its unscaled bytes, a
 ``Timestamp`` its epoch milliseconds, which are the wire values the codecs expect (bytes arrive as bytes
 rather than base64 text; :func:`cdcwh.core.codec.decode_base64` accepts both).
 
@@ -15,14 +16,14 @@ and passed in by id. A schema is parsed and planned once per schema text (a boun
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
-from fastavro import parse_schema, schemaless_reader
+from fastavro import parse_schema
 
+from cdcwh.core.avro_reader import Reader, compile_reader
 from cdcwh.core.plan import RowPlan
 from cdcwh.core.record import RawRecord, RejectReason
 
@@ -87,7 +88,7 @@ def schema_ids(records: Iterable[RawRecord]) -> set[int]:
 
 @dataclass(slots=True)
 class _Compiled:
-    parsed: Any
+    read: Reader | None
     connect: Any
     error: str | None
     plans: dict[str, RowPlan] = field(default_factory=dict)
@@ -119,21 +120,24 @@ def decode(
     plan = compiled.plans.get(what)
     if plan is None:
         plan = compiled.plans[what] = build(compiled.connect)
-    buffer = io.BytesIO(raw)
-    buffer.seek(HEADER_BYTES)
+    assert compiled.read is not None  # noqa: S101 - set whenever error is None
     try:
-        payload = schemaless_reader(buffer, compiled.parsed, None)
-    except Exception as exc:  # EOFError on a truncated body, ValueError/IndexError on garbage
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        payload, end = compiled.read(raw, HEADER_BYTES)
+    except (
+        Exception
+    ) as exc:  # IndexError/struct.error on a truncated body, ValueError/UnicodeError on garbage
+        end, payload = -1, f"{type(exc).__name__}: {exc}"
+    if end == len(raw):
+        return plan, payload
+    if end > len(raw) or end < 0:
+        detail = payload if end < 0 else "truncated"
         raise AvroReject(
             RejectReason.INVALID_AVRO, f"{what} body does not decode with schema id {schema_id} ({detail})"
-        ) from None
-    if buffer.tell() != len(raw):
-        raise AvroReject(
-            RejectReason.INVALID_AVRO,
-            f"{what} has {len(raw) - buffer.tell()} bytes after the Avro body of schema id {schema_id}",
         )
-    return plan, payload
+    raise AvroReject(
+        RejectReason.INVALID_AVRO,
+        f"{what} has {len(raw) - end} bytes after the Avro body of schema id {schema_id}",
+    )
 
 
 def _compile(text: str) -> _Compiled:
@@ -143,8 +147,8 @@ def _compile(text: str) -> _Compiled:
     try:
         document = orjson.loads(text)
         connect = to_connect(document)
-        parsed = parse_schema(_without_logical_types(document))
-        compiled = _Compiled(parsed, connect, None)
+        parse_schema(document)  # fastavro validates the writer schema
+        compiled = _Compiled(compile_reader(document), connect, None)
     except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
         compiled = _Compiled(None, None, f"the writer schema cannot be used: {exc}")
     except Exception as exc:  # fastavro's SchemaParseException and friends
@@ -158,15 +162,6 @@ def _compile(text: str) -> _Compiled:
 def clear_cache() -> None:
     """Forget every compiled writer schema (tests)."""
     _COMPILED.clear()
-
-
-def _without_logical_types(schema: Any) -> Any:
-    """``schema`` without ``logicalType`` properties: fastavro then returns the raw wire values."""
-    if isinstance(schema, dict):
-        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
-    if isinstance(schema, list):
-        return [_without_logical_types(v) for v in schema]
-    return schema
 
 
 def to_connect(schema: Any) -> dict[str, Any]:
