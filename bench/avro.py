@@ -12,6 +12,7 @@ per schema id, so it does not weigh on the figure).
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import json
 import time
@@ -34,6 +35,12 @@ _AVRO_TYPES = {
 }
 DECODE_EVENTS = 50_000
 DECODE_BATCH = 5_000
+DECODE_ROUNDS = 5
+GC_THRESHOLDS = (
+    50_000,
+    20,
+    10,
+)  # cdcwh.ingest.service's (importing it prints authlib's warning via quixstreams)
 
 
 def avro_schema(connect: dict[str, Any], namespace: str = "", defined: set[str] | None = None) -> Any:
@@ -136,25 +143,31 @@ def workload(events: int, seed: int) -> Iterator[Any]:
 def decode_us_per_event(
     json_records: list[Any], avro_records: list[Any], encoder: AvroEncoder
 ) -> dict[str, float]:
-    """The decoder alone (``decode_batch``, batches of 5,000) on the same events as JSON and as Avro."""
+    """The decoder alone (``decode_batch``, batches of 5,000, ingest's GC thresholds) on the same events as
+    JSON (with the schema envelope) and as Avro: CPU us per event, the best of interleaved rounds."""
     from cdcwh.config import Settings
     from cdcwh.contracts import load_contracts
     from cdcwh.core import RawRecord, decode_batch
     from cdcwh.core.avro import WriterSchemas
 
     assert encoder.state is not None  # noqa: S101
+    gc.set_threshold(*GC_THRESHOLDS)
     contracts = load_contracts(Settings().contracts_path)
     schemas = WriterSchemas(dict(encoder.state.schemas))
-    out: dict[str, float] = {}
-    for name, batch in (("json", json_records), ("avro", avro_records)):
-        raws = [RawRecord(r.topic, 0, i, 1_700_000_000_000, r.key, r.value) for i, r in enumerate(batch)]
-        start = time.process_time()
-        for at in range(0, len(raws), DECODE_BATCH):
-            decoded = decode_batch(raws[at : at + DECODE_BATCH], contracts, writer_schemas=schemas)
-            if decoded.rejected:
-                raise RuntimeError(f"{name}: {decoded.rejected[0].reason}: {decoded.rejected[0].detail}")
-        out[name] = (time.process_time() - start) * 1e6 / len(raws)
-    return out
+    batches = {
+        name: [RawRecord(r.topic, 0, i, 1_700_000_000_000, r.key, r.value) for i, r in enumerate(batch)]
+        for name, batch in (("json", json_records), ("avro", avro_records))
+    }
+    best = {name: float("inf") for name in batches}
+    for _ in range(DECODE_ROUNDS):  # interleaved, best of: the machine is shared and noisy
+        for name, raws in batches.items():
+            start = time.process_time()
+            for at in range(0, len(raws), DECODE_BATCH):
+                decoded = decode_batch(raws[at : at + DECODE_BATCH], contracts, writer_schemas=schemas)
+                if decoded.rejected:
+                    raise RuntimeError(f"{name}: {decoded.rejected[0].reason}: {decoded.rejected[0].detail}")
+            best[name] = min(best[name], (time.process_time() - start) * 1e6 / len(raws))
+    return best
 
 
 def bench_avro(bench: Bench) -> None:

@@ -24,6 +24,7 @@ import orjson
 from fastavro import parse_schema
 
 from cdcwh.core.avro_reader import Reader, compile_reader
+from cdcwh.core.builder import SOURCE_KEYS
 from cdcwh.core.plan import RowPlan
 from cdcwh.core.record import RawRecord, RejectReason
 
@@ -148,7 +149,7 @@ def _compile(text: str) -> _Compiled:
         document = orjson.loads(text)
         connect = to_connect(document)
         parse_schema(document)  # fastavro validates the writer schema
-        compiled = _Compiled(compile_reader(document), connect, None)
+        compiled = _Compiled(compile_reader(document, _projection(document)), connect, None)
     except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
         compiled = _Compiled(None, None, f"the writer schema cannot be used: {exc}")
     except Exception as exc:  # fastavro's SchemaParseException and friends
@@ -157,6 +158,34 @@ def _compile(text: str) -> _Compiled:
         _COMPILED.clear()
     _COMPILED[text] = compiled
     return compiled
+
+
+ENVELOPE_FIELDS: Final = frozenset({"before", "after", "source", "op"})
+SOURCE_FIELDS: Final = frozenset(SOURCE_KEYS)
+
+
+def _projection(document: Any) -> dict[str, frozenset[str]]:
+    """What the decoder reads of a Debezium envelope: ``before``, ``after``, ``source`` (the fields bronze
+    keeps) and ``op``; the rest (``transaction``, ``ts_us``, ``source.sequence``, ...) is read past. Nothing
+    for any other schema (a key)."""
+    if not isinstance(document, dict) or document.get("type") != "record":
+        return {}
+    fields = {f.get("name"): f.get("type") for f in document.get("fields", []) if isinstance(f, dict)}
+    if "op" not in fields:
+        return {}
+    keep = {_fullname(document, ""): ENVELOPE_FIELDS}
+    source = fields.get("source")
+    if isinstance(source, list):
+        source = next((s for s in source if s != "null"), None)
+    if isinstance(source, dict) and source.get("type") == "record":
+        keep[_fullname(source, _fullname(document, "").rpartition(".")[0])] = SOURCE_FIELDS
+    return keep
+
+
+def _fullname(schema: Mapping[str, Any], namespace: str) -> str:
+    name = str(schema.get("name"))
+    space = schema.get("namespace", namespace)
+    return name if "." in name or not space else f"{space}.{name}"
 
 
 def clear_cache() -> None:

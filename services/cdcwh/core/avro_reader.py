@@ -14,7 +14,7 @@ be valid (fastavro's ``parse_schema`` checks it first, :mod:`cdcwh.core.avro`).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 Reader = Callable[[bytes, int], tuple[Any, int]]
@@ -49,7 +49,8 @@ _HELPERS: Final = {
 
 
 class _Generator:
-    def __init__(self) -> None:
+    def __init__(self, keep: Mapping[str, frozenset[str]]) -> None:
+        self.keep = keep
         self.functions: dict[str, str] = {}  # record fullname -> function name
         self.sources: list[str] = []
         self.constants: dict[str, Any] = {}
@@ -69,8 +70,12 @@ class _Generator:
         function = self.functions[full] = f"_record{len(self.functions)}"
         lines = [f"def {function}(buf, pos):"]
         names = []
+        kept = self.keep.get(full)
         for field in schema["fields"]:
             target = self.var("f")
+            if kept is not None and field["name"] not in kept:
+                self.skip(field["type"], target, space, lines)
+                continue
             names.append((str(field["name"]), target))
             self.emit(field["type"], target, space, lines, 1)
         items = ", ".join(f"{n!r}: {t}" for n, t in names)
@@ -132,6 +137,16 @@ class _Generator:
             self.primitive(kind, target, lines, depth)
         else:
             self.emit(kind, target, namespace, lines, depth)  # {"type": "Name"} or {"type": [...]}
+
+    def skip(self, schema: Any, target: str, namespace: str, lines: list[str]) -> None:
+        """Read past a field that is not kept: strings and bytes are not copied or decoded."""
+        if schema in ("string", "bytes"):
+            self.long(target, lines, 1)
+            lines.append(f"    if {target} < 0:")
+            lines.append("        _bad('negative length')")
+            lines.append(f"    pos += {target}")
+        else:
+            self.emit(schema, target, namespace, lines, 1)
 
     def named(self, schema: dict[str, Any], namespace: str, value: str, kind: str) -> None:
         """Enums and fixed referred to by name later: a one-value reader function."""
@@ -202,9 +217,12 @@ class _Generator:
             lines.append(f"{pad}{target} = {read if kind == 'bytes' else read + '.decode()'}; pos += {size}")
 
 
-def compile_reader(schema: Any) -> Reader:
-    """A reader for values of the (valid) Avro ``schema``: ``reader(buf, pos) -> (value, end)``."""
-    generator = _Generator()
+def compile_reader(schema: Any, keep: Mapping[str, frozenset[str]] | None = None) -> Reader:
+    """A reader for values of the (valid) Avro ``schema``: ``reader(buf, pos) -> (value, end)``.
+
+    ``keep`` projects records: ``{record full name: field names}``; the other fields of such a record are
+    read past and left out of its dict (still checked to be there)."""
+    generator = _Generator(keep or {})
     lines = ["def _read(buf, pos):"]
     generator.emit(schema, "value", "", lines, 1)
     lines.append("    return value, pos")
