@@ -36,11 +36,8 @@ _AVRO_TYPES = {
 DECODE_EVENTS = 50_000
 DECODE_BATCH = 5_000
 DECODE_ROUNDS = 5
-GC_THRESHOLDS = (
-    50_000,
-    20,
-    10,
-)  # cdcwh.ingest.service's (importing it prints authlib's warning via quixstreams)
+# cdcwh.ingest.service.GC_THRESHOLDS, not imported: importing it imports quixstreams
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def avro_schema(connect: dict[str, Any], namespace: str = "", defined: set[str] | None = None) -> Any:
