@@ -124,7 +124,7 @@ class IcebergBronzeWriter:
         self.incarnations = IncarnationTracker(probe)
         self.registry = registry
 
-    def _writer_schemas(self, records: Sequence[RawRecord]) -> WriterSchemas:
+    def writer_schemas(self, records: Sequence[RawRecord]) -> WriterSchemas:
         """The Avro writer schemas the batch refers to; raises ``TransientError`` (before anything is
         landed) while the registry cannot be asked."""
         ids = schema_ids(records)
@@ -138,7 +138,7 @@ class IcebergBronzeWriter:
         result = LandResult()
         if not records:
             return result
-        writer_schemas = self._writer_schemas(records)  # first: a registry outage must change nothing
+        writer_schemas = self.writer_schemas(records)  # first: a registry outage must change nothing
         records, result.resets = self.incarnations.place(records, self._known)
         self.incarnations.advance(records)
         decoded = decode_batch(
