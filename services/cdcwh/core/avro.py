@@ -6,9 +6,9 @@ parameters ride along as the ``connect.name``, ``connect.type`` and ``connect.pa
 module maps such a writer schema back to the Connect schema the JSON converter would have sent, so that the
 JSON path's row plans and codecs decode Avro exactly as they decode JSON, and reads the body (a reader
 generated per schema, :mod:`cdcwh.core.avro_reader`; fastavro validates the schema) **without** Avro logical
-types: a ``Date`` stays its day count, a ``Decimal`` its unscaled bytes, a
-``Timestamp`` its epoch milliseconds, which are the wire values the codecs expect (bytes arrive as bytes
-rather than base64 text; :func:`cdcwh.core.codec.decode_base64` accepts both).
+types: a ``Date`` stays its day count, a ``Decimal`` its unscaled bytes, a ``Timestamp`` its epoch
+milliseconds, which are the wire values the codecs expect (bytes arrive as bytes rather than base64 text;
+:func:`cdcwh.core.codec.decode_base64` accepts both).
 
 Pure: the writer schemas are looked up by the caller (ingest asks the registry, ``cdcwh.schema_registry``)
 and passed in by id. A schema is parsed and planned once per schema text (a bounded cache).
@@ -124,9 +124,7 @@ def decode(
     assert compiled.read is not None  # noqa: S101 - set whenever error is None
     try:
         payload, end = compiled.read(raw, HEADER_BYTES)
-    except (
-        Exception
-    ) as exc:  # IndexError/struct.error on a truncated body, ValueError/UnicodeError on garbage
+    except Exception as exc:  # IndexError/struct.error: truncated; ValueError/UnicodeError: garbage
         end, payload = -1, f"{type(exc).__name__}: {exc}"
     if end == len(raw):
         return plan, payload
