@@ -36,6 +36,17 @@ def _varint(buf: bytes, pos: int, first: int) -> tuple[int, int]:
             raise ValueError("varint longer than 10 bytes")
 
 
+def _length(buf: bytes, pos: int, first: int) -> tuple[int, int]:
+    """A string or bytes length whose first byte is odd (negative) or continues (>= 0x80)."""
+    if first < 0x80:
+        length = (first >> 1) ^ -(first & 1)
+    else:
+        length, pos = _varint(buf, pos, first)
+    if length < 0:
+        raise ValueError("negative length")
+    return length, pos
+
+
 def _bad(what: str) -> Any:
     raise ValueError(what)
 
@@ -43,6 +54,7 @@ def _bad(what: str) -> Any:
 _HELPERS: Final = {
     "_varint": _varint,
     "_bad": _bad,
+    "_length": _length,
     "_float": struct.Struct("<f").unpack_from,
     "_double": struct.Struct("<d").unpack_from,
 }
@@ -89,11 +101,12 @@ class _Generator:
             # ["null", X] (an optional Connect field) or [X, "null"]: the index is one byte, 0x00 or 0x02
             null_at = schema.index("null")
             other = schema[1 - null_at]
-            lines.append(f"{pad}if buf[pos] == {2 * null_at}:")
-            lines.append(f"{pad}    pos += 1; {target} = None")
-            lines.append(f"{pad}elif buf[pos] == {2 * (1 - null_at)}:")
-            lines.append(f"{pad}    pos += 1")
+            index = self.var("u")
+            lines.append(f"{pad}{index} = buf[pos]; pos += 1")
+            lines.append(f"{pad}if {index} == {2 * (1 - null_at)}:")
             self.emit(other, target, namespace, lines, depth + 1)
+            lines.append(f"{pad}elif {index} == {2 * null_at}:")
+            lines.append(f"{pad}    {target} = None")
             lines.append(f"{pad}else:")
             lines.append(f"{pad}    {target} = _bad('union index out of range')")
             return
@@ -141,9 +154,11 @@ class _Generator:
     def skip(self, schema: Any, target: str, namespace: str, lines: list[str]) -> None:
         """Read past a field that is not kept: strings and bytes are not copied or decoded."""
         if schema in ("string", "bytes"):
-            self.long(target, lines, 1)
-            lines.append(f"    if {target} < 0:")
-            lines.append("        _bad('negative length')")
+            lines.append(f"    {target} = buf[pos]; pos += 1")
+            lines.append(f"    if {target} < 0x80 and not {target} & 1:")
+            lines.append(f"        {target} >>= 1")
+            lines.append("    else:")
+            lines.append(f"        {target}, pos = _length(buf, pos, {target})")
             lines.append(f"    pos += {target}")
         else:
             self.emit(schema, target, namespace, lines, 1)
@@ -208,11 +223,13 @@ class _Generator:
             lines.append(f"{pad}{target} = _float(buf, pos)[0]; pos += 4")
         elif kind == "double":
             lines.append(f"{pad}{target} = _double(buf, pos)[0]; pos += 8")
-        else:  # bytes, string
+        else:  # bytes, string: a length, non-negative (an even first byte below 0x80 is the common case)
             size = self.var("n")
-            self.long(size, lines, depth)
-            lines.append(f"{pad}if {size} < 0:")
-            lines.append(f"{pad}    _bad('negative length')")
+            lines.append(f"{pad}{size} = buf[pos]; pos += 1")
+            lines.append(f"{pad}if {size} < 0x80 and not {size} & 1:")
+            lines.append(f"{pad}    {size} >>= 1")
+            lines.append(f"{pad}else:")
+            lines.append(f"{pad}    {size}, pos = _length(buf, pos, {size})")
             read = f"buf[pos:pos + {size}]"
             lines.append(f"{pad}{target} = {read if kind == 'bytes' else read + '.decode()'}; pos += {size}")
 

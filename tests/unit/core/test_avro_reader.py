@@ -126,3 +126,11 @@ def test_garbage_union_index_and_counts_are_refused() -> None:
     array = compile_reader({"type": "array", "items": "null"})
     with pytest.raises(ValueError, match="block count"):
         array(b"\xfe\xff\xff\xff\x0f", 0)  # two billion nulls in five bytes
+
+
+@pytest.mark.parametrize("body", [b"\x01", b"\x81\x01"], ids=["one-byte", "two-byte"])
+def test_a_negative_length_is_refused(body: bytes) -> None:
+    with pytest.raises(ValueError, match="negative length"):
+        compile_reader("string")(body, 0)
+    with pytest.raises(ValueError, match="negative length"):
+        compile_reader({"type": "record", "name": "R", "fields": [{"name": "b", "type": "bytes"}]})(body, 0)
