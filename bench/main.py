@@ -1,6 +1,7 @@
 """The benchmark sections, each on embedded services started here, in a fresh data dir under a tmp dir.
 
-Sections: ingest (vs a raw confluent-kafka consume), sink (vs a raw COPY), freshness (steady load through
+Sections: ingest (vs a raw confluent-kafka consume), avro (the same for Avro topics, and the decoder alone on
+JSON vs Avro), sink (vs a raw COPY), freshness (steady load through
 ``cdcwh run``), rebuild (silver+gold from bronze) and the peak RSS of every service process measured on the
 way. Each figure is the median of ``--runs`` runs, with min and max.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 from rich.table import Table
 
+from bench.avro import bench_avro
 from bench.common import BENCH_DIR, ROOT, SECTIONS, Bench, console, log, machine
 from bench.freshness import bench_freshness
 from bench.ingest import bench_ingest
@@ -82,6 +84,12 @@ def report(results: dict[str, Any]) -> Table:
             table.add_row("  first / second half of the run, MB",
                           f"{ingest['peak_rss_mb_first_half']['median']:,.0f} / "
                           f"{ingest['peak_rss_mb_second_half']['median']:,.0f}", "2nd <= 1st")  # fmt: skip
+    if avro := results.get("avro"):
+        table.add_row("Avro raw consume, records/s", fmt(avro["raw_consume_records_per_s"]), "")
+        table.add_row("Avro ingest into bronze, records/s", fmt(avro["ingest_records_per_s"]), "")
+        table.add_row("Avro ingest / raw consume", fmt(avro["ratio"], ".2f"), ">= 0.50")
+        table.add_row("decoder alone, us/event JSON", fmt(avro["decode_us_per_event_json"], ".1f"), "")
+        table.add_row("decoder alone, us/event Avro", fmt(avro["decode_us_per_event_avro"], ".1f"), "<= JSON")
     if sink := results.get("sink"):
         table.add_row("raw COPY, rows/s", fmt(sink["raw_copy_rows_per_s"]), "")
         table.add_row("sink upsert (insert), rows/s", fmt(sink["sink_insert_rows_per_s"]), "")
@@ -155,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                 save(args.output, results)
             if "ingest" in args.only:
                 bench_ingest(bench)
+                save(args.output, results)
+            if "avro" in args.only:
+                bench_avro(bench)
                 save(args.output, results)
             sink_ratio = results.get("sink", {}).get("ratio", {}).get("median", float("inf"))
             ingest_ratio = results.get("ingest", {}).get("ratio", {}).get("median", float("inf"))

@@ -52,6 +52,8 @@ _SOURCE: Final[tuple[tuple[str, str, Codec], ...]] = (
     ("__table", "table", StringCodec("string", toastable=False)),
 )
 _SOURCE_KEYS: Final = tuple(key for _, key, _ in _SOURCE)
+SOURCE_KEYS: Final = _SOURCE_KEYS
+"""The ``source`` fields bronze keeps (the Avro reader reads past the others)."""
 _SOURCE_NULLS: Final = (None,) * len(_SOURCE)
 
 Problem = tuple[RejectReason, str]

@@ -243,11 +243,17 @@ class BytesCodec(Codec):
         return decode_base64(value)
 
     def is_toasted(self, value: Any) -> bool:
-        return bool(value == TOAST_PLACEHOLDER_B64 or value == TOAST_PLACEHOLDER)
+        return bool(value == TOAST_PLACEHOLDER_B64 or value == TOAST_PLACEHOLDER or value == _TOAST_BYTES)
+
+
+_TOAST_BYTES: Final = TOAST_PLACEHOLDER.encode()
 
 
 def decode_base64(value: Any) -> bytes:
-    """Strict base64 (no stray characters, correct padding) as the JSON converter writes it."""
+    """Strict base64 (no stray characters, correct padding) as the JSON converter writes it; raw bytes (an
+    Avro ``bytes`` value) are returned as they are."""
+    if type(value) is bytes:
+        return value
     if not isinstance(value, str):
         raise ValueMismatch("not a base64 string")
     try:

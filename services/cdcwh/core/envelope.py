@@ -23,6 +23,8 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 
+from cdcwh.core import avro
+from cdcwh.core.avro import NO_SCHEMAS, AvroReject, WriterSchemas
 from cdcwh.core.contract import TableContract
 from cdcwh.core.plan import EMPTY_PLAN, PlanCache, RowPlan, key_plan, schemaless_plan, value_plan
 from cdcwh.core.record import (
@@ -60,6 +62,7 @@ def decode_batch(
     *,
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     schemas: Mapping[str, pa.Schema] | None = None,
+    writer_schemas: WriterSchemas = NO_SCHEMAS,
 ) -> DecodedBatch:
     """Decode ``records`` (any mix of topics) into bronze tables keyed by topic and a list of rejections.
 
@@ -67,6 +70,8 @@ def decode_batch(
     ``schemas`` are the current schemas of the topics' bronze tables, when they exist: a schema in the batch
     that cannot be unified with its table's is rejected (``schema_conflict``), so that it is never the
     batch's first schema that decides which of two conflicting schemas is rejected.
+    ``writer_schemas`` are the Avro writer schemas of the batch's schema ids (records in the Confluent wire
+    format, detected per record: :mod:`cdcwh.core.avro`), fetched by the caller.
     Tables hold the good rows in input order; rejections are in input order too.
     """
     existing = schemas or {}
@@ -80,10 +85,10 @@ def decode_batch(
                 builder = topics[record.topic] = TopicBuilder(
                     record.topic, contracts.get(record.topic), existing.get(record.topic)
                 )
-            skip = _decode_record(position, record, builder, max_value_bytes)
+            skip = _decode_record(position, record, builder, max_value_bytes, writer_schemas)
             if skip is not None:
                 ignored.append(Ignored(record.topic, record.partition, record.offset, skip))
-        except _Reject as exc:
+        except (_Reject, AvroReject) as exc:
             rejected.append((position, exc.reason, exc.detail))
         except Exception as exc:  # a decoder bug must cost one record, not the batch
             rejected.append((position, RejectReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
@@ -104,7 +109,7 @@ def decode_batch(
 
 
 def _decode_record(
-    position: int, record: RawRecord, topic: TopicBuilder, max_bytes: int
+    position: int, record: RawRecord, topic: TopicBuilder, max_bytes: int, avro_schemas: WriterSchemas
 ) -> IgnoreReason | None:
     """Add the record's row to its topic, raise ``_Reject``, or return why the record is skipped."""
     contract = topic.contract
@@ -116,12 +121,12 @@ def _decode_record(
             # tombstone whose key and value are both null. It says nothing the delete did not, and compaction
             # has no key to act on: skip it (a keyed contract still rejects it as missing_key)
             return IgnoreReason.KEYLESS_TOMBSTONE
-        plan, key = _decode_key(record, topic, max_bytes, required=True)
+        plan, key = _decode_key(record, topic, max_bytes, avro_schemas, required=True)
         topic.group(EMPTY_PLAN, plan).add(position, coordinates, "tombstone", (None, None), None, key)
         return None
     if len(record.value) > max_bytes:
         raise _Reject(RejectReason.TOO_LARGE, f"value is {len(record.value)} bytes, max {max_bytes}")
-    plan_or_none, payload = _parse(record.value, "value", topic.memo, _VALUE_PLANS, value_plan)
+    plan_or_none, payload = _parse(record.value, "value", topic.memo, _VALUE_PLANS, value_plan, avro_schemas)
     if not isinstance(payload, dict):
         raise _Reject(RejectReason.INVALID_ENVELOPE, f"payload is not an object: {show(payload)}")
     op = payload.get("op")
@@ -146,7 +151,7 @@ def _decode_record(
         if op != "d":
             before = None
     # truncates and logical decoding messages concern no row: Debezium sends them without a key
-    kplan, key = _decode_key(record, topic, max_bytes, required=keyed and op in KEYED_OPS)
+    kplan, key = _decode_key(record, topic, max_bytes, avro_schemas, required=keyed and op in KEYED_OPS)
     if plan_or_none is None:
         plan = _schemaless_value_plan(topic, after, before)
     else:
@@ -158,7 +163,7 @@ def _decode_record(
 
 
 def _decode_key(
-    record: RawRecord, topic: TopicBuilder, max_bytes: int, *, required: bool
+    record: RawRecord, topic: TopicBuilder, max_bytes: int, avro_schemas: WriterSchemas, *, required: bool
 ) -> tuple[RowPlan, dict[str, Any] | None]:
     if record.key is None:
         if required:
@@ -167,7 +172,7 @@ def _decode_key(
         return EMPTY_PLAN, None
     if len(record.key) > max_bytes:
         raise _Reject(RejectReason.TOO_LARGE, f"key is {len(record.key)} bytes, max {max_bytes}")
-    plan, payload = _parse(record.key, "key", topic.memo, _KEY_PLANS, key_plan)
+    plan, payload = _parse(record.key, "key", topic.memo, _KEY_PLANS, key_plan, avro_schemas)
     if payload is None:
         if required:
             raise _Reject(RejectReason.MISSING_KEY, "the key is null")
@@ -209,14 +214,27 @@ def _parse(
     memo: dict[str, tuple[bytes, RowPlan]],
     cache: PlanCache,
     build: Callable[[Any], RowPlan],
+    avro_schemas: WriterSchemas,
 ) -> tuple[RowPlan | None, Any]:
     """``(plan, payload)`` of an enveloped document, or ``(None, document)`` of a schemaless one.
+
+    An Avro record (magic byte 0) is decoded by :func:`cdcwh.core.avro.decode`; other binary data (a wrong
+    magic byte) is ``invalid_avro`` rather than ``invalid_json``.
 
     ``memo[what]`` is the topic's last verified envelope head ``{"schema":S,"payload":`` and its plan: when
     the record starts with it, only the payload is parsed. This is sound because ``S`` in the memo is a
     complete JSON value: ``{"schema":S,"payload":P}`` with a valid ``S`` and a ``P`` that parses is exactly
     the envelope ``{schema: S, payload: P}``.
     """
+    if raw[:1] < b" ":  # not "{": Avro, binary, or JSON after leading whitespace
+        if avro.is_avro(raw):
+            return avro.decode(raw, what, avro_schemas, build)
+        if avro.is_binary(raw):
+            raise _Reject(
+                RejectReason.INVALID_AVRO,
+                f"{what} starts with byte 0x{raw[0]:02x}: binary but not the Confluent wire format"
+                " (magic byte 0)",
+            )
     last = memo.get(what)
     if last is not None:
         head, memo_plan = last

@@ -44,6 +44,11 @@ class RejectReason(StrEnum):
     INVALID_ENVELOPE = "invalid_envelope"
     """Not a Debezium envelope: no ``op``/``payload``, ``after`` missing for c/r/u, a part of the wrong shape,
     or a ``schema`` block that cannot be mapped to Arrow."""
+    INVALID_AVRO = "invalid_avro"
+    """The key or value is binary but not a decodable Confluent Avro record: a wrong magic byte, shorter
+    than the 5-byte header, a body that does not decode with its writer schema, or trailing bytes."""
+    UNKNOWN_SCHEMA = "unknown_schema"
+    """An Avro key or value whose schema id the schema registry does not know (or no registry is set)."""
     UNKNOWN_OP = "unknown_op"
     """``op`` is not one of r c u d t m."""
     MISSING_KEY = "missing_key"

@@ -59,6 +59,7 @@ from cdcwh.bronze.offsets import (
     landed_offsets,
     merge_offsets,
 )
+from cdcwh.core.avro import WriterSchemas, schema_ids
 from cdcwh.core.contract import TableContract
 from cdcwh.core.envelope import decode_batch
 from cdcwh.core.evolve import conform, plan_evolution
@@ -66,6 +67,7 @@ from cdcwh.core.record import RawRecord, Rejection, RejectReason
 from cdcwh.errors import InfrastructureError
 from cdcwh.ingest.maintenance import MERGE_PROPERTIES, ensure_properties
 from cdcwh.ingest.quarantine import KafkaDeadLetterPublisher, quarantine_rows
+from cdcwh.schema_registry import NOT_CONFIGURED, RegistrySchemas
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,7 @@ class IcebergBronzeWriter:
         dead_letters: KafkaDeadLetterPublisher | None = None,
         snapshots_kept: int = 20,
         probe: RecordProbe | None = None,
+        registry: RegistrySchemas | None = None,
     ) -> None:
         self.catalog = catalog
         self.namespace = namespace
@@ -119,11 +122,23 @@ class IcebergBronzeWriter:
         self.snapshots_kept = snapshots_kept
         self._tables: dict[str, Table] = {}
         self.incarnations = IncarnationTracker(probe)
+        self.registry = registry
+
+    def writer_schemas(self, records: Sequence[RawRecord]) -> WriterSchemas:
+        """The Avro writer schemas the batch refers to; raises ``TransientError`` (before anything is
+        landed) while the registry cannot be asked."""
+        ids = schema_ids(records)
+        if not ids:
+            return WriterSchemas()
+        if self.registry is None:
+            return WriterSchemas(unavailable=NOT_CONFIGURED)
+        return self.registry.writer_schemas(ids)
 
     def land(self, records: Sequence[RawRecord]) -> LandResult:
         result = LandResult()
         if not records:
             return result
+        writer_schemas = self.writer_schemas(records)  # first: a registry outage must change nothing
         records, result.resets = self.incarnations.place(records, self._known)
         self.incarnations.advance(records)
         decoded = decode_batch(
@@ -131,6 +146,7 @@ class IcebergBronzeWriter:
             self.contracts,
             max_value_bytes=self.max_value_bytes,
             schemas=self._existing_schemas({r.topic for r in records}),
+            writer_schemas=writer_schemas,
         )
         rejections = list(decoded.rejected)
         for ignored in decoded.ignored:

@@ -39,6 +39,7 @@ from cdcwh.ingest.quarantine import DLQ_SUFFIX, KafkaDeadLetterPublisher
 from cdcwh.kafka import client_config, consumer_config
 from cdcwh.kafka.catchup import CatchUpTracker
 from cdcwh.retry import retrying
+from cdcwh.schema_registry import RegistrySchemas
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,7 @@ def make_writer(settings: Settings) -> IcebergBronzeWriter:
         ),
         snapshots_kept=settings.iceberg.snapshots_kept,
         probe=KafkaRecordProbe(consumer_config(settings, ingest_group(settings))),
+        registry=RegistrySchemas(settings.schema_registry),
     )
 
 

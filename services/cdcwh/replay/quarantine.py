@@ -58,8 +58,13 @@ def replay_quarantine(
     # one record per offset (a DLQ re-delivery can never duplicate quarantine, but be strict)
     records = list({(r.topic, r.partition, r.offset): r for r in records}.values())
     contracts = load_contracts(settings.contracts_path)
-    decoded = decode_batch(records, contracts, max_value_bytes=settings.ingest.max_value_bytes)
     writer = make_writer(settings)
+    decoded = decode_batch(  # Avro records with the writer schemas the registry has now
+        records,
+        contracts,
+        max_value_bytes=settings.ingest.max_value_bytes,
+        writer_schemas=writer.writer_schemas(records),
+    )
     landed: Counter[str] = Counter()
     already: Counter[str] = Counter()
     still_rejected = Counter(str(r.reason) for r in decoded.rejected)

@@ -174,10 +174,11 @@ def bad_kinds(t: Templates) -> list[BadKind]:
             b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
         ),
         BadKind("key_not_json", "payments", R.INVALID_JSON, b"id=1", payments),
-        BadKind(
+        BadKind("binary_wrong_magic", "payments", R.INVALID_AVRO, payments_key, b"\x05\x00\x00\x00\x01\x02"),
+        BadKind(  # a leading 0 byte is the Confluent Avro framing: this reads as an unknown schema id
             "unknown_table_garbage",
             UNKNOWN_TABLE,
-            R.INVALID_JSON,
+            R.UNKNOWN_SCHEMA,
             b"\x00\x01key",
             b"\x00\x01\x02 junk \xff <html>",
         ),

@@ -115,7 +115,7 @@ def test_invalid_json(raw: bytes) -> None:
 
 
 def test_invalid_json_key() -> None:
-    detail = check(bad(1, value(row(1)), b"\x00\x01"), RejectReason.INVALID_JSON)
+    detail = check(bad(1, value(row(1)), b"{\x00\x01"), RejectReason.INVALID_JSON)
     assert detail.startswith("key")
 
 

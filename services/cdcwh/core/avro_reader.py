@@ -1,0 +1,250 @@
+"""A decoder for Avro binary bodies, generated as Python source per writer schema and compiled once.
+
+fastavro's ``schemaless_reader`` reads through a file object, one ``read`` call per value, which costs about
+as much per event as the whole JSON path (docs/decoding.md, "Throughput"). This reader is specialised to one
+schema: it indexes the ``bytes`` directly, zig-zag varints inline, one function per record type, and returns
+plain values (``bytes`` for bytes and fixed, ``str``, ``int``, ``float``, ``bool``, dicts for records, lists,
+dicts for maps). Logical types are not applied (the codecs want the wire values). The schema must already
+be valid (fastavro's ``parse_schema`` checks it first, :mod:`cdcwh.core.avro`).
+
+``compile_reader(schema)(buf, pos) -> (value, end)``. Truncated input raises ``IndexError`` or
+``struct.error`` or ends past ``len(buf)`` (slices do not raise): callers check ``end == len(buf)``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+Reader = Callable[[bytes, int], tuple[Any, int]]
+
+_PRIMITIVES: Final = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+
+
+def _varint(buf: bytes, pos: int, first: int) -> tuple[int, int]:
+    """The zig-zag varint whose first byte (>= 0x80) was ``first``; ``pos`` is just after it."""
+    value, shift = first & 0x7F, 7
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (value >> 1) ^ -(value & 1), pos
+        shift += 7
+        if shift > 70:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _length(buf: bytes, pos: int, first: int) -> tuple[int, int]:
+    """A string or bytes length whose first byte is odd (negative) or continues (>= 0x80)."""
+    if first < 0x80:
+        length = (first >> 1) ^ -(first & 1)
+    else:
+        length, pos = _varint(buf, pos, first)
+    if length < 0:
+        raise ValueError("negative length")
+    return length, pos
+
+
+def _bad(what: str) -> Any:
+    raise ValueError(what)
+
+
+_HELPERS: Final = {
+    "_varint": _varint,
+    "_bad": _bad,
+    "_length": _length,
+    "_float": struct.Struct("<f").unpack_from,
+    "_double": struct.Struct("<d").unpack_from,
+}
+
+
+class _Generator:
+    def __init__(self, keep: Mapping[str, frozenset[str]]) -> None:
+        self.keep = keep
+        self.functions: dict[str, str] = {}  # record fullname -> function name
+        self.sources: list[str] = []
+        self.constants: dict[str, Any] = {}
+        self.counter = 0
+
+    def var(self, stem: str) -> str:
+        self.counter += 1
+        return f"{stem}{self.counter}"
+
+    def record(self, schema: dict[str, Any], namespace: str) -> str:
+        name = str(schema["name"])
+        space = name.rpartition(".")[0] if "." in name else str(schema.get("namespace", namespace))
+        full = name if "." in name or not space else f"{space}.{name}"
+        function = self.functions.get(full)
+        if function is not None:
+            return function
+        function = self.functions[full] = f"_record{len(self.functions)}"
+        lines = [f"def {function}(buf, pos):"]
+        names = []
+        kept = self.keep.get(full)
+        for field in schema["fields"]:
+            target = self.var("f")
+            if kept is not None and field["name"] not in kept:
+                self.skip(field["type"], target, space, lines)
+                continue
+            names.append((str(field["name"]), target))
+            self.emit(field["type"], target, space, lines, 1)
+        items = ", ".join(f"{n!r}: {t}" for n, t in names)
+        lines.append(f"    return {{{items}}}, pos")
+        self.sources.append("\n".join(lines))
+        return function
+
+    def emit(self, schema: Any, target: str, namespace: str, lines: list[str], depth: int) -> None:
+        pad = "    " * depth
+        if isinstance(schema, list) and len(schema) == 2 and "null" in schema:
+            # ["null", X] (an optional Connect field) or [X, "null"]: the index is one byte, 0x00 or 0x02
+            null_at = schema.index("null")
+            other = schema[1 - null_at]
+            index = self.var("u")
+            lines.append(f"{pad}{index} = buf[pos]; pos += 1")
+            lines.append(f"{pad}if {index} == {2 * (1 - null_at)}:")
+            self.emit(other, target, namespace, lines, depth + 1)
+            lines.append(f"{pad}elif {index} == {2 * null_at}:")
+            lines.append(f"{pad}    {target} = None")
+            lines.append(f"{pad}else:")
+            lines.append(f"{pad}    {target} = _bad('union index out of range')")
+            return
+        if isinstance(schema, list):
+            index = self.var("u")
+            self.long(index, lines, depth)
+            for i, branch in enumerate(schema):
+                lines.append(f"{pad}{'if' if i == 0 else 'elif'} {index} == {i}:")
+                self.emit(branch, target, namespace, lines, depth + 1)
+            lines.append(f"{pad}else:")
+            lines.append(f"{pad}    {target} = _bad('union index out of range')")
+            return
+        if isinstance(schema, str):
+            if schema in _PRIMITIVES:
+                self.primitive(schema, target, lines, depth)
+                return
+            full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
+            function = self.functions.get(full) or self.functions.get(schema)
+            if function is None:
+                raise ValueError(f"unknown named type {schema!r}")
+            lines.append(f"{pad}{target}, pos = {function}(buf, pos)")
+            return
+        kind = schema["type"]
+        if kind == "record" or kind == "error":
+            function = self.record(schema, namespace)
+            lines.append(f"{pad}{target}, pos = {function}(buf, pos)")
+        elif kind == "enum":
+            symbols = self.var("_symbols")
+            self.constants[symbols] = tuple(schema["symbols"])
+            self.named(schema, namespace, symbols, "enum")
+            index = self.var("e")
+            self.long(index, lines, depth)
+            lines.append(f"{pad}{target} = {symbols}[{index}]")
+        elif kind == "fixed":
+            size = int(schema["size"])
+            self.named(schema, namespace, str(size), "fixed")
+            lines.append(f"{pad}{target} = buf[pos:pos + {size}]; pos += {size}")
+        elif kind == "array" or kind == "map":
+            self.block(schema, target, namespace, lines, depth)
+        elif kind in _PRIMITIVES:
+            self.primitive(kind, target, lines, depth)
+        else:
+            self.emit(kind, target, namespace, lines, depth)  # {"type": "Name"} or {"type": [...]}
+
+    def skip(self, schema: Any, target: str, namespace: str, lines: list[str]) -> None:
+        """Read past a field that is not kept: strings and bytes are not copied or decoded."""
+        if schema in ("string", "bytes"):
+            lines.append(f"    {target} = buf[pos]; pos += 1")
+            lines.append(f"    if {target} < 0x80 and not {target} & 1:")
+            lines.append(f"        {target} >>= 1")
+            lines.append("    else:")
+            lines.append(f"        {target}, pos = _length(buf, pos, {target})")
+            lines.append(f"    pos += {target}")
+        else:
+            self.emit(schema, target, namespace, lines, 1)
+
+    def named(self, schema: dict[str, Any], namespace: str, value: str, kind: str) -> None:
+        """Enums and fixed referred to by name later: a one-value reader function."""
+        name = str(schema["name"])
+        space = schema.get("namespace", namespace)
+        full = name if "." in name or not space else f"{space}.{name}"
+        if full in self.functions:
+            return
+        function = self.functions[full] = f"_named{len(self.functions)}"
+        lines = [f"def {function}(buf, pos):"]
+        if kind == "enum":
+            self.long("i", lines, 1)
+            lines.append(f"    return {value}[i], pos")
+        else:
+            lines.append(f"    return buf[pos:pos + {value}], pos + {value}")
+        self.sources.append("\n".join(lines))
+
+    def block(
+        self, schema: dict[str, Any], target: str, namespace: str, lines: list[str], depth: int
+    ) -> None:
+        pad = "    " * depth
+        is_map = schema["type"] == "map"
+        count, item, key = self.var("c"), self.var("x"), self.var("k")
+        lines.append(f"{pad}{target} = {{}}" if is_map else f"{pad}{target} = []")
+        lines.append(f"{pad}while True:")
+        self.long(count, lines, depth + 1)
+        lines.append(f"{pad}    if {count} == 0:")
+        lines.append(f"{pad}        break")
+        lines.append(f"{pad}    if {count} < 0:")
+        lines.append(f"{pad}        {count} = -{count}")
+        self.long(self.var("size"), lines, depth + 2)
+        lines.append(f"{pad}    if {count} > len(buf):")
+        lines.append(f"{pad}        _bad('block count beyond the data')")
+        lines.append(f"{pad}    for _ in range({count}):")
+        if is_map:
+            self.primitive("string", key, lines, depth + 2)
+        self.emit(schema["values" if is_map else "items"], item, namespace, lines, depth + 2)
+        lines.append(
+            f"{pad}        {target}[{key}] = {item}" if is_map else f"{pad}        {target}.append({item})"
+        )
+
+    def long(self, target: str, lines: list[str], depth: int) -> None:
+        pad = "    " * depth
+        lines.append(f"{pad}{target} = buf[pos]; pos += 1")
+        lines.append(f"{pad}if {target} < 0x80:")
+        lines.append(f"{pad}    {target} = ({target} >> 1) ^ -({target} & 1)")
+        lines.append(f"{pad}else:")
+        lines.append(f"{pad}    {target}, pos = _varint(buf, pos, {target})")
+
+    def primitive(self, kind: str, target: str, lines: list[str], depth: int) -> None:
+        pad = "    " * depth
+        if kind == "null":
+            lines.append(f"{pad}{target} = None")
+        elif kind == "boolean":
+            lines.append(f"{pad}{target} = buf[pos] == 1; pos += 1")
+        elif kind in ("int", "long"):
+            self.long(target, lines, depth)
+        elif kind == "float":
+            lines.append(f"{pad}{target} = _float(buf, pos)[0]; pos += 4")
+        elif kind == "double":
+            lines.append(f"{pad}{target} = _double(buf, pos)[0]; pos += 8")
+        else:  # bytes, string: a length, non-negative (an even first byte below 0x80 is the common case)
+            size = self.var("n")
+            lines.append(f"{pad}{size} = buf[pos]; pos += 1")
+            lines.append(f"{pad}if {size} < 0x80 and not {size} & 1:")
+            lines.append(f"{pad}    {size} >>= 1")
+            lines.append(f"{pad}else:")
+            lines.append(f"{pad}    {size}, pos = _length(buf, pos, {size})")
+            read = f"buf[pos:pos + {size}]"
+            lines.append(f"{pad}{target} = {read if kind == 'bytes' else read + '.decode()'}; pos += {size}")
+
+
+def compile_reader(schema: Any, keep: Mapping[str, frozenset[str]] | None = None) -> Reader:
+    """A reader for values of the (valid) Avro ``schema``: ``reader(buf, pos) -> (value, end)``.
+
+    ``keep`` projects records: ``{record full name: field names}``; the other fields of such a record are
+    read past and left out of its dict (still checked to be there)."""
+    generator = _Generator(keep or {})
+    lines = ["def _read(buf, pos):"]
+    generator.emit(schema, "value", "", lines, 1)
+    lines.append("    return value, pos")
+    namespace: dict[str, Any] = {**_HELPERS, **generator.constants}
+    source = "\n\n".join([*generator.sources, "\n".join(lines)])
+    exec(compile(source, "<avro reader>", "exec"), namespace)  # noqa: S102 - our own generated code
+    reader: Reader = namespace["_read"]
+    return reader
