@@ -42,6 +42,8 @@ PARSER_MODULES = (
     "source",
     "capture",
     "status",
+    "serve",
+    "token",
 )
 
 
