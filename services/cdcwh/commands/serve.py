@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cdcwh.config import Settings
+from cdcwh.metrics import serve_metrics
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -12,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "serve",
         help="serve the semantic layer over GraphQL, and the live dashboard page",
         description="An ASGI server (uvicorn) with /graphql (queries, and graphql-ws subscriptions "
-        "pushing new answers when a mart changes), the live page at /, and /metrics. "
+        "pushing new answers when a mart changes), the live page at /; /metrics on the metrics port + 5. "
         "Tokens: JWT bearers (cdcwh token).",
     )
     parser.add_argument("--host", help="listen address (default: serve.host, 127.0.0.1)")
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     app = build_app(
         settings, reader_dsn=postgres_dsn(settings, "reader"), audit_dsn=postgres_dsn(settings, "audit")
     )
+    serve_metrics(settings, "serve")
     uvicorn.run(
         app,
         host=args.host or settings.serve.host,

@@ -1,5 +1,5 @@
 """The ASGI app of ``cdcwh serve``: ``/graphql`` (HTTP and graphql-ws WebSocket), the live page at ``/``,
-``/metrics`` and ``/healthz``.
+and ``/healthz`` (ready once the mart announcements are listened to). Metrics are on the metrics port.
 
 Over HTTP every request is authenticated (401 without a valid bearer token), rate limited per subject (429
 with ``Retry-After``), answered by strawberry, and audited. Over WebSocket the token comes in the
@@ -23,7 +23,6 @@ from graphql import GraphQLError
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -43,10 +42,10 @@ from strawberry.extensions import (
 from strawberry.types.unset import UnsetType
 
 from cdcwh.config import Settings
+from cdcwh.metrics import API_LATENCY, API_RATE_LIMITED, API_REQUESTS
 from cdcwh.serve.audit import Access, AuditWriter
 from cdcwh.serve.auth import Authenticator, AuthError, bearer
 from cdcwh.serve.compile import QueryError
-from cdcwh.serve.metrics import API_LATENCY, API_RATE_LIMITED, API_REQUESTS
 from cdcwh.serve.model import SemanticModel, load_model
 from cdcwh.serve.schema import Context, Query, Services, Subscription
 from cdcwh.serve.store import Warehouse
@@ -240,7 +239,6 @@ def build_app(
             Route("/graphql", endpoint, methods=["POST"]),
             WebSocketRoute("/graphql", endpoint),
             Mount("/static", StaticFiles(directory=STATIC)),
-            Mount("/metrics", make_asgi_app()),
         ],
         lifespan=lifespan,
     )

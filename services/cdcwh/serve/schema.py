@@ -15,6 +15,7 @@ from graphql import print_ast
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from cdcwh.metrics import API_PUSHES, API_SUBSCRIPTIONS
 from cdcwh.serve.audit import Access, AuditWriter
 from cdcwh.serve.compile import (
     Compiled,
@@ -28,7 +29,6 @@ from cdcwh.serve.compile import (
     compile_query,
     permitted,
 )
-from cdcwh.serve.metrics import API_PUSHES, API_SUBSCRIPTIONS
 from cdcwh.serve.model import SemanticModel
 from cdcwh.serve.store import Answer, Warehouse
 

@@ -17,9 +17,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from cdcwh import martnotify
 from cdcwh.config import ServeSettings
+from cdcwh.metrics import API_ANNOUNCEMENTS, API_CACHE
 from cdcwh.serve.cache import ResultCache
 from cdcwh.serve.compile import Compiled, QueryError
-from cdcwh.serve.metrics import API_CACHE, API_MART_VERSIONS
 
 log = logging.getLogger(__name__)
 RECONNECT_S = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -138,7 +138,7 @@ class Warehouse:
                             continue
                         for mart, version in versions.items():
                             self.versions[mart] = max(version, self.versions.get(mart, version))
-                            API_MART_VERSIONS.labels(mart).inc()
+                            API_ANNOUNCEMENTS.labels(mart).inc()
                         self._announce(frozenset(versions))
             except psycopg.Error as exc:
                 self.listening.clear()
