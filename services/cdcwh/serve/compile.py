@@ -126,7 +126,7 @@ def _paths(model: SemanticModel, base: str) -> dict[str, tuple[str, dict[str, st
     return found
 
 
-class _Builder:
+class Builder:
     def __init__(self, model: SemanticModel, schema: str, base: str) -> None:
         self.model = model
         self.schema = schema
@@ -173,10 +173,10 @@ class _Builder:
         return frozenset(self.model.entities[entity].mart for entity in self.aliases)
 
 
-def _row_filters(
+def apply_row_filters(
     model: SemanticModel,
     principal: Principal,
-    builder: _Builder,
+    builder: Builder,
     where: list[sql.Composable],
     params: list[Any],
 ) -> None:
@@ -212,7 +212,7 @@ def compile_query(
     bases = {entity for entity, _, _ in measures} or {dimensions[0][0][0]}
     if len(bases) > 1:
         raise QueryError("all measures of a query must belong to one entity")
-    builder = _Builder(model, schema, bases.pop())
+    builder = Builder(model, schema, bases.pop())
     select: list[sql.Composable] = []
     select_params: list[Any] = []
     columns: list[str] = []
@@ -249,7 +249,7 @@ def compile_query(
         where.append(builder.condition("t0", condition, where_params))
     for client_filter in query.filters:
         where.append(_filter(model, principal, builder, client_filter, where_params))
-    _row_filters(model, principal, builder, where, where_params)
+    apply_row_filters(model, principal, builder, where, where_params)
     order = _order(query.order, columns, len(dimensions))
     parts: list[sql.Composable] = [
         sql.SQL("SELECT {} FROM {} AS t0").format(
@@ -284,7 +284,7 @@ def compile_query(
 
 
 def _filter(
-    model: SemanticModel, principal: Principal, builder: _Builder, client_filter: Filter, params: list[Any]
+    model: SemanticModel, principal: Principal, builder: Builder, client_filter: Filter, params: list[Any]
 ) -> sql.Composable:
     entity, name, definition = _resolve(model, principal, client_filter.member)
     if not isinstance(definition, Dimension):

@@ -30,6 +30,7 @@ from cdcwh.serve.compile import (
     permitted,
 )
 from cdcwh.serve.model import SemanticModel
+from cdcwh.serve.rows import compile_rows, encode_cursor
 from cdcwh.serve.store import Answer, Warehouse
 
 
@@ -110,6 +111,14 @@ class SemanticResult:
     cached: bool
 
 
+@strawberry.type(description="A page of an entity's rows in primary-key order; pass endCursor as after.")
+class RowPage:
+    columns: list[str]
+    rows: list[JSON]
+    end_cursor: str | None
+    has_next_page: bool
+
+
 @strawberry.type
 class Member:
     name: str
@@ -175,6 +184,42 @@ class Query:
         context.access.marts |= answer.marts
         context.access.rows += len(answer.rows)
         return _result(answer)
+
+    @strawberry.field(description="An entity's rows, a page at a time: its key and the readable columns.")
+    async def rows(
+        self, info: Info[Context, None], entity: str, first: int = 100, after: str | None = None
+    ) -> RowPage:
+        context = info.context
+        services = context.services
+        try:
+            if context.principal is None:
+                raise NotPermitted("not authenticated")
+            compiled = compile_rows(
+                services.model,
+                entity,
+                context.principal,
+                schema=services.warehouse.schema,
+                first=first,
+                after=after,
+                max_rows=services.max_rows,
+            )
+        except NotPermitted:
+            context.access.status = "denied"
+            raise
+        except QueryError:
+            context.access.status = "error"
+            raise
+        answer = await services.warehouse.run(compiled)
+        context.access.marts |= answer.marts
+        context.access.rows += len(answer.rows)
+        width = len(services.model.entities[entity].primary_key)
+        last = list(answer.rows[-1][:width]) if answer.rows else None
+        return RowPage(
+            columns=list(answer.columns),
+            rows=[cast(JSON, list(row)) for row in answer.rows],
+            end_cursor=encode_cursor(last) if last is not None else None,
+            has_next_page=answer.has_more,
+        )
 
     @strawberry.field(description="The members (entity.name) the caller's roles may read.")
     def members(self, info: Info[Context, None]) -> list[Member]:

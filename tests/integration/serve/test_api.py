@@ -203,3 +203,46 @@ def test_cache_hits_until_the_sink_announces_a_new_version(api: Api, client: Cli
     answer = wait_for(fresh, what="the new revenue")
     assert answer["cached"] is False and expected[0] != first["rows"][0][0]
     assert client.semantic(analyst, **query)["cached"] is True
+
+
+ROWS = (
+    "query($e: String!, $n: Int!, $a: String) "
+    "{ rows(entity: $e, first: $n, after: $a) { columns rows endCursor hasNextPage } }"
+)
+
+
+def pages(client: Client, bearer: str, entity: str, first: int) -> tuple[list[str], list[list[Any]], int]:
+    rows: list[list[Any]] = []
+    after, count = None, 0
+    while True:
+        body = client.post(ROWS, {"e": entity, "n": first, "a": after}, bearer).json()
+        assert "errors" not in body, body
+        page = body["data"]["rows"]
+        rows.extend(page["rows"])
+        count += 1
+        if not page["hasNextPage"]:
+            return page["columns"], rows, count
+        after = page["endCursor"]
+
+
+def test_entity_rows_page_by_key_with_the_row_filters(api: Api, client: Client, pg_schema: str) -> None:
+    s = sql.Identifier(pg_schema).as_string()
+    columns, rows, count = pages(client, token("analyst"), "orders", 7)
+    expected = one(api.dsn, f"SELECT order_id, status FROM {s}.orders ORDER BY order_id")
+    assert count == -(-len(expected) // 7)  # ceil: full pages, then the rest
+    status = columns.index("status")
+    assert [(r[0], r[status]) for r in rows] == [tuple(e) for e in expected]
+    german = one(
+        api.dsn,
+        f"""SELECT o.order_id FROM {s}.orders o JOIN {s}.dim_customers d ON d.customer_id = o.customer_id
+        AND d.is_current WHERE d.country = 'DE' ORDER BY 1""",
+    )
+    _, rows, _ = pages(client, token("analyst", country="DE"), "orders", 2)
+    assert [r[0] for r in rows] == [g[0] for g in german] and german
+    # the dashboard role reads orders' status, date and amount, not their customer
+    columns, _, _ = pages(client, token("dashboard"), "orders", 50)
+    assert columns == ["order_id", "status", "order_date", "amount"]
+    refused = client.post(ROWS, {"e": "customers", "n": 5, "a": None}, token("dashboard")).json()
+    assert refused["errors"][0]["message"] == "unknown or not permitted entity 'customers'"
+    bad = client.post(ROWS, {"e": "orders", "n": 5, "a": "bm90IGEgY3Vyc29y"}, token("analyst")).json()
+    assert bad["errors"][0]["message"] == "not a cursor of this API"

@@ -58,14 +58,15 @@ def test_a_bad_field_is_reported_with_file_and_line(tmp_path: Path) -> None:
 def test_a_duplicate_entity_and_an_unknown_join_name_both_places(tmp_path: Path) -> None:
     shutil.copy(SHIPPED / "shop.yml", tmp_path / "a.yml")
     (tmp_path / "b.yml").write_text(
-        "\nentities:\n  orders:\n    mart: orders\n  x:\n    mart: orders\n    joins:\n"
+        "\nentities:\n  orders: {mart: orders, primary_key: [a]}\n"
+        "  x:\n    mart: orders\n    primary_key: [a]\n    joins:\n"
         "      y: {entity: nowhere, keys: {a: b}}\n"
     )
     with pytest.raises(ConfigError) as info:
         load_model(tmp_path)
     message = str(info.value)
     assert f"{tmp_path / 'b.yml'}:3: entity orders is already defined at {tmp_path / 'a.yml'}:" in message
-    assert f"{tmp_path / 'b.yml'}:5: entity x: join y: no entity nowhere" in message
+    assert f"{tmp_path / 'b.yml'}:4: entity x: join y: no entity nowhere" in message
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
