@@ -9,7 +9,6 @@ with ``Retry-After``), answered by strawberry, and audited. Over WebSocket the t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import math
@@ -128,7 +127,7 @@ class View(GraphQL[Context, None]):
                 context.request.headers
             )
         try:
-            principal = await asyncio.to_thread(self.authenticator.principal, token)
+            principal = await self.authenticator.principal_async(token)
             self.limiter.hit(principal.subject)
         except (AuthError, RateLimited) as exc:
             unauthorized = isinstance(exc, AuthError)
@@ -154,9 +153,7 @@ class Endpoint:
         started = time.perf_counter()
         status_code = 500
         try:
-            principal = await asyncio.to_thread(
-                self.view.authenticator.principal, bearer(Request(scope).headers)
-            )
+            principal = await self.view.authenticator.principal_async(bearer(Request(scope).headers))
             access.subject, access.roles = principal.subject, principal.roles
             self.view.limiter.hit(principal.subject)
         except AuthError:

@@ -4,6 +4,7 @@ claim is available to the model's row filters. Nothing here logs a token or a se
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,6 +46,16 @@ class Authenticator:
         check_settings(settings)
         self.settings = settings
         self._jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True) if settings.jwks_url else None
+
+    @property
+    def blocking(self) -> bool:
+        """Whether ``principal`` may do network I/O (fetching the JWKS): then call it in a thread."""
+        return self._jwks is not None
+
+    async def principal_async(self, token: str | None) -> Principal:
+        if self.blocking:
+            return await asyncio.to_thread(self.principal, token)
+        return self.principal(token)
 
     def principal(self, token: str | None) -> Principal:
         """The verified caller; ``AuthError`` otherwise. May fetch the JWKS (blocking): call off the loop."""

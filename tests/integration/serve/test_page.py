@@ -41,6 +41,7 @@ def total_revenue(dsn: str, schema: str) -> Decimal:
 
 
 def test_the_page_updates_live_in_headless_chromium(api: Api, pg_schema: str, tmp_path: Path) -> None:
+    pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) drives chromium")
     from playwright.sync_api import expect, sync_playwright
 
     before = total_revenue(api.dsn, pg_schema)

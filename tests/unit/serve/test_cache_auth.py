@@ -63,7 +63,7 @@ def test_hs256_tokens() -> None:
         issue("another-secret-0123456789abcdef-0123456", subject="a", roles=["analyst"], claims={}, ttl_s=60),
         jwt.encode({"sub": "a", "exp": 2**40}, SECRET, algorithm="HS256"),  # no roles
         jwt.encode(
-            {"sub": "a", "roles": ["analyst"], "exp": 2**40}, SECRET, algorithm="HS512"
+            {"sub": "a", "roles": ["analyst"], "exp": 2**40}, SECRET * 2, algorithm="HS512"
         ),  # not accepted
     ):
         with pytest.raises(AuthError):
