@@ -45,8 +45,9 @@ from cdcwh.metrics import API_LATENCY, API_RATE_LIMITED, API_REQUESTS
 from cdcwh.serve.audit import Access, AuditWriter
 from cdcwh.serve.auth import Authenticator, AuthError, bearer
 from cdcwh.serve.compile import QueryError
+from cdcwh.serve.live import Subscription
 from cdcwh.serve.model import SemanticModel, load_model
-from cdcwh.serve.schema import Context, Query, Services, Subscription
+from cdcwh.serve.schema import Context, Query, Services
 from cdcwh.serve.store import Warehouse
 
 STATIC = Path(__file__).parent / "static"

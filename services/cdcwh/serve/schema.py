@@ -3,19 +3,15 @@ subscription that pushes a semantic query's new answer whenever a mart it reads 
 
 from __future__ import annotations
 
-import hashlib
-import time
-from collections.abc import AsyncGenerator
+import logging
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, cast
 
 import strawberry
-from graphql import print_ast
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from cdcwh.metrics import API_PUSHES, API_SUBSCRIPTIONS
 from cdcwh.serve.audit import Access, AuditWriter
 from cdcwh.serve.compile import (
     Compiled,
@@ -32,6 +28,9 @@ from cdcwh.serve.compile import (
 from cdcwh.serve.model import SemanticModel
 from cdcwh.serve.rows import compile_rows, encode_cursor
 from cdcwh.serve.store import Answer, Warehouse
+
+log = logging.getLogger(__name__)
+RETRY_S = 1.0
 
 
 @dataclass
@@ -127,7 +126,7 @@ class Member:
     description: str
 
 
-def _result(answer: Answer) -> SemanticResult:
+def to_result(answer: Answer) -> SemanticResult:
     return SemanticResult(
         columns=list(answer.columns),
         rows=[cast(JSON, list(row)) for row in answer.rows],
@@ -137,7 +136,7 @@ def _result(answer: Answer) -> SemanticResult:
     )
 
 
-def _compile(context: Context, query: SemanticQueryInput, access: Access) -> Compiled:
+def compile_input(context: Context, query: SemanticQueryInput, access: Access) -> Compiled:
     services = context.services
     if context.principal is None:  # the endpoint authenticates first; never reached without a token
         raise NotPermitted("not authenticated")
@@ -175,7 +174,7 @@ class Query:
     @strawberry.field(description="Measures by dimensions, compiled from the semantic model for the caller.")
     async def semantic(self, info: Info[Context, None], query: SemanticQueryInput) -> SemanticResult:
         context = info.context
-        compiled = _compile(context, query, context.access)
+        compiled = compile_input(context, query, context.access)
         try:
             answer = await context.services.warehouse.run(compiled)
         except QueryError:
@@ -183,7 +182,7 @@ class Query:
             raise
         context.access.marts |= answer.marts
         context.access.rows += len(answer.rows)
-        return _result(answer)
+        return to_result(answer)
 
     @strawberry.field(description="An entity's rows, a page at a time: its key and the readable columns.")
     async def rows(
@@ -235,56 +234,3 @@ class Query:
                 if principal is not None and permitted(model, principal, ref):
                     found.append(Member(name=ref, kind=kind, type=type_, description=description))
         return found
-
-
-@strawberry.type
-class Subscription:
-    @strawberry.subscription(
-        description="The answer now, then each new answer after a mart it reads changes."
-    )
-    async def semantic(
-        self, info: Info[Context, None], query: SemanticQueryInput
-    ) -> AsyncGenerator[SemanticResult, None]:
-        context = info.context
-        services = context.services
-        operation_hash = hashlib.sha256(print_ast(info.operation).encode()).hexdigest()
-
-        def access() -> Access:
-            principal = context.principal
-            return Access(
-                "subscription",
-                subject=principal.subject if principal else None,
-                roles=principal.roles if principal else (),
-                operation_hash=operation_hash,
-            )
-
-        first = access()
-        try:
-            compiled = _compile(context, query, first)
-        except QueryError:
-            services.audit.record(first)
-            raise
-        queue = services.warehouse.subscribe()
-        API_SUBSCRIPTIONS.inc()
-        try:
-            last: tuple[tuple[Any, ...], ...] | None = None
-            pending: frozenset[str] | None = compiled.marts
-            while True:
-                if pending is None or pending & compiled.marts:
-                    record = access()
-                    started = time.perf_counter()
-                    answer = await services.warehouse.run(compiled)
-                    record.duration_s = time.perf_counter() - started
-                    if answer.rows != last:
-                        record.marts, record.rows = set(answer.marts), len(answer.rows)
-                        services.audit.record(record)
-                        API_PUSHES.inc()
-                        last = answer.rows
-                        yield _result(answer)
-                pending = await queue.get()
-                while not queue.empty() and pending is not None:  # coalesce a burst of announcements
-                    more = queue.get_nowait()
-                    pending = None if more is None else pending | more
-        finally:
-            services.warehouse.unsubscribe(queue)
-            API_SUBSCRIPTIONS.dec()
