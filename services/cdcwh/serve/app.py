@@ -52,6 +52,11 @@ from cdcwh.serve.store import Warehouse
 
 STATIC = Path(__file__).parent / "static"
 MAX_ALIASES = 10
+MAX_BODY_BYTES = 256 * 1024
+
+
+class TooLarge(Exception):
+    """A request body without a Content-Length, or longer than ``MAX_BODY_BYTES``."""
 
 
 class RateLimited(Exception):
@@ -153,18 +158,30 @@ class Endpoint:
         access = Access("query")
         started = time.perf_counter()
         status_code = 500
+        headers = Request(scope).headers
         try:
-            principal = await self.view.authenticator.principal_async(bearer(Request(scope).headers))
+            principal = await self.view.authenticator.principal_async(bearer(headers))
             access.subject, access.roles = principal.subject, principal.roles
             self.view.limiter.hit(principal.subject)
+            length = headers.get("content-length", "")
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                raise TooLarge
+        except TooLarge:
+            access.status, status_code = "error", 413
+            message = {
+                "errors": [{"message": f"a request body of at most {MAX_BODY_BYTES} bytes, with its length"}]
+            }
+            await JSONResponse(message, 413)(scope, receive, send)
         except AuthError:
             access.status, status_code = "unauthorized", 401
-            headers = {"WWW-Authenticate": 'Bearer realm="cdcwh"'}
-            await JSONResponse({"errors": [{"message": "unauthorized"}]}, 401, headers)(scope, receive, send)
+            challenge = {"WWW-Authenticate": 'Bearer realm="cdcwh"'}
+            await JSONResponse({"errors": [{"message": "unauthorized"}]}, 401, challenge)(
+                scope, receive, send
+            )
         except RateLimited as exc:
             access.status, status_code = "rate_limited", 429
-            headers = {"Retry-After": str(exc.retry_after_s)}
-            await JSONResponse({"errors": [{"message": "too many requests"}]}, 429, headers)(
+            retry = {"Retry-After": str(exc.retry_after_s)}
+            await JSONResponse({"errors": [{"message": "too many requests"}]}, 429, retry)(
                 scope, receive, send
             )
         else:

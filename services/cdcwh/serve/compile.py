@@ -34,6 +34,7 @@ COMPARISONS: Mapping[str, str] = {
     "lt": "<",
     "lte": "<=",
 }
+MAX_FILTER_VALUES = 500
 AGGREGATES: Mapping[str, str] = {"sum": "sum", "count": "count", "average": "avg", "min": "min", "max": "max"}
 
 
@@ -291,6 +292,8 @@ def _filter(
         raise QueryError(f"filter on {entity}.{name}: only dimensions can be filtered")
     column = sql.Identifier(builder.alias(entity), definition.column)
     values = client_filter.values
+    if len(values) > MAX_FILTER_VALUES:
+        raise QueryError(f"filter on {entity}.{name}: more than {MAX_FILTER_VALUES} values")
     if client_filter.op == "in":
         if not values:
             raise QueryError(f"filter on {entity}.{name}: 'in' needs at least one value")

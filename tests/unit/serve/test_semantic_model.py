@@ -162,3 +162,18 @@ def test_limits_and_shape_errors(model: SemanticModel) -> None:
             schema="m",
             max_rows=10,
         )
+
+
+def test_a_filter_takes_at_most_500_values(model: SemanticModel) -> None:
+    values = tuple(str(i) for i in range(501))
+    query = SemanticQuery(measures=("orders.orders",), filters=(Filter("orders.status", "in", values),))
+    with pytest.raises(QueryError, match="more than 500 values"):
+        compile_query(model, query, ANALYST, schema="m", max_rows=10)
+    compiled = compile_query(
+        model,
+        SemanticQuery(measures=("orders.orders",), filters=(Filter("orders.status", "in", values[:500]),)),
+        ANALYST,
+        schema="m",
+        max_rows=10,
+    )
+    assert compiled.key().count("%s") == 501  # the values and the limit
