@@ -30,7 +30,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     check_settings(settings.serve)  # before anything else: a server nobody can call is no server
     app = build_app(
-        settings, reader_dsn=postgres_dsn(settings, "reader"), audit_dsn=postgres_dsn(settings, "audit")
+        settings,
+        reader_dsn=postgres_dsn(settings, "reader"),
+        audit_dsn=postgres_dsn(settings, "audit"),
+        owner_dsn=postgres_dsn(settings, "owner"),  # creates audit.api_access when missing
     )
     serve_metrics(settings, "serve")
     uvicorn.run(

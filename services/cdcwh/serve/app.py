@@ -216,14 +216,19 @@ def build_schema(settings: Settings) -> ApiSchema:
 
 
 def build_app(
-    settings: Settings, *, reader_dsn: str, audit_dsn: str, model: SemanticModel | None = None
+    settings: Settings,
+    *,
+    reader_dsn: str,
+    audit_dsn: str,
+    owner_dsn: str | None = None,
+    model: SemanticModel | None = None,
 ) -> Starlette:
     """The app; misconfiguration (no way to verify tokens, a bad model) raises ``ConfigError`` here."""
     authenticator = Authenticator(settings.serve)
     services = Services(
         model=model or load_model(settings.serve.semantic_path),
         warehouse=Warehouse(reader_dsn, settings.postgres.schema_, settings.serve),
-        audit=AuditWriter(audit_dsn, settings.postgres.audit_schema),
+        audit=AuditWriter(audit_dsn, settings.postgres.audit_schema, owner_dsn),
         max_rows=settings.serve.max_rows,
         max_members=settings.serve.max_members,
     )

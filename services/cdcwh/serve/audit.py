@@ -1,7 +1,7 @@
 """The access audit: every API request as a row of ``<postgres.audit_schema>.api_access`` (subject, roles,
 operation hash, marts read, rows returned, duration, status), never the token. Rows are queued by the
-request and written in batches by one task, on the audit DSN; a failed write is retried, and rows left when
-the server stops are flushed first."""
+request and written in batches by one task, on the audit DSN (the table is created with the owner DSN); a
+failed write is retried, and rows left when the server stops are flushed first."""
 
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ async def ensure_table(conn: psycopg.AsyncConnection[Any], schema: str) -> None:
     await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     await conn.execute(
         sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, at timestamptz NOT NULL, subject text, "
+            "CREATE TABLE IF NOT EXISTS {} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+            "at timestamptz NOT NULL, subject text, "
             "roles text[] NOT NULL, operation text NOT NULL, operation_hash text, marts text[] NOT NULL, "
             "rows_returned integer NOT NULL, duration_ms double precision NOT NULL, status text NOT NULL, "
             "error text)"
@@ -78,14 +79,17 @@ async def ensure_table(conn: psycopg.AsyncConnection[Any], schema: str) -> None:
 
 
 class AuditWriter:
-    def __init__(self, dsn: str, schema: str) -> None:
+    def __init__(self, dsn: str, schema: str, owner_dsn: str | None = None) -> None:
+        """``dsn``: the audit role's (INSERT only is enough: an identity column needs no sequence grant);
+        ``owner_dsn``: the role that may create the table, when not the same (roles per service)."""
         self.dsn = dsn
+        self.owner_dsn = owner_dsn or dsn
         self.schema = schema
         self._queue: asyncio.Queue[Access] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(self.owner_dsn, autocommit=True) as conn:
             await ensure_table(conn, self.schema)
         self._task = asyncio.create_task(self._run(), name="audit-writer")
 
