@@ -44,6 +44,7 @@ PARSER_MODULES = (
     "status",
     "serve",
     "token",
+    "profile",
 )
 
 

@@ -285,6 +285,33 @@ class ServeSettings(Section):
         return self.semantic_dir if self.semantic_dir is not None else PROJECT_ROOT / "schemas" / "semantic"
 
 
+class AuditSettings(Section):
+    """The audit schema in PostgreSQL (``postgres.audit_schema``), profiling and anomaly detection
+    (docs/data-quality-audit.md)."""
+
+    enabled: bool | None = None
+    """Write ``audit.*`` rows. Unset: on when a PostgreSQL is configured (``postgres.audit_dsn`` or
+    ``postgres.dsn``) or an embedded one is recorded in the data dir; off otherwise."""
+    retention_days: int = Field(default=90, ge=1)
+    """Audit rows older than this many days are deleted in PostgreSQL and in the warehouse file's
+    ``cdcwh.column_profiles`` and ``cdcwh.anomalies`` (by the transform, every ``prune_interval_s``)."""
+    prune_interval_s: float = Field(default=3600.0, gt=0)
+    """How often the transform deletes audit rows past the retention."""
+    retry_s: float = Field(default=10.0, gt=0)
+    """After a failed audit write, the transform waits this long before shipping again (it never waits for
+    PostgreSQL: its rows stay in DuckDB until shipped)."""
+    connect_timeout_s: int = Field(default=3, ge=1)
+    """Connection timeout of an audit write; ingest and sink try twice, then warn and go on."""
+    profile_interval_s: float = Field(default=60.0, ge=0)
+    """Profile the silver tables and gold models at most this often (0: after every batch)."""
+    anomaly_threshold: float = Field(default=6.0, gt=0)
+    """A signal further than this many (scaled) MADs from its baseline's median is an anomaly."""
+    anomaly_window: int = Field(default=60, ge=5)
+    """Points of trailing history a baseline uses (minutes for volume, profiles for columns)."""
+    anomaly_min_points: int = Field(default=10, ge=3)
+    """Fewer history points than this: no verdict (a new table is not flagged while it warms up)."""
+
+
 class SourceSettings(Section):
     """The source PostgreSQL that ``cdcwh capture`` reads with the Debezium engine (docs/source.md)."""
 
@@ -339,6 +366,8 @@ class Settings(BaseSettings):
     sink: SinkSettings = Field(default_factory=SinkSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -105,6 +105,16 @@ TRANSFORM_MODEL_BEHIND = Gauge(
     "1 while the gold model waits for a full refresh after missing a batch (it or a mart it reads failed)",
     ["model"],
 )
+DQ_TESTS = Counter(
+    "cdcwh_dq_tests",
+    "Data quality test runs by model, test id and status (pass, warn, fail); docs/data-quality.md",
+    ["model", "test", "status"],
+)
+DQ_GATE_HELD = Gauge(
+    "cdcwh_dq_gate_held",
+    "1 while an error test holds the gold model's batches (its mart stays at its last passing state), else 0",
+    ["model"],
+)
 TRANSFORM_TABLE_FAILURES = Counter(
     "cdcwh_transform_table_failures_total",
     "Batches in which a silver table's bronze rows could not be read or applied (the batch went on without "
@@ -143,6 +153,38 @@ FRESHNESS = Histogram(
 )
 LAST_SUCCESS = Gauge(
     "cdcwh_last_success_timestamp_seconds", "Unix time of the last successful batch", ["service"]
+)
+AUDIT_ROWS_WRITTEN = Counter(
+    "cdcwh_audit_rows_written_total",
+    "Rows written to the PostgreSQL audit schema (including rows already there, skipped by their key)",
+    ["service", "table"],
+)
+AUDIT_WRITE_FAILURES = Counter(
+    "cdcwh_audit_write_failures_total",
+    "Failed writes to the PostgreSQL audit schema (retried later: the transform from DuckDB, ingest and sink "
+    "from memory)",
+    ["service", "table"],
+)
+AUDIT_ROWS_DROPPED = Counter(
+    "cdcwh_audit_rows_dropped_total",
+    "Audit rows of ingest or sink given up: PostgreSQL unreachable at stop, or more rows pending than kept",
+    ["service", "table"],
+)
+AUDIT_BACKLOG = Gauge(
+    "cdcwh_audit_backlog_rows",
+    "Rows the transform recorded in DuckDB and has not yet shipped to the audit schema",
+    ["table"],
+)
+ANOMALIES = Counter(
+    "cdcwh_anomalies_total",
+    "Anomalies detected (a signal beyond audit.anomaly_threshold MADs from its baseline); signal is volume, "
+    "freshness, null_fraction or mean",
+    ["table", "signal"],
+)
+PROFILE_DURATION = Histogram(
+    "cdcwh_profile_duration_seconds",
+    "Seconds to profile every silver table and gold model once",
+    buckets=DURATION_BUCKETS,
 )
 ERRORS = Counter("cdcwh_errors_total", "Errors by service and kind (retried or fatal)", ["service", "kind"])
 

@@ -59,16 +59,22 @@ def check_kafka(settings: Settings) -> None:
 
 
 def check_postgres(settings: Settings) -> None:
-    """The configured warehouse PostgreSQL accepts a connection, or one ``InfrastructureError``."""
-    if settings.postgres.dsn is None:
+    """The sink's warehouse PostgreSQL DSN (``postgres.sink_dsn``, else ``postgres.dsn``) accepts a
+    connection, or one ``InfrastructureError`` naming the setting."""
+    dsn = settings.postgres.dsn_for("sink")
+    if dsn is None:
         return
     import psycopg
 
+    from cdcwh.pgprivileges import dsn_setting
+
+    setting = dsn_setting(settings, "sink")
+
     try:
-        psycopg.connect(settings.postgres.dsn.get_secret_value(), connect_timeout=int(TIMEOUT_S)).close()
+        psycopg.connect(dsn.get_secret_value(), connect_timeout=int(TIMEOUT_S)).close()
     except psycopg.Error as exc:
         reason = " ".join(str(exc).split("\n")[0].split())  # libpq's first line; the hints follow it
-        raise InfrastructureError(f"postgres.dsn: cannot connect to the database ({reason})") from None
+        raise InfrastructureError(f"{setting}: cannot connect to the database ({reason})") from None
 
 
 def check(settings: Settings, needs: Iterable[str]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from cdcwh.bronze.catalog import bronze_table_name, open_catalog
-from cdcwh.config import ENV_PREFIX, KafkaSettings, Settings
+from cdcwh.config import ENV_PREFIX, AuditSettings, KafkaSettings, Settings
 from cdcwh.generate import KafkaRecord, ShopGenerator, SourceChange, encode, produce
 from tests.support.services import ingest_until_caught_up, sink_until_caught_up
 
@@ -47,6 +47,8 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
             "CDCWH_METRICS__PORT": "0",
             "CDCWH_KAFKA__SESSION_TIMEOUT_MS": str(settings.kafka.session_timeout_ms or SESSION_TIMEOUT_MS),
             "CDCWH_KAFKA__HEARTBEAT_INTERVAL_MS": str(settings.kafka.heartbeat_interval_ms or HEARTBEAT_MS),
+            "CDCWH_AUDIT__ENABLED": str(bool(settings.audit.enabled)).lower(),
+            "CDCWH_POSTGRES__AUDIT_SCHEMA": settings.postgres.audit_schema,
         }
     )
     env.update(extra)
@@ -106,4 +108,6 @@ def settings_for(base: Path, bootstrap: str, prefix: str, **overrides: Any) -> S
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=HEARTBEAT_MS,
     )
+    # the audit schema is shared by every test of a session's PostgreSQL: on only where a test names its own
+    overrides.setdefault("audit", AuditSettings(enabled=False))
     return Settings(data_dir=base, kafka=kafka, **overrides)

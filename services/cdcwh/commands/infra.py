@@ -9,6 +9,7 @@ from collections.abc import Callable
 from cdcwh.commands.output import make_console
 from cdcwh.config import Settings
 from cdcwh.embedded import EmbeddedBroker, EmbeddedPostgres
+from cdcwh.pgroles import DEFAULT_PREFIX
 from cdcwh.stopping import stop_on_signals
 
 console = make_console()
@@ -31,6 +32,31 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "Ctrl-C stops it.",
     )
     postgres.set_defaults(handler=run_postgres)
+    what = postgres.add_subparsers(dest="postgres_command", metavar="COMMAND")
+    roles = what.add_parser(
+        "init-roles",
+        help="create the per-service roles (owner, sink, audit, reader) and their grants",
+        description="Create (or bring up to date: re-running is safe) the roles <prefix>owner, "
+        "<prefix>sink, <prefix>audit and <prefix>reader, the marts and audit schemas owned by "
+        "<prefix>owner, and the grants (docs/security.md). Connects with postgres.dsn "
+        "(CDCWH_POSTGRES__DSN; the embedded Postgres when unset), which must name a superuser or a role "
+        "with CREATEROLE. deploy/postgres/roles.sql is the same SQL (--print-sql).",
+    )
+    roles.add_argument(
+        "--role-prefix", default=DEFAULT_PREFIX, help=f"prefix of the role names (default {DEFAULT_PREFIX})"
+    )
+    roles.add_argument(
+        "--password-env",
+        action="append",
+        default=[],
+        metavar="PURPOSE=VARIABLE",
+        help="set the password of a role from an environment variable, e.g. sink=CDCWH_SINK_PG_PASSWORD "
+        "(repeatable; PURPOSE is owner, sink, audit or reader; the password is never printed)",
+    )
+    roles.add_argument(
+        "--print-sql", action="store_true", help="print the SQL (without passwords) instead of running it"
+    )
+    roles.set_defaults(handler=run_init_roles)
 
 
 def wait_for_stop_signal(alive: Callable[[], bool]) -> bool:
@@ -80,4 +106,39 @@ def run_postgres(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         postgres.stop()
         console.print("embedded PostgreSQL stopped")
+    return 0
+
+
+def run_init_roles(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+    import sys
+
+    import psycopg
+
+    from cdcwh.embedded import postgres_dsn
+    from cdcwh.errors import ConfigError
+    from cdcwh.pgroles import PURPOSES, RoleNames, render_sql, role_statements
+
+    roles = RoleNames.with_prefix(args.role_prefix)
+    marts, audit = settings.postgres.schema_, settings.postgres.audit_schema
+    if args.print_sql:
+        sys.stdout.write(render_sql(roles, marts, audit))
+        return 0
+    passwords: dict[str, str] = {}
+    for spec in args.password_env:
+        purpose, _, variable = spec.partition("=")
+        if purpose not in PURPOSES or not variable:
+            raise ConfigError(
+                f"--password-env {spec!r}: expected PURPOSE=VARIABLE, PURPOSE one of {', '.join(PURPOSES)}"
+            )
+        value = os.environ.get(variable)
+        if not value:
+            raise ConfigError(f"--password-env {purpose}={variable}: {variable} is unset or empty")
+        passwords[purpose] = value
+    with psycopg.connect(postgres_dsn(settings), autocommit=True) as conn, conn.transaction():
+        for statement in role_statements(roles, marts, audit, passwords):
+            conn.execute(statement)
+    names = ", ".join(roles.of(purpose) for purpose in PURPOSES)
+    with_passwords = f"; passwords set for {', '.join(sorted(passwords))}" if passwords else ""
+    console.print(f"roles {names} ready; schemas {marts} and {audit} owned by {roles.owner}{with_passwords}")
     return 0

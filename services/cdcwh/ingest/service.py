@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from quixstreams.models import HeadersTuples
 from quixstreams.sinks import BaseSink
 
 from cdcwh import faults, metrics
+from cdcwh.audit.rows import landing_rows
+from cdcwh.audit.writer import BufferedAuditWriter
 from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import IcebergSettings, Settings
 from cdcwh.contracts import load_contracts
@@ -60,6 +63,7 @@ class BronzeSink(BaseSink):
         writer: IcebergBronzeWriter,
         data_dir: Path | None = None,
         maintenance: IcebergSettings | None = None,
+        audit: BufferedAuditWriter | None = None,
     ) -> None:
         """``data_dir``: where the ``landed`` fault point (``cdcwh.faults``) leaves its marker; without it
         the point is never hit."""
@@ -69,6 +73,7 @@ class BronzeSink(BaseSink):
         self._next_maintenance = time.monotonic() + (maintenance.maintain_interval_s if maintenance else 0)
         self._buffer: list[RawRecord] = []
         self._data_dir = data_dir
+        self.audit = audit
 
     def add(
         self,
@@ -87,6 +92,7 @@ class BronzeSink(BaseSink):
         if not records:
             return
         started = time.monotonic()
+        started_at = datetime.now(UTC)
         for topic, count in Counter(r.topic for r in records).items():
             metrics.EVENTS_CONSUMED.labels(topic).inc(count)
         try:
@@ -111,6 +117,17 @@ class BronzeSink(BaseSink):
         for source_ts in result.source_ts.values():
             metrics.observe_freshness("bronze", source_ts, now_s)
         metrics.LAST_SUCCESS.labels("ingest").set(now_s)
+        if self.audit is not None:  # after the bronze commit; never raises (cdcwh.audit.writer)
+            self.audit.record(
+                landing_rows(
+                    ((r.topic, r.partition, r.offset) for r in records),
+                    rows_in=len(records),
+                    landed=sum(result.landed.values()),
+                    rejections=result.quarantined,
+                    started=started_at,
+                    finished=datetime.now(UTC),
+                )
+            )
         if self._data_dir is not None:  # a crash test's window between the Iceberg and the Kafka commit
             faults.hit(faults.LANDED, self._data_dir, note=str(len(records)))
         if self.maintenance is not None and time.monotonic() >= self._next_maintenance:
@@ -203,7 +220,21 @@ def run_ingest(settings: Settings, *, until_caught_up: bool = False, idle_s: flo
     # lowers the plateau RSS of a catch-up at the same rate (measured: docs/benchmarks.md, "Memory")
     pa.set_memory_pool(pa.system_memory_pool())
     gc.set_threshold(*GC_THRESHOLDS)
-    sink = BronzeSink(make_writer(settings), data_dir=settings.data_dir, maintenance=settings.iceberg)
+    sink = BronzeSink(
+        make_writer(settings),
+        data_dir=settings.data_dir,
+        maintenance=settings.iceberg,
+        audit=BufferedAuditWriter.from_settings("ingest", settings),
+    )
+    try:
+        return ingest_topics(settings, sink, until_caught_up=until_caught_up, idle_s=idle_s)
+    finally:
+        if sink.audit is not None:  # a last try for audit rows still pending; counts what is lost
+            sink.audit.close()
+
+
+def ingest_topics(settings: Settings, sink: BronzeSink, *, until_caught_up: bool, idle_s: float) -> int:
+    """Subscribe to the matching topics and land them through ``sink``, resubscribing when they change."""
     while True:
         topics = matching_topics(settings)
         if not topics:

@@ -93,7 +93,7 @@ def collect_layers(settings: Settings, sample_rows: int = 5) -> Layers:
         }
     finally:
         con.close()
-    with psycopg.connect(postgres_dsn(settings), row_factory=dict_row) as pg:
+    with psycopg.connect(postgres_dsn(settings, "reader"), row_factory=dict_row) as pg:
         present = {
             str(row["table_name"])
             for row in pg.execute(

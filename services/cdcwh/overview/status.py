@@ -370,7 +370,7 @@ def _postgres(settings: Settings) -> list[Mart]:
 
     schema = settings.postgres.schema_
     marts = []
-    with psycopg.connect(postgres_dsn(settings), connect_timeout=5) as conn:
+    with psycopg.connect(postgres_dsn(settings, "reader"), connect_timeout=5) as conn:
         names = conn.execute(
             "SELECT table_name FROM information_schema.tables "
             "WHERE table_schema = %s AND table_name NOT LIKE '\\_%%' ORDER BY 1",

@@ -17,6 +17,7 @@ from cdcwh.embedded import postgres_dsn
 from cdcwh.errors import ConfigError
 from cdcwh.goldfeed import GoldChange
 from cdcwh.models import key_json_sql, load_models, row_json_sql
+from cdcwh.pgprivileges import dsn_setting
 from cdcwh.sink.postgres import PostgresMartSink
 from cdcwh.transform.batch import VERSION
 from cdcwh.warehouse import open_warehouse, quote, read_state
@@ -35,7 +36,13 @@ def backfill(
     if unknown:
         raise ConfigError(f"unknown mart(s) {', '.join(unknown)}; known: {', '.join(sorted(models))}")
     sink = PostgresMartSink(
-        postgres_dsn(settings), settings.postgres.schema_, settings.sql_path, settings.contracts_path
+        postgres_dsn(settings, "sink"),
+        settings.postgres.schema_,
+        settings.sql_path,
+        settings.contracts_path,
+        owner_dsn=postgres_dsn(settings, "owner"),
+        setting=dsn_setting(settings, "sink"),
+        owner_setting=dsn_setting(settings, "owner"),
     )
     con = open_warehouse(settings, read_only=True)
     summary: dict[str, dict[str, int]] = {}

@@ -15,6 +15,11 @@ columns and DuckDB types):
 
 A model whose types cannot be derived (its inputs are not in the contracts) keeps an existing table as it is,
 with a warning; without a table it is a ConfigError.
+
+The sink's own tables (``_tombstones``, ``_dead_letters``) are created here too. Only what is missing is
+created, so a role without DDL rights (``cdcwh_sink``) starts fine once the owner has created everything; when
+something is missing and the role may not create it, the sink stops at start naming the role, the privilege
+(CREATE on the database or the schema) and the setting of the DSN (``cdcwh.pgprivileges``).
 """
 
 from __future__ import annotations
@@ -27,17 +32,44 @@ from psycopg import sql
 
 from cdcwh.errors import ConfigError
 from cdcwh.models import DerivedMarts, MartTable, widens
+from cdcwh.pgprivileges import Need, require_privileges
 
 log = logging.getLogger(__name__)
 
 RUNNER_COLUMNS = (("_version", "bigint"), ("_updated_at", "timestamp with time zone"))
+TOMBSTONES = "_tombstones"
+DEAD_LETTERS = "_dead_letters"
+# the sink's own tables: the newest delete per key, and the changes PostgreSQL refused
+SINK_TABLES = {
+    TOMBSTONES: "mart text NOT NULL, key text NOT NULL, _version bigint NOT NULL, PRIMARY KEY (mart, key)",
+    DEAD_LETTERS: "mart text NOT NULL, key text NOT NULL, version bigint NOT NULL, op text NOT NULL, "
+    "change text NOT NULL, reason text NOT NULL, sqlstate text, error text NOT NULL, "
+    "first_seen timestamptz NOT NULL DEFAULT now(), last_seen timestamptz NOT NULL DEFAULT now(), "
+    "attempts integer NOT NULL DEFAULT 1, PRIMARY KEY (mart, key, version)",
+}
 
 
-def ensure_marts(conn: psycopg.Connection[Any], schema: str, derived: DerivedMarts) -> None:
-    """Create the schema and every missing mart table, check and widen the existing ones (in the caller's
-    transaction)."""
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+def ensure_marts(
+    conn: psycopg.Connection[Any], schema: str, derived: DerivedMarts, *, setting: str = "postgres.dsn"
+) -> None:
+    """Create the schema, the sink's tables and every missing mart table, check and widen the existing ones
+    (in the caller's transaction). ``setting``: the DSN setting named when the role may not create them."""
+    row = conn.execute("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %s)", (schema,)).fetchone()
+    schema_exists = bool(row and row[0])
     existing = table_columns(conn, schema)
+    missing = [name for name in [*derived.tables, *SINK_TABLES] if name not in existing]
+    if not schema_exists:
+        require_privileges(conn, [Need("database", "CREATE")], service="sink", setting=setting)
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    elif missing:
+        require_privileges(conn, [Need("schema", "CREATE", schema)], service="sink", setting=setting)
+    for name, columns in SINK_TABLES.items():
+        if name not in existing:
+            conn.execute(
+                sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+                    sql.Identifier(schema, name), sql.SQL(columns)
+                )
+            )
     keys = primary_keys(conn, schema)
     for mart in sorted(derived.tables.keys() | derived.failures.keys()):
         table = derived.tables.get(mart)

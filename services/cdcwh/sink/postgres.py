@@ -22,7 +22,10 @@ bisected, each half in its own savepoint, down to the single changes PostgreSQL 
 OperationalError``) rolls the whole transaction back, dead letters included: nothing partial lands.
 
 At connect the mart tables are created from the gold models, or checked and their narrower columns widened
-(``ddl.py``).
+(``ddl.py``), through the owner's DSN when the sink has one of its own (roles per service: docs/security.md);
+then the sink's role is checked for what it does to every table (SELECT, INSERT, UPDATE, DELETE, and TEMPORARY
+on the database for the staging tables): a missing right stops it at start, naming the role, the privilege and
+the table (``cdcwh.pgprivileges``).
 """
 
 from __future__ import annotations
@@ -41,12 +44,12 @@ from psycopg import sql
 from cdcwh import martnotify
 from cdcwh.goldfeed import GoldChange
 from cdcwh.models import DerivedMarts, derive_marts, load_models
-from cdcwh.sink.ddl import ensure_marts
+from cdcwh.pgprivileges import Need, require_privileges, table_needs
+from cdcwh.sink.ddl import DEAD_LETTERS, SINK_TABLES, TOMBSTONES, ensure_marts
 
 log = logging.getLogger(__name__)
 
-TOMBSTONES = "_tombstones"
-DEAD_LETTERS = "_dead_letters"
+WRITES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 # Errors about the rows themselves: a part of a batch failing with one is narrowed to the changes at fault,
 # which become dead letters. psycopg raises DataError itself for a NUL byte in a text (PostgreSQL text cannot
@@ -95,10 +98,24 @@ def printable(text: str) -> str:
 
 
 class PostgresMartSink:
-    def __init__(self, dsn: str, schema: str, sql_dir: Path, contracts_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        sql_dir: Path,
+        contracts_dir: Path | None = None,
+        *,
+        owner_dsn: str | None = None,
+        setting: str = "postgres.sink_dsn",
+        owner_setting: str = "postgres.owner_dsn",
+    ) -> None:
         """``contracts_dir``: the table contracts the mart column types are derived from (default: the
-        project's ``schemas/contracts``)."""
+        project's ``schemas/contracts``). ``owner_dsn``: the DSN the DDL runs with, when not ``dsn``'s own
+        role; ``setting``/``owner_setting``: the settings named when a role lacks a privilege."""
         self.dsn = dsn
+        self.owner_dsn = owner_dsn if owner_dsn != dsn else None
+        self.setting = setting
+        self.owner_setting = owner_setting
         self.schema = schema
         self.sql_dir = sql_dir
         self.contracts_dir = contracts_dir or sql_dir.parent / "schemas" / "contracts"
@@ -126,27 +143,32 @@ class PostgresMartSink:
             self._conn = None
 
     def _ensure_schema(self, conn: psycopg.Connection[Any]) -> None:
-        ident = sql.Identifier(self.schema)
         if self._derived is None:  # the mart tables follow the gold models (sink/ddl.py)
             self._derived = derive_marts(load_models(self.sql_dir / "gold"), self.contracts_dir)
+        derived = self._derived
+        if self.owner_dsn is None:
+            self._run_ddl(conn, self.setting)
+        else:
+            with psycopg.connect(self.owner_dsn, autocommit=False) as owner:
+                self._run_ddl(owner, self.owner_setting)
+        needs = [
+            Need("database", "TEMPORARY"),
+            *table_needs(self.schema, sorted({*derived.tables, *derived.failures, *SINK_TABLES}), WRITES),
+        ]
+        require_privileges(conn, needs, service="sink", setting=self.setting)
+        conn.commit()
+        self._load_layout(conn)
+
+    def _run_ddl(self, conn: psycopg.Connection[Any], setting: str) -> None:
+        derived = self._derived or derive_marts(load_models(self.sql_dir / "gold"), self.contracts_dir)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdcwh-mart-ddl'))")
-            ensure_marts(conn, self.schema, self._derived)
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {}.{} (mart text NOT NULL, key text NOT NULL, "
-                    "_version bigint NOT NULL, PRIMARY KEY (mart, key))"
-                ).format(ident, sql.Identifier(TOMBSTONES))
-            )
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {}.{} (mart text NOT NULL, key text NOT NULL, "
-                    "version bigint NOT NULL, op text NOT NULL, change text NOT NULL, reason text NOT NULL, "
-                    "sqlstate text, error text NOT NULL, first_seen timestamptz NOT NULL DEFAULT now(), "
-                    "last_seen timestamptz NOT NULL DEFAULT now(), attempts integer NOT NULL DEFAULT 1, "
-                    "PRIMARY KEY (mart, key, version))"
-                ).format(ident, sql.Identifier(DEAD_LETTERS))
-            )
+            ensure_marts(conn, self.schema, derived, setting=setting)
+        conn.commit()
+
+    def _load_layout(self, conn: psycopg.Connection[Any]) -> None:
+        """The columns, their types and the primary keys of the schema's tables, and the marts with dead
+        letters (committed on return)."""
         rows = conn.execute(
             """SELECT c.table_name, c.column_name, format_type(a.atttypid, a.atttypmod)
             FROM information_schema.columns c

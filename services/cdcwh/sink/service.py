@@ -15,12 +15,15 @@ import logging
 import re
 import threading
 import time
+from datetime import UTC, datetime
 
 import pyarrow as pa
 from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient
 
 from cdcwh import metrics
+from cdcwh.audit.rows import apply_rows
+from cdcwh.audit.writer import BufferedAuditWriter
 from cdcwh.config import Settings
 from cdcwh.embedded import postgres_dsn
 from cdcwh.errors import InfrastructureError
@@ -28,8 +31,9 @@ from cdcwh.goldfeed import MalformedGoldChange, decode, gold_topic
 from cdcwh.kafka import client_config, consumer_config, ensure_topics
 from cdcwh.kafka.catchup import CatchUpTracker
 from cdcwh.models import load_models
+from cdcwh.pgprivileges import dsn_setting
 from cdcwh.retry import retrying
-from cdcwh.sink.postgres import PostgresMartSink
+from cdcwh.sink.postgres import ApplyResult, PostgresMartSink
 from cdcwh.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -53,9 +57,16 @@ class SinkService:
         self.group = sink_group(settings)
         self.tracker = CatchUpTracker(self.group, expected_partitions=0)
         self.sink = PostgresMartSink(
-            postgres_dsn(settings), settings.postgres.schema_, settings.sql_path, settings.contracts_path
+            postgres_dsn(settings, "sink"),
+            settings.postgres.schema_,
+            settings.sql_path,
+            settings.contracts_path,
+            owner_dsn=postgres_dsn(settings, "owner"),
+            setting=dsn_setting(settings, "sink"),
+            owner_setting=dsn_setting(settings, "owner"),
         )
         self.stopping = threading.Event()
+        self.audit = BufferedAuditWriter.from_settings("sink", settings)
 
     def _consumer(self, stats_interval_ms: int) -> Consumer:
         config = consumer_config(self.settings, self.group)
@@ -89,8 +100,20 @@ class SinkService:
             while not self.stopping.is_set():
                 messages = self._collect(consumer)
                 if messages:
-                    self._apply_with_retry(consumer, messages)
+                    started = datetime.now(UTC)
+                    result = self._apply_with_retry(consumer, messages)
                     consumer.commit(asynchronous=False)
+                    if self.audit is not None:  # after the commits; never raises (cdcwh.audit.writer)
+                        self.audit.record(
+                            apply_rows(
+                                ((m.topic() or "", m.partition() or 0, m.offset() or 0) for m in messages),
+                                rows_in=len(messages),
+                                rows_out=sum(result.upserts.values()) + sum(result.deletes.values()),
+                                dead_letters=len(result.dead_letters),
+                                started=started,
+                                finished=datetime.now(UTC),
+                            )
+                        )
                 if until_caught_up:
                     if self.tracker.caught_up():
                         caught_up_since = caught_up_since or time.monotonic()
@@ -102,6 +125,8 @@ class SinkService:
         finally:
             consumer.close()
             self.sink.close()
+            if self.audit is not None:
+                self.audit.close()
         return 0
 
     def _ensure_gold_topics(self) -> None:
@@ -136,7 +161,7 @@ class SinkService:
                 messages.append(message)
         return messages
 
-    def _apply_with_retry(self, consumer: Consumer, messages: list[Message]) -> None:
+    def _apply_with_retry(self, consumer: Consumer, messages: list[Message]) -> ApplyResult:
         changes = []
         for message in messages:
             key, value = message.key(), message.value()
@@ -197,6 +222,7 @@ class SinkService:
             len(messages),
             time.monotonic() - started,
         )
+        return result
 
     def _wait(self, consumer: Consumer, seconds: float) -> None:
         """Sleep while serving the consumer (heartbeats, rebalances) so the group keeps us."""

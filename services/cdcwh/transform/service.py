@@ -6,7 +6,8 @@ publishes its changes. The DuckDB file stays open across batches while they keep
 transform's time. It is closed when a batch finds nothing new, when the hold time is up (then the next batch
 waits a moment, so that ``cdcwh query`` and ``cdcwh status`` get their turn), after a failure, and on stop.
 A failed batch is rolled back, recorded in ``cdcwh.batches`` and retried with back-off. A failed gold model
-does not fail the batch (batch.py): it is logged, recorded and retried by every later batch.
+does not fail the batch (batch.py): it is logged, recorded and retried by every later batch. After each
+step, ``TransformAudit`` profiles, detects anomalies and ships audit rows (cdcwh.audit.transform).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import duckdb
 
 from cdcwh import faults, metrics
+from cdcwh.audit.transform import TransformAudit
 from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import Settings
 from cdcwh.kafka import client_config
@@ -46,6 +48,7 @@ class TransformService:
             partitions=settings.transform.gold_partitions,
         )
         self.stopping = threading.Event()
+        self.audit = TransformAudit(settings)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._opened_at = 0.0
         # the first batch of the process retries the gold models behind even when bronze has nothing new: an
@@ -98,6 +101,8 @@ class TransformService:
         except BaseException:
             self.release()
             raise
+        # after the commit: profiles, anomalies and the audit rows shipped to PostgreSQL (never raises)
+        self.audit.after_batch(con, result.batch_id)
         held = time.monotonic() - self._opened_at
         if result.batch_id is None or held >= self.settings.transform.hold_s:
             self.release()

@@ -1,0 +1,184 @@
+"""The anomaly detector (``cdcwh.core.anomaly``) fed from the warehouse file, its findings kept there.
+
+Signals:
+
+- per source (silver) table, **volume**: the bronze rows its batches read per minute (``cdcwh.batch_models``
+  by the minute ``cdcwh.batches`` started), zero for a minute without any, from the table's first batch on;
+  and **freshness**: seconds since the last minute with changes. Each complete minute is judged once
+  (``cdcwh.state`` ``anomaly_minute``, the last minute judged, in epoch seconds);
+- per profiled column, **null_fraction** and **mean** of each new profile (``profile.py``) against the
+  column's earlier profiles; a window of fewer than ``MIN_PROFILE_ROWS`` rows is neither judged nor used.
+
+Findings go to ``cdcwh.anomalies`` (``ANOMALIES_TABLE``), shipped to ``audit.anomalies``, counted in
+``cdcwh_anomalies_total{table,signal}`` and logged as warnings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import duckdb
+
+from cdcwh import metrics
+from cdcwh.config import AuditSettings
+from cdcwh.core.anomaly import Anomaly, Point, detect, freshness, per_minute
+from cdcwh.quality.profile import ColumnProfile
+from cdcwh.warehouse import read_state, write_state
+
+log = logging.getLogger(__name__)
+
+ANOMALY_MINUTE: Final = "anomaly_minute"
+MIN_PROFILE_ROWS: Final = 30
+SEASONAL_LOOKBACK: Final = timedelta(days=7)
+MAX_MINUTES_JUDGED: Final = 5
+"""Minutes judged in one pass at most (after a pause, the newest ones)."""
+SKIPPED_COLUMNS: Final = frozenset({"_version"})
+"""Grows with every batch by design: its mean always drifts."""
+Measured = tuple[datetime, int, float | None, float | None, float | None]
+"""A profile's time, rows, null fraction, mean and standard deviation."""
+ANOMALIES_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS cdcwh.anomalies (
+    table_name VARCHAR NOT NULL, column_name VARCHAR NOT NULL, signal VARCHAR NOT NULL,
+    observed_at TIMESTAMPTZ NOT NULL, value DOUBLE NOT NULL, baseline_median DOUBLE NOT NULL,
+    baseline_mad DOUBLE NOT NULL, score DOUBLE NOT NULL, threshold DOUBLE NOT NULL,
+    detected_at TIMESTAMPTZ NOT NULL, shipped BOOLEAN NOT NULL DEFAULT false,
+    PRIMARY KEY (table_name, column_name, signal, observed_at))
+"""
+
+
+def _judge(signal: str, series: Sequence[Point], audit: AuditSettings) -> Anomaly | None:
+    return detect(
+        signal,
+        series,
+        threshold=audit.anomaly_threshold,
+        window=audit.anomaly_window,
+        min_points=audit.anomaly_min_points,
+    )
+
+
+def volume_anomalies(
+    con: duckdb.DuckDBPyConnection, now: datetime, audit: AuditSettings
+) -> list[tuple[str, str, Anomaly]]:
+    """Judge the complete minutes not judged yet: ``(table, column '', anomaly)`` for each outlier."""
+    last_complete = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+    judged = read_state(con, ANOMALY_MINUTE)
+    first_due = last_complete - timedelta(minutes=MAX_MINUTES_JUDGED - 1)
+    if judged is not None:
+        first_due = max(first_due, datetime.fromtimestamp(judged, UTC) + timedelta(minutes=1))
+    if first_due > last_complete:
+        return []
+    since = last_complete - max(
+        SEASONAL_LOOKBACK, timedelta(minutes=audit.anomaly_window + MAX_MINUTES_JUDGED)
+    )
+    rows = con.execute(
+        """SELECT substr(m.model, 8), date_trunc('minute', b.started_at), sum(m.rows_in)
+        FROM cdcwh.batch_models AS m JOIN cdcwh.batches AS b USING (batch_id)
+        WHERE starts_with(m.model, 'silver.') AND b.started_at >= ? AND b.started_at < ?
+        GROUP BY ALL""",
+        [since, last_complete + timedelta(minutes=1)],
+    ).fetchall()
+    counts: dict[str, dict[datetime, int]] = defaultdict(dict)
+    for table, minute, n in rows:
+        counts[str(table)][minute.astimezone(UTC)] = int(n or 0)
+    found = []
+    for table, per_table in sorted(counts.items()):
+        volume = per_minute(per_table, min(per_table), last_complete)
+        fresh = freshness(volume)
+        for signal, series in (("volume", volume), ("freshness", fresh)):
+            for end in range(len(series)):
+                if series[end].at < first_due:
+                    continue
+                anomaly = _judge(signal, series[: end + 1], audit)
+                if anomaly is not None:
+                    found.append((table, "", anomaly))
+    write_state(con, ANOMALY_MINUTE, int(last_complete.timestamp()))
+    return found
+
+
+def profile_anomalies(
+    con: duckdb.DuckDBPyConnection, profiles: Sequence[ColumnProfile], audit: AuditSettings
+) -> list[tuple[str, str, Anomaly]]:
+    """Judge each new profile's null fraction and mean against the column's earlier profiles."""
+    judged = [p for p in profiles if p.row_count >= MIN_PROFILE_ROWS and p.column_name not in SKIPPED_COLUMNS]
+    if not judged:
+        return []
+    since = min(p.profiled_at for p in judged) - SEASONAL_LOOKBACK
+    tables = sorted({f"{p.layer}.{p.table_name}" for p in judged})
+    rows = con.execute(
+        """SELECT layer, table_name, column_name, profiled_at, row_count, null_fraction, mean, stddev
+        FROM cdcwh.column_profiles
+        WHERE row_count >= ? AND profiled_at >= ? AND list_contains(?, layer || '.' || table_name)
+        QUALIFY row_number() OVER (PARTITION BY layer, table_name, column_name ORDER BY profiled_at DESC) <= ?
+        ORDER BY profiled_at""",
+        [MIN_PROFILE_ROWS, since, tables, audit.anomaly_window + 1],
+    ).fetchall()
+    history: dict[tuple[str, str, str], list[Measured]] = defaultdict(list)
+    for layer, table, column, at, n, nulls, mean, spread in rows:
+        history[(str(layer), str(table), str(column))].append(
+            (at.astimezone(UTC), int(n), nulls, mean, spread)
+        )
+    found = []
+    for profile in judged:
+        past = [
+            h
+            for h in history[(profile.layer, profile.table_name, profile.column_name)]
+            if h[0] <= profile.profiled_at
+        ]
+        name = f"{profile.layer}.{profile.table_name}"
+        nulls = [Point(at, float(v), n) for at, n, v, _, _ in past if v is not None]
+        means = [Point(at, float(v), n, spread) for at, n, _, v, spread in past if v is not None]
+        for signal, series in (("null_fraction", nulls), ("mean", means)):
+            if series and series[-1].at == profile.profiled_at:
+                anomaly = _judge(signal, series, audit)
+                if anomaly is not None:
+                    found.append((name, profile.column_name, anomaly))
+    return found
+
+
+def record_anomalies(
+    con: duckdb.DuckDBPyConnection, found: Sequence[tuple[str, str, Anomaly]], now: datetime
+) -> int:
+    """Keep the anomalies in ``cdcwh.anomalies`` (once per key), count and log the new ones."""
+    con.execute(ANOMALIES_TABLE)
+    new = 0
+    for table, column, a in found:
+        inserted = con.execute(
+            "INSERT OR IGNORE INTO cdcwh.anomalies (table_name, column_name, signal, observed_at, value, "
+            "baseline_median, baseline_mad, score, threshold, detected_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING 1",
+            [
+                table,
+                column,
+                a.signal,
+                a.at,
+                a.value,
+                a.baseline.median,
+                a.baseline.mad,
+                a.score,
+                a.threshold,
+                now,
+            ],
+        ).fetchall()
+        if inserted:
+            new += 1
+            metrics.ANOMALIES.labels(table, a.signal).inc()
+            log.warning(
+                "anomaly: %s%s %s = %g at %s, baseline median %g (MAD %g, %d points%s): %.1f MADs, "
+                "threshold %g",
+                table,
+                f".{column}" if column else "",
+                a.signal,
+                a.value,
+                a.at.isoformat(),
+                a.baseline.median,
+                a.baseline.mad,
+                a.baseline.points,
+                ", time of day" if a.baseline.seasonal else "",
+                a.score,
+                a.threshold,
+            )
+    return new

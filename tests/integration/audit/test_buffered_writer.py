@@ -1,0 +1,53 @@
+"""Ingest's and sink's audit writer on the session's PostgreSQL: while PostgreSQL is unreachable the rows wait
+in memory and nothing raises; the next batch after it is back writes them once; rows still pending at stop are
+counted as dropped."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg import sql
+
+from cdcwh.audit.writer import BufferedAuditWriter, PostgresAuditWriter
+from tests.support.metrics import counter_total
+
+FAILURES = "cdcwh_audit_write_failures_total"
+DROPPED = "cdcwh_audit_rows_dropped_total"
+UNREACHABLE = "postgresql://cdcwh@127.0.0.1:1/cdcwh"
+AT = datetime.now(UTC)
+
+
+def run(key: str) -> dict[str, list[tuple[object, ...]]]:
+    return {"pipeline_runs": [("sink", key, AT, AT, "ok", 1, 1, None)]}
+
+
+def test_rows_wait_while_postgres_is_away_and_arrive_once(postgres_dsn: str, pg_schema: str) -> None:
+    dsn = [UNREACHABLE]
+    writer = BufferedAuditWriter(
+        "sink", PostgresAuditWriter(lambda: dsn[0], lambda: dsn[0], pg_schema), 0.001
+    )
+    failures = counter_total(FAILURES, service="sink", table="pipeline_runs")
+    assert writer.record(run("a")) is False
+    assert writer.record(run("b")) is False
+    assert len(writer.pending["pipeline_runs"]) == 2
+    assert counter_total(FAILURES, service="sink", table="pipeline_runs") >= failures + 1
+    dsn[0] = postgres_dsn
+    assert writer.record(run("c")) is True
+    assert writer.record(run("a")) is True  # the same run again: skipped by its key
+    with psycopg.connect(postgres_dsn) as conn:
+        keys = conn.execute(
+            sql.SQL("SELECT run_key FROM {} ORDER BY 1").format(sql.Identifier(pg_schema, "pipeline_runs"))
+        ).fetchall()
+    assert keys == [("a",), ("b",), ("c",)]
+    writer.close()
+
+
+def test_rows_pending_at_stop_are_counted_as_dropped(pg_schema: str) -> None:
+    writer = BufferedAuditWriter(
+        "ingest", PostgresAuditWriter(lambda: UNREACHABLE, lambda: UNREACHABLE, pg_schema), 60
+    )
+    dropped = counter_total(DROPPED, service="ingest", table="pipeline_runs")
+    writer.record({"pipeline_runs": [("ingest", k, AT, AT, "ok", 1, 1, None) for k in "xyz"]})
+    writer.close()
+    assert counter_total(DROPPED, service="ingest", table="pipeline_runs") == dropped + 3
