@@ -46,11 +46,12 @@ RUN pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels
 
 WORKDIR /app
 COPY schemas/contracts ./schemas/contracts
+COPY schemas/semantic ./schemas/semantic
 COPY sql ./sql
 
 USER 10001:10001
 VOLUME ["/data"]
-EXPOSE 9400 9401 9402
+EXPOSE 9400 9401 9402 9405 8400
 
 ENTRYPOINT ["cdcwh"]
 CMD ["--help"]

@@ -27,7 +27,7 @@ from cdcwh.metrics import scrape as scrape_metrics
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-SECTIONS = ("ingest", "avro", "sink", "freshness", "rebuild", "soak")
+SECTIONS = ("ingest", "avro", "sink", "freshness", "rebuild", "soak", "api")
 PY_SPY = Path(sys.executable).parent / "py-spy"  # pip install py-spy; else cProfile is used
 STAGES = ("bronze", "gold", "postgres")  # cdcwh_freshness_seconds{stage} of ingest, transform, sink
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.table import Table
 
+from bench.api import bench_api
 from bench.avro import bench_avro
 from bench.common import BENCH_DIR, ROOT, SECTIONS, Bench, console, log, machine
 from bench.freshness import bench_freshness
@@ -35,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=5_000, help="freshness load, events/s")
     parser.add_argument("--duration", type=float, default=60, help="freshness load, seconds")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--api-rows", type=int, default=100_000, help="api: orders mart rows")
+    parser.add_argument("--api-clients", type=int, default=8, help="api: concurrent clients")
+    parser.add_argument("--api-requests", type=int, default=2_000, help="api: requests per figure")
     parser.add_argument("--soak-commits", type=int, default=3000, help="soak: bronze landings")
     parser.add_argument(
         "--soak-events-per-commit", type=int, default=5, help="soak: change events per landing"
@@ -130,6 +134,15 @@ def report(results: dict[str, Any]) -> Table:
                 f"{worst['data_files']} / {worst['manifests']}",
                 "bounded",
             )
+    if api := results.get("api"):
+        clients = api["clients"]
+        table.add_row(f"plain psycopg SELECT, queries/s ({clients} clients)", fmt(api["plain_per_s"]), "")
+        table.add_row("API semantic query cached, requests/s", fmt(api["cached_per_s"]), "")
+        table.add_row("API semantic query uncached, requests/s", fmt(api["uncached_per_s"]), "")
+        table.add_row("API cached / plain SELECT", fmt(api["ratio_cached"], ".2f"), "")
+        table.add_row("API uncached / plain SELECT", fmt(api["ratio_uncached"], ".2f"), "")
+        for name in ("plain", "cached", "uncached"):
+            table.add_row(f"p99 latency {name}, ms", fmt(api[f"{name}_p99_ms"], ".1f"), "")
     return table
 
 
@@ -178,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
                 save(args.output, results)
             if "soak" in args.only:
                 bench_soak(bench)
+            if "api" in args.only:
+                log.print(
+                    f"[bold]api[/]: a semantic query, {args.api_clients} clients, vs a plain SELECT ..."
+                )
+                bench_api(bench)
+                save(args.output, results)
     finally:
         results["duration_s"] = (datetime.now(UTC) - started).total_seconds()
         save(args.output, results)

@@ -43,6 +43,8 @@ PARSER_MODULES = (
     "source",
     "capture",
     "status",
+    "serve",
+    "token",
     "profile",
 )
 

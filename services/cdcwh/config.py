@@ -261,6 +261,51 @@ class SinkSettings(Section):
     batch_max_s: float = Field(default=0.5, gt=0)
 
 
+class ServeSettings(Section):
+    """``cdcwh serve``: the GraphQL API and the live page over the marts (docs/serving.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8400, ge=0, le=65535)
+    jwt_secret: SecretStr | None = None
+    """HS256 key of the bearer tokens (the local default; ``cdcwh token`` signs with it). At least 32
+    bytes. ``serve`` needs it or ``serve.jwks_url``."""
+    jwks_url: str | None = None
+    """JWKS of the identity provider (RS256/ES256 tokens, production)."""
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"], min_length=1)
+    jwt_audience: str | None = None
+    """When set, tokens must carry this ``aud``."""
+    jwt_issuer: str | None = None
+    """When set, tokens must carry this ``iss``."""
+    rate_limit: str = "50/second"
+    """Requests per subject (``limits`` notation: ``50/second``, ``1000/minute``); more get 429."""
+    max_depth: int = Field(default=8, ge=2)
+    """Deepest GraphQL selection accepted."""
+    max_tokens: int = Field(default=2000, ge=10)
+    """Longest GraphQL document accepted, in tokens (the query's complexity bound)."""
+    max_members: int = Field(default=12, ge=1)
+    """Measures + dimensions + filters of one semantic query."""
+    max_rows: int = Field(default=10_000, ge=1)
+    """Rows of one answer; a query that would return more without a ``limit`` is refused."""
+    cache_size: int = Field(default=1024, ge=0)
+    """Answers cached (0: none); each is dropped when a mart it read gets a new version."""
+    pool_size: int = Field(default=8, ge=1)
+    statement_timeout_s: float = Field(default=10.0, gt=0)
+    semantic_dir: Path | None = None
+    """The semantic model files (``*.yml``). Unset: the project's ``schemas/semantic``."""
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # ValueError: pydantic names the setting
+        return value
+
+    @property
+    def semantic_path(self) -> Path:
+        return self.semantic_dir if self.semantic_dir is not None else PROJECT_ROOT / "schemas" / "semantic"
+
+
 class AuditSettings(Section):
     """The audit schema in PostgreSQL (``postgres.audit_schema``), profiling and anomaly detection
     (docs/data-quality-audit.md)."""
@@ -344,6 +389,8 @@ class Settings(BaseSettings):
     transform: TransformSettings = Field(default_factory=TransformSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+
     audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @classmethod

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("ingest", "transform", "sink", "supervisor", "capture")
+SERVICES = ("ingest", "transform", "sink", "supervisor", "capture", "serve")
 
 # Seconds from source commit: sub-second to minutes.
 FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300, 600)
@@ -188,6 +188,20 @@ PROFILE_DURATION = Histogram(
 )
 ERRORS = Counter("cdcwh_errors_total", "Errors by service and kind (retried or fatal)", ["service", "kind"])
 
+# cdcwh serve (the API); ``status`` takes only ok/error/denied/unauthorized/rate_limited, ``mart`` the models
+API_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+API_REQUESTS = Counter("cdcwh_api_requests_total", "GraphQL requests answered by cdcwh serve", ["status"])
+API_LATENCY = Histogram(
+    "cdcwh_api_request_seconds", "Time to answer a GraphQL request over HTTP", buckets=API_LATENCY_BUCKETS
+)
+API_CACHE = Counter("cdcwh_api_cache_total", "Semantic answers looked up in the API's cache", ["result"])
+API_SUBSCRIPTIONS = Gauge("cdcwh_api_subscriptions", "GraphQL subscriptions open")
+API_PUSHES = Counter("cdcwh_api_subscription_pushes_total", "New answers pushed to subscriptions")
+API_RATE_LIMITED = Counter("cdcwh_api_rate_limited_total", "API requests refused with 429 (per subject)")
+API_ANNOUNCEMENTS = Counter(
+    "cdcwh_api_mart_announcements_total", "Mart version announcements heard by cdcwh serve", ["mart"]
+)
+
 
 # source commit times observed per batch and stage: enough for the quantiles, cheap for a big batch
 FRESHNESS_SAMPLE = 256
@@ -249,7 +263,8 @@ def scrape(host: str, port: int, timeout_s: float = 2.0) -> Samples:
 
 
 def metrics_port(settings: Settings, service: str) -> int:
-    """Ingest on the base port, transform +1, sink +2, supervisor +3, capture +4; 0 disables them all."""
+    """Ingest on the base port, transform +1, sink +2, supervisor +3, capture +4, serve (the API) +5;
+    0 disables them all."""
     base = settings.metrics.port
     return 0 if base == 0 else base + SERVICES.index(service)
 

@@ -41,6 +41,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from cdcwh import martnotify
 from cdcwh.goldfeed import GoldChange
 from cdcwh.models import DerivedMarts, derive_marts, load_models
 from cdcwh.pgprivileges import Need, require_privileges, table_needs
@@ -226,6 +227,11 @@ class PostgresMartSink:
                 for op, counts in (("upsert", result.upserts), ("delete", result.deletes)):
                     counts[mart] = sum(1 for c in mart_changes if c.op == op and (c.key, op) not in refused)
                 result.dead_letters.extend(dead)
+            if by_mart:  # delivered at commit only: listeners (cdcwh serve) never see a half-applied batch
+                versions = {mart: max(c.version for c in cs) for mart, cs in by_mart.items()}
+                conn.execute(
+                    "SELECT pg_notify(%s, %s)", (martnotify.channel(self.schema), martnotify.encode(versions))
+                )
         conn.commit()
         return result
 

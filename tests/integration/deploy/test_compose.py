@@ -29,6 +29,7 @@ CDCWH_SERVICES = {
     "cdcwh-ingest": ("ingest", 0),
     "cdcwh-transform": ("transform", 1),
     "cdcwh-sink": ("sink", 2),
+    "cdcwh-serve": ("serve", 5),
 }
 CONNECTOR = DEPLOY / "debezium" / "shop-connector.json"
 SHOP_TABLES = {
@@ -284,8 +285,8 @@ def test_commands_exist() -> None:
 
 def test_prometheus_targets_are_the_compose_services(compose: dict[str, Any]) -> None:
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
-    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "cdcwh"]
-    targets = {t for static in job["static_configs"] for t in static["targets"]}
+    jobs = [j for j in config["scrape_configs"] if j["job_name"] in ("cdcwh", "cdcwh-api")]
+    targets = {t for job in jobs for static in job["static_configs"] for t in static["targets"]}
     expected = set()
     for name, (_, offset) in CDCWH_SERVICES.items():
         base = int(env_of(compose["services"][name])["CDCWH_METRICS__PORT"])

@@ -24,6 +24,8 @@ COMMANDS = {
     "status": [],
     "source": [],
     "capture": [],
+    "serve": [],
+    "token": ["--role", "analyst"],
 }
 
 

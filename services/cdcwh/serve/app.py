@@ -1,0 +1,266 @@
+"""The ASGI app of ``cdcwh serve``: ``/graphql`` (HTTP and graphql-ws WebSocket), the live page at ``/``,
+and ``/healthz`` (ready once the mart announcements are listened to). Metrics are on the metrics port.
+
+Over HTTP every request is authenticated (401 without a valid bearer token), rate limited per subject (429
+with ``Retry-After``), answered by strawberry, and audited. Over WebSocket the token comes in the
+``connection_init`` payload (``{"token": "..."}``; browsers cannot set headers) or the upgrade request's
+``Authorization`` header; each subscription is rate limited and audited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+from strawberry.types.unset import UnsetType
+
+from cdcwh.config import Settings
+from cdcwh.metrics import API_LATENCY, API_RATE_LIMITED, API_REQUESTS
+from cdcwh.serve.audit import Access, AuditWriter
+from cdcwh.serve.auth import Authenticator, AuthError, bearer
+from cdcwh.serve.compile import QueryError
+from cdcwh.serve.live import Subscription
+from cdcwh.serve.model import SemanticModel, load_model
+from cdcwh.serve.schema import Context, Query, Services
+from cdcwh.serve.store import Warehouse
+
+STATIC = Path(__file__).parent / "static"
+MAX_ALIASES = 10
+MAX_BODY_BYTES = 256 * 1024
+
+
+class TooLarge(Exception):
+    """A request body without a Content-Length, or longer than ``MAX_BODY_BYTES``."""
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"rate limited; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class Limiter:
+    """``serve.rate_limit`` per subject (a moving window, in memory: per server process)."""
+
+    def __init__(self, rate: str) -> None:
+        self.item = parse(rate)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def hit(self, subject: str) -> None:
+        if not self.limiter.hit(self.item, subject):
+            reset = self.limiter.get_window_stats(self.item, subject).reset_time
+            API_RATE_LIMITED.inc()
+            raise RateLimited(max(1, math.ceil(reset - time.time())))
+
+
+class OperationAudit(SchemaExtension):
+    """Puts the operation's hash (never its variables) and its outcome on the request's audit row."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context.context
+        access = getattr(context, "access", None)
+        if isinstance(access, Access) and access.operation == "query":
+            query = self.execution_context.query or ""
+            access.operation_hash = hashlib.sha256(query.encode()).hexdigest()
+        yield
+        result = self.execution_context.result
+        if isinstance(access, Access) and access.operation == "query" and result is not None:
+            if getattr(result, "errors", None) and access.status == "ok":
+                access.status = "error"
+
+
+def _mask(error: GraphQLError) -> bool:
+    """Hide unexpected errors' text; the client's own mistakes (and refusals) are told."""
+    return error.original_error is not None and not isinstance(error.original_error, QueryError)
+
+
+class ApiSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        """Log only the unexpected errors; the clients' own (bad queries, refusals) are theirs to read."""
+        super().process_errors([e for e in errors if _mask(e)], execution_context)
+
+
+class View(GraphQL[Context, None]):
+    def __init__(
+        self, services: Services, authenticator: Authenticator, limiter: Limiter, schema: Any
+    ) -> None:
+        super().__init__(schema, graphql_ide=None, allow_queries_via_get=False)
+        self.services = services
+        self.authenticator = authenticator
+        self.limiter = limiter
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        state = request.scope.get("state", {})
+        return Context(
+            services=self.services,
+            principal=state.get("principal"),
+            access=state.get("access") or Access("subscription"),
+            request=request,
+            response=response,
+        )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        token = params.get("token")
+        if not isinstance(token, str):
+            token = bearer({"authorization": str(params.get("Authorization", ""))}) or bearer(
+                context.request.headers
+            )
+        try:
+            principal = await self.authenticator.principal_async(token)
+            self.limiter.hit(principal.subject)
+        except (AuthError, RateLimited) as exc:
+            unauthorized = isinstance(exc, AuthError)
+            status = "unauthorized" if unauthorized else "rate_limited"
+            self.services.audit.record(Access("subscription", status=status))
+            API_REQUESTS.labels(status).inc()
+            raise ConnectionRejectionError({"message": status}) from None
+        context.principal = principal
+        return None
+
+
+class Endpoint:
+    """``/graphql`` over HTTP: authenticate, rate limit, answer, audit."""
+
+    def __init__(self, view: View) -> None:
+        self.view = view
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.view(scope, receive, send)
+            return
+        access = Access("query")
+        started = time.perf_counter()
+        status_code = 500
+        headers = Request(scope).headers
+        try:
+            principal = await self.view.authenticator.principal_async(bearer(headers))
+            access.subject, access.roles = principal.subject, principal.roles
+            self.view.limiter.hit(principal.subject)
+            length = headers.get("content-length", "")
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                raise TooLarge
+        except TooLarge:
+            access.status, status_code = "error", 413
+            message = {
+                "errors": [{"message": f"a request body of at most {MAX_BODY_BYTES} bytes, with its length"}]
+            }
+            await JSONResponse(message, 413)(scope, receive, send)
+        except AuthError:
+            access.status, status_code = "unauthorized", 401
+            challenge = {"WWW-Authenticate": 'Bearer realm="cdcwh"'}
+            await JSONResponse({"errors": [{"message": "unauthorized"}]}, 401, challenge)(
+                scope, receive, send
+            )
+        except RateLimited as exc:
+            access.status, status_code = "rate_limited", 429
+            retry = {"Retry-After": str(exc.retry_after_s)}
+            await JSONResponse({"errors": [{"message": "too many requests"}]}, 429, retry)(
+                scope, receive, send
+            )
+        else:
+            scope.setdefault("state", {}).update(principal=principal, access=access)
+
+            async def sending(message: Message) -> None:
+                nonlocal status_code
+                if message["type"] == "http.response.start":
+                    status_code = message["status"]
+                await send(message)
+
+            await self.view(scope, receive, sending)
+            if status_code >= 400 and access.status == "ok":
+                access.status = "error"
+        finally:
+            access.duration_s = time.perf_counter() - started
+            API_LATENCY.observe(access.duration_s)
+            API_REQUESTS.labels(access.status).inc()
+            self.view.services.audit.record(access)
+
+
+def build_schema(settings: Settings) -> ApiSchema:
+    serve = settings.serve
+    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [  # a fresh one per request
+        lambda: QueryDepthLimiter(max_depth=serve.max_depth),
+        lambda: MaxTokensLimiter(max_token_count=serve.max_tokens),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: MaskErrors(should_mask_error=_mask),
+        OperationAudit,
+    ]
+    return ApiSchema(query=Query, subscription=Subscription, extensions=extensions)
+
+
+def build_app(
+    settings: Settings,
+    *,
+    reader_dsn: str,
+    audit_dsn: str,
+    owner_dsn: str | None = None,
+    model: SemanticModel | None = None,
+) -> Starlette:
+    """The app; misconfiguration (no way to verify tokens, a bad model) raises ``ConfigError`` here."""
+    authenticator = Authenticator(settings.serve)
+    services = Services(
+        model=model or load_model(settings.serve.semantic_path),
+        warehouse=Warehouse(reader_dsn, settings.postgres.schema_, settings.serve),
+        audit=AuditWriter(audit_dsn, settings.postgres.audit_schema, owner_dsn),
+        max_rows=settings.serve.max_rows,
+        max_members=settings.serve.max_members,
+    )
+    view = View(services, authenticator, Limiter(settings.serve.rate_limit), build_schema(settings))
+    endpoint = Endpoint(view)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.audit.open()
+        await services.warehouse.open()
+        try:
+            yield
+        finally:
+            await services.warehouse.close()
+            await services.audit.close()
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def healthz(request: Request) -> Response:
+        ready = services.warehouse.listening.is_set()
+        return PlainTextResponse("ok" if ready else "not listening", 200 if ready else 503)
+
+    app = Starlette(
+        routes=[
+            Route("/", page),
+            Route("/healthz", healthz),
+            Route("/graphql", endpoint, methods=["POST"]),
+            WebSocketRoute("/graphql", endpoint),
+            Mount("/static", StaticFiles(directory=STATIC)),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app

@@ -1,0 +1,87 @@
+"""The subscription: a semantic query's answer now, then each new answer after the sink announces a new
+version of a mart it reads (``Warehouse`` wakes it); an unchanged answer is not pushed again. Each push is
+audited; PostgreSQL being away delays pushes, it does not end the subscription."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import psycopg
+import strawberry
+from graphql import print_ast
+from psycopg_pool import PoolTimeout
+from strawberry.types import Info
+
+from cdcwh.metrics import API_PUSHES, API_SUBSCRIPTIONS
+from cdcwh.serve.audit import Access
+from cdcwh.serve.compile import QueryError
+from cdcwh.serve.schema import Context, SemanticQueryInput, SemanticResult, compile_input, to_result
+
+log = logging.getLogger(__name__)
+RETRY_S = 1.0
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="The answer now, then each new answer after a mart it reads changes."
+    )
+    async def semantic(
+        self, info: Info[Context, None], query: SemanticQueryInput
+    ) -> AsyncGenerator[SemanticResult, None]:
+        context = info.context
+        services = context.services
+        operation_hash = hashlib.sha256(print_ast(info.operation).encode()).hexdigest()
+
+        def access() -> Access:
+            principal = context.principal
+            return Access(
+                "subscription",
+                subject=principal.subject if principal else None,
+                roles=principal.roles if principal else (),
+                operation_hash=operation_hash,
+            )
+
+        first = access()
+        try:
+            compiled = compile_input(context, query, first)
+        except QueryError:
+            services.audit.record(first)
+            raise
+        queue = services.warehouse.subscribe()
+        API_SUBSCRIPTIONS.inc()
+        try:
+            last: tuple[tuple[Any, ...], ...] | None = None
+            pending: frozenset[str] | None = compiled.marts
+            while True:
+                if pending is None or pending & compiled.marts:
+                    record = access()
+                    started = time.perf_counter()
+                    try:
+                        answer = await services.warehouse.run(compiled)
+                    except (psycopg.OperationalError, PoolTimeout) as exc:  # PostgreSQL away: try again
+                        log.warning(
+                            "a subscription could not read the marts (%s); retrying", type(exc).__name__
+                        )
+                        await asyncio.sleep(RETRY_S)
+                        pending = None
+                        continue
+                    record.duration_s = time.perf_counter() - started
+                    if answer.rows != last:
+                        record.marts, record.rows = set(answer.marts), len(answer.rows)
+                        services.audit.record(record)
+                        API_PUSHES.inc()
+                        last = answer.rows
+                        yield to_result(answer)
+                pending = await queue.get()
+                while not queue.empty() and pending is not None:  # coalesce a burst of announcements
+                    more = queue.get_nowait()
+                    pending = None if more is None else pending | more
+        finally:
+            services.warehouse.unsubscribe(queue)
+            API_SUBSCRIPTIONS.dec()

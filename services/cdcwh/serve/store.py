@@ -1,0 +1,150 @@
+"""The API's side of PostgreSQL: a pool of read-only connections (the reader DSN), the cache, and the
+listener of mart announcements (``cdcwh.martnotify``) that drops cached answers and wakes subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from cdcwh import martnotify
+from cdcwh.config import ServeSettings
+from cdcwh.metrics import API_ANNOUNCEMENTS, API_CACHE
+from cdcwh.serve.cache import ResultCache
+from cdcwh.serve.compile import Compiled, QueryError
+
+log = logging.getLogger(__name__)
+RECONNECT_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass(frozen=True)
+class Answer:
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+    marts: frozenset[str]
+    has_more: bool
+    cached: bool = False
+
+
+def plain(value: Any) -> Any:
+    """A JSON value: exact decimals as text (whole ones, such as a sum of integers, as numbers), dates and
+    times in ISO 8601."""
+    if isinstance(value, Decimal):
+        if value.as_tuple().exponent == 0 and abs(value) < 2**53:
+            return int(value)
+        return str(value)
+    if isinstance(value, dt.date | dt.datetime | dt.time):
+        return value.isoformat()
+    return value
+
+
+class Warehouse:
+    def __init__(self, dsn: str, schema: str, settings: ServeSettings) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.settings = settings
+        self.channel = martnotify.channel(schema)
+        self.cache: ResultCache[Answer] = ResultCache(settings.cache_size)
+        self.versions: dict[str, int] = {}
+        self.listening = asyncio.Event()
+        self._subscribers: set[asyncio.Queue[frozenset[str] | None]] = set()
+        self._pool = AsyncConnectionPool(
+            dsn, min_size=1, max_size=settings.pool_size, open=False, configure=self._configure
+        )
+        self._listener: asyncio.Task[None] | None = None
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.set_autocommit(True)
+        timeout_ms = int(self.settings.statement_timeout_s * 1000)
+        await conn.execute("SET default_transaction_read_only = on")  # the reader role is; this too
+        await conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout_ms)))
+        await conn.execute("SET TimeZone = 'UTC'")
+
+    async def open(self) -> None:
+        await self._pool.open(wait=True)
+        self._listener = asyncio.create_task(self._listen(), name="mart-listener")
+        await asyncio.wait_for(self.listening.wait(), timeout=30)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self._pool.close()
+
+    async def run(self, compiled: Compiled, *, use_cache: bool = True) -> Answer:
+        key = (compiled.key(), tuple(map(repr, compiled.params)))
+        if use_cache and self.cache.size:
+            found = self.cache.get(key)
+            API_CACHE.labels("hit" if found is not None else "miss").inc()
+            if found is not None:
+                return Answer(found.columns, found.rows, found.marts, found.has_more, cached=True)
+        generations = self.cache.generations(compiled.marts)
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(compiled.query, compiled.params)
+            fetched = await cursor.fetchall()
+        has_more = len(fetched) > compiled.limit
+        if has_more and not compiled.limited:
+            raise QueryError(
+                f"more than {compiled.limit} rows (serve.max_rows): "
+                "add filters, a coarser granularity or a limit"
+            )
+        rows = tuple(tuple(plain(v) for v in row) for row in fetched[: compiled.limit])
+        answer = Answer(compiled.columns, rows, compiled.marts, has_more)
+        self.cache.put(key, compiled.marts, answer, generations)
+        return answer
+
+    async def select(self, query: sql.Composed, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(query, params)
+            rows: list[tuple[Any, ...]] = await cursor.fetchall()
+            return rows
+
+    def subscribe(self) -> asyncio.Queue[frozenset[str] | None]:
+        queue: asyncio.Queue[frozenset[str] | None] = asyncio.Queue()
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[frozenset[str] | None]) -> None:
+        self._subscribers.discard(queue)
+
+    def _announce(self, marts: frozenset[str] | None) -> None:
+        self.cache.invalidate(marts)
+        for queue in self._subscribers:
+            queue.put_nowait(marts)
+
+    async def _listen(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    self._announce(None)  # announcements may have been missed while not listening
+                    self.listening.set()
+                    attempt = 0
+                    async for notify in conn.notifies():
+                        try:
+                            versions = martnotify.decode(notify.payload)
+                        except ValueError as exc:
+                            log.warning("ignoring a notification on %s: %s", self.channel, exc)
+                            continue
+                        for mart, version in versions.items():
+                            self.versions[mart] = max(version, self.versions.get(mart, version))
+                            API_ANNOUNCEMENTS.labels(mart).inc()
+                        self._announce(frozenset(versions))
+            except psycopg.Error as exc:
+                self.listening.clear()
+                wait = RECONNECT_S[min(attempt, len(RECONNECT_S) - 1)]
+                attempt += 1
+                log.warning(
+                    "mart listener lost its connection (%s); again in %.1f s", type(exc).__name__, wait
+                )
+                await asyncio.sleep(wait)

@@ -1,0 +1,99 @@
+"""Subscriptions over graphql-ws (the graphql-transport-ws subprotocol) against real PostgreSQL marts: the
+answer now, then the new answer once the real sink commits a change (announced by its pg_notify); a
+connection without a valid token is refused; pushes are audited."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from tests.integration.serve.shop import Api, audit_rows, running, token, wait_for, write
+
+SUBSCRIPTION = "subscription($q: SemanticQueryInput!) { semantic(query: $q) { columns rows cached } }"
+WAIT_S = 15.0
+
+
+@pytest.fixture
+def api(postgres_dsn: str, pg_schema: str, tmp_path: Path) -> Iterator[Api]:
+    yield from running(postgres_dsn, pg_schema, tmp_path)
+
+
+@contextlib.contextmanager
+def open_ws(api: Api, payload: dict[str, Any]) -> Iterator[ClientConnection]:
+    url = api.url.replace("http", "ws") + "/graphql"
+    with connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+        yield ws
+
+
+def receive(ws: ClientConnection) -> dict[str, Any]:
+    while True:
+        message: dict[str, Any] = json.loads(ws.recv(timeout=WAIT_S))
+        if message["type"] != "ping":
+            return message
+
+
+def revenue(dsn: str, schema: str) -> str:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT sum(revenue)::text FROM {}").format(sql.Identifier(schema, "daily_revenue"))
+        ).fetchone()
+        assert row is not None
+        return str(row[0])
+
+
+def test_a_subscription_gets_the_new_answer_after_the_sink_commits(api: Api, pg_schema: str) -> None:
+    with open_ws(api, {"token": token("dashboard", subject="screen")}) as ws:
+        assert receive(ws)["type"] == "connection_ack"
+        query = {"measures": ["daily_revenue.revenue"]}
+        ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {"query": SUBSCRIPTION, "variables": {"q": query}},
+                }
+            )
+        )
+        first = receive(ws)
+        assert first["type"] == "next", first
+        assert first["payload"]["data"]["semantic"]["rows"] == [[revenue(api.dsn, pg_schema)]]
+        before = revenue(api.dsn, pg_schema)
+        day = next(iter(api.shop.orders.values()))["order_date"]
+        api.shop.add_order(200, 2, day, "completed", [(4, "250.25")])
+        write(api.dsn, pg_schema, api.shop)  # the sink's transaction commits, and announces
+        after = revenue(api.dsn, pg_schema)
+        pushed = receive(ws)
+        assert pushed["type"] == "next", pushed
+        assert pushed["payload"]["data"]["semantic"]["rows"] == [[after]] and after != before
+    audit = wait_for(
+        lambda: [r for r in audit_rows(api.dsn, api.settings.postgres.audit_schema) if r["status"] == "ok"][
+            1:
+        ],
+        what="the audit of both pushes",
+    )
+    assert {(r["subject"], r["operation"], tuple(r["marts"])) for r in audit} == {
+        ("screen", "subscription", ("daily_revenue",))
+    }
+
+
+def test_a_websocket_without_a_valid_token_is_refused(api: Api) -> None:
+    for payload in ({}, {"token": "forged"}, {"token": token("dashboard", ttl_s=-5)}):
+        with open_ws(api, payload) as ws, pytest.raises(ConnectionClosed) as info:
+            receive(ws)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4403
+    rows = wait_for(
+        lambda: len(r := audit_rows(api.dsn, api.settings.postgres.audit_schema)) >= 3 and r,
+        what="three audit rows",
+    )
+    assert [r["status"] for r in rows] == ["unauthorized"] * 3
