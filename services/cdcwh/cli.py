@@ -42,6 +42,7 @@ PARSER_MODULES = (
     "source",
     "capture",
     "status",
+    "test",
 )
 
 

@@ -233,6 +233,15 @@ class TransformSettings(Section):
     is also released whenever a batch finds nothing new. 0 closes it after every batch."""
 
 
+class QualitySettings(Section):
+    """Data quality tests (docs/data-quality.md)."""
+
+    full_interval_s: float = Field(default=300.0, ge=0)
+    """Seconds between two full runs of every test by the transform service (recorded in
+    ``cdcwh.dq_results``, counted in ``cdcwh_dq_tests_total``); 0 disables them. Batch-scope tests and the
+    gate run after every batch regardless."""
+
+
 class SinkSettings(Section):
     """The sink service (gold change topics -> Postgres)."""
 
@@ -292,6 +301,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     transform: TransformSettings = Field(default_factory=TransformSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
 
     @classmethod

@@ -105,6 +105,16 @@ TRANSFORM_MODEL_BEHIND = Gauge(
     "1 while the gold model waits for a full refresh after missing a batch (it or a mart it reads failed)",
     ["model"],
 )
+DQ_TESTS = Counter(
+    "cdcwh_dq_tests",
+    "Data quality test runs by model, test id and status (pass, warn, fail); docs/data-quality.md",
+    ["model", "test", "status"],
+)
+DQ_GATE_HELD = Gauge(
+    "cdcwh_dq_gate_held",
+    "1 while an error test holds the gold model's batches (its mart stays at its last passing state), else 0",
+    ["model"],
+)
 TRANSFORM_TABLE_FAILURES = Counter(
     "cdcwh_transform_table_failures_total",
     "Batches in which a silver table's bronze rows could not be read or applied (the batch went on without "
