@@ -120,6 +120,8 @@ class TransformService:
                 time.monotonic() - started,
             )
             for name, error in result.failed.items():
+                if name in result.held:
+                    continue  # logged by the batch, with its failing tests
                 log.error(
                     "batch %d: gold.%s failed and is behind, retried next batch: %s",
                     result.batch_id,
