@@ -9,8 +9,8 @@ rows and so PostgreSQL at the last passing state, and marks it behind: every lat
 full and tests it again, so it catches up with nothing lost once the data passes. Silver is never held.
 
 ``cdcwh gate bypass <model> --reason ...`` stores a request in ``cdcwh.gate_bypass``; the next batch that
-refreshes the model lets its changes through even when an error test fails, logs the reason, records a
-``gate_bypass`` row in ``cdcwh.dq_results`` and deletes the request in the same transaction.
+refreshes the model uses it up (deletes it in its transaction) and lets the model's changes through even
+when an error test fails: it logs the reason and records a ``gate_bypass`` row in ``cdcwh.dq_results``.
 """
 
 from __future__ import annotations
@@ -81,16 +81,20 @@ def check_gold(
 ) -> GateOutcome:
     """Run the batch-scope tests of the refreshed gold ``models`` on the rows of ``version``; the models an
     error failure holds, unless ``bypass`` names them (then the bypass is consumed and recorded)."""
-    outcome = GateOutcome(run_scoped(con, specs, models, f"_version = {int(version)}", batch_id))
+    refreshed = set(models)
+    outcome = GateOutcome(run_scoped(con, specs, refreshed, f"_version = {int(version)}", batch_id))
     bypass = bypass or {}
     for result in outcome.results:
         if result.gates:
             outcome.held.setdefault(result.model, []).append(result)
-    for model in sorted(outcome.held.keys() & bypass.keys()):
+    for model in sorted(refreshed & bypass.keys()):  # a request is used by the model's next batch
+        con.execute("DELETE FROM cdcwh.gate_bypass WHERE model = ?", [model])
+        if model not in outcome.held:
+            log.info("batch %d: gold.%s passed its tests; its gate bypass was not needed", batch_id, model)
+            continue
         failures = outcome.held.pop(model)
         reason = bypass[model]
         outcome.bypassed[model] = reason
-        con.execute("DELETE FROM cdcwh.gate_bypass WHERE model = ?", [model])
         log.warning(
             "batch %d: gate of gold.%s bypassed (%s); published despite %s",
             batch_id,

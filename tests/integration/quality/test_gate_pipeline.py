@@ -6,7 +6,8 @@ break the rules (one points at a product that does not exist, one has a negative
 workload goes on: silver keeps them, ``cdcwh test`` fails with exit 1 and samples naming them, and
 gold.fact_order_items (and daily_revenue, which reads it) are held: their PostgreSQL tables keep the state
 of the last passing batch while the other marts advance. Once the bad items are deleted the held marts catch
-up in full, and every mart in PostgreSQL equals the independent reference (marts_reference.py).
+up in full, and every mart in PostgreSQL equals the independent reference (marts_reference.py). On the way,
+an operator's one-time bypass lets the held changes through.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from prometheus_client import REGISTRY
 
 from cdcwh.cli import build_parser
 from cdcwh.commands import test as test_command
@@ -48,7 +50,9 @@ def item(after: SourceChange, offset: int, op: str, item_id: int, row: dict[str,
         table="order_items",
         op=op,  # type: ignore[arg-type]
         key={"id": item_id},
-        before=None if op != "d" else {"id": item_id, **dict.fromkeys(("order_id", "product_id"))}
+        before=None
+        if op != "d"
+        else {"id": item_id, **dict.fromkeys(("order_id", "product_id"))}
         | {"quantity": None, "unit_price": None},
         after=row,
         toasted=frozenset(),
@@ -138,6 +142,32 @@ def test_a_gated_mart_holds_its_last_passing_state_and_catches_up(
         marks = con.execute("SELECT name FROM cdcwh.state WHERE name LIKE 'gate_held:%'").fetchall()
         assert marks == [("gate_held:fact_order_items",)]
 
+    assert gauge("cdcwh_dq_gate_held", model="fact_order_items") == 1
+    assert (
+        gauge(
+            "cdcwh_dq_tests_total",
+            model="fact_order_items",
+            test="fact_order_items.expression_is_true",
+            status="fail",
+        )
+        >= 1
+    )
+
+    # an operator lets the held changes through once, with a reason; the next batch uses the request up
+    args = build_parser().parse_args(["gate", "bypass", "fact_order_items", "--reason", "known issue T-1"])
+    assert test_command.run_bypass(args, settings) == 0
+    transform_once(settings)  # a process's first batch retries the models behind
+    sink_until_caught_up(settings)
+    bypassed = pg_marts(postgres_dsn, pg_schema)["fact_order_items"]
+    assert {50_000_001, 50_000_002} <= {r["order_item_id"] for r in bypassed}
+    assert gauge("cdcwh_dq_gate_held", model="fact_order_items") == 0
+    with duckdb.connect(str(settings.data_dir / "warehouse.duckdb"), read_only=True) as con:
+        [(sample,)] = con.execute(
+            "SELECT sample FROM cdcwh.dq_results WHERE test_id = 'fact_order_items.gate_bypass'"
+        ).fetchall()
+        assert json.loads(sample)[0]["reason"] == "known issue T-1"
+        assert con.execute("SELECT count(*) FROM cdcwh.gate_bypass").fetchall() == [(0,)]
+
     fixed = [item(during[-1], 1, "d", 50_000_001, None), item(during[-1], 2, "d", 50_000_002, None)]
     pipeline(settings, kafka_bootstrap, prefix, fixed + after)
     expected = reference_marts(generator.expected_state(), customer_changes_from(changes))
@@ -147,6 +177,10 @@ def test_a_gated_mart_holds_its_last_passing_state_and_catches_up(
     with duckdb.connect(str(settings.data_dir / "warehouse.duckdb"), read_only=True) as con:
         marks = con.execute("SELECT count(*) FROM cdcwh.state WHERE name LIKE 'gate_held:%'").fetchall()
         assert marks == [(0,)]
+
+
+def gauge(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def row(item_id: int, order_id: int, product_id: int, quantity: int, price: str) -> dict[str, Any]:
@@ -166,4 +200,3 @@ def generator_orders(changes: list[SourceChange]) -> list[int]:
         if change.table == "orders":
             alive[int(change.key["id"])] = change.op != "d"
     return [k for k, v in reversed(alive.items()) if v]
-
