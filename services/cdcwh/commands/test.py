@@ -96,6 +96,14 @@ def print_results(results: list[TestResult]) -> None:
 
 
 def run_bypass(args: argparse.Namespace, settings: Settings) -> int:
+    bypass_gates(settings, [args.model], args.reason)
+    sys.stdout.write(f"gold.{args.model}: the next batch publishes its changes even if an error test fails\n")
+    return 0
+
+
+def bypass_gates(settings: Settings, models: list[str], reason: str | None) -> None:
+    """Store a one-time gate bypass for each of ``models`` (``cdcwh gate bypass``, ``cdcwh transform
+    --bypass-gate``), logged with its reason."""
     import logging
 
     from cdcwh.models import load_models
@@ -103,18 +111,19 @@ def run_bypass(args: argparse.Namespace, settings: Settings) -> int:
     from cdcwh.warehouse import open_warehouse
 
     names = {m.name for m in load_models(settings.sql_path / "gold")}
-    if args.model not in names:
-        known = ", ".join(sorted(names))
-        raise ConfigError(f"gate bypass: {args.model!r} is not a gold model (one of {known})")
-    if not args.reason.strip():
+    for model in models:
+        if model not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"gate bypass: {model!r} is not a gold model (one of {known})")
+    if not reason or not reason.strip():
         raise ConfigError("gate bypass: --reason must say why")
     con = open_warehouse(settings)
     try:
-        request_bypass(con, args.model, args.reason.strip())
+        for model in models:
+            request_bypass(con, model, reason.strip())
     finally:
         con.close()
-    logging.getLogger("cdcwh.quality").warning(
-        "gate of gold.%s bypassed for its next batch: %s", args.model, args.reason.strip()
-    )
-    sys.stdout.write(f"gold.{args.model}: the next batch publishes its changes even if an error test fails\n")
-    return 0
+    for model in models:
+        logging.getLogger("cdcwh.quality").warning(
+            "gate of gold.%s bypassed for its next batch: %s", model, reason.strip()
+        )

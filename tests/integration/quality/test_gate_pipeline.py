@@ -26,6 +26,7 @@ from cdcwh.cli import build_parser
 from cdcwh.commands import test as test_command
 from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator, SourceChange
+from cdcwh.overview.status import collect_status
 from tests.support.marts import pg_marts
 from tests.support.marts_reference import compare_marts, customer_changes_from, reference_marts
 from tests.support.pipeline import settings_for
@@ -80,7 +81,11 @@ def test_a_gated_mart_holds_its_last_passing_state_and_catches_up(
 ) -> None:
     prefix = f"dq{uuid.uuid4().hex[:8]}"
     settings = settings_for(
-        tmp_path / "data", kafka_bootstrap, prefix, postgres={"dsn": postgres_dsn, "schema": pg_schema}
+        tmp_path / "data",
+        kafka_bootstrap,
+        prefix,
+        postgres={"dsn": postgres_dsn, "schema": pg_schema},
+        quality={"full_interval_s": 0.001},  # a full run after every batch
     )
     generator = ShopGenerator(23)
     changes = list(generator.changes(900))
@@ -141,8 +146,19 @@ def test_a_gated_mart_holds_its_last_passing_state_and_catches_up(
         }
         marks = con.execute("SELECT name FROM cdcwh.state WHERE name LIKE 'gate_held:%'").fetchall()
         assert marks == [("gate_held:fact_order_items",)]
+        # the scheduled full runs record what they find, silver's broken rules included
+        full = con.execute(
+            "SELECT test_id, failing_rows FROM cdcwh.dq_results WHERE scope = 'full' AND status = 'fail' "
+            "AND model = 'silver.order_items'"
+        ).fetchall()
+        assert ("silver.order_items.expression_is_true", 1) in full
 
     assert gauge("cdcwh_dq_gate_held", model="fact_order_items") == 1
+    status = collect_status(settings)
+    assert status.health is not None
+    shown = [p for p in status.health.problems if p.startswith("gold.fact_order_items: behind")]
+    assert len(shown) == 1 and "held by data quality test(s)" in shown[0]
+    assert "fact_order_items.relationships.product_id (1 failing rows)" in shown[0]
     assert (
         gauge(
             "cdcwh_dq_tests_total",

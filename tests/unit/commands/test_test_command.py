@@ -33,3 +33,11 @@ def test_an_invalid_test_file_exits_2_naming_it(
     monkeypatch.setenv("CDCWH_SQL_DIR", str(tmp_path / "sql"))
     assert main(["--log-format", "text", "test"]) == 2
     assert "orders.yml" in capsys.readouterr().err
+
+
+def test_transform_bypass_needs_a_reason(tmp_path: Path) -> None:
+    from cdcwh.commands.test import bypass_gates
+
+    with pytest.raises(ConfigError, match="--reason must say why"):
+        bypass_gates(Settings(data_dir=tmp_path), ["orders"], None)
+    assert not (tmp_path / "warehouse.duckdb").exists(), "nothing stored"
