@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+import sqlglot
 from sqlglot import exp
 
 from cdcwh.quality.spec import (
@@ -62,6 +63,27 @@ def _args(spec: TestSpec, kind: type[T]) -> T:
     if not isinstance(spec.args, kind):
         raise TypeError(f"{spec.test_id}: arguments of {spec.kind} are not {kind.__name__}")
     return spec.args
+
+
+def columns_used(spec: TestSpec) -> dict[tuple[str, str], set[str]]:
+    """The columns the test reads, per (layer, table): checked against the warehouse before it runs, so that
+    a misspelt name is reported as the test's failure rather than aborting the batch's transaction."""
+    own: set[str] = {spec.column} if spec.column else set()
+    used: dict[tuple[str, str], set[str]] = {(spec.layer, spec.table): own}
+    args = spec.args
+    if isinstance(args, Relationships):
+        used[(spec.layer, args.target)] = {args.field}
+    elif isinstance(args, UniqueCombination):
+        own.update(args.combination_of_columns)
+    elif isinstance(args, MutuallyExclusiveRanges):
+        own.update(c for c in (args.lower_bound_column, args.upper_bound_column, args.partition_by) if c)
+    elif isinstance(args, Freshness):
+        own.add(args.column)
+    for text in (spec.where, args.expression if isinstance(args, ExpressionIsTrue) else None):
+        if text:
+            parsed = sqlglot.parse_one(text, read="duckdb", into=exp.Condition)
+            own.update(column.name for column in parsed.find_all(exp.Column))
+    return used
 
 
 def failing_rows_sql(spec: TestSpec, scope: str | None = None) -> str | None:

@@ -8,6 +8,7 @@ the warehouse yet is skipped (no result): a model waits for its inputs, it does 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
@@ -17,10 +18,11 @@ from typing import Any
 import duckdb
 
 from cdcwh import metrics
-from cdcwh.quality.compile import failing_rows_sql
+from cdcwh.quality.compile import columns_used, failing_rows_sql
 from cdcwh.quality.results import RESULTS_TABLE, Scope, Status, TestResult
 from cdcwh.quality.spec import TestSpec
 
+log = logging.getLogger(__name__)
 SAMPLE_ROWS = 5
 GATE_BYPASS_TABLE = """
 CREATE TABLE IF NOT EXISTS cdcwh.gate_bypass (
@@ -65,6 +67,10 @@ def run_test(
     sql = failing_rows_sql(spec, scope)
     if sql is None:
         return None
+    problem = missing_columns(con, spec)
+    if problem:  # a misspelt name: the test fails, saying why, and the batch's transaction goes on
+        log.error("data quality test %s cannot run: %s", spec.test_id, problem)
+        return _result(spec, run_id, scope, batch_id, ran_at, 0, [{"error": problem}], failed=True)
     cursor = con.execute(
         f"SELECT count(*) OVER () AS __failing, * FROM ({sql}) AS f ORDER BY ALL LIMIT {SAMPLE_ROWS}"
     )
@@ -72,7 +78,21 @@ def run_test(
     rows = cursor.fetchall()
     failing = int(rows[0][0]) if rows else 0
     sample = [{n: _plain(v) for n, v in zip(names[1:], row[1:], strict=True)} for row in rows]
-    status: Status = "pass" if failing == 0 else ("fail" if spec.severity == "error" else "warn")
+    return _result(spec, run_id, scope, batch_id, ran_at, failing, sample, failed=failing > 0)
+
+
+def _result(
+    spec: TestSpec,
+    run_id: str,
+    scope: str | None,
+    batch_id: int | None,
+    ran_at: datetime | None,
+    failing: int,
+    sample: list[dict[str, Any]],
+    *,
+    failed: bool,
+) -> TestResult:
+    status: Status = "pass" if not failed else ("fail" if spec.severity == "error" else "warn")
     kind: Scope = "full" if scope is None else "batch"
     return TestResult(
         run_id=run_id,
@@ -88,6 +108,24 @@ def run_test(
         scope=kind,
         ran_at=ran_at or datetime.now(UTC),
     )
+
+
+def missing_columns(con: duckdb.DuckDBPyConnection, spec: TestSpec) -> str | None:
+    """What the test reads that the warehouse lacks (a table or a column), or None."""
+    for (layer, table), columns in columns_used(spec).items():
+        have = {
+            str(name).lower()
+            for (name,) in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?",
+                [layer, table],
+            ).fetchall()
+        }
+        if not have:
+            return f"no table {layer}.{table}"
+        missing = sorted(c for c in columns if c.lower() not in have)
+        if missing:
+            return f"{layer}.{table} has no column {', '.join(missing)}"
+    return None
 
 
 def run_tests(

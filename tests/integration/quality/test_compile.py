@@ -156,3 +156,34 @@ def test_batch_scope_gives_the_full_verdict_on_the_touched_rows(
         alone = run_test(con, replace(spec, table="touched"), run_id="t")
         assert alone is not None
         assert (alone.failing_rows, alone.sample) == (batch.failing_rows, batch.sample)
+
+
+@pytest.mark.parametrize(
+    ("test", "problem"),
+    [
+        ("- expression_is_true: {expression: 'qtty > 0'}", "gold.facts has no column qtty"),
+        ("- row_count: {min: 1, config: {where: 'stauts = 1'}}", "gold.facts has no column stauts"),
+        (
+            "- unique_combination_of_columns: {combination_of_columns: [id, nope]}",
+            "gold.facts has no column nope",
+        ),
+    ],
+)
+def test_a_misspelt_column_fails_the_test_saying_why_and_the_transaction_goes_on(
+    con: duckdb.DuckDBPyConnection, test: str, problem: str
+) -> None:
+    text = f"models:\n  - name: facts\n    tests:\n      {test}\n"
+    [spec] = parse_file(Path("t.yml"), text, "gold")
+    con.begin()
+    result = run_test(con, spec, run_id="r", scope="_version = 2")
+    assert result is not None and result.status == "fail" and result.sample == [{"error": problem}]
+    assert con.execute("SELECT count(*) FROM gold.facts").fetchall() == [(6,)], "the transaction is usable"
+    con.commit()
+
+
+def test_a_relationship_to_a_missing_column_fails(con: duckdb.DuckDBPyConnection) -> None:
+    text = "models:\n  - name: facts\n    columns:\n      - name: dim_id\n        tests:\n"
+    text += "          - relationships: {to: ref('dims'), field: id}\n"
+    [spec] = parse_file(Path("t.yml"), text, "gold")
+    result = run_test(con, spec, run_id="r")
+    assert result is not None and result.sample == [{"error": "gold.dims has no column id"}]
