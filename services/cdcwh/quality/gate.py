@@ -16,14 +16,14 @@ when an error test fails: it logs the reason and records a ``gate_bypass`` row i
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import duckdb
 
 from cdcwh.quality.results import TestResult
-from cdcwh.quality.runner import ensure_tables, run_test
+from cdcwh.quality.runner import ensure_tables, failed_result, run_test
 from cdcwh.quality.spec import TestSpec
 
 log = logging.getLogger(__name__)
@@ -50,23 +50,48 @@ def pending_bypasses(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     return {str(model): str(reason) for model, reason in rows}
 
 
+class TestError(Exception):
+    """A test's query raised inside a batch (a type mismatch in its expression, say). DuckDB aborts the
+    transaction on any error, so the transform redoes the batch with the test marked broken: it then fails
+    (saying why) without running, which holds its gold model like any error failure."""
+
+    __test__ = False
+
+    def __init__(self, spec: TestSpec, cause: Exception) -> None:
+        self.spec = spec
+        self.error = f"{type(cause).__name__}: {cause}"[:1000]
+        super().__init__(f"data quality test {spec.test_id}: {self.error}")
+
+
 def run_scoped(
     con: duckdb.DuckDBPyConnection,
     specs: Sequence[TestSpec],
     models: Iterable[str],
     scope: str,
     batch_id: int,
+    broken: Mapping[str, str] | None = None,
 ) -> list[TestResult]:
-    """The batch-scope tests of ``models`` on the rows ``scope`` selects."""
+    """The batch-scope tests of ``models`` on the rows ``scope`` selects; the ``broken`` ones (test id ->
+    error) fail without running. TestError when a test's query raises."""
     wanted = set(models)
+    broken = broken or {}
     ran_at = datetime.now(UTC)
+    run_id = f"batch:{batch_id}"
     results = []
     for spec in specs:
-        if spec.model in wanted:
-            run_id = f"batch:{batch_id}"
+        if spec.model not in wanted:
+            continue
+        if spec.test_id in broken:
+            results.append(failed_result(spec, run_id, "batch", batch_id, ran_at, broken[spec.test_id]))
+            continue
+        try:
             result = run_test(con, spec, run_id=run_id, scope=scope, batch_id=batch_id, ran_at=ran_at)
-            if result is not None:
-                results.append(result)
+        except (duckdb.FatalException, duckdb.InternalException):
+            raise
+        except duckdb.Error as exc:
+            raise TestError(spec, exc) from exc
+        if result is not None:
+            results.append(result)
     return results
 
 
@@ -78,11 +103,12 @@ def check_gold(
     version: int,
     batch_id: int,
     bypass: dict[str, str] | None = None,
+    broken: Mapping[str, str] | None = None,
 ) -> GateOutcome:
     """Run the batch-scope tests of the refreshed gold ``models`` on the rows of ``version``; the models an
     error failure holds, unless ``bypass`` names them (then the bypass is consumed and recorded)."""
     refreshed = set(models)
-    outcome = GateOutcome(run_scoped(con, specs, refreshed, f"_version = {int(version)}", batch_id))
+    outcome = GateOutcome(run_scoped(con, specs, refreshed, f"_version = {int(version)}", batch_id, broken))
     bypass = bypass or {}
     for result in outcome.results:
         if result.gates:

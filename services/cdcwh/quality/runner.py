@@ -70,7 +70,7 @@ def run_test(
     problem = missing_columns(con, spec)
     if problem:  # a misspelt name: the test fails, saying why, and the batch's transaction goes on
         log.error("data quality test %s cannot run: %s", spec.test_id, problem)
-        return _result(spec, run_id, scope, batch_id, ran_at, 0, [{"error": problem}], failed=True)
+        return failed_result(spec, run_id, "full" if scope is None else "batch", batch_id, ran_at, problem)
     cursor = con.execute(
         f"SELECT count(*) OVER () AS __failing, * FROM ({sql}) AS f ORDER BY ALL LIMIT {SAMPLE_ROWS}"
     )
@@ -79,6 +79,15 @@ def run_test(
     failing = int(rows[0][0]) if rows else 0
     sample = [{n: _plain(v) for n, v in zip(names[1:], row[1:], strict=True)} for row in rows]
     return _result(spec, run_id, scope, batch_id, ran_at, failing, sample, failed=failing > 0)
+
+
+def failed_result(
+    spec: TestSpec, run_id: str, scope: Scope, batch_id: int | None, ran_at: datetime | None, error: str
+) -> TestResult:
+    """The result of a test that could not run: failed (or warned), its sample the reason."""
+    return _result(
+        spec, run_id, None if scope == "full" else scope, batch_id, ran_at, 0, [{"error": error}], failed=True
+    )
 
 
 def _result(
@@ -138,7 +147,12 @@ def run_tests(
     for spec in specs:
         if not _exists(con, spec):
             continue
-        result = run_test(con, spec, run_id=run, ran_at=ran_at)
+        try:
+            result = run_test(con, spec, run_id=run, ran_at=ran_at)
+        except (duckdb.FatalException, duckdb.InternalException):
+            raise
+        except duckdb.Error as exc:  # not in a transaction here: the next test runs regardless
+            result = failed_result(spec, run, "full", None, ran_at, f"{type(exc).__name__}: {exc}"[:1000])
         if result is not None:
             results.append(result)
     return results

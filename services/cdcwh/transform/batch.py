@@ -43,7 +43,7 @@ from cdcwh.bronze.offsets import TopicPartition
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 from cdcwh.models import GoldModel
-from cdcwh.quality.gate import check_gold, pending_bypasses, run_scoped
+from cdcwh.quality.gate import TestError, check_gold, pending_bypasses, run_scoped
 from cdcwh.quality.results import TestResult
 from cdcwh.quality.runner import ensure_tables, observe, record_results
 from cdcwh.quality.spec import TestSpec
@@ -95,6 +95,8 @@ class BatchResult:
     dq: list[TestResult] = field(default_factory=list)
     held: dict[str, list[TestResult]] = field(default_factory=dict)
     bypassed: dict[str, str] = field(default_factory=dict)
+    # tests whose query raised in an earlier attempt of the batch (test id -> error): they fail unrun
+    broken_tests: dict[str, str] = field(default_factory=dict)
 
     @property
     def gold_changes(self) -> int:
@@ -314,7 +316,8 @@ def run_batch(
         changes, source_times = apply_silver(con, result, slices)
         if tests:
             touched = [f"silver.{name}" for name, applied in result.silver.items() if applied]
-            result.dq += run_scoped(con, tests, touched, f"__seq > {seq_from}", result.batch_id or 0)
+            scope = f"__seq > {seq_from}"
+            result.dq += run_scoped(con, tests, touched, scope, result.batch_id or 0, result.broken_tests)
         if gold:
             refresh_gold_after(con, result, models, behind, changes, source_times)
             gate_gold(con, result, tests)
@@ -386,6 +389,7 @@ def gate_gold(con: duckdb.DuckDBPyConnection, result: BatchResult, tests: Sequen
         version=result.version or 0,
         batch_id=result.batch_id or 0,
         bypass=pending_bypasses(con),
+        broken=result.broken_tests,
     )
     if outcome.held:
         raise GateHeld(outcome.held)
@@ -465,11 +469,13 @@ def _in_transaction(
     failed: dict[str, str] = {}
     tables_failed: dict[str, str] = {}
     held: dict[str, list[TestResult]] = {}
+    broken: dict[str, str] = {}
     version = next_version(con)
     while True:
         result = BatchResult(batch_id=batch_id, version=version, failed=dict(failed))
         result.failed_tables = dict(tables_failed)
         result.held = dict(held)
+        result.broken_tests = dict(broken)
         con.begin()
         try:
             work(result)
@@ -498,6 +504,10 @@ def _in_transaction(
                 )
                 failed[model] = f"held by data quality test(s) {tests}"
                 held[model] = failures
+        except TestError as failure:
+            con.rollback()
+            log.error("batch %d: %s; redoing the batch with the test failing unrun", batch_id, failure)
+            broken[failure.spec.test_id] = failure.error
         except TableFailed as failure:
             con.rollback()
             log.error(
