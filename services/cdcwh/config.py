@@ -290,7 +290,8 @@ class Settings(BaseSettings):
     """``json``: one JSON object per log line; ``text``: one plain line per record; ``auto``: text on a
     terminal, json otherwise. ``cdcwh --log-format`` sets it for one command (docs/configuration.md)."""
     sql_dir: Path | None = None
-    """SQL models: ``gold/`` (DuckDB marts) and ``postgres/`` (mart DDL). Unset: the project's ``sql/``."""
+    """SQL models: ``gold/`` (DuckDB marts, their data quality tests in ``gold/*.yml``), ``silver/*.yml``
+    (tests of silver tables) and ``postgres/`` (mart DDL). Unset: the project's ``sql/``."""
     contracts_dir: Path | None = None
     """Table contracts, one TOML file per topic (docs/decoding.md). Unset: the project's schemas/contracts."""
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
