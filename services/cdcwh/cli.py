@@ -46,6 +46,7 @@ PARSER_MODULES = (
     "serve",
     "token",
     "profile",
+    "test",
 )
 
 

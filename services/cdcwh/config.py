@@ -254,6 +254,15 @@ class TransformSettings(Section):
     is also released whenever a batch finds nothing new. 0 closes it after every batch."""
 
 
+class QualitySettings(Section):
+    """Data quality tests (docs/data-quality.md)."""
+
+    full_interval_s: float = Field(default=300.0, ge=0)
+    """Seconds between two full runs of every test by the transform service (recorded in
+    ``cdcwh.dq_results``, counted in ``cdcwh_dq_tests_total``); 0 disables them. Batch-scope tests and the
+    gate run after every batch regardless."""
+
+
 class SinkSettings(Section):
     """The sink service (gold change topics -> Postgres)."""
 
@@ -377,7 +386,8 @@ class Settings(BaseSettings):
     """``json``: one JSON object per log line; ``text``: one plain line per record; ``auto``: text on a
     terminal, json otherwise. ``cdcwh --log-format`` sets it for one command (docs/configuration.md)."""
     sql_dir: Path | None = None
-    """SQL models: ``gold/`` (DuckDB marts) and ``postgres/`` (mart DDL). Unset: the project's ``sql/``."""
+    """SQL models: ``gold/`` (DuckDB marts, their data quality tests in ``gold/*.yml``), ``silver/*.yml``
+    (tests of silver tables) and ``postgres/`` (mart DDL). Unset: the project's ``sql/``."""
     contracts_dir: Path | None = None
     """Table contracts, one TOML file per topic (docs/decoding.md). Unset: the project's schemas/contracts."""
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -388,6 +398,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     transform: TransformSettings = Field(default_factory=TransformSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
 

@@ -20,6 +20,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     transform.add_argument(
         "--once", action="store_true", help="process everything new in bronze, then exit 0"
     )
+    transform.add_argument(
+        "--bypass-gate",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="let MODEL's next batch through its data quality gate (repeatable; needs --reason; "
+        "docs/data-quality.md)",
+    )
+    transform.add_argument("--reason", help="why the gate is bypassed (logged and recorded)")
     transform.set_defaults(handler=run)
     query = sub.add_parser(
         "query",
@@ -41,6 +50,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from cdcwh.metrics import serve_metrics
     from cdcwh.transform.service import TransformService
 
+    if args.bypass_gate:
+        from cdcwh.commands.test import bypass_gates
+
+        bypass_gates(settings, args.bypass_gate, args.reason)
     service = TransformService(settings)
     if args.once:
         return service.run_once()

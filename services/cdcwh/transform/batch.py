@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -43,6 +43,10 @@ from cdcwh.bronze.offsets import TopicPartition
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 from cdcwh.models import GoldModel
+from cdcwh.quality.gate import TestError, check_gold, pending_bypasses, run_scoped
+from cdcwh.quality.results import TestResult
+from cdcwh.quality.runner import ensure_tables, observe, record_results
+from cdcwh.quality.spec import TestSpec
 from cdcwh.transform.bronze_reader import BronzeSlice, read_new_rows
 from cdcwh.transform.gold import ModelResult, refresh_model
 from cdcwh.transform.silver import COLUMNS_TABLE, apply_changes, key_columns
@@ -62,6 +66,9 @@ SOURCE_TS_SAMPLE = 256
 # cdcwh.state mark of a gold model behind (it failed, or a mart it reads did): ``gold_behind:<model>`` = the
 # first batch it missed. Its next refresh is a full one; the batch in which that succeeds deletes the mark.
 GOLD_BEHIND = "gold_behind:"
+# cdcwh.state mark of a gold model an error test holds (quality/gate.py): ``gate_held:<model>`` = the first
+# batch it held; deleted by the batch in which the model passes (or is bypassed) and publishes again
+GATE_HELD = "gate_held:"
 # cdcwh.state: the version of the last committed batch (the ``_version`` of the gold rows it changed)
 VERSION = "version"
 _WAITING_REPORTED: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
@@ -83,6 +90,13 @@ class BatchResult:
     # silver tables whose slice could not be read or applied (table -> error): nothing of them is in the
     # batch, their watermarks stay, and the gold models reading them are skipped (behind)
     failed_tables: dict[str, str] = field(default_factory=dict)
+    # data quality: the batch-scope results of the models and tables it refreshed, the gold models an error
+    # test holds (model -> failing results; they are in ``failed`` too) and those a bypass let through
+    dq: list[TestResult] = field(default_factory=list)
+    held: dict[str, list[TestResult]] = field(default_factory=dict)
+    bypassed: dict[str, str] = field(default_factory=dict)
+    # tests whose query raised in an earlier attempt of the batch (test id -> error): they fail unrun
+    broken_tests: dict[str, str] = field(default_factory=dict)
 
     @property
     def gold_changes(self) -> int:
@@ -101,6 +115,15 @@ class ModelFailed(Exception):
         self.model = model
         self.error = describe(cause)
         super().__init__(f"gold.{model}: {self.error}")
+
+
+class GateHeld(Exception):
+    """An ``error`` data quality test failed on the rows a batch gave gold models: like a failing model, the
+    batch is redone without them (and the models reading them); their marts stay at the last passing state."""
+
+    def __init__(self, held: dict[str, list[TestResult]]) -> None:
+        self.held = held
+        super().__init__("held by data quality tests: " + ", ".join(sorted(held)))
 
 
 class TableFailed(Exception):
@@ -273,6 +296,7 @@ def run_batch(
     before_commit: Callable[[], None] | None = None,
     gold: bool = True,
     retry_behind: bool = False,
+    tests: Sequence[TestSpec] = (),
 ) -> BatchResult:
     """Run one micro-batch: read bronze, then in one transaction apply silver, refresh gold and record the
     batch. An empty result (batch_id None) when bronze has nothing new, unless ``retry_behind`` and a gold
@@ -288,9 +312,15 @@ def run_batch(
     started = datetime.now(UTC)
 
     def work(result: BatchResult) -> None:
+        seq_from = _state(con, "seq")
         changes, source_times = apply_silver(con, result, slices)
+        if tests:
+            touched = [f"silver.{name}" for name, applied in result.silver.items() if applied]
+            scope = f"__seq > {seq_from}"
+            result.dq += run_scoped(con, tests, touched, scope, result.batch_id or 0, result.broken_tests)
         if gold:
             refresh_gold_after(con, result, models, behind, changes, source_times)
+            gate_gold(con, result, tests)
         else:
             hold_gold(con, result, changes)
         _record_batch(con, result, started)
@@ -343,6 +373,28 @@ def apply_silver(
     _mark_failed_tables(con, result)
     write_state(con, "seq", seq)
     return changes, source_times
+
+
+def gate_gold(con: duckdb.DuckDBPyConnection, result: BatchResult, tests: Sequence[TestSpec]) -> None:
+    """Test the rows the batch gave the refreshed gold models (after all of them refreshed, so that a
+    ``relationships`` test sees this batch's dimensions); GateHeld for the models an error test holds."""
+    refreshed = [m.name for m in result.gold if m.upserts]
+    if not tests or not refreshed:
+        return
+    ensure_tables(con)
+    outcome = check_gold(
+        con,
+        tests,
+        refreshed,
+        version=result.version or 0,
+        batch_id=result.batch_id or 0,
+        bypass=pending_bypasses(con),
+        broken=result.broken_tests,
+    )
+    if outcome.held:
+        raise GateHeld(outcome.held)
+    result.dq += outcome.results
+    result.bypassed = outcome.bypassed
 
 
 def _silver_changed(result: BatchResult, changes: ChangeSet) -> bool:
@@ -416,10 +468,14 @@ def _in_transaction(
     keeps the batch's version; a failed batch's version is never published (its retry draws a new one)."""
     failed: dict[str, str] = {}
     tables_failed: dict[str, str] = {}
+    held: dict[str, list[TestResult]] = {}
+    broken: dict[str, str] = {}
     version = next_version(con)
     while True:
         result = BatchResult(batch_id=batch_id, version=version, failed=dict(failed))
         result.failed_tables = dict(tables_failed)
+        result.held = dict(held)
+        result.broken_tests = dict(broken)
         con.begin()
         try:
             work(result)
@@ -435,6 +491,23 @@ def _in_transaction(
                 failure.error,
             )
             failed[failure.model] = failure.error
+        except GateHeld as gate:
+            con.rollback()
+            for model, failures in sorted(gate.held.items()):
+                tests = ", ".join(f"{f.test_id} ({f.failing_rows} failing rows)" for f in failures)
+                log.error(
+                    "batch %d: gold.%s held by data quality test(s) %s; redoing the batch without it and the "
+                    "models that read it (the mart stays at its last passing state)",
+                    batch_id,
+                    model,
+                    tests,
+                )
+                failed[model] = f"held by data quality test(s) {tests}"
+                held[model] = failures
+        except TestError as failure:
+            con.rollback()
+            log.error("batch %d: %s; redoing the batch with the test failing unrun", batch_id, failure)
+            broken[failure.spec.test_id] = failure.error
         except TableFailed as failure:
             con.rollback()
             log.error(
@@ -513,10 +586,28 @@ def _record_batch(con: duckdb.DuckDBPyConnection, result: BatchResult, started: 
         [result.batch_id, model.name, model.rows, model.upserts + model.deletes, "ok", None]
         for model in result.gold
     ]
-    rows += [[result.batch_id, name, 0, 0, "failed", error] for name, error in result.failed.items()]
+    rows += [
+        [result.batch_id, name, 0, 0, "held" if name in result.held else "failed", error]
+        for name, error in result.failed.items()
+    ]
     rows += [[result.batch_id, name, 0, 0, "skipped", why] for name, why in result.skipped.items()]
     if rows:
         con.executemany(insert, rows)
+    _record_quality(con, result)
+
+
+def _record_quality(con: duckdb.DuckDBPyConnection, result: BatchResult) -> None:
+    """The batch's test results into ``cdcwh.dq_results``, and the gate marks of ``cdcwh.state``: set for
+    the models held (the first batch each held), deleted for the models that refreshed."""
+    results = [*result.dq, *(r for failures in result.held.values() for r in failures)]
+    if results:
+        ensure_tables(con)
+        record_results(con, results)
+    for name in sorted(result.held):
+        if read_state(con, GATE_HELD + name) is None:
+            write_state(con, GATE_HELD + name, result.batch_id or 0)
+    for model in result.gold:
+        con.execute("DELETE FROM cdcwh.state WHERE name = ?", [GATE_HELD + model.name])
 
 
 def _observe(result: BatchResult) -> None:
@@ -529,8 +620,13 @@ def _observe(result: BatchResult) -> None:
         metrics.TRANSFORM_MODEL_FAILED.labels(model.name).set(0)
         metrics.TRANSFORM_MODEL_BEHIND.labels(model.name).set(0)
     for name in result.failed:
-        metrics.TRANSFORM_MODEL_FAILED.labels(name).set(1)
+        metrics.TRANSFORM_MODEL_FAILED.labels(name).set(0 if name in result.held else 1)
         metrics.TRANSFORM_MODEL_BEHIND.labels(name).set(1)
+    observe([*result.dq, *(r for failures in result.held.values() for r in failures)])
+    for model in result.gold:
+        metrics.DQ_GATE_HELD.labels(model.name).set(0)
+    for name in result.held:
+        metrics.DQ_GATE_HELD.labels(name).set(1)
     for name in result.skipped:
         metrics.TRANSFORM_MODEL_FAILED.labels(name).set(0)
         metrics.TRANSFORM_MODEL_BEHIND.labels(name).set(1)

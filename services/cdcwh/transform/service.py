@@ -24,6 +24,8 @@ from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import Settings
 from cdcwh.kafka import client_config
 from cdcwh.models import load_models
+from cdcwh.quality.runner import ensure_tables, observe, record_results, run_tests
+from cdcwh.quality.spec import load_tests
 from cdcwh.retry import retrying
 from cdcwh.stopping import stop_on_signals
 from cdcwh.transform.batch import BatchResult, run_batch
@@ -42,6 +44,9 @@ class TransformService:
         self.settings = settings
         self.catalog = open_catalog(settings)
         self.models = load_models(settings.sql_path / "gold")
+        # the data quality tests beside the models, validated at start (a wrong file stops it here)
+        self.tests = load_tests(settings.sql_path)
+        self._next_full_run = time.monotonic() + settings.quality.full_interval_s
         self.publisher = KafkaOutboxPublisher(
             client_config(settings),
             topic_prefix=settings.kafka.gold_topic_prefix,
@@ -89,6 +94,7 @@ class TransformService:
                 max_offsets_per_partition=self.settings.transform.max_offsets_per_partition,
                 before_commit=lambda: faults.hit(faults.BEFORE_COMMIT, self.settings.data_dir),
                 retry_behind=self._retry_behind or time.monotonic() >= self._next_retry,
+                tests=self.tests,
             )
             # failed tables and models behind are retried by a batch that runs anyway; without new rows
             # elsewhere, every RETRY_FAILED_S (a one-table deployment, or a storage error that failed every
@@ -98,6 +104,7 @@ class TransformService:
             if result.gold_changes:
                 faults.hit(faults.BEFORE_PUBLISH, self.settings.data_dir)
             published = self.publisher.publish(con)
+            self._full_run(con)
         except BaseException:
             self.release()
             raise
@@ -118,6 +125,8 @@ class TransformService:
                 time.monotonic() - started,
             )
             for name, error in result.failed.items():
+                if name in result.held:
+                    continue  # logged by the batch, with its failing tests
                 log.error(
                     "batch %d: gold.%s failed and is behind, retried next batch: %s",
                     result.batch_id,
@@ -128,6 +137,27 @@ class TransformService:
                 log.warning("batch %d: gold.%s skipped (%s), behind", result.batch_id, name, why)
         metrics.LAST_SUCCESS.labels("transform").set(time.time())
         return result
+
+    def _full_run(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Every ``CDCWH_QUALITY__FULL_INTERVAL_S``: every test in full, recorded (not a gate: the batches
+        gate; this finds what batch scope cannot, such as a dimension row deleted under an old fact row)."""
+        interval = self.settings.quality.full_interval_s
+        if not interval or not self.tests or time.monotonic() < self._next_full_run:
+            return
+        self._next_full_run = time.monotonic() + interval
+        results = run_tests(con, self.tests, run_id=f"full:{int(time.time() * 1000)}")
+        ensure_tables(con)
+        record_results(con, results)
+        observe(results)
+        failing = [r for r in results if r.status != "pass"]
+        for r in failing:
+            log.log(
+                logging.ERROR if r.status == "fail" else logging.WARNING,
+                "data quality: %s %s (%d failing rows)",
+                r.status.upper(),
+                r.test_id,
+                r.failing_rows,
+            )
 
     def run_once(self) -> int:
         """Batches until bronze has nothing new."""

@@ -1,0 +1,161 @@
+"""A test as DuckDB SQL selecting its failing rows, as dbt compiles its generic tests (pure).
+
+A test passes when the query returns no row. ``scope`` narrows a test to the rows a batch touched (a SQL
+condition on the model's rows, ``_version = <version>`` in gold, ``__seq > <seq>`` in silver):
+
+- ``not_null``, ``accepted_values``, ``expression_is_true``, ``relationships``: the touched rows only (a row
+  not touched passed before and did not change);
+- ``unique`` and ``unique_combination_of_columns``: the values the touched rows hold, counted over the whole
+  model (a duplicate may pair a touched row with an old one);
+- ``mutually_exclusive_ranges``: the whole partitions the touched rows are in;
+- ``row_count``: the whole model (one count);
+- ``freshness`` does not run in batch scope (``None``): a batch is itself a change.
+
+``where`` filters the model's rows first, for every kind, as in dbt.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import sqlglot
+from sqlglot import exp
+
+from cdcwh.quality.spec import (
+    AcceptedValues,
+    ExpressionIsTrue,
+    Freshness,
+    MutuallyExclusiveRanges,
+    Relationships,
+    RowCount,
+    TestSpec,
+    UniqueCombination,
+)
+
+T = TypeVar("T")
+BATCH_KINDS = frozenset(
+    {
+        "unique",
+        "not_null",
+        "accepted_values",
+        "relationships",
+        "expression_is_true",
+        "row_count",
+        "unique_combination_of_columns",
+        "mutually_exclusive_ranges",
+    }
+)
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def relation(layer: str, table: str) -> str:
+    return f"{layer}.{quote(table)}"
+
+
+def literal(value: object) -> str:
+    return exp.convert(value).sql(dialect="duckdb")
+
+
+def _args(spec: TestSpec, kind: type[T]) -> T:
+    if not isinstance(spec.args, kind):
+        raise TypeError(f"{spec.test_id}: arguments of {spec.kind} are not {kind.__name__}")
+    return spec.args
+
+
+def columns_used(spec: TestSpec) -> dict[tuple[str, str], set[str]]:
+    """The columns the test reads, per (layer, table): checked against the warehouse before it runs, so that
+    a misspelt name is reported as the test's failure rather than aborting the batch's transaction."""
+    own: set[str] = {spec.column} if spec.column else set()
+    used: dict[tuple[str, str], set[str]] = {(spec.layer, spec.table): own}
+    args = spec.args
+    if isinstance(args, Relationships):
+        used[(spec.layer, args.target)] = {args.field}
+    elif isinstance(args, UniqueCombination):
+        own.update(args.combination_of_columns)
+    elif isinstance(args, MutuallyExclusiveRanges):
+        own.update(c for c in (args.lower_bound_column, args.upper_bound_column, args.partition_by) if c)
+    elif isinstance(args, Freshness):
+        own.add(args.column)
+    for text in (spec.where, args.expression if isinstance(args, ExpressionIsTrue) else None):
+        if text:
+            parsed = sqlglot.parse_one(text, read="duckdb", into=exp.Condition)
+            own.update(column.name for column in parsed.find_all(exp.Column))
+    return used
+
+
+def failing_rows_sql(spec: TestSpec, scope: str | None = None) -> str | None:
+    """The query of the failing rows of ``spec`` (in full, or with ``scope`` on the touched rows), or None
+    when the test does not run in that scope."""
+    if scope is not None and spec.kind not in BATCH_KINDS:
+        return None
+    table = relation(spec.layer, spec.table)
+    where = f"({spec.where})" if spec.where else "TRUE"
+    base = f"(SELECT * FROM {table} WHERE {where})"
+    touched = base if scope is None else f"(SELECT * FROM {table} WHERE {where} AND ({scope}))"
+    col = quote(spec.column) if spec.column else ""
+    args = spec.args
+    if spec.kind == "not_null":
+        return f"SELECT * FROM {touched} AS t WHERE t.{col} IS NULL"
+    if spec.kind == "accepted_values":
+        values = ", ".join(literal(v) for v in _args(spec, AcceptedValues).values)
+        return f"SELECT * FROM {touched} AS t WHERE t.{col} IS NOT NULL AND t.{col} NOT IN ({values})"
+    if spec.kind == "expression_is_true":
+        return f"SELECT * FROM {touched} AS t WHERE NOT ({_args(spec, ExpressionIsTrue).expression})"
+    if spec.kind == "relationships":
+        rel = _args(spec, Relationships)
+        parent = relation(spec.layer, rel.target)
+        return (
+            f"SELECT t.* FROM {touched} AS t WHERE t.{col} IS NOT NULL AND NOT EXISTS "
+            f"(SELECT 1 FROM {parent} AS p WHERE p.{quote(rel.field)} = t.{col})"
+        )
+    if spec.kind in ("unique", "unique_combination_of_columns"):
+        if isinstance(args, UniqueCombination):
+            columns = [quote(c) for c in args.combination_of_columns]
+            not_null = "TRUE"
+        else:
+            columns = [col]
+            not_null = f"{col} IS NOT NULL"
+        cols = ", ".join(columns)
+        limit = "" if scope is None else f" AND ({cols}) IN (SELECT ({cols}) FROM {touched})"
+        return (
+            f"SELECT {cols}, count(*) AS n_records FROM {base} WHERE {not_null}{limit} "
+            f"GROUP BY {cols} HAVING count(*) > 1"
+        )
+    if spec.kind == "row_count":
+        counted = _args(spec, RowCount)
+        bounds = []
+        if counted.min is not None:
+            bounds.append(f"row_count < {int(counted.min)}")
+        if counted.max is not None:
+            bounds.append(f"row_count > {int(counted.max)}")
+        return f"SELECT row_count FROM (SELECT count(*) AS row_count FROM {base}) WHERE {' OR '.join(bounds)}"
+    if spec.kind == "freshness":
+        fresh = _args(spec, Freshness)
+        return (
+            f"SELECT newest, epoch(now()) - epoch(newest) AS age_s FROM "
+            f"(SELECT max({quote(fresh.column)}) AS newest FROM {base}) "
+            f"WHERE newest IS NULL OR epoch(now()) - epoch(newest) > {float(fresh.max_age_s)}"
+        )
+    if spec.kind == "mutually_exclusive_ranges":
+        ranges = _args(spec, MutuallyExclusiveRanges)
+        return _ranges_sql(ranges, base, touched if scope is not None else None)
+    raise ValueError(f"unknown test kind {spec.kind!r}")
+
+
+def _ranges_sql(args: MutuallyExclusiveRanges, base: str, touched: str | None) -> str:
+    """dbt_utils' mutually_exclusive_ranges with gaps allowed: per partition, ordered by the lower bound,
+    a range ends no later than the next one starts; a NULL upper bound is open (so only the last may be)."""
+    low, high = quote(args.lower_bound_column), quote(args.upper_bound_column)
+    part = quote(args.partition_by) if args.partition_by else None
+    over = f"PARTITION BY {part} " if part else ""
+    rows = base
+    if touched is not None and part is not None:
+        rows = f"(SELECT * FROM {base} WHERE {part} IN (SELECT {part} FROM {touched}))"
+    return (
+        f"SELECT * FROM (SELECT *, lead({low}) OVER ({over}ORDER BY {low}, {high} NULLS LAST) "
+        f"AS next_lower FROM {rows}) WHERE {low} IS NULL OR ({high} IS NOT NULL AND {low} > {high}) "
+        f"OR (next_lower IS NOT NULL AND ({high} IS NULL OR {high} > next_lower))"
+    )

@@ -1,0 +1,194 @@
+"""Run data quality tests on the DuckDB warehouse and record their results (``cdcwh.dq_results``).
+
+A test's failing rows come from ``compile.failing_rows_sql``; one query returns their count and a sample of
+up to ``SAMPLE_ROWS`` of them (ordered, so that a rerun shows the same sample). A test whose model is not in
+the warehouse yet is skipped (no result): a model waits for its inputs, it does not fail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import duckdb
+
+from cdcwh import metrics
+from cdcwh.quality.compile import columns_used, failing_rows_sql
+from cdcwh.quality.results import RESULTS_TABLE, Scope, Status, TestResult
+from cdcwh.quality.spec import TestSpec
+
+log = logging.getLogger(__name__)
+SAMPLE_ROWS = 5
+GATE_BYPASS_TABLE = """
+CREATE TABLE IF NOT EXISTS cdcwh.gate_bypass (
+    model VARCHAR PRIMARY KEY, reason VARCHAR NOT NULL, requested_at TIMESTAMPTZ NOT NULL)
+"""
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(RESULTS_TABLE)
+    con.execute(GATE_BYPASS_TABLE)
+
+
+def _plain(value: Any) -> Any:
+    """A sample value as JSON holds it."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _exists(con: duckdb.DuckDBPyConnection, spec: TestSpec) -> bool:
+    rows = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+        [spec.layer, spec.table],
+    ).fetchall()
+    return bool(rows[0][0])
+
+
+def run_test(
+    con: duckdb.DuckDBPyConnection,
+    spec: TestSpec,
+    *,
+    run_id: str,
+    scope: str | None = None,
+    batch_id: int | None = None,
+    ran_at: datetime | None = None,
+) -> TestResult | None:
+    """One test, in full (``scope`` None) or on the touched rows; None when it does not run in that scope."""
+    sql = failing_rows_sql(spec, scope)
+    if sql is None:
+        return None
+    problem = missing_columns(con, spec)
+    if problem:  # a misspelt name: the test fails, saying why, and the batch's transaction goes on
+        log.error("data quality test %s cannot run: %s", spec.test_id, problem)
+        return failed_result(spec, run_id, "full" if scope is None else "batch", batch_id, ran_at, problem)
+    cursor = con.execute(
+        f"SELECT count(*) OVER () AS __failing, * FROM ({sql}) AS f ORDER BY ALL LIMIT {SAMPLE_ROWS}"
+    )
+    names = [d[0] for d in cursor.description or []]
+    rows = cursor.fetchall()
+    failing = int(rows[0][0]) if rows else 0
+    sample = [{n: _plain(v) for n, v in zip(names[1:], row[1:], strict=True)} for row in rows]
+    return _result(spec, run_id, scope, batch_id, ran_at, failing, sample, failed=failing > 0)
+
+
+def failed_result(
+    spec: TestSpec, run_id: str, scope: Scope, batch_id: int | None, ran_at: datetime | None, error: str
+) -> TestResult:
+    """The result of a test that could not run: failed (or warned), its sample the reason."""
+    return _result(
+        spec, run_id, None if scope == "full" else scope, batch_id, ran_at, 0, [{"error": error}], failed=True
+    )
+
+
+def _result(
+    spec: TestSpec,
+    run_id: str,
+    scope: str | None,
+    batch_id: int | None,
+    ran_at: datetime | None,
+    failing: int,
+    sample: list[dict[str, Any]],
+    *,
+    failed: bool,
+) -> TestResult:
+    status: Status = "pass" if not failed else ("fail" if spec.severity == "error" else "warn")
+    kind: Scope = "full" if scope is None else "batch"
+    return TestResult(
+        run_id=run_id,
+        batch_id=batch_id,
+        test_id=spec.test_id,
+        model=spec.model,
+        column_name=spec.column,
+        test=spec.kind,
+        severity=spec.severity,
+        status=status,
+        failing_rows=failing,
+        sample=sample,
+        scope=kind,
+        ran_at=ran_at or datetime.now(UTC),
+    )
+
+
+def missing_columns(con: duckdb.DuckDBPyConnection, spec: TestSpec) -> str | None:
+    """What the test reads that the warehouse lacks (a table or a column), or None."""
+    for (layer, table), columns in columns_used(spec).items():
+        have = {
+            str(name).lower()
+            for (name,) in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?",
+                [layer, table],
+            ).fetchall()
+        }
+        if not have:
+            return f"no table {layer}.{table}"
+        missing = sorted(c for c in columns if c.lower() not in have)
+        if missing:
+            return f"{layer}.{table} has no column {', '.join(missing)}"
+    return None
+
+
+def run_tests(
+    con: duckdb.DuckDBPyConnection, specs: Iterable[TestSpec], *, run_id: str | None = None
+) -> list[TestResult]:
+    """Every test in full (``cdcwh test``, the scheduled full run), skipping models not built yet."""
+    run = run_id or str(uuid.uuid4())
+    ran_at = datetime.now(UTC)
+    results = []
+    for spec in specs:
+        if not _exists(con, spec):
+            continue
+        try:
+            result = run_test(con, spec, run_id=run, ran_at=ran_at)
+        except (duckdb.FatalException, duckdb.InternalException):
+            raise
+        except duckdb.Error as exc:  # not in a transaction here: the next test runs regardless
+            result = failed_result(spec, run, "full", None, ran_at, f"{type(exc).__name__}: {exc}"[:1000])
+        if result is not None:
+            results.append(result)
+    return results
+
+
+def select(specs: Iterable[TestSpec], models: Iterable[str]) -> list[TestSpec]:
+    """The tests of the named models (``orders``, ``silver.orders``); all when none is named."""
+    wanted = set(models)
+    return [s for s in specs if not wanted or s.model in wanted or s.test_id in wanted]
+
+
+def record_results(con: duckdb.DuckDBPyConnection, results: Iterable[TestResult]) -> None:
+    """Write results into ``cdcwh.dq_results`` (idempotent on ``(run_id, test_id)``) and count them."""
+    rows = [
+        [
+            r.run_id,
+            r.batch_id,
+            r.test_id,
+            r.model,
+            r.column_name,
+            r.test,
+            r.severity,
+            r.status,
+            r.failing_rows,
+            json.dumps(r.sample),
+            r.scope,
+            r.ran_at,
+        ]
+        for r in results
+    ]
+    if rows:
+        con.executemany(
+            "INSERT OR REPLACE INTO cdcwh.dq_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+        )
+
+
+def observe(results: Iterable[TestResult]) -> None:
+    for r in results:
+        metrics.DQ_TESTS.labels(r.model, r.test_id, r.status).inc()

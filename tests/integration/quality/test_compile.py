@@ -1,0 +1,189 @@
+"""Each test kind compiled to DuckDB SQL, run on small tables in a real (in-memory) DuckDB: the failing row
+counts and samples are worked out by hand from the rows below. Batch scope (the rows of one ``_version``)
+gives the full-scope verdict on the touched rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cdcwh.quality.runner import run_test
+from cdcwh.quality.spec import TestSpec, parse_file
+
+MODELS = """
+models:
+  - name: facts
+    columns:
+      - name: id
+        tests: [unique, not_null]
+      - name: status
+        tests:
+          - accepted_values: {values: [open, done]}
+      - name: dim_id
+        tests:
+          - relationships: {to: ref('dims'), field: dim_id}
+      - name: code
+        tests:
+          - not_null: {config: {where: "status = 'done'", severity: warn}}
+    tests:
+      - expression_is_true: {expression: "qty > 0"}
+      - row_count: {min: 1, max: 5}
+      - unique_combination_of_columns: {combination_of_columns: [dim_id, code]}
+  - name: scd
+    tests:
+      - mutually_exclusive_ranges:
+          {lower_bound_column: valid_from, upper_bound_column: valid_to, partition_by: cid}
+      - freshness: {column: _updated_at, max_age_s: 3600}
+"""
+
+
+@pytest.fixture
+def con() -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA gold")
+    con.execute("CREATE TABLE gold.dims (dim_id INTEGER)")
+    con.execute("INSERT INTO gold.dims VALUES (1), (2)")
+    con.execute(
+        "CREATE TABLE gold.facts (id INTEGER, status VARCHAR, dim_id INTEGER, code VARCHAR, qty INTEGER, "
+        "_version BIGINT)"
+    )
+    # id 3 twice (one old, one touched); id NULL; status 'lost'; dim 9 missing; qty 0 and -2; (2, 'b') twice
+    con.execute(
+        """INSERT INTO gold.facts VALUES
+        (1, 'open', 1, 'a', 5, 1), (2, 'done', 2, 'b', 1, 1), (3, 'done', 2, NULL, 1, 1),
+        (3, 'lost', 9, 'c', 0, 2), (NULL, 'open', NULL, 'd', -2, 2), (6, 'done', 2, 'b', 4, 2)"""
+    )
+    con.execute(
+        "CREATE TABLE gold.scd (cid INTEGER, valid_from INTEGER, valid_to INTEGER, _updated_at TIMESTAMPTZ)"
+    )
+    # customer 1: fine (closed 1-5, open from 5); customer 2: 1-5 overlaps 4-open; customer 3: two open rows
+    con.execute(
+        """INSERT INTO gold.scd VALUES (1, 1, 5, now()), (1, 5, NULL, now()), (2, 1, 5, now()),
+        (2, 4, NULL, now()), (3, 1, NULL, now()), (3, 2, NULL, now() - INTERVAL 2 HOUR)"""
+    )
+    yield con
+    con.close()
+
+
+def specs() -> dict[str, TestSpec]:
+    return {s.test_id: s for s in parse_file(Path("t.yml"), MODELS, "gold")}
+
+
+EXPECTED_FULL = {
+    "facts.unique.id": (1, [{"id": 3, "n_records": 2}]),
+    "facts.not_null.id": (1, None),
+    "facts.accepted_values.status": (1, None),
+    "facts.relationships.dim_id": (1, None),
+    "facts.not_null.code": (1, None),  # where status = 'done': only id 3's NULL code
+    "facts.expression_is_true": (2, None),  # qty 0 and -2
+    "facts.row_count": (1, [{"row_count": 6}]),  # 6 rows > max 5
+    "facts.unique_combination_of_columns": (1, [{"dim_id": 2, "code": "b", "n_records": 2}]),
+    "scd.mutually_exclusive_ranges": (2, None),  # customer 2's first range, customer 3's first open one
+    "scd.freshness": (0, None),  # the newest change is a moment old
+}
+
+
+@pytest.mark.parametrize("test_id", sorted(EXPECTED_FULL))
+def test_each_kind_counts_the_failing_rows_worked_out_by_hand(
+    con: duckdb.DuckDBPyConnection, test_id: str
+) -> None:
+    result = run_test(con, specs()[test_id], run_id="r")
+    assert result is not None
+    failing, sample = EXPECTED_FULL[test_id]
+    assert result.failing_rows == failing
+    assert len(result.sample) == failing
+    if sample is not None:
+        assert result.sample == sample
+    spec = specs()[test_id]
+    expected_status = "pass" if failing == 0 else ("warn" if spec.severity == "warn" else "fail")
+    assert result.status == expected_status and result.scope == "full"
+
+
+def test_samples_carry_the_failing_rows(con: duckdb.DuckDBPyConnection) -> None:
+    values = run_test(con, specs()["facts.accepted_values.status"], run_id="r")
+    assert values is not None and values.sample == [
+        {"id": 3, "status": "lost", "dim_id": 9, "code": "c", "qty": 0, "_version": 2}
+    ]
+    ranges = run_test(con, specs()["scd.mutually_exclusive_ranges"], run_id="r")
+    assert ranges is not None
+    assert [(r["cid"], r["valid_from"], r["valid_to"]) for r in ranges.sample] == [(2, 1, 5), (3, 1, None)]
+
+
+def test_a_stale_model_fails_freshness(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("UPDATE gold.scd SET _updated_at = now() - INTERVAL 2 HOUR")
+    result = run_test(con, specs()["scd.freshness"], run_id="r")
+    assert result is not None and result.failing_rows == 1 and result.status == "fail"
+    assert 7190 < result.sample[0]["age_s"] < 7300
+
+
+@pytest.mark.parametrize("test_id", sorted(EXPECTED_FULL))
+def test_batch_scope_gives_the_full_verdict_on_the_touched_rows(
+    con: duckdb.DuckDBPyConnection, test_id: str
+) -> None:
+    """Batch scope on ``_version = 2`` finds exactly the failures that involve a touched row (by hand); for
+    the row-level kinds that is the full verdict on a table of the touched rows alone."""
+    spec = specs()[test_id]
+    if spec.table == "scd":
+        con.execute("ALTER TABLE gold.scd ADD COLUMN _version BIGINT DEFAULT 1")
+        con.execute("UPDATE gold.scd SET _version = 2 WHERE cid = 3")
+    batch = run_test(con, spec, run_id="b", scope="_version = 2")
+    if spec.kind == "freshness":
+        assert batch is None, "freshness does not run in batch scope"
+        return
+    full = run_test(con, spec, run_id="f")
+    assert batch is not None and full is not None and batch.scope == "batch"
+    if spec.kind in ("row_count",):
+        assert batch.failing_rows == full.failing_rows
+        return
+    # the version-1 rows alone pass every row-level test, so every failure involves a touched row
+    touched_only = {
+        "facts.unique.id": 1,  # id 3: the touched copy duplicates an old row
+        "facts.not_null.id": 1,
+        "facts.accepted_values.status": 1,
+        "facts.relationships.dim_id": 1,
+        "facts.not_null.code": 0,  # the NULL code is on an old row: not this batch's
+        "facts.expression_is_true": 2,
+        "facts.unique_combination_of_columns": 1,  # (2, 'b'): touched id 6 duplicates old id 2
+        "scd.mutually_exclusive_ranges": 1,  # only customer 3's partition is touched
+    }
+    assert batch.failing_rows == touched_only[test_id]
+    if spec.kind in ("not_null", "accepted_values", "expression_is_true", "relationships"):
+        con.execute("CREATE TABLE gold.touched AS SELECT * FROM gold.facts WHERE _version = 2")
+        alone = run_test(con, replace(spec, table="touched"), run_id="t")
+        assert alone is not None
+        assert (alone.failing_rows, alone.sample) == (batch.failing_rows, batch.sample)
+
+
+@pytest.mark.parametrize(
+    ("test", "problem"),
+    [
+        ("- expression_is_true: {expression: 'qtty > 0'}", "gold.facts has no column qtty"),
+        ("- row_count: {min: 1, config: {where: 'stauts = 1'}}", "gold.facts has no column stauts"),
+        (
+            "- unique_combination_of_columns: {combination_of_columns: [id, nope]}",
+            "gold.facts has no column nope",
+        ),
+    ],
+)
+def test_a_misspelt_column_fails_the_test_saying_why_and_the_transaction_goes_on(
+    con: duckdb.DuckDBPyConnection, test: str, problem: str
+) -> None:
+    text = f"models:\n  - name: facts\n    tests:\n      {test}\n"
+    [spec] = parse_file(Path("t.yml"), text, "gold")
+    con.begin()
+    result = run_test(con, spec, run_id="r", scope="_version = 2")
+    assert result is not None and result.status == "fail" and result.sample == [{"error": problem}]
+    assert con.execute("SELECT count(*) FROM gold.facts").fetchall() == [(6,)], "the transaction is usable"
+    con.commit()
+
+
+def test_a_relationship_to_a_missing_column_fails(con: duckdb.DuckDBPyConnection) -> None:
+    text = "models:\n  - name: facts\n    columns:\n      - name: dim_id\n        tests:\n"
+    text += "          - relationships: {to: ref('dims'), field: id}\n"
+    [spec] = parse_file(Path("t.yml"), text, "gold")
+    result = run_test(con, spec, run_id="r")
+    assert result is not None and result.sample == [{"error": "gold.dims has no column id"}]

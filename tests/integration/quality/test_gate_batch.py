@@ -1,0 +1,82 @@
+"""The gate inside ``run_batch`` (real broker, ingest, Iceberg and DuckDB file; the batch called in-process):
+a test whose query raises at run time does not fail the batch, it fails unrun and holds its model, and the
+shipped tests pass on a generated workload."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+from cdcwh.bronze.catalog import open_catalog
+from cdcwh.generate import ShopGenerator
+from cdcwh.models import load_models
+from cdcwh.quality.spec import load_tests, parse_file
+from cdcwh.transform.batch import run_batch
+from cdcwh.warehouse import open_warehouse
+from tests.support.pipeline import run_ingest_until_caught_up, settings_for
+from tests.support.warehouse import MARTS, produce_changes
+
+# DuckDB cannot cast 'abc' to the price's DECIMAL: the query raises when it runs, not when the file is read
+BROKEN = """
+models:
+  - name: dim_products
+    tests:
+      - expression_is_true: {expression: "price > 'abc'"}
+"""
+
+
+def test_a_test_that_raises_holds_its_model_and_the_batch_goes_on(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    prefix = f"dqb{uuid.uuid4().hex[:6]}"
+    settings = settings_for(tmp_path / "data", kafka_bootstrap, prefix)
+    produce_changes(kafka_bootstrap, prefix, list(ShopGenerator(5).changes(400)))
+    run_ingest_until_caught_up(settings)
+    shipped = load_tests(settings.sql_path)
+    # its own id (load_tests refuses a second file describing a model, so shipped ids never collide)
+    broken = [replace(s, test_id="dim_products.broken") for s in parse_file(Path("b.yml"), BROKEN, "gold")]
+    con = open_warehouse(settings)
+    try:
+        result = run_batch(
+            settings,
+            con,
+            open_catalog(settings),
+            load_models(settings.sql_path / "gold"),
+            max_offsets_per_partition=100_000,
+            tests=[*shipped, *broken],
+        )
+        # fact_order_items' relationships test finds no gold.dim_products (held in its first batch): held
+        # too, and daily_revenue, which reads it, is skipped
+        assert set(result.held) == {"dim_products", "fact_order_items"}
+        assert result.failed.keys() == {"dim_products", "fact_order_items"}
+        assert result.skipped.keys() == {"daily_revenue"}
+        assert {m.name for m in result.gold} == set(MARTS) - {
+            "dim_products",
+            "fact_order_items",
+            "daily_revenue",
+        }
+        fact = {r.test_id: r.sample for r in result.held["fact_order_items"]}
+        assert fact == {
+            "fact_order_items.relationships.product_id": [{"error": "no table gold.dim_products"}]
+        }
+        [failure] = result.held["dim_products"]
+        assert failure.test_id == "dim_products.broken" and failure.status == "fail"
+        assert "ConversionException" in failure.sample[0]["error"]
+        # every other shipped test passed on the generated data, in batch scope, silver and gold
+        assert [r.test_id for r in result.dq if r.status != "pass"] == []
+        assert {r.model for r in result.dq} >= {"orders", "dim_customers", "silver.order_items"}
+        rows = con.execute(
+            "SELECT status, error FROM cdcwh.batch_models WHERE batch_id = ? AND model = 'dim_products'",
+            [result.batch_id],
+        ).fetchall()
+        assert rows[0][0] == "held" and "dim_products.broken" in rows[0][1]
+        recorded = con.execute(
+            "SELECT status FROM cdcwh.dq_results WHERE test_id = 'dim_products.broken'"
+        ).fetchall()
+        assert recorded == [("fail",)]
+        assert con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'dim_products'"
+        ).fetchall() == [(0,)], "the held mart's first batch left nothing"
+    finally:
+        con.close()
