@@ -317,7 +317,7 @@ class ServeSettings(Section):
 
 class AuditSettings(Section):
     """The audit schema in PostgreSQL (``postgres.audit_schema``), profiling and anomaly detection
-    (docs/data-quality-audit.md)."""
+    (docs/data-quality.md)."""
 
     enabled: bool | None = None
     """Write ``audit.*`` rows. Unset: on when a PostgreSQL is configured (``postgres.audit_dsn`` or

@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="the latest column profile of a table and its drift from the previous one",
         description="Prints the latest profile of a silver table or gold model (per column: rows, null "
         "fraction, distinct estimate, min, max, mean, top values) and what changed since the previous "
-        "profile. Exit 1 when the table has no profile yet (docs/data-quality-audit.md).",
+        "profile. Exit 1 when the table has no profile yet (docs/data-quality.md).",
     )
     parser.add_argument("table", help="silver.<table>, gold.<model>, or a name (silver first, then gold)")
     add_format_option(parser)

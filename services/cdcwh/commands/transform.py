@@ -36,7 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Run one read query (SELECT, WITH, VALUES, TABLE, FROM, DESCRIBE, SHOW, SUMMARIZE) "
         "against the DuckDB warehouse (schemas silver, silver_history, gold, cdcwh) and print the result. "
         "Anything else (COPY, ATTACH, INSTALL/LOAD, SET, PRAGMA, CALL, EXPLAIN, DDL, DML, several "
-        "statements) is refused, and file and network access are off (docs/security-secrets.md). "
+        "statements) is refused, and file and network access are off (docs/security.md). "
         "--format json prints one document: "
         '{"columns": [{"name", "type"}], "rows": [[...]], "truncated": bool} (docs/operations.md).',
     )
