@@ -9,11 +9,18 @@ that no worker is left alone with a long one at the end, and the tests of a modu
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 pytest_plugins = ["tests.plugins.infra", "tests.plugins.pipeline"]
+
+# Property tests run hypothesis's default 100 examples; CDCWH_TEST_HYPOTHESIS=thorough runs 1000 of each
+# (a test that sets max_examples itself keeps it).
+settings.register_profile("thorough", max_examples=1000)
+settings.load_profile(os.environ.get("CDCWH_TEST_HYPOTHESIS", "default"))
 
 # Node id prefixes of the slowest tests, slowest first (``make test ARGS=--durations=40`` on a fresh clone;
 # a test's setup counts, e.g. a module's fixture). Only the order of the run depends on this list: a test
