@@ -62,7 +62,7 @@ def test_commands_that_need_a_service_say_how_to_start_it(user_env: dict[str, st
 
 
 def test_demo_finishes_with_the_marts_in_postgres(user_env: dict[str, str]) -> None:
-    result = cdcwh(user_env, "demo", "--source", "simulator", "--events", "3000", timeout=600)
+    result = cdcwh(user_env, "demo", "--source", "simulator", "--events", "1500", timeout=600)
     out = result.stdout
     assert "rows per layer" in out
     assert "marts.daily_revenue" in out
