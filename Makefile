@@ -31,12 +31,11 @@ demo: $(STAMP)
 # Three workers (pytest-xdist), each with its own embedded broker and Postgres: much of the suite waits on
 # consumer-group joins, and the crash tests on their subprocesses, so even on two cores a third worker
 # overlaps those waits (tests/integration/ingest and sink: 127 s on two workers, 90 s on three, 82 s on four).
-# --dist loadgroup --no-loadscope-reorder: tests go out one at a time in the order tests/conftest.py gives them,
-# slowest first, the tests of a module sharing a module-scoped fixture together.
+# tests/conftest.py orders the tests so that each worker starts with its share of the slowest ones.
 TEST_WORKERS ?= 3
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(ARGS)

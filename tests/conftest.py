@@ -2,9 +2,8 @@
 modules under tests/plugins (real broker and PostgreSQL: tests/plugins/infra.py), the shared helpers in
 tests/support.
 
-Under xdist (``make test``: ``--dist loadgroup --no-loadscope-reorder``) the slowest tests start first, so
-that no worker is left alone with a long one at the end, and the tests of a module that share a module-scoped
-(or class-, package-scoped) fixture stay on one worker, which then builds it once.
+Under xdist (``make test``, ``--dist load``) the slowest tests start first, spread over the workers, so that
+no worker is left alone with a long one at the end (``_first_chunks``).
 """
 
 from __future__ import annotations
@@ -55,22 +54,39 @@ SLOW_FIRST = (
     "tests/integration/ingest/test_ingest_metrics.py",
 )
 
-SHARED_SCOPES = ("package", "module", "class")
-
 
 def _rank(item: pytest.Item) -> int:
     return next((i for i, prefix in enumerate(SLOW_FIRST) if item.nodeid.startswith(prefix)), len(SLOW_FIRST))
 
 
-def _shares_a_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return any(
-        getattr(definition, "scope", "function") in SHARED_SCOPES
-        for definitions in info.name2fixturedefs.values()
-        for definition in definitions
-    )
+def _first_chunks(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """``items`` (slow first) laid out for xdist's ``--dist load``: it hands worker k the k-th run of
+    ``chunk`` consecutive tests first (a quarter of its share), then the rest in order as workers free up.
+    The slow tests are dealt round-robin, slowest first, to the front of those first chunks, each run of
+    tests with the same rank (a module's tests sharing a module-scoped fixture) kept together; the other
+    tests keep their collection order, so that modules stay contiguous."""
+    chunk = max(len(items) // workers // 4, 2)
+    units: list[list[pytest.Item]] = []
+    rest: list[pytest.Item] = []
+    for item in items:
+        rank = _rank(item)
+        if rank == len(SLOW_FIRST):
+            rest.append(item)
+        elif units and _rank(units[-1][0]) == rank:
+            units[-1].append(item)
+        else:
+            units.append([item])
+    bins: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for index, unit in enumerate(units):
+        bins[index % workers].extend(unit)
+    if any(len(b) > chunk for b in bins):
+        return items  # more slow tests than the first chunks hold: slowest first is the best left
+    ordered: list[pytest.Item] = []
+    for slow in bins:
+        filler = chunk - len(slow)
+        ordered += slow + rest[:filler]
+        rest = rest[filler:]
+    return ordered + rest
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -80,6 +96,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         elif "e2e" in parts:
             item.add_marker(pytest.mark.e2e)
-        if _shares_a_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     items.sort(key=_rank)  # stable: the rest keep their order
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        items[:] = _first_chunks(items, workers)
