@@ -31,6 +31,7 @@ demo: $(STAMP)
 # Three workers (pytest-xdist), each with its own embedded broker and Postgres: much of the suite waits on
 # consumer-group joins, and the crash tests on their subprocesses, so even on two cores a third worker
 # overlaps those waits (tests/integration/ingest and sink: 127 s on two workers, 90 s on three, 82 s on four).
+# tests/conftest.py orders the tests so that each worker starts with its share of the slowest ones.
 TEST_WORKERS ?= 3
 
 test: $(STAMP)

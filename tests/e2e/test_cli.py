@@ -4,12 +4,8 @@ background, generate, run --until-caught-up, status, query; and the demo."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,70 +13,23 @@ import psycopg
 import pytest
 
 from cdcwh.config import Settings
-from cdcwh.embedded import kafka_bootstrap, postgres_dsn
-from cdcwh.errors import ServiceNotRunning
+from cdcwh.embedded import postgres_dsn
+from tests.support import cli
+from tests.support.cli import cdcwh
+from tests.support.ports import free_base_port
 
-
-def free_base_port() -> int:
-    """A base port whose next three ports are free too (metrics of ingest, transform, sink, supervisor)."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        if base < 65000 and all(_free(base + i) for i in range(4)):
-            return base
-    raise RuntimeError("no free port range")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-def cdcwh(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "cdcwh.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, (
-        f"cdcwh {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    )
-    return result
+__all__ = ["free_base_port"]  # tests/integration/deploy/test_prometheus_scrape.py imports it from here
 
 
 @pytest.fixture
 def user_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDCWH_")}
-    env["CDCWH_DATA_DIR"] = str(tmp_path / "data")
-    env["CDCWH_METRICS__PORT"] = str(free_base_port())
-    env["COLUMNS"] = "200"
-    return env
+    return cli.user_env(tmp_path / "data")
 
 
 @pytest.fixture
 def background_services(user_env: dict[str, str]) -> Iterator[Settings]:
-    """`cdcwh broker` and `cdcwh postgres` running in the background for the data dir."""
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "cdcwh.cli", name], env=user_env, stdout=subprocess.DEVNULL)
-        for name in ("broker", "postgres")
-    ]
-    settings = Settings(data_dir=Path(user_env["CDCWH_DATA_DIR"]))
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                kafka_bootstrap(settings)
-                postgres_dsn(settings)
-                break
-            except ServiceNotRunning:
-                assert all(p.poll() is None for p in procs), "an embedded service exited"
-                assert time.monotonic() < deadline, "embedded services did not start"
-                time.sleep(0.3)
+    with cli.background_services(user_env) as settings:
         yield settings
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            assert proc.wait(timeout=60) == 0
 
 
 def test_generate_run_status_query(user_env: dict[str, str], background_services: Settings) -> None:
@@ -113,7 +62,7 @@ def test_commands_that_need_a_service_say_how_to_start_it(user_env: dict[str, st
 
 
 def test_demo_finishes_with_the_marts_in_postgres(user_env: dict[str, str]) -> None:
-    result = cdcwh(user_env, "demo", "--source", "simulator", "--events", "3000", timeout=600)
+    result = cdcwh(user_env, "demo", "--source", "simulator", "--events", "1500", timeout=600)
     out = result.stdout
     assert "rows per layer" in out
     assert "marts.daily_revenue" in out

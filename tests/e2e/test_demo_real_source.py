@@ -6,9 +6,7 @@ and supervises capture with the three services; a workload into the source reach
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,12 +18,13 @@ import pytest
 
 from cdcwh.commands.demo import slot_state
 from cdcwh.config import PROJECT_ROOT, Settings
-from cdcwh.embedded import kafka_bootstrap, postgres_dsn
+from cdcwh.embedded import postgres_dsn
 from cdcwh.embedded.registry import read_record
-from cdcwh.errors import ServiceNotRunning
 from cdcwh.generate.sql_workload import apply_workload
 from cdcwh.source import EmbeddedSource, capture_available
 from cdcwh.source import cluster as source_cluster
+from tests.support import cli
+from tests.support.cli import cdcwh
 
 AVAILABLE, WHY = capture_available()
 pytestmark = [
@@ -37,70 +36,15 @@ SLOT = "cdcwh_shop"  # deploy/debezium/shop-connector.json
 WAIT_S = 240.0  # a bound for a failure, not a measurement
 
 
-def free_base_port(ports: int = 5) -> int:
-    """A base port whose next ports are free too: ingest, transform, sink, supervisor, capture."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        if base < 65000 and all(_free(base + i) for i in range(ports)):
-            return base
-    raise RuntimeError("no free port range")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-def cdcwh(
-    env: dict[str, str], *args: str, timeout: float = 300, expect: int = 0
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "cdcwh.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == expect, (
-        f"cdcwh {' '.join(args)} exited {result.returncode}:\n"
-        f"{result.stdout[-4000:]}\n{result.stderr[-3000:]}"
-    )
-    return result
-
-
 @pytest.fixture
 def user_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDCWH_")}
-    env["CDCWH_DATA_DIR"] = str(tmp_path / "data")
-    env["CDCWH_METRICS__PORT"] = str(free_base_port())
-    env["CDCWH_SOURCE__JVM_HEAP"] = "512m"
-    env["COLUMNS"] = "200"
-    return env
+    return cli.user_env(tmp_path / "data", CDCWH_SOURCE__JVM_HEAP="512m")
 
 
 @pytest.fixture
 def background_services(user_env: dict[str, str]) -> Iterator[Settings]:
-    """`cdcwh broker` and `cdcwh postgres` running in the background for the data dir."""
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "cdcwh.cli", name], env=user_env, stdout=subprocess.DEVNULL)
-        for name in ("broker", "postgres")
-    ]
-    settings = Settings(data_dir=Path(user_env["CDCWH_DATA_DIR"]))
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                kafka_bootstrap(settings)
-                postgres_dsn(settings)
-                break
-            except ServiceNotRunning:
-                assert all(p.poll() is None for p in procs), "an embedded service exited"
-                assert time.monotonic() < deadline, "embedded services did not start"
-                time.sleep(0.3)
+    with cli.background_services(user_env) as settings:
         yield settings
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            assert proc.wait(timeout=60) == 0
 
 
 def test_demo_captures_a_real_postgres_and_reconciles_it(user_env: dict[str, str]) -> None:

@@ -7,6 +7,7 @@ interleave with the appends the kills interrupt."""
 from __future__ import annotations
 
 import random
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,6 +26,22 @@ MAINTENANCE = {
 }
 
 
+def subscriptions(log: Path) -> int:
+    """How many runs of ingest have logged their subscription so far."""
+    return log.read_text(errors="replace").count("ingesting ") if log.exists() else 0
+
+
+def wait_for_subscription(proc: subprocess.Popen[bytes], log: Path, before: int) -> None:
+    """Wait until this run of ingest has subscribed to its topics (it then joins and consumes): the random
+    moment is counted from there, not from the process start, which takes seconds on a loaded machine (a
+    kill during the imports exercised nothing, and compaction then never ran)."""
+    deadline = time.monotonic() + 120
+    while subscriptions(log) <= before:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "ingest did not subscribe: " + log.read_text()[-3000:]
+        time.sleep(0.05)
+
+
 def test_sigkill_around_compaction_commits_loses_and_duplicates_nothing(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
@@ -35,8 +52,10 @@ def test_sigkill_around_compaction_commits_loses_and_duplicates_nothing(
     log = tmp_path / "ingest.log"
     rng = random.Random(8)
     for _ in range(4):
+        before = subscriptions(log)
         proc = start_ingest(settings, log, **MAINTENANCE)
-        time.sleep(rng.uniform(4.0, 9.0))
+        wait_for_subscription(proc, log, before)
+        time.sleep(rng.uniform(2.5, 6.0))
         assert proc.poll() is None, log.read_text()[-3000:]
         kill(proc)
     run_ingest_until_caught_up(settings, **MAINTENANCE)

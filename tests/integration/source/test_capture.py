@@ -18,6 +18,7 @@ from cdcwh.metrics import scrape
 from cdcwh.source import EmbeddedSource, capture_available, source_dsn
 from cdcwh.source.connector import engine_properties, read_connector
 from tests.integration.source.helpers import Capture, Change, wait_for_changes
+from tests.support.ports import free_base_port
 
 AVAILABLE, WHY = capture_available()
 pytestmark = pytest.mark.debezium
@@ -83,7 +84,7 @@ def test_capture_relays_every_change_and_resumes_after_a_restart(
     name, config = read_connector(PROJECT_ROOT / "deploy" / "debezium" / "shop-connector.json")
     connector = tmp_path / "connector.json"
     connector.write_text(json.dumps({"name": name, "config": {**config, "topic.prefix": unique_prefix}}))
-    metrics_base = 20_000 + os.getpid() % 20_000
+    metrics_base = free_base_port()  # capture serves on base + 4
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDCWH_")}
     env |= {
         "CDCWH_DATA_DIR": str(settings.data_dir),

@@ -267,7 +267,7 @@ junk = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)  # the examples: the profile's (tests/conftest.py)
 @given(values=st.lists(st.one_of(st.none(), junk), max_size=6), keys=st.lists(st.none() | junk, max_size=6))
 def test_decode_never_raises_and_accounts_for_every_record(
     values: list[bytes | None], keys: list[Any]
