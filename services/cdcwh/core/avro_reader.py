@@ -139,6 +139,8 @@ class _Generator:
             self.named(schema, namespace, symbols, "enum")
             index = self.var("e")
             self.long(index, lines, depth)
+            lines.append(f"{pad}if not 0 <= {index} < {len(schema['symbols'])}:")
+            lines.append(f"{pad}    _bad('enum index out of range')")
             lines.append(f"{pad}{target} = {symbols}[{index}]")
         elif kind == "fixed":
             size = int(schema["size"])
@@ -174,6 +176,8 @@ class _Generator:
         lines = [f"def {function}(buf, pos):"]
         if kind == "enum":
             self.long("i", lines, 1)
+            lines.append(f"    if not 0 <= i < len({value}):")
+            lines.append("        _bad('enum index out of range')")
             lines.append(f"    return {value}[i], pos")
         else:
             lines.append(f"    return buf[pos:pos + {value}], pos + {value}")

@@ -134,3 +134,25 @@ def test_a_negative_length_is_refused(body: bytes) -> None:
         compile_reader("string")(body, 0)
     with pytest.raises(ValueError, match="negative length"):
         compile_reader({"type": "record", "name": "R", "fields": [{"name": "b", "type": "bytes"}]})(body, 0)
+
+
+@pytest.mark.parametrize("bad", [b"\x01", b"\x06", b"\x81\x01"], ids=["minus-one", "three", "two-byte-minus"])
+def test_an_enum_index_outside_the_symbols_is_refused(bad: bytes) -> None:
+    """-1 would read the last symbol (Python's negative index); 3 is past the three symbols. Both the inline
+    enum (field a) and the named type's function (field b) check."""
+    mood = {"type": "enum", "name": "Mood", "symbols": ["sad", "ok", "happy"]}
+    fields = [{"name": "a", "type": mood}, {"name": "b", "type": "Mood"}]
+    reader = compile_reader({"type": "record", "name": "R", "fields": fields})
+    assert reader(b"\x00\x04", 0) == ({"a": "sad", "b": "happy"}, 2)
+    with pytest.raises(ValueError, match="enum index"):
+        reader(bad + b"\x00", 0)
+    with pytest.raises(ValueError, match="enum index"):
+        reader(b"\x00" + bad, 0)
+
+
+@pytest.mark.parametrize("bad", [b"\x01", b"\x08", b"\x81\x01"], ids=["minus-one", "four", "two-byte-minus"])
+def test_a_union_index_outside_the_branches_is_refused(bad: bytes) -> None:
+    reader = compile_reader(["null", "long", "string"])
+    assert reader(b"\x02\x06", 0) == (3, 2)
+    with pytest.raises(ValueError, match="union index"):
+        reader(bad + b"\x00", 0)
