@@ -23,17 +23,27 @@ _PRIMITIVES: Final = frozenset({"null", "boolean", "int", "long", "float", "doub
 
 
 def _varint(buf: bytes, pos: int, first: int) -> tuple[int, int]:
-    """The zig-zag varint whose first byte (>= 0x80) was ``first``; ``pos`` is just after it."""
+    """The zig-zag varint (an Avro ``long``) whose first byte (>= 0x80) was ``first``; ``pos`` is just after
+    it. At most 10 bytes, and no bits beyond the 64 of an int64."""
     value, shift = first & 0x7F, 7
-    while True:
+    while shift < 70:
         byte = buf[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
         if byte < 0x80:
+            if value >> 64:
+                raise ValueError("varint beyond int64")
             return (value >> 1) ^ -(value & 1), pos
         shift += 7
-        if shift > 70:
-            raise ValueError("varint longer than 10 bytes")
+    raise ValueError("varint longer than 10 bytes")
+
+
+def _varint32(buf: bytes, pos: int, first: int) -> tuple[int, int]:
+    """An Avro ``int``: a varint within int32 (at most 5 bytes)."""
+    value, pos = _varint(buf, pos, first)
+    if not -(2**31) <= value < 2**31:
+        raise ValueError("int beyond int32")
+    return value, pos
 
 
 def _length(buf: bytes, pos: int, first: int) -> tuple[int, int]:
@@ -53,6 +63,7 @@ def _bad(what: str) -> Any:
 
 _HELPERS: Final = {
     "_varint": _varint,
+    "_varint32": _varint32,
     "_bad": _bad,
     "_length": _length,
     "_float": struct.Struct("<f").unpack_from,
@@ -207,13 +218,13 @@ class _Generator:
             f"{pad}        {target}[{key}] = {item}" if is_map else f"{pad}        {target}.append({item})"
         )
 
-    def long(self, target: str, lines: list[str], depth: int) -> None:
+    def long(self, target: str, lines: list[str], depth: int, varint: str = "_varint") -> None:
         pad = "    " * depth
         lines.append(f"{pad}{target} = buf[pos]; pos += 1")
         lines.append(f"{pad}if {target} < 0x80:")
         lines.append(f"{pad}    {target} = ({target} >> 1) ^ -({target} & 1)")
         lines.append(f"{pad}else:")
-        lines.append(f"{pad}    {target}, pos = _varint(buf, pos, {target})")
+        lines.append(f"{pad}    {target}, pos = {varint}(buf, pos, {target})")
 
     def primitive(self, kind: str, target: str, lines: list[str], depth: int) -> None:
         pad = "    " * depth
@@ -222,7 +233,7 @@ class _Generator:
         elif kind == "boolean":
             lines.append(f"{pad}{target} = buf[pos] == 1; pos += 1")
         elif kind in ("int", "long"):
-            self.long(target, lines, depth)
+            self.long(target, lines, depth, "_varint32" if kind == "int" else "_varint")
         elif kind == "float":
             lines.append(f"{pad}{target} = _float(buf, pos)[0]; pos += 4")
         elif kind == "double":

@@ -156,3 +156,38 @@ def test_a_union_index_outside_the_branches_is_refused(bad: bytes) -> None:
     assert reader(b"\x02\x06", 0) == (3, 2)
     with pytest.raises(ValueError, match="union index"):
         reader(bad + b"\x00", 0)
+
+
+def zigzag(n: int) -> bytes:
+    """The Avro varint of ``n``, written here independently of the reader (any width)."""
+    value, out = (n << 1) ^ (n >> 200), bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def test_long_and_int_bounds_are_read() -> None:
+    for n in (2**63 - 1, -(2**63), 0, -1, 300):
+        assert compile_reader("long")(zigzag(n), 0) == (n, len(zigzag(n)))
+    for n in (2**31 - 1, -(2**31)):
+        assert compile_reader("int")(zigzag(n), 0) == (n, len(zigzag(n)))
+
+
+@pytest.mark.parametrize(
+    ("schema", "body", "match"),
+    [
+        ("long", b"\x80" * 10 + b"\x00", "longer than 10 bytes"),  # an overlong zero, 11 bytes
+        ("long", zigzag(2**63), "beyond int64"),
+        ("long", zigzag(-(2**63) - 1), "beyond int64"),
+        ("long", b"\xff" * 9 + b"\x7f", "beyond int64"),  # 10 bytes, 70 bits
+        ("int", zigzag(2**31), "beyond int32"),
+        ("int", zigzag(-(2**31) - 1), "beyond int32"),
+        ({"type": "record", "name": "R", "fields": [{"name": "i", "type": "int"}]}, zigzag(2**40), "int32"),
+    ],
+)
+def test_overlong_and_out_of_range_varints_are_refused(schema: Any, body: bytes, match: str) -> None:
+    assert len(body) <= 11
+    with pytest.raises(ValueError, match=match):
+        compile_reader(schema)(body, 0)
