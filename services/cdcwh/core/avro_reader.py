@@ -20,6 +20,9 @@ from typing import Any, Final
 Reader = Callable[[bytes, int], tuple[Any, int]]
 
 _PRIMITIVES: Final = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+MAX_ITEMS: Final = 1 << 20
+"""Array and map items in one value, all blocks and nestings together: items of zero bytes (``null``, an
+empty record) are otherwise bounded by nothing (a five-byte block count asks for two billion)."""
 
 
 def _varint(buf: bytes, pos: int, first: int) -> tuple[int, int]:
@@ -78,6 +81,7 @@ class _Generator:
         self.sources: list[str] = []
         self.constants: dict[str, Any] = {}
         self.counter = 0
+        self.named_schemas: dict[str, dict[str, Any]] = {}  # full name -> schema, for nonempty()
 
     def var(self, stem: str) -> str:
         self.counter += 1
@@ -91,7 +95,8 @@ class _Generator:
         if function is not None:
             return function
         function = self.functions[full] = f"_record{len(self.functions)}"
-        lines = [f"def {function}(buf, pos):"]
+        self.named_schemas[full] = schema
+        lines = [f"def {function}(buf, pos, st):"]
         names = []
         kept = self.keep.get(full)
         for field in schema["fields"]:
@@ -138,12 +143,12 @@ class _Generator:
             function = self.functions.get(full) or self.functions.get(schema)
             if function is None:
                 raise ValueError(f"unknown named type {schema!r}")
-            lines.append(f"{pad}{target}, pos = {function}(buf, pos)")
+            lines.append(f"{pad}{target}, pos = {function}(buf, pos, st)")
             return
         kind = schema["type"]
         if kind == "record" or kind == "error":
             function = self.record(schema, namespace)
-            lines.append(f"{pad}{target}, pos = {function}(buf, pos)")
+            lines.append(f"{pad}{target}, pos = {function}(buf, pos, st)")
         elif kind == "enum":
             symbols = self.var("_symbols")
             self.constants[symbols] = tuple(schema["symbols"])
@@ -184,7 +189,8 @@ class _Generator:
         if full in self.functions:
             return
         function = self.functions[full] = f"_named{len(self.functions)}"
-        lines = [f"def {function}(buf, pos):"]
+        self.named_schemas[full] = schema
+        lines = [f"def {function}(buf, pos, st):"]
         if kind == "enum":
             self.long("i", lines, 1)
             lines.append(f"    if not 0 <= i < len({value}):")
@@ -208,15 +214,46 @@ class _Generator:
         lines.append(f"{pad}    if {count} < 0:")
         lines.append(f"{pad}        {count} = -{count}")
         self.long(self.var("size"), lines, depth + 2)
-        lines.append(f"{pad}    if {count} > len(buf):")
-        lines.append(f"{pad}        _bad('block count beyond the data')")
+        items = schema["values" if is_map else "items"]
+        if is_map or self.nonempty(items, namespace):  # each item takes a byte at least: bounded by the data
+            lines.append(f"{pad}    if {count} > len(buf) - pos:")
+            lines.append(f"{pad}        _bad('block count beyond the data')")
+        lines.append(f"{pad}    st[0] -= {count}")
+        lines.append(f"{pad}    if st[0] < 0:")
+        lines.append(f"{pad}        _bad('block count beyond {MAX_ITEMS} items in a value')")
         lines.append(f"{pad}    for _ in range({count}):")
         if is_map:
             self.primitive("string", key, lines, depth + 2)
-        self.emit(schema["values" if is_map else "items"], item, namespace, lines, depth + 2)
+        self.emit(items, item, namespace, lines, depth + 2)
         lines.append(
             f"{pad}        {target}[{key}] = {item}" if is_map else f"{pad}        {target}.append({item})"
         )
+
+    def nonempty(self, schema: Any, namespace: str, seen: frozenset[str] = frozenset()) -> bool:
+        """Whether every value of ``schema`` takes one byte at least (``null``, an empty record, a fixed of
+        size 0 take none); ``False`` when unsure (a record that refers to itself)."""
+        if isinstance(schema, list):
+            return True  # the branch index
+        if isinstance(schema, str):
+            if schema in _PRIMITIVES:
+                return schema != "null"
+            full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
+            named = self.named_schemas.get(full) or self.named_schemas.get(schema)
+            if named is None or full in seen:
+                return False
+            return self.nonempty(named, full.rpartition(".")[0], seen | {full})
+        kind = schema["type"]
+        if kind in ("record", "error"):
+            name = str(schema["name"])
+            space = name.rpartition(".")[0] if "." in name else str(schema.get("namespace", namespace))
+            full = name if "." in name or not space else f"{space}.{name}"
+            inner = seen | {full}
+            return any(self.nonempty(f["type"], space, inner) for f in schema["fields"])
+        if kind == "fixed":
+            return int(schema["size"]) > 0
+        if kind in ("enum", "array", "map"):
+            return True
+        return self.nonempty(kind, namespace, seen)
 
     def long(self, target: str, lines: list[str], depth: int, varint: str = "_varint") -> None:
         pad = "    " * depth
@@ -255,7 +292,7 @@ def compile_reader(schema: Any, keep: Mapping[str, frozenset[str]] | None = None
     ``keep`` projects records: ``{record full name: field names}``; the other fields of such a record are
     read past and left out of its dict (still checked to be there)."""
     generator = _Generator(keep or {})
-    lines = ["def _read(buf, pos):"]
+    lines = ["def _read(buf, pos):", f"    st = [{MAX_ITEMS}]"]
     generator.emit(schema, "value", "", lines, 1)
     lines.append("    return value, pos")
     namespace: dict[str, Any] = {**_HELPERS, **generator.constants}

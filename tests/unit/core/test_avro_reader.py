@@ -191,3 +191,38 @@ def test_overlong_and_out_of_range_varints_are_refused(schema: Any, body: bytes,
     assert len(body) <= 11
     with pytest.raises(ValueError, match=match):
         compile_reader(schema)(body, 0)
+
+
+EMPTY = {"type": "record", "name": "Empty", "fields": []}
+
+
+@pytest.mark.parametrize("items", ["null", EMPTY, {"type": "fixed", "name": "Zero", "size": 0}])
+def test_arrays_of_zero_byte_items_are_read(items: Any) -> None:
+    """A hundred zero-byte items in a three-byte body: the count may exceed the bytes left."""
+    schema = {"type": "array", "items": items}
+    value = [None if items == "null" else {} if items is EMPTY else b""] * 100
+    body = write(value, schema)  # type: ignore[arg-type]
+    assert len(body) < 100
+    assert compile_reader(schema)(body, 0) == (value, len(body))
+
+
+def test_items_in_a_value_are_bounded_across_blocks_and_nestings() -> None:
+    from cdcwh.core.avro_reader import MAX_ITEMS
+
+    schema = {"type": "array", "items": {"type": "array", "items": "null"}}
+    half = MAX_ITEMS // 2
+    within = zigzag(2) + (zigzag(half - 1) + zigzag(0)) * 2 + zigzag(0)
+    assert compile_reader(schema)(within, 0)[1] == len(within)
+    beyond = zigzag(2) + (zigzag(half) + zigzag(0)) * 2 + zigzag(0)  # 2 + MAX items with the outer two
+    with pytest.raises(ValueError, match="block count"):
+        compile_reader(schema)(beyond, 0)
+
+
+def test_a_block_count_beyond_the_bytes_left_is_refused() -> None:
+    """Longs take a byte each: a second block asking for more than the bytes after it is refused."""
+    schema = {"type": "array", "items": "long"}
+    body = zigzag(3) + b"\x02\x04\x06" + zigzag(6) + b"\x02\x04\x06\x08" + zigzag(0)  # 6 > 5 left
+    with pytest.raises(ValueError, match="block count"):
+        compile_reader(schema)(body, 0)
+    good = zigzag(3) + b"\x02\x04\x06" + zigzag(4) + b"\x02\x04\x06\x08" + zigzag(0)
+    assert compile_reader(schema)(good, 0) == ([1, 2, 3, 1, 2, 3, 4], len(good))
