@@ -268,7 +268,10 @@ class _Generator:
         if kind == "null":
             lines.append(f"{pad}{target} = None")
         elif kind == "boolean":
-            lines.append(f"{pad}{target} = buf[pos] == 1; pos += 1")
+            lines.append(f"{pad}{target} = buf[pos]; pos += 1")
+            lines.append(f"{pad}if {target} > 1:")
+            lines.append(f"{pad}    _bad('boolean byte other than 0 or 1')")
+            lines.append(f"{pad}{target} = {target} == 1")
         elif kind in ("int", "long"):
             self.long(target, lines, depth, "_varint32" if kind == "int" else "_varint")
         elif kind == "float":

@@ -226,3 +226,12 @@ def test_a_block_count_beyond_the_bytes_left_is_refused() -> None:
         compile_reader(schema)(body, 0)
     good = zigzag(3) + b"\x02\x04\x06" + zigzag(4) + b"\x02\x04\x06\x08" + zigzag(0)
     assert compile_reader(schema)(good, 0) == ([1, 2, 3, 1, 2, 3, 4], len(good))
+
+
+@pytest.mark.parametrize("byte", [2, 0x80, 0xFF])
+def test_a_boolean_byte_other_than_0_or_1_is_refused(byte: int) -> None:
+    reader = compile_reader({"type": "record", "name": "R", "fields": [{"name": "b", "type": "boolean"}]})
+    assert reader(b"\x00", 0) == ({"b": False}, 1)
+    assert reader(b"\x01", 0) == ({"b": True}, 1)
+    with pytest.raises(ValueError, match="boolean"):
+        reader(bytes([byte]), 0)
