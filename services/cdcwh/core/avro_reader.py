@@ -2,7 +2,8 @@
 
 fastavro's ``schemaless_reader`` reads through a file object, one ``read`` call per value, which costs about
 as much per event as the whole JSON path (docs/decoding.md, "Throughput"). This reader is specialised to one
-schema: it indexes the ``bytes`` directly, zig-zag varints inline, one function per record type, and returns
+schema: it indexes the ``bytes`` directly, zig-zag varints inline, one function per record type and per
+array or map (so that a deeply nested schema is not deeply nested code), and returns
 plain values (``bytes`` for bytes and fixed, ``str``, ``int``, ``float``, ``bool``, dicts for records, lists,
 dicts for maps). Logical types are not applied (the codecs want the wire values). The schema must already
 be valid (fastavro's ``parse_schema`` checks it first, :mod:`cdcwh.core.avro`).
@@ -203,31 +204,34 @@ class _Generator:
     def block(
         self, schema: dict[str, Any], target: str, namespace: str, lines: list[str], depth: int
     ) -> None:
-        pad = "    " * depth
+        """An array or map: a function of its own, so that nesting in the schema is not nesting of blocks in
+        one function (Python allows 20)."""
         is_map = schema["type"] == "map"
+        function = f"_block{self.var('')}"
+        lines.append(f"{'    ' * depth}{target}, pos = {function}(buf, pos, st)")
+        body = [f"def {function}(buf, pos, st):"]
         count, item, key = self.var("c"), self.var("x"), self.var("k")
-        lines.append(f"{pad}{target} = {{}}" if is_map else f"{pad}{target} = []")
-        lines.append(f"{pad}while True:")
-        self.long(count, lines, depth + 1)
-        lines.append(f"{pad}    if {count} == 0:")
-        lines.append(f"{pad}        break")
-        lines.append(f"{pad}    if {count} < 0:")
-        lines.append(f"{pad}        {count} = -{count}")
-        self.long(self.var("size"), lines, depth + 2)
+        body.append("    out = {}" if is_map else "    out = []")
+        body.append("    while True:")
+        self.long(count, body, 2)
+        body.append(f"        if {count} == 0:")
+        body.append("            return out, pos")
+        body.append(f"        if {count} < 0:")
+        body.append(f"            {count} = -{count}")
+        self.long(self.var("size"), body, 3)
         items = schema["values" if is_map else "items"]
         if is_map or self.nonempty(items, namespace):  # each item takes a byte at least: bounded by the data
-            lines.append(f"{pad}    if {count} > len(buf) - pos:")
-            lines.append(f"{pad}        _bad('block count beyond the data')")
-        lines.append(f"{pad}    st[0] -= {count}")
-        lines.append(f"{pad}    if st[0] < 0:")
-        lines.append(f"{pad}        _bad('block count beyond {MAX_ITEMS} items in a value')")
-        lines.append(f"{pad}    for _ in range({count}):")
+            body.append(f"        if {count} > len(buf) - pos:")
+            body.append("            _bad('block count beyond the data')")
+        body.append(f"        st[0] -= {count}")
+        body.append("        if st[0] < 0:")
+        body.append(f"            _bad('block count beyond {MAX_ITEMS} items in a value')")
+        body.append(f"        for _ in range({count}):")
         if is_map:
-            self.primitive("string", key, lines, depth + 2)
-        self.emit(items, item, namespace, lines, depth + 2)
-        lines.append(
-            f"{pad}        {target}[{key}] = {item}" if is_map else f"{pad}        {target}.append({item})"
-        )
+            self.primitive("string", key, body, 3)
+        self.emit(items, item, namespace, body, 3)
+        body.append(f"            out[{key}] = {item}" if is_map else f"            out.append({item})")
+        self.sources.append("\n".join(body))
 
     def nonempty(self, schema: Any, namespace: str, seen: frozenset[str] = frozenset()) -> bool:
         """Whether every value of ``schema`` takes one byte at least (``null``, an empty record, a fixed of
