@@ -2,8 +2,10 @@
 
 ``RegistrySchemas.writer_schemas(ids)`` asks a Confluent-compatible registry (``schema_registry.url``,
 ``schema_registry.basic_auth``) for the ids it has not seen, with confluent-kafka's ``SchemaRegistryClient``,
-and keeps every answer (a schema id never changes meaning). An id the registry does not know (404) maps to
-``None``: its records are quarantined as ``unknown_schema``. A registry that does not answer (refused, timed
+and keeps the last ``POSITIVE_MAX`` schemas (a schema id never changes meaning). An id the registry does not
+know (404) maps to ``None``: its records are quarantined as ``unknown_schema``; that answer is kept only
+``NEGATIVE_TTL_S`` seconds (the schema may be registered just after), which is also what spares a batch of
+garbage ids a request per record. A registry that does not answer (refused, timed
 out, a 5xx) raises :class:`~cdcwh.errors.TransientError` before anything of the batch is landed, so ingest
 retries the whole batch (``cdcwh.retry``). Without a URL every id is unknown, with the setting named.
 """
@@ -11,8 +13,10 @@ retries the whole batch (``cdcwh.retry``). Without a URL every id is unknown, wi
 from __future__ import annotations
 
 import logging
+import time
 import warnings
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
@@ -28,14 +32,23 @@ log = logging.getLogger(__name__)
 
 NOT_CONFIGURED: Final = "schema_registry.url (CDCWH_SCHEMA_REGISTRY__URL) is not set"
 TIMEOUT_S: Final = 10
+POSITIVE_MAX: Final = 4096
+NEGATIVE_TTL_S: Final = 30.0
 
 
 class RegistrySchemas:
-    """Writer schemas by id from the registry, cached for the life of the process."""
+    """Writer schemas by id from the registry: known ones in an LRU cache, unknown ones for a short while."""
 
-    def __init__(self, settings: SchemaRegistrySettings, client: SchemaRegistryClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: SchemaRegistrySettings,
+        client: SchemaRegistryClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = settings.url
-        self._known: dict[int, str | None] = {}
+        self._known: OrderedDict[int, str] = OrderedDict()
+        self._missing: dict[int, float] = {}  # id -> when the registry said it does not know it
+        self._clock = clock
         if client is None and settings.url:
             conf: dict[str, object] = {"url": settings.url, "timeout": TIMEOUT_S, "max.retries": 0}
             if settings.basic_auth is not None:
@@ -48,10 +61,28 @@ class RegistrySchemas:
         ``TransientError`` when the registry cannot be asked."""
         if self._client is None:
             return WriterSchemas(unavailable=NOT_CONFIGURED)
+        now = self._clock()
+        found: dict[int, str | None] = {}
         for schema_id in ids:
-            if schema_id not in self._known:
-                self._known[schema_id] = self._fetch(self._client, schema_id)
-        return WriterSchemas(self._known)
+            text = self._known.get(schema_id)
+            if text is not None:
+                self._known.move_to_end(schema_id)
+            elif schema_id not in self._missing or now - self._missing[schema_id] >= NEGATIVE_TTL_S:
+                text = self._fetch(self._client, schema_id)
+                self._remember(schema_id, text, now)
+            found[schema_id] = text
+        return WriterSchemas(found)
+
+    def _remember(self, schema_id: int, text: str | None, now: float) -> None:
+        if text is None:
+            if len(self._missing) >= POSITIVE_MAX:  # garbage ids: forget the expired answers
+                self._missing = {i: t for i, t in self._missing.items() if now - t < NEGATIVE_TTL_S}
+            self._missing[schema_id] = now
+            return
+        self._missing.pop(schema_id, None)
+        self._known[schema_id] = text
+        if len(self._known) > POSITIVE_MAX:
+            self._known.popitem(last=False)
 
     def _fetch(self, client: SchemaRegistryClient, schema_id: int) -> str | None:
         from confluent_kafka.schema_registry.error import SchemaRegistryError
