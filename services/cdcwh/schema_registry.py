@@ -7,7 +7,8 @@ know (404) maps to ``None``: its records are quarantined as ``unknown_schema``; 
 ``NEGATIVE_TTL_S`` seconds (the schema may be registered just after), which is also what spares a batch of
 garbage ids a request per record. A registry that does not answer (refused, timed
 out, a 5xx) raises :class:`~cdcwh.errors.TransientError` before anything of the batch is landed, so ingest
-retries the whole batch (``cdcwh.retry``). Without a URL every id is unknown, with the setting named.
+retries the whole batch (``cdcwh.retry``). Without a URL every id is unknown, with the setting named. The URL
+is shown with its password masked (``cdcwh.redaction.redact_dsn``): ``user:password@`` in it is allowed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import httpx
 from cdcwh.config import SchemaRegistrySettings
 from cdcwh.core.avro import WriterSchemas
 from cdcwh.errors import ConfigError, TransientError
+from cdcwh.redaction import redact_dsn
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -45,7 +47,7 @@ class RegistrySchemas:
         client: SchemaRegistryClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url = settings.url
+        self.url = redact_dsn(settings.url) if settings.url else None  # shown in warnings and errors
         self._known: OrderedDict[int, str] = OrderedDict()
         self._missing: dict[int, float] = {}  # id -> when the registry said it does not know it
         self._clock = clock

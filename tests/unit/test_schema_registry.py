@@ -8,6 +8,7 @@ import pytest
 
 import cdcwh.schema_registry as registry_module
 from cdcwh.config import SchemaRegistrySettings
+from cdcwh.errors import ConfigError, TransientError
 from cdcwh.schema_registry import NEGATIVE_TTL_S, RegistrySchemas
 from tests.support.schema_registry_standin import RegistryState, schema_registry_standin
 
@@ -50,3 +51,25 @@ def test_known_schemas_are_kept_in_a_bounded_lru(monkeypatch: pytest.MonkeyPatch
         assert list(schemas._known) == [ids[2], ids[1]]  # used last, dropped last
         assert schemas.writer_schemas(ids[:1]).by_id == {ids[0]: state.schemas[ids[0]]}  # fetched again
         assert list(schemas._known) == [ids[1], ids[0]]
+
+
+@pytest.mark.parametrize("fail_with", [None, 401, 500])
+def test_a_password_in_the_url_is_never_shown(
+    fail_with: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 404 warning, the 401 configuration error and the 5xx transient error name the registry by its URL,
+    with the password masked."""
+    state = RegistryState(fail_with=fail_with)
+    with schema_registry_standin(state) as (url, _):
+        with_password = url.replace("http://", "http://reader:s3cret-pw@")
+        schemas = RegistrySchemas(SchemaRegistrySettings(url=with_password))
+        shown = ""
+        with caplog.at_level("WARNING", logger="cdcwh.schema_registry"):
+            try:
+                schemas.writer_schemas([42])
+            except (ConfigError, TransientError) as exc:
+                shown = str(exc)
+        shown += caplog.text
+    assert url.removeprefix("http://") in shown  # the registry is named
+    assert "reader" in shown
+    assert "s3cret-pw" not in shown
