@@ -219,7 +219,8 @@ def _parse(
     """``(plan, payload)`` of an enveloped document, or ``(None, document)`` of a schemaless one.
 
     An Avro record (magic byte 0) is decoded by :func:`cdcwh.core.avro.decode`; other binary data (a wrong
-    magic byte) is ``invalid_avro`` rather than ``invalid_json``.
+    magic byte) is ``invalid_avro`` rather than ``invalid_json`` when a registry is configured (Avro is
+    expected); without one it is ``invalid_json``, as in a JSON-only deployment (docs/decoding.md).
 
     ``memo[what]`` is the topic's last verified envelope head ``{"schema":S,"payload":`` and its plan: when
     the record starts with it, only the payload is parsed. This is sound because ``S`` in the memo is a
@@ -229,7 +230,7 @@ def _parse(
     if raw[:1] < b" ":  # not "{": Avro, binary, or JSON after leading whitespace
         if avro.is_avro(raw):
             return avro.decode(raw, what, avro_schemas, build)
-        if avro.is_binary(raw):
+        if avro.is_binary(raw) and avro_schemas.unavailable is None:
             raise _Reject(
                 RejectReason.INVALID_AVRO,
                 f"{what} starts with byte 0x{raw[0]:02x}: binary but not the Confluent wire format"

@@ -174,8 +174,10 @@ def bad_kinds(t: Templates) -> list[BadKind]:
             b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
         ),
         BadKind("key_not_json", "payments", R.INVALID_JSON, b"id=1", payments),
-        BadKind("binary_wrong_magic", "payments", R.INVALID_AVRO, payments_key, b"\x05\x00\x00\x00\x01\x02"),
-        BadKind(  # a leading 0 byte is the Confluent Avro framing: this reads as an unknown schema id
+        # no registry configured: binary garbage is invalid JSON, as before Avro support (docs/decoding.md)
+        BadKind("binary_garbage", "payments", R.INVALID_JSON, payments_key, b"\x05\x00\x00\x00\x01\x02"),
+        BadKind("avro_shorter_than_header", "payments", R.INVALID_AVRO, payments_key, b"\x00\x00\x01"),
+        BadKind(  # a leading 0 byte is the Confluent Avro framing: an unknown schema id (no registry to ask)
             "unknown_table_garbage",
             UNKNOWN_TABLE,
             R.UNKNOWN_SCHEMA,

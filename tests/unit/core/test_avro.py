@@ -104,6 +104,16 @@ def test_malformed_avro_is_quarantined(edit: Any, expected: str) -> None:
     assert reason == RejectReason.INVALID_AVRO and expected in detail
 
 
+@pytest.mark.parametrize("garbage", [b"\x05\x00\x00\x00\x01\x02", b"\x01", b"\x1f junk"])
+def test_binary_garbage_is_invalid_json_without_a_registry_and_invalid_avro_with_one(garbage: bytes) -> None:
+    """A JSON-only deployment (no registry) keeps the reason it had before Avro support; with a registry
+    configured, binary data with a wrong magic byte is a broken Avro producer."""
+    record, schemas = real_value()
+    assert rejected_as(record._replace(value=garbage), schemas)[0] == RejectReason.INVALID_AVRO
+    for unconfigured in (NO_SCHEMAS, WriterSchemas(unavailable="CDCWH_SCHEMA_REGISTRY__URL is not set")):
+        assert rejected_as(record._replace(value=garbage), unconfigured)[0] == RejectReason.INVALID_JSON
+
+
 def test_a_bad_record_costs_only_itself() -> None:
     records, schemas = captured_avro("type_zoo_avro")
     value = records[3].value
