@@ -170,10 +170,16 @@ def test_compose_runs_the_roles_script_and_gives_each_purpose_its_role() -> None
     assert scripts.index("./deploy/postgres/roles.sql") < scripts.index(
         "./deploy/postgres/demo-passwords.sql"
     )
-    env = compose["services"]["cdcwh-sink"]["environment"]
-    for purpose in ("owner", "sink", "audit", "reader"):
-        dsn = urlsplit(env[f"CDCWH_POSTGRES__{purpose.upper()}_DSN"])
-        assert (dsn.username, dsn.hostname) == (f"cdcwh_{purpose}", "warehouse-postgres")
+    given: dict[str, set[str]] = {}
+    for name in ("cdcwh-ingest", "cdcwh-transform", "cdcwh-sink", "cdcwh-serve"):
+        env = compose["services"][name]["environment"]
+        assert "CDCWH_POSTGRES__DSN" not in env, name  # the superuser
+        for purpose in ("owner", "sink", "audit", "reader"):
+            if (value := env.get(f"CDCWH_POSTGRES__{purpose.upper()}_DSN")) is not None:
+                dsn = urlsplit(value)
+                assert (dsn.username, dsn.hostname) == (f"cdcwh_{purpose}", "warehouse-postgres")
+                given.setdefault(purpose, set()).add(name)
+    assert given["reader"] == {"cdcwh-serve"} and "cdcwh-serve" not in given["owner"] | given["sink"]
 
 
 def test_the_preflight_counts_a_missing_schema_or_table_as_missing(pg_roles: Roles) -> None:
