@@ -10,7 +10,8 @@ The roles (``<prefix>`` is ``cdcwh_`` unless ``--role-prefix`` says otherwise):
   mart tables, migrations);
 - ``<prefix>sink`` reads and writes the rows of the mart tables (marts, tombstones, dead letters): SELECT,
   INSERT, UPDATE, DELETE; no CREATE in the schema, owns nothing, so it can neither create, alter nor drop;
-- ``<prefix>audit`` inserts (and selects, for idempotent upserts) into the audit tables, nothing else;
+- ``<prefix>audit`` inserts into the audit tables, nothing else: not even SELECT (the writers'
+  ``ON CONFLICT DO NOTHING`` needs INSERT only, and identity columns need no sequence grant);
 - ``<prefix>reader`` selects from the mart tables (the API, dashboards, ``cdcwh status``).
 
 Every role can log in (``LOGIN``); a password is set only when given (``init-roles`` reads them from the
@@ -37,9 +38,15 @@ SCRAM_ITERATIONS = 4096
 # What each role may do on the tables of a schema ("marts" or "audit"); the owner owns them.
 TABLE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
     "marts": {"sink": ("SELECT", "INSERT", "UPDATE", "DELETE"), "reader": ("SELECT",)},
-    "audit": {"audit": ("SELECT", "INSERT")},
+    "audit": {"audit": ("INSERT",)},
 }
-SEQUENCE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {"audit": {"audit": ("USAGE", "SELECT")}}
+# The database privileges of each role: the sink stages rows in temporary tables; none relies on PUBLIC's.
+DATABASE_GRANTS: dict[str, tuple[str, ...]] = {
+    "owner": ("CONNECT",),
+    "sink": ("CONNECT", "TEMPORARY"),
+    "audit": ("CONNECT",),
+    "reader": ("CONNECT",),
+}
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,8 @@ def role_statements(
                 sql.Identifier(roles.of(purpose)), sql.Literal(scram_verifier(password))
             )
         )
+    for purpose, privileges in DATABASE_GRANTS.items():
+        out.append(_grant_on_database(privileges, roles.of(purpose)))
     owner = sql.Identifier(roles.owner)
     for kind, schema in (("marts", marts_schema), ("audit", audit_schema)):
         ident = sql.Identifier(schema)
@@ -117,22 +126,28 @@ def role_statements(
             out.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident, grantee))
             out.append(sql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(ident, grantee))
             privs = sql.SQL(", ").join(map(sql.SQL, privileges))
+            # from scratch: what an earlier version granted and this one does not is taken back
+            out.append(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(ident, grantee))
+            out.append(
+                sql.SQL(
+                    "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} REVOKE ALL ON TABLES FROM {}"
+                ).format(owner, ident, grantee)
+            )
             out.append(sql.SQL("GRANT {} ON ALL TABLES IN SCHEMA {} TO {}").format(privs, ident, grantee))
             out.append(
                 sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT {} ON TABLES TO {}").format(
                     owner, ident, privs, grantee
                 )
             )
-        for purpose, privileges in SEQUENCE_GRANTS.get(kind, {}).items():
-            grantee = sql.Identifier(roles.of(purpose))
-            privs = sql.SQL(", ").join(map(sql.SQL, privileges))
-            out.append(sql.SQL("GRANT {} ON ALL SEQUENCES IN SCHEMA {} TO {}").format(privs, ident, grantee))
-            out.append(
-                sql.SQL(
-                    "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT {} ON SEQUENCES TO {}"
-                ).format(owner, ident, privs, grantee)
-            )
     return out
+
+
+def _grant_on_database(privileges: tuple[str, ...], role: str) -> sql.Composed:
+    """GRANT ``privileges`` ON DATABASE <the current one> (a DO block: GRANT takes no expression)."""
+    body = sql.SQL(
+        "BEGIN EXECUTE format('GRANT {} ON DATABASE %I TO %I', current_database(), {}); END"
+    ).format(sql.SQL(", ").join(map(sql.SQL, privileges)), sql.Literal(role))
+    return sql.SQL("DO {}").format(sql.Literal(body.as_string()))
 
 
 def _own_tables(schema: str, owner: str) -> sql.Composed:

@@ -4,6 +4,7 @@ statements (not by reading the grants back). Real PostgreSQL (the session's), un
 from __future__ import annotations
 
 import uuid
+from dataclasses import astuple
 from urllib.parse import urlsplit
 
 import psycopg
@@ -90,8 +91,16 @@ def test_the_audit_role_only_inserts_into_audit(pg_roles: Roles) -> None:
     mart = owner_creates(pg_roles, pg_roles.marts, "orders")
     audit = pg_roles.dsn("audit")
     run(audit, sql.SQL("INSERT INTO {} VALUES (2, 'login')").format(events))
-    assert run(audit, sql.SQL("SELECT id FROM {} ORDER BY id").format(events)) == [(1,), (2,)]
+    # the writers' idempotent insert: INSERT alone is enough, a duplicate key is skipped, not an error
+    for _ in range(2):
+        run(audit, sql.SQL("INSERT INTO {} VALUES (3, 'again') ON CONFLICT DO NOTHING").format(events))
+    assert run(pg_roles.admin_dsn, sql.SQL("SELECT id FROM {} ORDER BY id").format(events)) == [
+        (1,),
+        (2,),
+        (3,),
+    ]
     statements: list[sql.Composable] = [
+        sql.SQL("SELECT id FROM {}").format(events),
         sql.SQL("UPDATE {} SET v = 'forged'").format(events),
         sql.SQL("DELETE FROM {}").format(events),
         sql.SQL("TRUNCATE {}").format(events),
@@ -101,6 +110,36 @@ def test_the_audit_role_only_inserts_into_audit(pg_roles: Roles) -> None:
         sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(pg_roles.audit, "mine")),
     ]
     assert [s.as_string() for s in statements if not refused(audit, s)] == []
+
+
+def test_init_roles_grants_the_database_privileges_instead_of_relying_on_public(
+    roles_unmade: Roles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a database where PUBLIC has neither CONNECT nor TEMPORARY (a throwaway one: the other tests keep
+    the defaults), every role still connects and the sink creates its temporary staging tables."""
+    db = f"d_{roles_unmade.prefix.rstrip('_')}"
+    with psycopg.connect(roles_unmade.admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+        admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db)))
+    on_db = Roles(
+        psycopg.conninfo.make_conninfo(roles_unmade.admin_dsn, dbname=db), *astuple(roles_unmade)[1:]
+    )
+    try:
+        public = "SELECT has_database_privilege('public', current_database(), %s)"
+        assert run(on_db.admin_dsn, public, ("TEMPORARY",)) == [(False,)]
+        assert run(on_db.admin_dsn, public, ("CONNECT",)) == [(False,)]
+        for name, value in on_db.env().items():
+            monkeypatch.setenv(name, value)
+        assert main(on_db.init_args()) == 0
+        for purpose in ("owner", "audit", "reader"):
+            assert run(on_db.dsn(purpose), "SELECT current_user") == [(on_db.name(purpose),)]
+            assert refused(on_db.dsn(purpose), "CREATE TEMPORARY TABLE t (id int)")
+        with psycopg.connect(on_db.dsn("sink")) as conn:
+            conn.execute("CREATE TEMPORARY TABLE t (id int)")
+            assert conn.execute("INSERT INTO t VALUES (1) RETURNING id").fetchall() == [(1,)]
+    finally:
+        with psycopg.connect(roles_unmade.admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
 
 
 def test_init_roles_is_idempotent_and_hands_existing_tables_to_the_owner(
