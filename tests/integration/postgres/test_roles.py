@@ -3,8 +3,10 @@ statements (not by reading the grants back). Real PostgreSQL (the session's), un
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import astuple
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import psycopg
@@ -12,6 +14,9 @@ import pytest
 import yaml
 from psycopg import sql
 
+from cdcwh.audit.api_access import ensure_table
+from cdcwh.audit.schema import TABLES
+from cdcwh.audit.writer import PostgresAuditWriter
 from cdcwh.cli import main
 from cdcwh.config import PROJECT_ROOT
 from cdcwh.pgprivileges import Need, missing_privileges
@@ -235,3 +240,62 @@ def test_the_preflight_counts_a_missing_schema_or_table_as_missing(pg_roles: Rol
         assert missing_privileges(conn, needs) == needs[:3]
     with psycopg.connect(pg_roles.dsn("sink")) as conn:
         assert missing_privileges(conn, needs) == needs[:2]
+
+
+def test_init_roles_creates_the_audit_tables_so_the_audit_dsn_alone_is_enough(pg_roles: Roles) -> None:
+    """init-roles makes every audit table (the API's ``api_access`` too) owned by the owner role; a writer
+    whose only DSN is the audit role's (INSERT only) checks them, writes, and runs no DDL; the API's
+    ``ensure_table`` on the audit role does nothing either."""
+    expected = sorted(set(TABLES) | {"api_access"})
+    owners = run(
+        pg_roles.admin_dsn,
+        "SELECT relname, pg_get_userbyid(relowner) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE nspname = %s AND relkind IN ('r', 'v') ORDER BY 1",
+        (pg_roles.audit,),
+    )
+    assert owners == [(name, pg_roles.name("owner")) for name in sorted([*expected, "daily_metrics"])]
+    audit = pg_roles.dsn("audit")
+    writer = PostgresAuditWriter(lambda: audit, lambda: audit, pg_roles.audit)
+    now = datetime.now(UTC)
+    row = ("sink", "run-1", now, now, "ok", 1, 1, None)
+    assert writer.write({"pipeline_runs": [row]}) == 1
+    assert writer.write({"pipeline_runs": [row]}) == 0  # ON CONFLICT DO NOTHING, with INSERT only
+    writer.close()
+    assert refused(audit, sql.SQL("SELECT * FROM {}").format(sql.Identifier(pg_roles.audit, "pipeline_runs")))
+
+    async def api_access_ready() -> None:
+        async with await psycopg.AsyncConnection.connect(audit, autocommit=True) as conn:
+            await ensure_table(conn, pg_roles.audit)
+
+    asyncio.run(api_access_ready())
+    # the owner role (no CREATE on the database) checks the existing schema without re-creating it
+    owned = PostgresAuditWriter(lambda: audit, lambda: pg_roles.dsn("owner"), pg_roles.audit)
+    assert owned.prune(retention_days=1) == dict.fromkeys(TABLES, 0)
+    owned.close()
+
+
+def test_init_roles_refuses_a_non_superuser_before_changing_anything(
+    roles_unmade: Roles, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CREATEROLE role is not enough on PostgreSQL 16 (it may not set NOSUPERUSER): init-roles says so at
+    start, naming the role and the setting, and creates nothing."""
+    admin = roles_unmade.name("admin")
+    run(roles_unmade.admin_dsn, sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(admin)))
+    try:
+        for name, value in roles_unmade.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv(
+            "CDCWH_POSTGRES__DSN", psycopg.conninfo.make_conninfo(roles_unmade.admin_dsn, user=admin)
+        )
+        assert main(roles_unmade.init_args()) == 2
+        err = capsys.readouterr().err
+        assert f"{admin} (postgres.dsn) is not a superuser" in err
+        made = run(
+            roles_unmade.admin_dsn,
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE %s",
+            (f"{roles_unmade.prefix}%",),
+        )
+        assert made == [(1,)]  # only the admin made here
+    finally:
+        run(roles_unmade.admin_dsn, sql.SQL("DROP ROLE {}").format(sql.Identifier(admin)))
