@@ -15,7 +15,7 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -170,6 +170,22 @@ class PostgresSettings(Section):
         """The DSN set for ``purpose``, else the common ``postgres.dsn`` (None: the embedded Postgres)."""
         specific: SecretStr | None = getattr(self, f"{purpose}_dsn")
         return specific if specific is not None else self.dsn
+
+    def dsn_setting(self, purpose: PostgresPurpose) -> str:
+        """The setting ``dsn_for(purpose)`` comes from: ``postgres.<purpose>_dsn`` when set, else
+        ``postgres.dsn`` (the common one, or the embedded Postgres when unset too)."""
+        return f"postgres.{purpose}_dsn" if getattr(self, f"{purpose}_dsn") is not None else "postgres.dsn"
+
+    @property
+    def roles_per_purpose(self) -> bool:
+        """Some ``postgres.<purpose>_dsn`` is set: roles per service, and then a purpose without a DSN of its
+        own or ``postgres.dsn`` is an error, never the embedded Postgres."""
+        return any(getattr(self, f"{purpose}_dsn") is not None for purpose in get_args(PostgresPurpose))
+
+    def has_dsn(self, purpose: PostgresPurpose) -> bool:
+        """``purpose`` resolves to a connection: a DSN of its own, ``postgres.dsn``, or (no per-purpose DSN
+        set at all) the embedded Postgres."""
+        return self.dsn_for(purpose) is not None or not self.roles_per_purpose
 
     _dsns_parse = field_validator("dsn", "owner_dsn", "sink_dsn", "audit_dsn", "reader_dsn")(_parsable_dsn)
 

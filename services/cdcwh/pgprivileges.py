@@ -38,10 +38,8 @@ class Need:
 
 
 def dsn_setting(settings: Settings, purpose: PostgresPurpose) -> str:
-    """The setting the DSN for ``purpose`` comes from: ``postgres.<purpose>_dsn`` when set, else
-    ``postgres.dsn`` (the common one, or the embedded Postgres when unset too)."""
-    specific = f"{purpose}_dsn"
-    return f"postgres.{specific}" if getattr(settings.postgres, specific) is not None else "postgres.dsn"
+    """The setting the DSN for ``purpose`` comes from (``PostgresSettings.dsn_setting``, the one place)."""
+    return settings.postgres.dsn_setting(purpose)
 
 
 def table_needs(schema: str, tables: Iterable[str], privileges: Iterable[str]) -> list[Need]:

@@ -7,10 +7,12 @@ against it; regenerate with ``cdcwh postgres init-roles --print-sql > deploy/pos
 The roles (``<prefix>`` is ``cdcwh_`` unless ``--role-prefix`` says otherwise):
 
 - ``<prefix>owner`` owns the marts and audit schemas and every table in them: it runs the DDL (the sink's
-  mart tables, migrations);
+  mart tables, migrations); the audit tables (``cdcwh.audit.schema``, ``api_access`` included) are created
+  here, as the owner (``SET ROLE``), so services with only the audit DSN find them;
 - ``<prefix>sink`` reads and writes the rows of the mart tables (marts, tombstones, dead letters): SELECT,
   INSERT, UPDATE, DELETE; no CREATE in the schema, owns nothing, so it can neither create, alter nor drop;
-- ``<prefix>audit`` inserts (and selects, for idempotent upserts) into the audit tables, nothing else;
+- ``<prefix>audit`` inserts into the audit tables, nothing else: not even SELECT (the writers'
+  ``ON CONFLICT DO NOTHING`` needs INSERT only, and identity columns need no sequence grant);
 - ``<prefix>reader`` selects from the mart tables (the API, dashboards, ``cdcwh status``).
 
 Every role can log in (``LOGIN``); a password is set only when given (``init-roles`` reads them from the
@@ -30,6 +32,8 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from cdcwh.audit.schema import tables_ddl
+
 DEFAULT_PREFIX = "cdcwh_"
 PURPOSES = ("owner", "sink", "audit", "reader")
 SCRAM_ITERATIONS = 4096
@@ -37,9 +41,15 @@ SCRAM_ITERATIONS = 4096
 # What each role may do on the tables of a schema ("marts" or "audit"); the owner owns them.
 TABLE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
     "marts": {"sink": ("SELECT", "INSERT", "UPDATE", "DELETE"), "reader": ("SELECT",)},
-    "audit": {"audit": ("SELECT", "INSERT")},
+    "audit": {"audit": ("INSERT",)},
 }
-SEQUENCE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {"audit": {"audit": ("USAGE", "SELECT")}}
+# The database privileges of each role: the sink stages rows in temporary tables; none relies on PUBLIC's.
+DATABASE_GRANTS: dict[str, tuple[str, ...]] = {
+    "owner": ("CONNECT",),
+    "sink": ("CONNECT", "TEMPORARY"),
+    "audit": ("CONNECT",),
+    "reader": ("CONNECT",),
+}
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,8 @@ def role_statements(
                 sql.Identifier(roles.of(purpose)), sql.Literal(scram_verifier(password))
             )
         )
+    for purpose, privileges in DATABASE_GRANTS.items():
+        out.append(_grant_on_database(privileges, roles.of(purpose)))
     owner = sql.Identifier(roles.owner)
     for kind, schema in (("marts", marts_schema), ("audit", audit_schema)):
         ident = sql.Identifier(schema)
@@ -112,27 +124,37 @@ def role_statements(
         out.append(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(ident, owner))
         out.append(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(ident))
         out.append(_own_tables(schema, roles.owner))
+        if kind == "audit":  # its tables, made by the owner: services with only the audit DSN find them
+            out.append(sql.SQL("SET ROLE {}").format(owner))
+            out.append(tables_ddl(schema))
+            out.append(sql.Composed([sql.SQL("RESET ROLE")]))
         for purpose, privileges in TABLE_GRANTS[kind].items():
             grantee = sql.Identifier(roles.of(purpose))
             out.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident, grantee))
             out.append(sql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(ident, grantee))
             privs = sql.SQL(", ").join(map(sql.SQL, privileges))
+            # from scratch: what an earlier version granted and this one does not is taken back
+            out.append(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(ident, grantee))
+            out.append(
+                sql.SQL(
+                    "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} REVOKE ALL ON TABLES FROM {}"
+                ).format(owner, ident, grantee)
+            )
             out.append(sql.SQL("GRANT {} ON ALL TABLES IN SCHEMA {} TO {}").format(privs, ident, grantee))
             out.append(
                 sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT {} ON TABLES TO {}").format(
                     owner, ident, privs, grantee
                 )
             )
-        for purpose, privileges in SEQUENCE_GRANTS.get(kind, {}).items():
-            grantee = sql.Identifier(roles.of(purpose))
-            privs = sql.SQL(", ").join(map(sql.SQL, privileges))
-            out.append(sql.SQL("GRANT {} ON ALL SEQUENCES IN SCHEMA {} TO {}").format(privs, ident, grantee))
-            out.append(
-                sql.SQL(
-                    "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT {} ON SEQUENCES TO {}"
-                ).format(owner, ident, privs, grantee)
-            )
     return out
+
+
+def _grant_on_database(privileges: tuple[str, ...], role: str) -> sql.Composed:
+    """GRANT ``privileges`` ON DATABASE <the current one> (a DO block: GRANT takes no expression)."""
+    body = sql.SQL(
+        "BEGIN EXECUTE format('GRANT {} ON DATABASE %I TO %I', current_database(), {}); END"
+    ).format(sql.SQL(", ").join(map(sql.SQL, privileges)), sql.Literal(role))
+    return sql.SQL("DO {}").format(sql.Literal(body.as_string()))
 
 
 def _own_tables(schema: str, owner: str) -> sql.Composed:
@@ -151,11 +173,12 @@ def render_sql(roles: RoleNames, marts_schema: str, audit_schema: str) -> str:
     """The statements as a psql script (no passwords: set them with ``ALTER ROLE ... PASSWORD``)."""
     header = (
         "-- cdcwh PostgreSQL roles, generated by `cdcwh postgres init-roles --print-sql`: do not edit.\n"
-        "-- Run as a superuser (or a role with CREATEROLE that may create the schemas) in the warehouse\n"
+        "-- Run as a superuser (a CREATEROLE role cannot set the role attributes) in the warehouse\n"
         "-- database: psql -v ON_ERROR_STOP=1 -d cdcwh -f deploy/postgres/roles.sql (re-running is safe).\n"
         "-- Passwords: ALTER ROLE cdcwh_sink PASSWORD '...' (or `cdcwh postgres init-roles`, from the env).\n"
     )
     body = "".join(
-        statement.as_string() + ";\n" for statement in role_statements(roles, marts_schema, audit_schema)
+        statement.as_string().rstrip().rstrip(";") + ";\n"
+        for statement in role_statements(roles, marts_schema, audit_schema)
     )
     return header + body

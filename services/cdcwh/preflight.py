@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable
 
-from cdcwh.config import Settings
+from cdcwh.config import PostgresPurpose, Settings
 from cdcwh.errors import ConfigError, InfrastructureError
 
 TIMEOUT_S = 5.0
@@ -59,23 +59,25 @@ def check_kafka(settings: Settings) -> None:
 
 
 def check_postgres(settings: Settings) -> None:
-    """The sink's warehouse PostgreSQL DSN (``postgres.sink_dsn``, else ``postgres.dsn``) accepts a
-    connection, or one ``InfrastructureError`` naming the setting."""
-    dsn = settings.postgres.dsn_for("sink")
-    if dsn is None:
-        return
+    """The sink's warehouse PostgreSQL DSNs (``postgres.sink_dsn`` and ``postgres.owner_dsn``, each else
+    ``postgres.dsn``) accept a connection, or one ``InfrastructureError`` naming the setting."""
     import psycopg
 
-    from cdcwh.pgprivileges import dsn_setting
     from cdcwh.redaction import scrub
 
-    setting = dsn_setting(settings, "sink")
-
-    try:
-        psycopg.connect(dsn.get_secret_value(), connect_timeout=int(TIMEOUT_S)).close()
-    except psycopg.Error as exc:
-        reason = scrub(" ".join(str(exc).split("\n")[0].split()))  # libpq's first line; hints follow
-        raise InfrastructureError(f"{setting}: cannot connect to the database ({reason})") from None
+    seen: set[str] = set()
+    purposes: tuple[PostgresPurpose, ...] = ("sink", "owner")
+    for purpose in purposes:
+        dsn = settings.postgres.dsn_for(purpose)
+        if dsn is None or dsn.get_secret_value() in seen:
+            continue
+        seen.add(dsn.get_secret_value())
+        setting = settings.postgres.dsn_setting(purpose)
+        try:
+            psycopg.connect(dsn.get_secret_value(), connect_timeout=int(TIMEOUT_S)).close()
+        except psycopg.Error as exc:
+            reason = scrub(" ".join(str(exc).split("\n")[0].split()))  # libpq's first line; hints follow
+            raise InfrastructureError(f"{setting}: cannot connect to the database ({reason})") from None
 
 
 def check(settings: Settings, needs: Iterable[str]) -> None:

@@ -116,6 +116,16 @@ def test_an_unreachable_database_names_the_setting_and_not_the_password() -> Non
     assert "\n" not in message and "hunter2" not in message
 
 
+def test_an_unreachable_owner_database_is_caught_at_start_too(postgres_dsn: str) -> None:
+    """The sink's DSN answers, its owner DSN (the start-up DDL) does not: the preflight names the owner's."""
+    owner = f"postgresql://u:hunter2@127.0.0.1:{closed_port()}/x"
+    settings = Settings(postgres={"sink_dsn": postgres_dsn, "owner_dsn": owner})  # type: ignore[arg-type]
+    with pytest.raises(InfrastructureError) as info:
+        check_postgres(settings)
+    assert str(info.value).startswith("postgres.owner_dsn: cannot connect to the database (")
+    check_postgres(Settings(postgres={"sink_dsn": postgres_dsn, "owner_dsn": postgres_dsn}))  # type: ignore[arg-type]
+
+
 def test_the_config_option_names_the_file_for_the_command(tmp_path: Path) -> None:
     config = tmp_path / "etc" / "warehouse.toml"
     config.parent.mkdir()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -277,3 +278,33 @@ def test_a_section_built_directly_does_not_quote_a_secret_in_its_error() -> None
         Settings(postgres={"dsn": "host=db password=x dsn-canary"})  # type: ignore[arg-type]
     assert "postgres.dsn" in str(info.value)
     assert "dsn-canary" not in str(info.value)
+
+
+def test_a_purpose_without_a_dsn_fails_at_start_once_roles_per_purpose_are_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With only ``postgres.sink_dsn`` set, the owner purpose must not quietly connect to ``postgres.dsn``'s
+    fallback, the embedded Postgres: a ConfigError names the setting to set."""
+    from cdcwh.config import Settings
+    from cdcwh.embedded import postgres_dsn
+    from cdcwh.errors import ServiceNotRunning
+
+    for var in [v for v in os.environ if v.startswith("CDCWH_")]:
+        monkeypatch.delenv(var)
+
+    sink = "postgresql://cdcwh_sink@db/warehouse"
+    settings = Settings(data_dir=tmp_path, postgres={"sink_dsn": sink})  # type: ignore[arg-type]
+    assert postgres_dsn(settings, "sink") == sink
+    assert settings.postgres.dsn_setting("sink") == "postgres.sink_dsn"
+    assert settings.postgres.has_dsn("sink") and not settings.postgres.has_dsn("owner")
+    for purpose in ("owner", "audit", "reader"):
+        named = rf"postgres\.{purpose}_dsn \(CDCWH_POSTGRES__{purpose.upper()}_DSN\)"
+        with pytest.raises(ConfigError, match=named):
+            postgres_dsn(settings, purpose)  # type: ignore[arg-type]
+    common = "postgresql://admin@db/warehouse"
+    both = Settings(data_dir=tmp_path, postgres={"sink_dsn": sink, "dsn": common})  # type: ignore[arg-type]
+    assert postgres_dsn(both, "owner") == common and both.postgres.dsn_setting("owner") == "postgres.dsn"
+    alone = Settings(data_dir=tmp_path)  # nothing set: the embedded Postgres, none recorded here
+    assert alone.postgres.has_dsn("owner")
+    with pytest.raises(ServiceNotRunning):
+        postgres_dsn(alone, "owner")

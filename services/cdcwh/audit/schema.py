@@ -10,8 +10,10 @@ replayed batch, a redone landing or a second shipment of the same rows never dup
 - ``anomalies``: keyed ``(table_name, column_name, signal, observed_at)``;
 - ``daily_metrics``: a view of rows per layer, quarantined records, DQ failures and anomalies per UTC day.
 
-The DDL runs once per process through the ``owner`` connection (``postgres.owner_dsn``), before the first
-write; the writes use the ``audit`` connection.
+``cdcwh postgres init-roles`` creates them all (``api_access``, the API's, too), owned by the owner role. A
+service checks them once per process before its first write: when one is missing it runs the DDL through
+the ``owner`` connection (``postgres.owner_dsn``); when all exist it runs nothing, so a service with only the
+``audit`` DSN (INSERT only) works. The writes use the ``audit`` connection.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any, Final
 
 import psycopg
 from psycopg import sql
+
+from cdcwh.audit.api_access import API_ACCESS_DDL
 
 TABLES: Final[dict[str, tuple[str, ...]]] = {
     "pipeline_runs": (
@@ -97,7 +101,6 @@ TIME_COLUMNS: Final[dict[str, str]] = {
 """The column retention prunes each table by."""
 
 DDL: Final = """
-CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {schema}.pipeline_runs (
     id bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
     service text NOT NULL,
@@ -208,13 +211,37 @@ GROUP BY day;
 """
 
 
+RELATIONS: Final = (*TABLES, "api_access", "daily_metrics")
+"""Every table and view the DDL creates."""
+
+
+def tables_ddl(schema: str) -> sql.Composed:
+    """The tables, indexes and view of the audit schema (``schema`` must exist)."""
+    return sql.SQL(DDL + API_ACCESS_DDL).format(schema=sql.Identifier(schema))
+
+
+def missing_relations(conn: psycopg.Connection[Any], schema: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT r FROM unnest(%s::text[]) AS r WHERE to_regclass(format('%%I.%%I', %s::text, r)) IS NULL",
+        (list(RELATIONS), schema),
+    ).fetchall()
+    return [str(r) for (r,) in rows]
+
+
 def ensure_audit_schema(conn: psycopg.Connection[Any], schema: str) -> None:
-    """Create the audit schema, its tables, indexes and the ``daily_metrics`` view (idempotent; commits)."""
-    statement = sql.SQL(DDL).format(schema=sql.Identifier(schema))
+    """Create the audit schema, its tables, indexes and the ``daily_metrics`` view when one is missing
+    (idempotent; commits). Nothing runs when all exist: CREATE ... IF NOT EXISTS would still need CREATE."""
     with conn.transaction():
+        if not missing_relations(conn, schema):
+            return
         # one at a time: two services starting together would race on CREATE ... IF NOT EXISTS
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cdcwh.audit:{schema}",))
-        conn.execute(statement)
+        row = conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %s)", (schema,)
+        ).fetchone()
+        if not (row and row[0]):
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(tables_ddl(schema))
 
 
 def prune_sql(schema: str, table: str) -> sql.Composed:

@@ -79,7 +79,9 @@ class PostgresAuditWriter:
     def from_settings(cls, settings: Settings) -> PostgresAuditWriter:
         return cls(
             lambda: postgres_dsn(settings, "audit"),
-            lambda: postgres_dsn(settings, "owner"),
+            # without an owner DSN (roles per service), the tables init-roles made are checked with the audit
+            # role; pruning then fails (the audit role may not delete) and is logged
+            lambda: postgres_dsn(settings, "owner" if settings.postgres.has_dsn("owner") else "audit"),
             settings.postgres.audit_schema,
             connect_timeout_s=settings.audit.connect_timeout_s,
         )

@@ -39,9 +39,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="create the per-service roles (owner, sink, audit, reader) and their grants",
         description="Create (or bring up to date: re-running is safe) the roles <prefix>owner, "
         "<prefix>sink, <prefix>audit and <prefix>reader, the marts and audit schemas owned by "
-        "<prefix>owner, and the grants (docs/security.md). Connects with postgres.dsn "
-        "(CDCWH_POSTGRES__DSN; the embedded Postgres when unset), which must name a superuser or a role "
-        "with CREATEROLE. deploy/postgres/roles.sql is the same SQL (--print-sql).",
+        "<prefix>owner, the audit tables, and the grants (docs/security.md). Connects with postgres.dsn "
+        "(CDCWH_POSTGRES__DSN; the embedded Postgres when unset), which must name a superuser (a "
+        "CREATEROLE role cannot set the role attributes on PostgreSQL 16). deploy/postgres/roles.sql is "
+        "the same SQL (--print-sql).",
     )
     roles.add_argument(
         "--role-prefix", default=DEFAULT_PREFIX, help=f"prefix of the role names (default {DEFAULT_PREFIX})"
@@ -137,6 +138,15 @@ def run_init_roles(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--password-env {purpose}={variable}: {variable} is unset or empty")
         passwords[purpose] = value
     with psycopg.connect(postgres_dsn(settings), autocommit=True) as conn, conn.transaction():
+        row = conn.execute(
+            "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        if not (row and row[1]):
+            raise ConfigError(
+                f"init-roles: the PostgreSQL role {row[0] if row else '?'} (postgres.dsn) is not a "
+                "superuser; connect as one (a CREATEROLE role cannot set NOSUPERUSER/NOCREATEDB on "
+                "PostgreSQL 16, nor SET ROLE to the owner)"
+            )
         for statement in role_statements(roles, marts, audit, passwords):
             conn.execute(statement)
     names = ", ".join(roles.of(purpose) for purpose in PURPOSES)

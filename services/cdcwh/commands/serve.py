@@ -33,7 +33,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         reader_dsn=postgres_dsn(settings, "reader"),
         audit_dsn=postgres_dsn(settings, "audit"),
-        owner_dsn=postgres_dsn(settings, "owner"),  # creates audit.api_access when missing
+        # creates audit.api_access when missing (init-roles makes it: serve needs no owner DSN)
+        owner_dsn=postgres_dsn(settings, "owner") if settings.postgres.has_dsn("owner") else None,
     )
     serve_metrics(settings, "serve")
     uvicorn.run(

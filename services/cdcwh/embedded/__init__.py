@@ -13,7 +13,7 @@ from cdcwh.embedded import postgres as _postgres
 from cdcwh.embedded.broker import EmbeddedBroker
 from cdcwh.embedded.postgres import EmbeddedPostgres
 from cdcwh.embedded.registry import read_record
-from cdcwh.errors import ServiceNotRunning
+from cdcwh.errors import ConfigError, ServiceNotRunning
 
 __all__ = ["EmbeddedBroker", "EmbeddedPostgres", "kafka_bootstrap", "postgres_dsn", "uses_embedded_broker"]
 
@@ -51,6 +51,12 @@ def postgres_dsn(settings: Settings, purpose: PostgresPurpose | None = None) -> 
     configured = settings.postgres.dsn if purpose is None else settings.postgres.dsn_for(purpose)
     if configured is not None:
         return configured.get_secret_value()
+    if purpose is not None and settings.postgres.roles_per_purpose:
+        raise ConfigError(
+            f"postgres.{purpose}_dsn (CDCWH_POSTGRES__{purpose.upper()}_DSN) is unset, and so is "
+            f"postgres.dsn, while other postgres.*_dsn are set: set it (roles per service, "
+            f"docs/security.md); cdcwh does not fall back to the embedded Postgres then"
+        )
     record = read_record(settings.run_dir, _postgres.NAME)
     if record is None:
         raise ServiceNotRunning(

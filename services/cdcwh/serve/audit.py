@@ -15,8 +15,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from cdcwh.audit.api_access import TABLE, ensure_table
+
 log = logging.getLogger(__name__)
-TABLE = "api_access"
 BATCH = 500
 LINGER_S = 0.25
 
@@ -63,19 +64,6 @@ COLUMNS = (
     "status",
     "error",
 )
-
-
-async def ensure_table(conn: psycopg.AsyncConnection[Any], schema: str) -> None:
-    await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    await conn.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-            "at timestamptz NOT NULL, subject text, "
-            "roles text[] NOT NULL, operation text NOT NULL, operation_hash text, marts text[] NOT NULL, "
-            "rows_returned integer NOT NULL, duration_ms double precision NOT NULL, status text NOT NULL, "
-            "error text)"
-        ).format(sql.Identifier(schema, TABLE))
-    )
 
 
 class AuditWriter:

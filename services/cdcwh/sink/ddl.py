@@ -61,8 +61,9 @@ def ensure_marts(
     if not schema_exists:
         require_privileges(conn, [Need("database", "CREATE")], service="sink", setting=setting)
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    elif missing:
-        require_privileges(conn, [Need("schema", "CREATE", schema)], service="sink", setting=setting)
+    elif missing:  # USAGE first: without it, CREATE alone would not let the role see the schema's tables
+        needs = [Need("schema", "USAGE", schema), Need("schema", "CREATE", schema)]
+        require_privileges(conn, needs, service="sink", setting=setting)
     for name, columns in SINK_TABLES.items():
         if name not in existing:
             conn.execute(

@@ -54,7 +54,17 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
 
 
 def host_ports(service: dict[str, Any]) -> list[int]:
-    return [int(str(p).split(":")[0]) for p in service.get("ports", [])]
+    """The host side of each ``[address:]host:container`` mapping."""
+    return [int(str(p).rsplit(":", 1)[0].rsplit(":", 1)[-1]) for p in service.get("ports", [])]
+
+
+# The PostgreSQL DSNs each cdcwh service needs (docs/security.md): none gets postgres.dsn, the superuser.
+SERVICE_DSNS = {
+    "cdcwh-ingest": {"audit"},
+    "cdcwh-transform": {"audit", "owner"},
+    "cdcwh-sink": {"sink", "owner", "audit"},
+    "cdcwh-serve": {"reader", "audit"},
+}
 
 
 def test_the_production_topology(compose: dict[str, Any]) -> None:
@@ -118,7 +128,11 @@ def test_every_long_running_service_has_a_healthcheck(compose: dict[str, Any]) -
         assert check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
     for name, (_, offset) in CDCWH_SERVICES.items():
         port = int(env_of(services[name])["CDCWH_METRICS__PORT"]) + offset
-        assert f"http://127.0.0.1:{port}/metrics" in " ".join(services[name]["healthcheck"]["test"]), name
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        if name == "cdcwh-serve":  # ready once it listens to the announcements, not merely up
+            assert "http://127.0.0.1:8400/healthz" in probe, probe
+        else:
+            assert f"http://127.0.0.1:{port}/metrics" in probe, name
     # whoever waits for a service with a healthcheck waits for it to be healthy, not merely started
     for name, service in services.items():
         depends = service.get("depends_on", {})
@@ -245,7 +259,13 @@ def test_cdcwh_variables_are_valid_settings(
             settings = load_settings()
         assert settings.metrics.host == "0.0.0.0"  # noqa: S104 - reachable from the prometheus container
         assert settings.kafka.bootstrap_servers == "kafka:9092"
-        assert settings.postgres.dsn is not None
+        assert settings.postgres.dsn is None, f"{name} gets the superuser DSN (postgres.dsn)"
+        purposes = ("owner", "sink", "audit", "reader")
+        configured = {p for p in purposes if getattr(settings.postgres, f"{p}_dsn")}
+        assert configured == SERVICE_DSNS[name], name
+        for purpose in configured:
+            dsn = settings.postgres.dsn_for(purpose)  # type: ignore[arg-type]
+            assert dsn is not None and urlsplit(dsn.get_secret_value()).username == f"cdcwh_{purpose}"
         assert settings.iceberg.catalog_uri and settings.iceberg.catalog_uri.startswith("sqlite:////data/")
         assert str(settings.data_dir) == "/data"
         for path in (settings.contracts_dir, settings.sql_dir):
@@ -318,12 +338,22 @@ def test_grafana_provisioning_matches_compose(compose: dict[str, Any]) -> None:
     assert warehouse["jsonData"]["database"] == pg_env["POSTGRES_DB"]
     for ref in re.findall(r"\$\{(\w+)\}", yaml.safe_dump(warehouse)):
         assert ref in env_of(grafana), f"grafana lacks {ref}"
-    dsn = urlsplit(env_of(compose["services"]["cdcwh-sink"])["CDCWH_POSTGRES__DSN"])
-    assert (dsn.hostname, dsn.path.lstrip("/"), dsn.username) == (
-        host,
-        pg_env["POSTGRES_DB"],
-        pg_env["POSTGRES_USER"],
-    )
+    dsn = urlsplit(env_of(compose["services"]["cdcwh-sink"])["CDCWH_POSTGRES__SINK_DSN"])
+    assert (dsn.hostname, dsn.path.lstrip("/")) == (host, pg_env["POSTGRES_DB"])
+
+
+def test_the_api_is_on_localhost_and_its_secret_has_no_default(compose: dict[str, Any]) -> None:
+    """The published API: bound to 127.0.0.1 (a proxy publishes it), and compose refuses to start without a
+    JWT secret (``${VAR:?message}``) instead of signing with a key anyone can read here."""
+    serve = compose["services"]["cdcwh-serve"]
+    assert "127.0.0.1:8400:8400" in serve["ports"]
+    secret = env_of(serve)["CDCWH_SERVE__JWT_SECRET"]
+    assert re.fullmatch(r"\$\{CDCWH_SERVE__JWT_SECRET:\?[^}]+\}", secret), secret
+    for name in CDCWH_SERVICES:
+        env = env_of(compose["services"][name])
+        assert "CDCWH_POSTGRES__DSN" not in env, f"{name} gets the superuser DSN"
+    serve_env = env_of(serve)
+    assert "CDCWH_POSTGRES__OWNER_DSN" not in serve_env and "CDCWH_POSTGRES__SINK_DSN" not in serve_env
 
 
 def test_debezium_connector_produces_the_shop_topics(compose: dict[str, Any]) -> None:

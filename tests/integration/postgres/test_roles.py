@@ -3,7 +3,10 @@ statements (not by reading the grants back). Real PostgreSQL (the session's), un
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from dataclasses import astuple
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import psycopg
@@ -11,6 +14,9 @@ import pytest
 import yaml
 from psycopg import sql
 
+from cdcwh.audit.api_access import ensure_table
+from cdcwh.audit.schema import TABLES
+from cdcwh.audit.writer import PostgresAuditWriter
 from cdcwh.cli import main
 from cdcwh.config import PROJECT_ROOT
 from cdcwh.pgprivileges import Need, missing_privileges
@@ -90,8 +96,16 @@ def test_the_audit_role_only_inserts_into_audit(pg_roles: Roles) -> None:
     mart = owner_creates(pg_roles, pg_roles.marts, "orders")
     audit = pg_roles.dsn("audit")
     run(audit, sql.SQL("INSERT INTO {} VALUES (2, 'login')").format(events))
-    assert run(audit, sql.SQL("SELECT id FROM {} ORDER BY id").format(events)) == [(1,), (2,)]
+    # the writers' idempotent insert: INSERT alone is enough, a duplicate key is skipped, not an error
+    for _ in range(2):
+        run(audit, sql.SQL("INSERT INTO {} VALUES (3, 'again') ON CONFLICT DO NOTHING").format(events))
+    assert run(pg_roles.admin_dsn, sql.SQL("SELECT id FROM {} ORDER BY id").format(events)) == [
+        (1,),
+        (2,),
+        (3,),
+    ]
     statements: list[sql.Composable] = [
+        sql.SQL("SELECT id FROM {}").format(events),
         sql.SQL("UPDATE {} SET v = 'forged'").format(events),
         sql.SQL("DELETE FROM {}").format(events),
         sql.SQL("TRUNCATE {}").format(events),
@@ -101,6 +115,36 @@ def test_the_audit_role_only_inserts_into_audit(pg_roles: Roles) -> None:
         sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(pg_roles.audit, "mine")),
     ]
     assert [s.as_string() for s in statements if not refused(audit, s)] == []
+
+
+def test_init_roles_grants_the_database_privileges_instead_of_relying_on_public(
+    roles_unmade: Roles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a database where PUBLIC has neither CONNECT nor TEMPORARY (a throwaway one: the other tests keep
+    the defaults), every role still connects and the sink creates its temporary staging tables."""
+    db = f"d_{roles_unmade.prefix.rstrip('_')}"
+    with psycopg.connect(roles_unmade.admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+        admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db)))
+    on_db = Roles(
+        psycopg.conninfo.make_conninfo(roles_unmade.admin_dsn, dbname=db), *astuple(roles_unmade)[1:]
+    )
+    try:
+        public = "SELECT has_database_privilege('public', current_database(), %s)"
+        assert run(on_db.admin_dsn, public, ("TEMPORARY",)) == [(False,)]
+        assert run(on_db.admin_dsn, public, ("CONNECT",)) == [(False,)]
+        for name, value in on_db.env().items():
+            monkeypatch.setenv(name, value)
+        assert main(on_db.init_args()) == 0
+        for purpose in ("owner", "audit", "reader"):
+            assert run(on_db.dsn(purpose), "SELECT current_user") == [(on_db.name(purpose),)]
+            assert refused(on_db.dsn(purpose), "CREATE TEMPORARY TABLE t (id int)")
+        with psycopg.connect(on_db.dsn("sink")) as conn:
+            conn.execute("CREATE TEMPORARY TABLE t (id int)")
+            assert conn.execute("INSERT INTO t VALUES (1) RETURNING id").fetchall() == [(1,)]
+    finally:
+        with psycopg.connect(roles_unmade.admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
 
 
 def test_init_roles_is_idempotent_and_hands_existing_tables_to_the_owner(
@@ -170,10 +214,16 @@ def test_compose_runs_the_roles_script_and_gives_each_purpose_its_role() -> None
     assert scripts.index("./deploy/postgres/roles.sql") < scripts.index(
         "./deploy/postgres/demo-passwords.sql"
     )
-    env = compose["services"]["cdcwh-sink"]["environment"]
-    for purpose in ("owner", "sink", "audit", "reader"):
-        dsn = urlsplit(env[f"CDCWH_POSTGRES__{purpose.upper()}_DSN"])
-        assert (dsn.username, dsn.hostname) == (f"cdcwh_{purpose}", "warehouse-postgres")
+    given: dict[str, set[str]] = {}
+    for name in ("cdcwh-ingest", "cdcwh-transform", "cdcwh-sink", "cdcwh-serve"):
+        env = compose["services"][name]["environment"]
+        assert "CDCWH_POSTGRES__DSN" not in env, name  # the superuser
+        for purpose in ("owner", "sink", "audit", "reader"):
+            if (value := env.get(f"CDCWH_POSTGRES__{purpose.upper()}_DSN")) is not None:
+                dsn = urlsplit(value)
+                assert (dsn.username, dsn.hostname) == (f"cdcwh_{purpose}", "warehouse-postgres")
+                given.setdefault(purpose, set()).add(name)
+    assert given["reader"] == {"cdcwh-serve"} and "cdcwh-serve" not in given["owner"] | given["sink"]
 
 
 def test_the_preflight_counts_a_missing_schema_or_table_as_missing(pg_roles: Roles) -> None:
@@ -190,3 +240,62 @@ def test_the_preflight_counts_a_missing_schema_or_table_as_missing(pg_roles: Rol
         assert missing_privileges(conn, needs) == needs[:3]
     with psycopg.connect(pg_roles.dsn("sink")) as conn:
         assert missing_privileges(conn, needs) == needs[:2]
+
+
+def test_init_roles_creates_the_audit_tables_so_the_audit_dsn_alone_is_enough(pg_roles: Roles) -> None:
+    """init-roles makes every audit table (the API's ``api_access`` too) owned by the owner role; a writer
+    whose only DSN is the audit role's (INSERT only) checks them, writes, and runs no DDL; the API's
+    ``ensure_table`` on the audit role does nothing either."""
+    expected = sorted(set(TABLES) | {"api_access"})
+    owners = run(
+        pg_roles.admin_dsn,
+        "SELECT relname, pg_get_userbyid(relowner) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE nspname = %s AND relkind IN ('r', 'v') ORDER BY 1",
+        (pg_roles.audit,),
+    )
+    assert owners == [(name, pg_roles.name("owner")) for name in sorted([*expected, "daily_metrics"])]
+    audit = pg_roles.dsn("audit")
+    writer = PostgresAuditWriter(lambda: audit, lambda: audit, pg_roles.audit)
+    now = datetime.now(UTC)
+    row = ("sink", "run-1", now, now, "ok", 1, 1, None)
+    assert writer.write({"pipeline_runs": [row]}) == 1
+    assert writer.write({"pipeline_runs": [row]}) == 0  # ON CONFLICT DO NOTHING, with INSERT only
+    writer.close()
+    assert refused(audit, sql.SQL("SELECT * FROM {}").format(sql.Identifier(pg_roles.audit, "pipeline_runs")))
+
+    async def api_access_ready() -> None:
+        async with await psycopg.AsyncConnection.connect(audit, autocommit=True) as conn:
+            await ensure_table(conn, pg_roles.audit)
+
+    asyncio.run(api_access_ready())
+    # the owner role (no CREATE on the database) checks the existing schema without re-creating it
+    owned = PostgresAuditWriter(lambda: audit, lambda: pg_roles.dsn("owner"), pg_roles.audit)
+    assert owned.prune(retention_days=1) == dict.fromkeys(TABLES, 0)
+    owned.close()
+
+
+def test_init_roles_refuses_a_non_superuser_before_changing_anything(
+    roles_unmade: Roles, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CREATEROLE role is not enough on PostgreSQL 16 (it may not set NOSUPERUSER): init-roles says so at
+    start, naming the role and the setting, and creates nothing."""
+    admin = roles_unmade.name("admin")
+    run(roles_unmade.admin_dsn, sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(admin)))
+    try:
+        for name, value in roles_unmade.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv(
+            "CDCWH_POSTGRES__DSN", psycopg.conninfo.make_conninfo(roles_unmade.admin_dsn, user=admin)
+        )
+        assert main(roles_unmade.init_args()) == 2
+        err = capsys.readouterr().err
+        assert f"{admin} (postgres.dsn) is not a superuser" in err
+        made = run(
+            roles_unmade.admin_dsn,
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE %s",
+            (f"{roles_unmade.prefix}%",),
+        )
+        assert made == [(1,)]  # only the admin made here
+    finally:
+        run(roles_unmade.admin_dsn, sql.SQL("DROP ROLE {}").format(sql.Identifier(admin)))

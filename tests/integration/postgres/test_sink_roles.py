@@ -125,3 +125,13 @@ def test_a_sink_role_without_an_owner_dsn_cannot_create_the_marts_and_says_so(pg
         assert started.connect().execute("SELECT current_user").fetchone() == (pg_roles.name("sink"),)
     finally:
         started.close()
+
+
+def test_a_role_without_usage_on_the_marts_schema_is_told_so_not_only_create(pg_roles: Roles) -> None:
+    """The audit role has neither USAGE nor CREATE on the marts schema: the error names USAGE first (a grant
+    of CREATE alone would not do)."""
+    sink = PostgresMartSink(pg_roles.dsn("audit"), pg_roles.marts, SQL_DIR)
+    with pytest.raises(ConfigError) as failure:
+        sink.connect()
+    message = str(failure.value)
+    assert f"lacks USAGE on schema {pg_roles.marts}; CREATE on schema {pg_roles.marts}" in message
