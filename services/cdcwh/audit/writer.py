@@ -14,6 +14,7 @@ write. Errors are raised to the caller, which decides what a failure costs:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -149,41 +150,48 @@ class BufferedAuditWriter:
 
     def record(self, rows: Mapping[str, Sequence[Row]]) -> bool:
         """Queue the rows and write everything pending unless a recent failure says wait; True when nothing
-        is left pending."""
+        is left pending. Only rows still pending after a failed write are trimmed to ``MAX_PENDING``."""
         for table, values in rows.items():
-            queue = self.pending[table]
-            queue.extend(values)
+            self.pending[table].extend(values)
+        if self.flush():
+            return True
+        self._trim()
+        return False
+
+    def _trim(self) -> None:
+        for table, queue in self.pending.items():
             dropped = len(queue) - MAX_PENDING
-            for _ in range(max(dropped, 0)):
-                queue.popleft()
             if dropped > 0:
+                for _ in range(dropped):
+                    queue.popleft()
                 metrics.AUDIT_ROWS_DROPPED.labels(self.service, table).inc(dropped)
                 log.warning("audit: %d %s rows dropped (more than %d pending)", dropped, table, MAX_PENDING)
-        return self.flush()
 
     def flush(self) -> bool:
-        if not any(self.pending.values()):
-            return True
-        if time.monotonic() < self._next_try:
-            return False
-        batch = {table: list(queue) for table, queue in self.pending.items() if queue}
-        try:
-            self.writer.write(batch)
-        except WRITE_ERRORS as exc:
-            self._next_try = time.monotonic() + self.retry_s
-            for table in batch:
-                metrics.AUDIT_WRITE_FAILURES.labels(self.service, table).inc()
-            log.warning(
-                "audit: cannot write %d rows to PostgreSQL (%s); kept in memory, retried in %.0fs",
-                sum(map(len, batch.values())),
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                self.retry_s,
-            )
-            return False
-        for table, values in batch.items():
-            for _ in values:
-                self.pending[table].popleft()
-            metrics.AUDIT_ROWS_WRITTEN.labels(self.service, table).inc(len(values))
+        """Write what is pending, in chunks of at most ``MAX_PENDING`` rows per table; False when rows are
+        left pending (a failure now or recently)."""
+        while any(self.pending.values()):
+            if time.monotonic() < self._next_try:
+                return False
+            pending = self.pending.items()
+            batch = {table: list(itertools.islice(queue, MAX_PENDING)) for table, queue in pending if queue}
+            try:
+                self.writer.write(batch)
+            except WRITE_ERRORS as exc:
+                self._next_try = time.monotonic() + self.retry_s
+                for table in batch:
+                    metrics.AUDIT_WRITE_FAILURES.labels(self.service, table).inc()
+                log.warning(
+                    "audit: cannot write %d rows to PostgreSQL (%s); kept in memory, retried in %.0fs",
+                    sum(map(len, batch.values())),
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    self.retry_s,
+                )
+                return False
+            for table, values in batch.items():
+                for _ in values:
+                    self.pending[table].popleft()
+                metrics.AUDIT_ROWS_WRITTEN.labels(self.service, table).inc(len(values))
         return True
 
     def close(self) -> None:
