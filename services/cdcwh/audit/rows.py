@@ -42,12 +42,22 @@ def run_row(
     return (service, key, started, finished, status, rows_in, rows_out, error)
 
 
+def kafka_time(timestamp_ms: int | None) -> datetime | None:
+    """A Kafka timestamp as a time; None when absent or outside what a ``datetime`` holds."""
+    if timestamp_ms is None:
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def bad_record_rows(rejections: Sequence[Rejection], quarantined_at: datetime) -> list[tuple[Any, ...]]:
     """``bad_records`` rows: reason, coordinates, times, and the value's size and first characters (the
     bytes themselves stay in ``bronze._quarantine``, the system of record)."""
     rows = []
     for r in rejections:
-        kafka_ts = None if r.timestamp_ms is None else datetime.fromtimestamp(r.timestamp_ms / 1000, UTC)
+        kafka_ts = kafka_time(r.timestamp_ms)
         value = r.value or b""
         preview = value[:PREVIEW_CHARS].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
         rows.append(

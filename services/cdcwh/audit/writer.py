@@ -158,6 +158,17 @@ class BufferedAuditWriter:
         self._trim()
         return False
 
+    def record_from(self, build: Callable[[], Mapping[str, Sequence[Row]]]) -> bool:
+        """``record(build())``, for the services after their own commit: any exception (building the rows
+        included) is logged and counted (``cdcwh_errors_total{kind="audit"}``), never raised: an audit
+        problem must not fail the pipeline. False when rows are left pending or could not be built."""
+        try:
+            return self.record(build())
+        except Exception:
+            metrics.ERRORS.labels(self.service, "audit").inc()
+            log.exception("audit: recording the %s batch failed; the batch itself is committed", self.service)
+            return False
+
     def _trim(self) -> None:
         for table, queue in self.pending.items():
             dropped = len(queue) - MAX_PENDING
