@@ -84,15 +84,20 @@ def landing_rows(
     rejections: Sequence[Rejection],
     started: datetime,
     finished: datetime,
+    rejected: Sequence[Rejection] | None = None,
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """The audit rows of one ingest landing: its run and its quarantined records. A landing that found
-    everything landed already (a batch consumed again after a crash) adds no run."""
+    """The audit rows of one ingest landing: its run and its bad records. ``rejections`` are the records
+    this landing quarantined, ``rejected`` (default: the same) every rejected record of the batch, including
+    those a previous try quarantined before a crash: their ``bad_records`` rows are sent again (skipped by
+    their key when already there). A landing that found everything landed already (a batch consumed again
+    after a crash) adds no run."""
+    bad = bad_record_rows(rejections if rejected is None else rejected, finished)
     if not landed and not rejections:
-        return {}
+        return {"bad_records": bad} if bad else {}
     run = run_row(
         "ingest", run_key(offsets), started, finished, rows_in=rows_in, rows_out=landed + len(rejections)
     )
-    return {"pipeline_runs": [run], "bad_records": bad_record_rows(rejections, finished)}
+    return {"pipeline_runs": [run], "bad_records": bad}
 
 
 def apply_rows(

@@ -125,6 +125,7 @@ class BronzeSink(BaseSink):
                     rows_in=len(records),
                     landed=sum(result.landed.values()),
                     rejections=result.quarantined,
+                    rejected=result.rejected,
                     started=started_at,
                     finished=datetime.now(UTC),
                 )
