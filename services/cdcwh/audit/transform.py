@@ -7,11 +7,11 @@ changes were published. It never raises and never waits for PostgreSQL:
    and judge the new profiles and the complete minutes of volume (``quality/anomalies.py``); both kept in
    the warehouse file;
 2. ship what DuckDB recorded and PostgreSQL lacks: ``cdcwh.batches`` above the shipped batch id
-   (``cdcwh.state`` ``audit_batch``) as ``pipeline_runs``; ``cdcwh.dq_results`` from the last shipped
-   ``ran_at`` on (``audit_dq_at``, microseconds; the boundary is shipped again and skipped by its key); the
-   profiles and anomalies not marked ``shipped``. The watermarks move only after PostgreSQL committed, so
-   rows recorded while it was unreachable are shipped by a later batch: nothing is lost. After a failure,
-   shipping waits ``audit.retry_s``;
+   (``cdcwh.state`` ``audit_batch``) as ``pipeline_runs``; ``cdcwh.dq_results`` after the last shipped
+   ``(ran_at, run_id, test_id)`` (``cdcwh.audit_dq_mark``, a keyset: every row once, however many share an
+   instant); the profiles and anomalies not marked ``shipped``. The watermarks move only after PostgreSQL
+   committed, so rows recorded while it was unreachable are shipped by a later batch: nothing is lost.
+   After a failure, shipping waits ``audit.retry_s``;
 3. every ``audit.prune_interval_s``: delete audit rows older than ``audit.retention_days``, in PostgreSQL
    and in the warehouse's profile and anomaly tables.
 """
@@ -39,7 +39,16 @@ from cdcwh.warehouse import count, read_state, table_exists, write_state
 log = logging.getLogger(__name__)
 
 SHIPPED_BATCH: Final = "audit_batch"
-SHIPPED_DQ_AT: Final = "audit_dq_at"
+SHIPPED_DQ_AT: Final = "audit_dq_at"  # the watermark before the keyset (microseconds), read once to migrate
+DQ_MARK_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS cdcwh.audit_dq_mark (
+    one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+    ran_at TIMESTAMPTZ NOT NULL,
+    run_id VARCHAR NOT NULL,
+    test_id VARCHAR NOT NULL
+)
+"""
+DQMark = tuple[datetime, str, str]
 SHIP_CHUNK: Final = 10_000
 ANOMALY_COLUMNS: Final = (
     "table_name, column_name, signal, observed_at, value, baseline_median, baseline_mad, score, threshold, "
@@ -49,10 +58,6 @@ DQ_COLUMNS: Final = (
     "run_id, test_id, batch_id, model, column_name, test, severity, status, failing_rows, sample, scope, "
     "ran_at"
 )
-
-
-def micros(at: datetime) -> int:
-    return int(at.timestamp() * 1_000_000)
 
 
 class TransformAudit:
@@ -124,14 +129,14 @@ class TransformAudit:
             dq, last_dq = self._dq_results(con)
             if not runs and not dq:
                 break
-            self.writer.write({"pipeline_runs": runs, "dq_results": dq})
+            inserted = self.writer.insert({"pipeline_runs": runs, "dq_results": dq})
             if last_batch is not None:
                 write_state(con, SHIPPED_BATCH, last_batch)
             if last_dq is not None:
-                write_state(con, SHIPPED_DQ_AT, last_dq)
+                con.execute("INSERT OR REPLACE INTO cdcwh.audit_dq_mark VALUES (true, ?, ?, ?)", [*last_dq])
             sent += len(runs) + len(dq)
-            self._count("pipeline_runs", len(runs))
-            self._count("dq_results", len(dq))
+            self._count("pipeline_runs", inserted.get("pipeline_runs", 0))
+            self._count("dq_results", inserted.get("dq_results", 0))
             if len(runs) < SHIP_CHUNK and len(dq) < SHIP_CHUNK:
                 break
         for table, columns in (("column_profiles", PROFILE_COLUMNS), ("anomalies", ANOMALY_COLUMNS)):
@@ -139,10 +144,10 @@ class TransformAudit:
             if table == "column_profiles":
                 rows = [(*r[:-1], None if r[-1] is None else Jsonb(json.loads(r[-1]))) for r in rows]
             if rows:
-                self.writer.write({table: rows})
+                inserted = self.writer.insert({table: rows})
                 con.execute(f"UPDATE cdcwh.{table} SET shipped = true WHERE NOT shipped")  # noqa: S608 - constant names
                 sent += len(rows)
-                self._count(table, len(rows))
+                self._count(table, inserted.get(table, 0))
         self.backlog(con)
         return sent
 
@@ -184,19 +189,25 @@ class TransformAudit:
         ]
         return runs, (int(rows[-1][0]) if rows else None)
 
-    def _dq_results(self, con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[Any, ...]], int | None]:
+    def _dq_results(self, con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[Any, ...]], DQMark | None]:
         if not table_exists(con, "cdcwh", "dq_results"):
             return [], None
-        since = read_state(con, SHIPPED_DQ_AT)
+        con.execute(DQ_MARK_TABLE)
+        mark = con.execute("SELECT ran_at, run_id, test_id FROM cdcwh.audit_dq_mark").fetchone()
+        if mark is None:  # never shipped, or shipped up to an instant by an earlier version: that one again
+            since = read_state(con, SHIPPED_DQ_AT)
+            mark = (datetime.fromtimestamp((since or 0) / 1_000_000, UTC) - timedelta(microseconds=1), "", "")
         rows = con.execute(
-            f"SELECT {DQ_COLUMNS} FROM cdcwh.dq_results WHERE ran_at > ? ORDER BY ran_at LIMIT ?",  # noqa: S608 - constant names
-            [datetime.fromtimestamp((since or 0) / 1_000_000, UTC) - timedelta(microseconds=1), SHIP_CHUNK],
+            f"SELECT {DQ_COLUMNS} FROM cdcwh.dq_results "  # noqa: S608 - constant names
+            "WHERE ran_at > ? OR (ran_at = ? AND (run_id > ? OR (run_id = ? AND test_id > ?))) "
+            "ORDER BY ran_at, run_id, test_id LIMIT ?",
+            [mark[0], mark[0], mark[1], mark[1], mark[2], SHIP_CHUNK],
         ).fetchall()
         results = [(*row[:9], Jsonb(json.loads(row[9])), *row[10:]) for row in rows]
-        if len(rows) == SHIP_CHUNK and micros(rows[-1][-1]) == since:
-            # a chunk of one instant only: move past it rather than loop
-            return results, micros(rows[-1][-1]) + 1
-        return results, (micros(rows[-1][-1]) if rows else None)
+        if not rows:
+            return [], None
+        last = rows[-1]
+        return results, (last[11], last[0], last[1])
 
     def prune(self, con: duckdb.DuckDBPyConnection) -> None:
         cutoff = self.clock() - timedelta(days=self.audit.retention_days)

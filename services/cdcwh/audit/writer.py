@@ -96,16 +96,21 @@ class PostgresAuditWriter:
 
     def write(self, rows: Mapping[str, Sequence[Row]]) -> int:
         """Insert every table's rows in one transaction; the number of rows new to PostgreSQL."""
+        return sum(self.insert(rows).values())
+
+    def insert(self, rows: Mapping[str, Sequence[Row]]) -> dict[str, int]:
+        """Insert every table's rows in one transaction; the rows new to PostgreSQL per table (the others were
+        there already and are skipped by their key)."""
         if not any(rows.values()):
-            return 0
+            return {}
         try:
             conn = self._connect()
-            inserted = 0
+            inserted: dict[str, int] = {}
             with conn.transaction(), conn.cursor() as cur:
                 for table, values in rows.items():
                     if values:
                         cur.executemany(insert_sql(self.schema, table), values)
-                        inserted += max(cur.rowcount, 0)
+                        inserted[table] = max(cur.rowcount, 0)
             return inserted
         except BaseException:
             self.close()

@@ -1,0 +1,61 @@
+"""The transform's audit shipping on a real DuckDB warehouse file and the session's PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from cdcwh.audit import transform as audit_transform
+from cdcwh.audit.transform import TransformAudit
+from cdcwh.audit.writer import PostgresAuditWriter
+from cdcwh.config import Settings
+from cdcwh.quality.anomalies import ANOMALIES_TABLE
+from cdcwh.quality.profile import PROFILES_TABLE
+from cdcwh.quality.results import RESULTS_TABLE
+from cdcwh.warehouse import open_warehouse
+from tests.support.metrics import counter_total
+
+WRITTEN = "cdcwh_audit_rows_written_total"
+AT = datetime(2026, 3, 2, 12, tzinfo=UTC)
+
+
+def pg_count(dsn: str, schema: str, table: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_dq_results_sharing_one_instant_ship_once_each(
+    tmp_path: Path, postgres_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seven results of one ``ran_at`` shipped in chunks of three: all arrive, and shipping again sends and
+    counts nothing."""
+    monkeypatch.setattr(audit_transform, "SHIP_CHUNK", 3)
+    settings = Settings(data_dir=tmp_path / "data")
+    writer = PostgresAuditWriter(lambda: postgres_dsn, lambda: postgres_dsn, pg_schema)
+    audit = TransformAudit(settings, writer)
+    con = open_warehouse(settings)
+    try:
+        for ddl in (RESULTS_TABLE, PROFILES_TABLE, ANOMALIES_TABLE):
+            con.execute(ddl)
+        for i in range(7):
+            con.execute(
+                "INSERT INTO cdcwh.dq_results VALUES "
+                "(?, 1, ?, 'm', NULL, 'unique', 'error', 'pass', 0, '[]', 'batch', ?)",
+                [f"batch:{i % 2}", f"m.unique.{i}", AT],
+            )
+        written = counter_total(WRITTEN, service="transform", table="dq_results")
+        assert audit.ship(con) == 7
+        assert pg_count(postgres_dsn, pg_schema, "dq_results") == 7
+        assert counter_total(WRITTEN, service="transform", table="dq_results") == written + 7
+        assert audit.ship(con) == 0
+        assert counter_total(WRITTEN, service="transform", table="dq_results") == written + 7
+    finally:
+        con.close()
+        writer.close()
