@@ -30,7 +30,7 @@ import duckdb
 from psycopg.types.json import Jsonb
 
 from cdcwh import metrics
-from cdcwh.audit.writer import WRITE_ERRORS, PostgresAuditWriter, audit_enabled
+from cdcwh.audit.writer import PostgresAuditWriter, audit_enabled
 from cdcwh.config import Settings
 from cdcwh.quality.anomalies import ANOMALIES_TABLE, profile_anomalies, record_anomalies, volume_anomalies
 from cdcwh.quality.profile import PROFILE_COLUMNS, PROFILES_TABLE, profile_all
@@ -78,21 +78,22 @@ class TransformAudit:
         self._next_prune = 0.0
 
     def after_batch(self, con: duckdb.DuckDBPyConnection, batch_id: int | None) -> None:
-        """Profile, detect, ship and prune as due; logs and counts its failures, never raises them."""
+        """Profile, detect, ship and prune as due; logs and counts its failures, never raises them (any
+        ``Exception``: the batch is committed, and the transform must go on to release the file)."""
         try:
             con.execute(PROFILES_TABLE)
             con.execute(ANOMALIES_TABLE)
             if time.monotonic() >= self._next_profile:
                 self._next_profile = time.monotonic() + self.audit.profile_interval_s
                 self.profile(con, batch_id)
-        except duckdb.Error as exc:
+        except Exception as exc:
             metrics.ERRORS.labels("transform", "profile").inc()
             log.warning("profiling or anomaly detection failed, tried again later: %s", exc)
         if self.writer is not None and time.monotonic() >= self._next_ship:
             try:
                 self.ship(con)
-            except (*WRITE_ERRORS, duckdb.Error) as exc:
-                with contextlib.suppress(duckdb.Error):
+            except Exception as exc:
+                with contextlib.suppress(Exception):
                     self.backlog(con)
                 self._next_ship = time.monotonic() + self.audit.retry_s
                 metrics.AUDIT_WRITE_FAILURES.labels("transform", "all").inc()
@@ -106,9 +107,15 @@ class TransformAudit:
             try:
                 self.prune(con)
                 self._next_prune = time.monotonic() + self.audit.prune_interval_s
-            except (*WRITE_ERRORS, duckdb.Error) as exc:
+            except Exception as exc:
                 self._next_prune = time.monotonic() + self.audit.retry_s
+                metrics.ERRORS.labels("transform", "audit_prune").inc()
                 log.warning("audit: pruning failed, tried again later: %s", exc)
+
+    def close(self) -> None:
+        """Close the audit connection to PostgreSQL (opened again by the next shipping)."""
+        if self.writer is not None:
+            self.writer.close()
 
     def profile(self, con: duckdb.DuckDBPyConnection, batch_id: int | None) -> int:
         """Profile everything, judge; the number of new anomalies."""

@@ -20,6 +20,7 @@ from cdcwh.warehouse import open_warehouse
 from tests.support.metrics import counter_total
 
 WRITTEN = "cdcwh_audit_rows_written_total"
+FAILURES = "cdcwh_audit_write_failures_total"
 AT = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
 
@@ -59,3 +60,41 @@ def test_dq_results_sharing_one_instant_ship_once_each(
     finally:
         con.close()
         writer.close()
+
+
+def test_after_batch_never_raises_and_close_drops_the_connection(
+    tmp_path: Path, postgres_dsn: str, pg_schema: str
+) -> None:
+    """A shipping failure that is no database error (a DSN that cannot be resolved) is counted, not raised;
+    ``close`` closes the connection a working shipping opened."""
+    settings = Settings(data_dir=tmp_path / "data")
+    dsn: list[str | None] = [None]
+
+    def resolve() -> str:
+        if dsn[0] is None:
+            raise RuntimeError("no DSN yet")
+        return dsn[0]
+
+    writer = PostgresAuditWriter(resolve, resolve, pg_schema)
+    audit = TransformAudit(settings, writer)
+    con = open_warehouse(settings)
+    try:
+        con.execute(RESULTS_TABLE)
+        con.execute(
+            "INSERT INTO cdcwh.dq_results VALUES "
+            "('batch:1', 1, 'm.unique', 'm', NULL, 'unique', 'error', 'pass', 0, '[]', 'batch', ?)",
+            [AT],
+        )
+        failures = counter_total(FAILURES, service="transform", table="all")
+        audit.after_batch(con, 1)
+        assert counter_total(FAILURES, service="transform", table="all") == failures + 1
+        dsn[0] = postgres_dsn
+        audit._next_ship = 0.0
+        audit.after_batch(con, 1)
+        assert pg_count(postgres_dsn, pg_schema, "dq_results") == 1
+        connection = writer._conn
+        assert connection is not None and not connection.closed
+        audit.close()
+        assert connection.closed
+    finally:
+        con.close()
