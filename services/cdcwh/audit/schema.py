@@ -10,12 +10,13 @@ replayed batch, a redone landing or a second shipment of the same rows never dup
 - ``anomalies``: keyed ``(table_name, column_name, signal, observed_at)``;
 - ``daily_metrics``: a view of rows per layer, quarantined records, DQ failures and anomalies per UTC day.
 
-The DDL runs once per process through the ``owner`` connection (``postgres.owner_dsn``), before the first
-write; the writes use the ``audit`` connection.
+The DDL runs through the ``owner`` connection (``postgres.owner_dsn``) before a process's first write, and
+only when the schema's comment does not name this version of it; the writes use the ``audit`` connection.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Final
 
 import psycopg
@@ -208,13 +209,34 @@ GROUP BY day;
 """
 
 
+def ddl_marker() -> str:
+    """The audit schema's comment once ``DDL`` ran: a digest of it, so that a changed DDL runs again."""
+    return f"cdcwh audit DDL {hashlib.sha256(DDL.encode()).hexdigest()[:16]}"
+
+
+def audit_schema_current(conn: psycopg.Connection[Any], schema: str) -> bool:
+    """Whether this version's DDL already ran on ``schema`` (its comment is ``ddl_marker()``)."""
+    row = conn.execute(
+        "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s", (schema,)
+    ).fetchone()
+    return row is not None and row[0] == ddl_marker()
+
+
 def ensure_audit_schema(conn: psycopg.Connection[Any], schema: str) -> None:
-    """Create the audit schema, its tables, indexes and the ``daily_metrics`` view (idempotent; commits)."""
+    """Create the audit schema, its tables, indexes and the ``daily_metrics`` view (idempotent; commits).
+    Only when this version's DDL has not run yet: ``CREATE OR REPLACE VIEW`` takes a lock that would wait
+    behind a long query on the view."""
+    if audit_schema_current(conn, schema):
+        conn.commit()
+        return
     statement = sql.SQL(DDL).format(schema=sql.Identifier(schema))
     with conn.transaction():
         # one at a time: two services starting together would race on CREATE ... IF NOT EXISTS
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cdcwh.audit:{schema}",))
         conn.execute(statement)
+        conn.execute(
+            sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(schema), sql.Literal(ddl_marker()))
+        )
 
 
 def prune_sql(schema: str, table: str) -> sql.Composed:

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from cdcwh import metrics
 from cdcwh.audit.schema import TABLES, ensure_audit_schema, prune_sql
@@ -68,11 +69,13 @@ class PostgresAuditWriter:
         schema: str,
         *,
         connect_timeout_s: int = 3,
+        statement_timeout_s: float = 10.0,
     ) -> None:
         self._dsn = dsn
         self._owner_dsn = owner_dsn
         self.schema = schema
         self.connect_timeout_s = connect_timeout_s
+        self.statement_timeout_s = statement_timeout_s
         self._conn: psycopg.Connection[Any] | None = None
         self._ready = False
 
@@ -83,15 +86,26 @@ class PostgresAuditWriter:
             lambda: postgres_dsn(settings, "owner"),
             settings.postgres.audit_schema,
             connect_timeout_s=settings.audit.connect_timeout_s,
+            statement_timeout_s=settings.audit.statement_timeout_s,
         )
+
+    def connect(self, dsn: str, *, statements: bool = True) -> psycopg.Connection[Any]:
+        """A connection whose lock waits (and, with ``statements``, statements) end after
+        ``statement_timeout_s``: an audit write never hangs a service behind a long query."""
+        ms = max(int(self.statement_timeout_s * 1000), 1)
+        options = conninfo_to_dict(dsn).get("options") or ""
+        options = f"{options} -c lock_timeout={ms}".strip()
+        if statements:
+            options += f" -c statement_timeout={ms}"
+        return psycopg.connect(dsn, connect_timeout=self.connect_timeout_s, options=options)
 
     def _connect(self) -> psycopg.Connection[Any]:
         if not self._ready:
-            with psycopg.connect(self._owner_dsn(), connect_timeout=self.connect_timeout_s) as owner:
+            with self.connect(self._owner_dsn()) as owner:
                 ensure_audit_schema(owner, self.schema)
             self._ready = True
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._dsn(), connect_timeout=self.connect_timeout_s)
+            self._conn = self.connect(self._dsn())
         return self._conn
 
     def write(self, rows: Mapping[str, Sequence[Row]]) -> int:
@@ -120,7 +134,8 @@ class PostgresAuditWriter:
         """Delete the rows past the retention, through the owner connection (the audit role may only insert
         and read: docs/security.md); rows deleted per table."""
         deleted: dict[str, int] = {}
-        with psycopg.connect(self._owner_dsn(), connect_timeout=self.connect_timeout_s) as conn:
+        # no statement timeout: deleting a long retention's rows may take a while (prune_interval_s apart)
+        with self.connect(self._owner_dsn(), statements=False) as conn:
             if not self._ready:
                 ensure_audit_schema(conn, self.schema)
                 self._ready = True
