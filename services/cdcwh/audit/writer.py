@@ -39,6 +39,8 @@ MAX_PENDING: Final = 10_000
 Row = Sequence[Any]
 # what an audit write can fail with: the server (psycopg), the embedded one not running (CdcwhError), a socket
 WRITE_ERRORS: Final = (psycopg.Error, CdcwhError, OSError)
+# what a row itself causes: retrying cannot help, the row is found and dropped (PostgresAuditWriter.insert)
+ROW_ERRORS: Final = (psycopg.DataError, psycopg.IntegrityError)
 
 
 def audit_enabled(settings: Settings) -> bool:
@@ -70,7 +72,9 @@ class PostgresAuditWriter:
         *,
         connect_timeout_s: int = 3,
         statement_timeout_s: float = 10.0,
+        service: str = "transform",
     ) -> None:
+        self.service = service
         self._dsn = dsn
         self._owner_dsn = owner_dsn
         self.schema = schema
@@ -80,13 +84,14 @@ class PostgresAuditWriter:
         self._ready = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PostgresAuditWriter:
+    def from_settings(cls, settings: Settings, service: str = "transform") -> PostgresAuditWriter:
         return cls(
             lambda: postgres_dsn(settings, "audit"),
             lambda: postgres_dsn(settings, "owner"),
             settings.postgres.audit_schema,
             connect_timeout_s=settings.audit.connect_timeout_s,
             statement_timeout_s=settings.audit.statement_timeout_s,
+            service=service,
         )
 
     def connect(self, dsn: str, *, statements: bool = True) -> psycopg.Connection[Any]:
@@ -114,21 +119,43 @@ class PostgresAuditWriter:
 
     def insert(self, rows: Mapping[str, Sequence[Row]]) -> dict[str, int]:
         """Insert every table's rows in one transaction; the rows new to PostgreSQL per table (the others were
-        there already and are skipped by their key)."""
+        there already and are skipped by their key). When PostgreSQL refuses a row itself (``DataError``,
+        ``IntegrityError``: trying again cannot help), each table's rows are inserted again in halves until
+        the refused rows are found; those are dropped, counted in ``cdcwh_audit_rows_dropped_total`` and
+        logged. Any other error (connection, timeout, privileges) is raised for the caller to retry."""
         if not any(rows.values()):
             return {}
         try:
             conn = self._connect()
-            inserted: dict[str, int] = {}
-            with conn.transaction(), conn.cursor() as cur:
-                for table, values in rows.items():
-                    if values:
-                        cur.executemany(insert_sql(self.schema, table), values)
-                        inserted[table] = max(cur.rowcount, 0)
-            return inserted
+            try:
+                inserted: dict[str, int] = {}
+                with conn.transaction(), conn.cursor() as cur:
+                    for table, values in rows.items():
+                        if values:
+                            cur.executemany(insert_sql(self.schema, table), values)
+                            inserted[table] = max(cur.rowcount, 0)
+                return inserted
+            except ROW_ERRORS:
+                pass  # rolled back; the connection is still usable
+            return {
+                table: self._isolate(conn, table, list(values)) for table, values in rows.items() if values
+            }
         except BaseException:
             self.close()
             raise
+
+    def _isolate(self, conn: psycopg.Connection[Any], table: str, values: list[Row]) -> int:
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(insert_sql(self.schema, table), values)
+                return max(cur.rowcount, 0)
+        except ROW_ERRORS as exc:
+            if len(values) > 1:
+                half = len(values) // 2
+                return self._isolate(conn, table, values[:half]) + self._isolate(conn, table, values[half:])
+            metrics.AUDIT_ROWS_DROPPED.labels(self.service, table).inc()
+            log.error("audit: PostgreSQL refused a %s row, dropped (%s): %.300r", table, exc, values[0])
+            return 0
 
     def prune(self, retention_days: int) -> dict[str, int]:
         """Delete the rows past the retention, through the owner connection (the audit role may only insert
@@ -166,7 +193,7 @@ class BufferedAuditWriter:
         """None when the audit is disabled (``audit.enabled``)."""
         if not audit_enabled(settings):
             return None
-        return cls(service, PostgresAuditWriter.from_settings(settings), settings.audit.retry_s)
+        return cls(service, PostgresAuditWriter.from_settings(settings, service), settings.audit.retry_s)
 
     def record(self, rows: Mapping[str, Sequence[Row]]) -> bool:
         """Queue the rows and write everything pending unless a recent failure says wait; True when nothing

@@ -76,3 +76,24 @@ def test_only_rows_left_after_a_failed_write_are_trimmed(pg_schema: str) -> None
     assert len(writer.pending["pipeline_runs"]) == MAX_PENDING
     assert writer.pending["pipeline_runs"][0][1] == "k3"  # the oldest go first
     assert counter_total(DROPPED, service="ingest", table="pipeline_runs") == dropped + 3
+
+
+def test_a_row_postgres_refuses_is_dropped_and_counted_the_others_arrive(
+    postgres_dsn: str, pg_schema: str
+) -> None:
+    """A row that breaks a constraint (a NULL status) is not retried forever: it is found among the others,
+    dropped and counted; the rest of the batch is written and nothing stays pending."""
+    writer = BufferedAuditWriter(
+        "sink", PostgresAuditWriter(lambda: postgres_dsn, lambda: postgres_dsn, pg_schema, service="sink"), 60
+    )
+    dropped = counter_total(DROPPED, service="sink", table="pipeline_runs")
+    rows = [("sink", f"k{i}", AT, AT, None if i == 3 else "ok", 1, 1, None) for i in range(6)]
+    assert writer.record({"pipeline_runs": rows}) is True
+    assert not writer.pending["pipeline_runs"]
+    assert counter_total(DROPPED, service="sink", table="pipeline_runs") == dropped + 1
+    with psycopg.connect(postgres_dsn) as conn:
+        keys = conn.execute(
+            sql.SQL("SELECT run_key FROM {} ORDER BY 1").format(sql.Identifier(pg_schema, "pipeline_runs"))
+        ).fetchall()
+    assert keys == [("k0",), ("k1",), ("k2",), ("k4",), ("k5",)]
+    writer.close()
