@@ -124,8 +124,16 @@ class TransformAudit:
         profiles = profile_all(con, at=now, batch_id=batch_id)
         metrics.PROFILE_DURATION.observe(time.monotonic() - started)
         found = profile_anomalies(con, profiles, self.audit)
-        found += volume_anomalies(con, now, self.audit)
-        return record_anomalies(con, found, now)
+        # the judged minutes move with the anomalies found in them: both or neither (judged again next time)
+        con.execute("BEGIN")
+        try:
+            found += volume_anomalies(con, now, self.audit)
+            new = record_anomalies(con, found, now)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return new
 
     def ship(self, con: duckdb.DuckDBPyConnection) -> int:
         """Write what PostgreSQL lacks; the number of rows sent."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import psycopg
 import pytest
 from psycopg import sql
@@ -13,10 +14,10 @@ from cdcwh.audit import transform as audit_transform
 from cdcwh.audit.transform import TransformAudit
 from cdcwh.audit.writer import PostgresAuditWriter
 from cdcwh.config import Settings
-from cdcwh.quality.anomalies import ANOMALIES_TABLE
+from cdcwh.quality.anomalies import ANOMALIES_TABLE, ANOMALY_MINUTE
 from cdcwh.quality.profile import PROFILES_TABLE
 from cdcwh.quality.results import RESULTS_TABLE
-from cdcwh.warehouse import open_warehouse
+from cdcwh.warehouse import open_warehouse, read_state
 from tests.support.metrics import counter_total
 
 WRITTEN = "cdcwh_audit_rows_written_total"
@@ -96,5 +97,29 @@ def test_after_batch_never_raises_and_close_drops_the_connection(
         assert connection is not None and not connection.closed
         audit.close()
         assert connection.closed
+    finally:
+        con.close()
+
+
+def test_judged_minutes_move_only_with_their_anomalies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When storing the anomalies fails, the minutes just judged are not marked judged: a later profiling
+    judges them again instead of skipping them."""
+    settings = Settings(data_dir=tmp_path / "data", audit={"enabled": False})
+    audit = TransformAudit(settings)
+
+    def failing(*args: object) -> int:
+        raise duckdb.IOException("disk full")
+
+    monkeypatch.setattr(audit_transform, "record_anomalies", failing)
+    con = open_warehouse(settings)
+    try:
+        with pytest.raises(duckdb.IOException):
+            audit.profile(con, None)
+        assert read_state(con, ANOMALY_MINUTE) is None
+        monkeypatch.undo()
+        audit.profile(con, None)
+        assert read_state(con, ANOMALY_MINUTE) is not None
     finally:
         con.close()
