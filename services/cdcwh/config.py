@@ -336,7 +336,10 @@ class AuditSettings(Section):
     """Longest wait of an audit connection for a lock, and of an audit statement (``lock_timeout`` and
     ``statement_timeout``; pruning has the lock timeout only)."""
     profile_interval_s: float = Field(default=60.0, ge=0)
-    """Profile the silver tables and gold models at most this often (0: after every batch)."""
+    """Profile the silver tables' new changes and judge anomalies at most this often (0: every batch)."""
+    gold_profile_interval_s: float = Field(default=600.0, ge=0)
+    """Profile the gold models (each in full, holding the warehouse file meanwhile) at most this often, at a
+    profiling (0: at every profiling)."""
     anomaly_threshold: float = Field(default=6.0, gt=0)
     """A signal further than this many (scaled) MADs from its baseline's median is an anomaly."""
     anomaly_window: int = Field(default=60, ge=5)

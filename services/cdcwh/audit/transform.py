@@ -3,9 +3,9 @@
 ``TransformAudit.after_batch(con)`` runs on the open warehouse file, after the batch committed and its
 changes were published. It never raises and never waits for PostgreSQL:
 
-1. every ``audit.profile_interval_s``: profile the silver tables and gold models (``quality/profile.py``)
-   and judge the new profiles and the complete minutes of volume (``quality/anomalies.py``); both kept in
-   the warehouse file;
+1. every ``audit.profile_interval_s``: profile the silver tables (and, every
+   ``audit.gold_profile_interval_s``, the gold models: ``quality/profile.py``) and judge the new profiles
+   and the complete minutes of volume (``quality/anomalies.py``); both kept in the warehouse file;
 2. ship what DuckDB recorded and PostgreSQL lacks: ``cdcwh.batches`` above the shipped batch id
    (``cdcwh.state`` ``audit_batch``) as ``pipeline_runs``; ``cdcwh.dq_results`` after the last shipped
    ``(ran_at, run_id, test_id)`` (``cdcwh.audit_dq_mark``, a keyset: every row once, however many share an
@@ -74,6 +74,7 @@ class TransformAudit:
         self.writer = writer
         self.clock = clock
         self._next_profile = 0.0
+        self._next_gold_profile = 0.0
         self._next_ship = 0.0
         self._next_prune = 0.0
 
@@ -121,7 +122,10 @@ class TransformAudit:
         """Profile everything, judge; the number of new anomalies."""
         started = time.monotonic()
         now = self.clock()
-        profiles = profile_all(con, at=now, batch_id=batch_id)
+        gold = time.monotonic() >= self._next_gold_profile
+        profiles = profile_all(con, at=now, batch_id=batch_id, gold=gold)
+        if gold:
+            self._next_gold_profile = time.monotonic() + self.audit.gold_profile_interval_s
         metrics.PROFILE_DURATION.observe(time.monotonic() - started)
         found = profile_anomalies(con, profiles, self.audit)
         # the judged minutes move with the anomalies found in them: both or neither (judged again next time)

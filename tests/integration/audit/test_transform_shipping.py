@@ -123,3 +123,25 @@ def test_judged_minutes_move_only_with_their_anomalies(
         assert read_state(con, ANOMALY_MINUTE) is not None
     finally:
         con.close()
+
+
+def test_gold_models_are_profiled_on_their_own_interval(tmp_path: Path) -> None:
+    """Profiling after every batch, gold at most hourly: two profilings profile the gold model once."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        audit={"enabled": False, "profile_interval_s": 0, "gold_profile_interval_s": 3600},
+    )
+    audit = TransformAudit(settings)
+    con = open_warehouse(settings)
+    try:
+        con.execute("CREATE SCHEMA IF NOT EXISTS gold")
+        con.execute("CREATE TABLE gold.totals AS SELECT range AS id, range % 7 AS amount FROM range(100)")
+        audit.after_batch(con, 1)
+        audit.after_batch(con, 2)
+        profiled = con.execute(
+            "SELECT column_name, count(*) FROM cdcwh.column_profiles WHERE layer = 'gold' "
+            "GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        assert profiled == [("amount", 1), ("id", 1)]
+    finally:
+        con.close()
