@@ -344,12 +344,18 @@ class AuditSettings(Section):
     prune_interval_s: float = Field(default=3600.0, gt=0)
     """How often the transform deletes audit rows past the retention."""
     retry_s: float = Field(default=10.0, gt=0)
-    """After a failed audit write, the transform waits this long before shipping again (it never waits for
-    PostgreSQL: its rows stay in DuckDB until shipped)."""
+    """After a failed audit write, nothing is sent for this long: the transform's rows stay in DuckDB until
+    shipped, ingest's and sink's in memory (at most 10,000 per table); none of them waits for PostgreSQL."""
     connect_timeout_s: int = Field(default=3, ge=1)
-    """Connection timeout of an audit write; ingest and sink try twice, then warn and go on."""
+    """Connection timeout of an audit write; ingest and sink try once per batch, then warn and go on."""
+    statement_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest wait of an audit connection for a lock, and of an audit statement (``lock_timeout`` and
+    ``statement_timeout``; pruning has the lock timeout only)."""
     profile_interval_s: float = Field(default=60.0, ge=0)
-    """Profile the silver tables and gold models at most this often (0: after every batch)."""
+    """Profile the silver tables' new changes and judge anomalies at most this often (0: every batch)."""
+    gold_profile_interval_s: float = Field(default=600.0, ge=0)
+    """Profile the gold models (each in full, holding the warehouse file meanwhile) at most this often, at a
+    profiling (0: at every profiling)."""
     anomaly_threshold: float = Field(default=6.0, gt=0)
     """A signal further than this many (scaled) MADs from its baseline's median is an anomaly."""
     anomaly_window: int = Field(default=60, ge=5)

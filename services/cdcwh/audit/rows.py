@@ -42,12 +42,22 @@ def run_row(
     return (service, key, started, finished, status, rows_in, rows_out, error)
 
 
+def kafka_time(timestamp_ms: int | None) -> datetime | None:
+    """A Kafka timestamp as a time; None when absent or outside what a ``datetime`` holds."""
+    if timestamp_ms is None:
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def bad_record_rows(rejections: Sequence[Rejection], quarantined_at: datetime) -> list[tuple[Any, ...]]:
     """``bad_records`` rows: reason, coordinates, times, and the value's size and first characters (the
     bytes themselves stay in ``bronze._quarantine``, the system of record)."""
     rows = []
     for r in rejections:
-        kafka_ts = None if r.timestamp_ms is None else datetime.fromtimestamp(r.timestamp_ms / 1000, UTC)
+        kafka_ts = kafka_time(r.timestamp_ms)
         value = r.value or b""
         preview = value[:PREVIEW_CHARS].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
         rows.append(
@@ -74,15 +84,20 @@ def landing_rows(
     rejections: Sequence[Rejection],
     started: datetime,
     finished: datetime,
+    rejected: Sequence[Rejection] | None = None,
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """The audit rows of one ingest landing: its run and its quarantined records. A landing that found
-    everything landed already (a batch consumed again after a crash) adds no run."""
+    """The audit rows of one ingest landing: its run and its bad records. ``rejections`` are the records
+    this landing quarantined, ``rejected`` (default: the same) every rejected record of the batch, including
+    those a previous try quarantined before a crash: their ``bad_records`` rows are sent again (skipped by
+    their key when already there). A landing that found everything landed already (a batch consumed again
+    after a crash) adds no run."""
+    bad = bad_record_rows(rejections if rejected is None else rejected, finished)
     if not landed and not rejections:
-        return {}
+        return {"bad_records": bad} if bad else {}
     run = run_row(
         "ingest", run_key(offsets), started, finished, rows_in=rows_in, rows_out=landed + len(rejections)
     )
-    return {"pipeline_runs": [run], "bad_records": bad_record_rows(rejections, finished)}
+    return {"pipeline_runs": [run], "bad_records": bad}
 
 
 def apply_rows(

@@ -93,6 +93,9 @@ class LandResult:
     landed: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     quarantined: list[Rejection] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    """Every rejection of the batch: ``quarantined`` and those a previous try already quarantined (a batch
+    consumed again after a crash), for the audit's ``bad_records`` (deduplicated there by key)."""
     source_ts: dict[str, pa.Array] = field(default_factory=dict)
     resets: list[Reset] = field(default_factory=list)
     ignored: dict[str, int] = field(default_factory=dict)
@@ -163,6 +166,7 @@ class IcebergBronzeWriter:
                     INGESTED_AT, pa.repeat(pa.scalar(now, rows_ts_type()), rows.num_rows)
                 )
         result.quarantined = self._reject(rejections, now)
+        result.rejected = list(rejections)
         for topic, rows in staged.items():
             table = self.table_for(topic, rows.schema)
             try:
@@ -170,6 +174,7 @@ class IcebergBronzeWriter:
             except DATA_ERRORS as exc:
                 rows, unwritable = self._isolate(table, topic, rows, records, exc)
                 result.quarantined.extend(self._reject(unwritable, now, late=True))
+                result.rejected.extend(unwritable)
                 landed, skipped = self._append(table, topic, rows)
             result.landed[topic] = landed.num_rows
             result.skipped[topic] = skipped

@@ -119,12 +119,13 @@ class BronzeSink(BaseSink):
             metrics.observe_freshness("bronze", source_ts, now_s)
         metrics.LAST_SUCCESS.labels("ingest").set(now_s)
         if self.audit is not None:  # after the bronze commit; never raises (cdcwh.audit.writer)
-            self.audit.record(
-                landing_rows(
+            self.audit.record_from(
+                lambda: landing_rows(
                     ((r.topic, r.partition, r.offset) for r in records),
                     rows_in=len(records),
                     landed=sum(result.landed.values()),
                     rejections=result.quarantined,
+                    rejected=result.rejected,
                     started=started_at,
                     finished=datetime.now(UTC),
                 )

@@ -108,13 +108,17 @@ def profile_anomalies(
         return []
     since = min(p.profiled_at for p in judged) - SEASONAL_LOOKBACK
     tables = sorted({f"{p.layer}.{p.table_name}" for p in judged})
+    # the newest window + 1 profiles, and every one at the UTC hour of a judged profile on earlier days (the
+    # time-of-day baseline needs SEASONAL_DAYS of them, older than the newest window)
+    hours = sorted({p.profiled_at.astimezone(UTC).hour for p in judged})
     rows = con.execute(
         """SELECT layer, table_name, column_name, profiled_at, row_count, null_fraction, mean, stddev
         FROM cdcwh.column_profiles
         WHERE row_count >= ? AND profiled_at >= ? AND list_contains(?, layer || '.' || table_name)
         QUALIFY row_number() OVER (PARTITION BY layer, table_name, column_name ORDER BY profiled_at DESC) <= ?
+            OR list_contains(?, hour(timezone('UTC', profiled_at)))
         ORDER BY profiled_at""",
-        [MIN_PROFILE_ROWS, since, tables, audit.anomaly_window + 1],
+        [MIN_PROFILE_ROWS, since, tables, audit.anomaly_window + 1, hours],
     ).fetchall()
     history: dict[tuple[str, str, str], list[Measured]] = defaultdict(list)
     for layer, table, column, at, n, nulls, mean, spread in rows:

@@ -173,13 +173,18 @@ def profile_silver(
     return profiles
 
 
-def profile_all(con: duckdb.DuckDBPyConnection, *, at: datetime, batch_id: int | None) -> list[ColumnProfile]:
-    """Profile every silver table (its new changes) and every gold model (in full), store the profiles in
-    ``cdcwh.column_profiles`` and return them; in one transaction."""
+def profile_all(
+    con: duckdb.DuckDBPyConnection, *, at: datetime, batch_id: int | None, gold: bool = True
+) -> list[ColumnProfile]:
+    """Profile every silver table (its new changes) and, with ``gold``, every gold model (in full: the
+    costly part, hence its own interval), store the profiles in ``cdcwh.column_profiles`` and return them; in
+    one transaction."""
     con.execute(PROFILES_TABLE)
+    layers = ["silver", "gold"] if gold else ["silver"]
     tables = con.execute(
-        "SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name IN ('silver', 'gold') "
-        "ORDER BY 1, 2"
+        "SELECT schema_name, table_name FROM duckdb_tables() WHERE list_contains(?, schema_name) "
+        "ORDER BY 1, 2",
+        [layers],
     ).fetchall()
     profiles: list[ColumnProfile] = []
     con.execute("BEGIN")

@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 
 import pyarrow as pa
 from confluent_kafka import Consumer, Message
@@ -104,8 +105,9 @@ class SinkService:
                     result = self._apply_with_retry(consumer, messages)
                     consumer.commit(asynchronous=False)
                     if self.audit is not None:  # after the commits; never raises (cdcwh.audit.writer)
-                        self.audit.record(
-                            apply_rows(
+                        self.audit.record_from(
+                            partial(
+                                apply_rows,
                                 ((m.topic() or "", m.partition() or 0, m.offset() or 0) for m in messages),
                                 rows_in=len(messages),
                                 rows_out=sum(result.upserts.values()) + sum(result.deletes.values()),

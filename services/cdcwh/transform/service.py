@@ -166,6 +166,7 @@ class TransformService:
                 pass
         finally:
             self.release()
+            self.audit.close()
         return 0
 
     def run_forever(self) -> int:
@@ -192,4 +193,5 @@ class TransformService:
                 self.stopping.wait(max(0.0, wait))
         finally:
             self.release()
+            self.audit.close()
         return 0

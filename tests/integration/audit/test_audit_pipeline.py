@@ -16,6 +16,7 @@ from psycopg import sql
 from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator
 from cdcwh.warehouse import open_warehouse
+from tests.support.kafka_readback import read_to_end
 from tests.support.pipeline import (
     env_overrides,
     quarantine,
@@ -84,8 +85,21 @@ def test_a_pipeline_run_fills_the_audit_schema_once(
     con.close()
     transform = [(rows_in, rows_out) for service, _, rows_in, rows_out in runs if service == "transform"]
     assert (len(transform), sum(i for i, _ in transform), sum(o for _, o in transform)) == batches
-    sink_rows = sum(rows_out for service, _, _, rows_out in runs if service == "sink")
-    assert sink_rows > 0 and consumed >= 301
+    # counted from the topics themselves: every record produced (the bad one included) and every gold change
+    produced = [
+        m
+        for m in read_to_end(kafka_bootstrap, prefix=f"{unique_prefix}.public.")
+        if not m.topic().endswith(".dlq")
+    ]
+    assert consumed == len(produced) >= 301
+    gold = read_to_end(kafka_bootstrap, prefix=settings.kafka.gold_topic_prefix)
+    sink = [(rows_in, rows_out) for service, _, rows_in, rows_out in runs if service == "sink"]
+    assert sum(i for i, _ in sink) == len(gold) > 0
+    # rows_out: the upserts and deletes attempted, one per mart key and batch (the newest change of a key in a
+    # batch wins): at least one per key changed, at most one per change
+    keys = {(m.topic(), m.key()) for m in gold}
+    assert len(keys) <= sum(o for _, o in sink) <= len(gold)
+    assert all(o <= i for i, o in sink)
 
     quarantined = quarantine(settings).to_pylist()
     assert len(quarantined) == 1

@@ -3,6 +3,7 @@ view, retention."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -191,3 +192,34 @@ def test_an_insert_only_audit_role_writes_and_the_owner_prunes(postgres_dsn: str
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_known_schema_skips_the_ddl_and_audit_connections_have_timeouts(
+    postgres_dsn: str, pg_schema: str
+) -> None:
+    """A long reader holding the ``daily_metrics`` view (a lock ``CREATE OR REPLACE VIEW`` would wait behind)
+    does not stop a second process's first write: the DDL already ran, so it is skipped; and the audit
+    connection carries ``statement_timeout`` and ``lock_timeout`` from ``audit.statement_timeout_s``."""
+    with psycopg.connect(postgres_dsn) as conn:
+        ensure_audit_schema(conn, pg_schema)
+    blocker = psycopg.connect(postgres_dsn)
+    release = threading.Timer(30, blocker.close)  # without the skip, the write below waits for this
+    release.start()
+    try:
+        blocker.execute(
+            sql.SQL("SELECT * FROM {}").format(sql.Identifier(pg_schema, "daily_metrics"))
+        ).fetchall()  # a reader of the view with its transaction open: it holds the view's lock
+        audit = PostgresAuditWriter(
+            lambda: postgres_dsn, lambda: postgres_dsn, pg_schema, statement_timeout_s=2.5
+        )
+        assert audit.write({"pipeline_runs": [("sink", "k", DAY, DAY, "ok", 1, 1, None)]}) == 1
+        assert blocker.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS  # still held
+        assert audit._conn is not None
+        settings = [
+            audit._conn.execute(f"SHOW {name}").fetchone() for name in ("statement_timeout", "lock_timeout")
+        ]
+        assert settings == [("2500ms",), ("2500ms",)]
+        audit.close()
+    finally:
+        release.cancel()
+        blocker.close()
