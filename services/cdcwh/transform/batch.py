@@ -439,13 +439,17 @@ def _mark_failed_tables(con: duckdb.DuckDBPyConnection, result: BatchResult) -> 
         log.info("silver.%s caught up (failed since batch %d)", name, marked[name])
 
 
-def run_gold_batch(con: duckdb.DuckDBPyConnection, models: list[GoldModel]) -> BatchResult:
-    """A batch that only recomputes gold (after a rebuild of silver), recorded like any other."""
+def run_gold_batch(
+    con: duckdb.DuckDBPyConnection, models: list[GoldModel], tests: Sequence[TestSpec] = ()
+) -> BatchResult:
+    """A batch that only recomputes gold (after a rebuild of silver), recorded like any other and gated by
+    ``tests`` like any other: a held mart stays held (at its last passing state)."""
     started = datetime.now(UTC)
     behind = models_behind(con, models)
 
     def work(result: BatchResult) -> None:
         _refresh_and_mark(con, result, models, behind, None)
+        gate_gold(con, result, tests)
         write_state(con, GOLD_STALE, 0)
         _record_batch(con, result, started)
 
