@@ -377,8 +377,10 @@ def apply_silver(
 
 def gate_gold(con: duckdb.DuckDBPyConnection, result: BatchResult, tests: Sequence[TestSpec]) -> None:
     """Test the rows the batch gave the refreshed gold models (after all of them refreshed, so that a
-    ``relationships`` test sees this batch's dimensions); GateHeld for the models an error test holds."""
-    refreshed = [m.name for m in result.gold if m.upserts]
+    ``relationships`` test sees this batch's dimensions); GateHeld for the models an error test holds. A
+    model whose batch only deleted rows is tested too: its row-scoped tests see no row, but its ``row_count``
+    tests count the whole model."""
+    refreshed = [m.name for m in result.gold if m.upserts or m.deletes]
     if not tests or not refreshed:
         return
     ensure_tables(con)

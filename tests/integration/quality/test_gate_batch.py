@@ -9,13 +9,19 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
+import pytest
+
 from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import PROJECT_ROOT
 from cdcwh.generate import ShopGenerator
 from cdcwh.models import load_models
+from cdcwh.quality.gate import request_bypass
+from cdcwh.quality.runner import ensure_tables
 from cdcwh.quality.spec import load_tests, parse_file
 from cdcwh.replay.rebuild import rebuild
-from cdcwh.transform.batch import GATE_HELD, run_batch
+from cdcwh.transform.batch import GATE_HELD, BatchResult, GateHeld, gate_gold, run_batch
+from cdcwh.transform.gold import ModelResult
 from cdcwh.warehouse import open_warehouse, read_state
 from tests.support.pipeline import run_ingest_until_caught_up, settings_for
 from tests.support.warehouse import MARTS, produce_changes
@@ -126,3 +132,45 @@ def test_a_rebuild_does_not_publish_a_held_mart(tmp_path: Path, kafka_bootstrap:
         assert last == [("held",)]
     finally:
         con.close()
+
+
+COUNTED = """
+models:
+  - name: marts_x
+    tests:
+      - row_count: {min: 2}
+      - row_count: {min: 3, config: {severity: warn}}
+"""
+
+
+def _one_row_mart(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    """A DuckDB file with a gold mart of one row (of version 1); the bare gate, without a pipeline."""
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("CREATE SCHEMA cdcwh; CREATE SCHEMA gold")
+    con.execute(
+        "CREATE TABLE gold.marts_x (id INTEGER, _version BIGINT); INSERT INTO gold.marts_x VALUES (1, 1)"
+    )
+    ensure_tables(con)
+    return con
+
+
+def test_a_batch_that_only_deletes_is_gated_by_row_count(tmp_path: Path) -> None:
+    con = _one_row_mart(tmp_path)
+    specs = parse_file(Path("x.yml"), COUNTED, "gold")
+    deleted = BatchResult(batch_id=2, version=2, gold=[ModelResult("marts_x", rows=1, upserts=0, deletes=1)])
+    with pytest.raises(GateHeld) as held:
+        gate_gold(con, deleted, specs)
+    # one row left, min 2: the error test holds the mart; the warn one (min 3) fails too but holds nothing
+    assert [r.test_id for r in held.value.held["marts_x"]] == ["marts_x.row_count"]
+
+
+def test_a_failing_warn_test_does_not_hold_and_an_unneeded_bypass_is_used_up(tmp_path: Path) -> None:
+    con = _one_row_mart(tmp_path)
+    only_warn = [s for s in parse_file(Path("x.yml"), COUNTED, "gold") if s.severity == "warn"]
+    request_bypass(con, "marts_x", "not needed")
+    result = BatchResult(batch_id=2, version=1, gold=[ModelResult("marts_x", rows=1, upserts=1, deletes=0)])
+    gate_gold(con, result, only_warn)  # no GateHeld
+    assert [(r.test_id, r.status, r.failing_rows) for r in result.dq] == [("marts_x.row_count.2", "warn", 1)]
+    # the model passed its error tests (it has none): the request is used up, nothing is bypassed
+    assert result.bypassed == {}
+    assert con.execute("SELECT count(*) FROM cdcwh.gate_bypass").fetchall() == [(0,)]
