@@ -171,3 +171,17 @@ def test_a_gold_yaml_model_without_its_sql_is_refused(tmp_path: Path) -> None:
     (tmp_path / "gold" / "orders.yml").write_text(GOOD.replace("name: orders", "name: oders"))
     with pytest.raises(ConfigError, match=r"orders\.yml: model oders is not a gold model"):
         load_tests(tmp_path)
+
+
+def test_the_shipped_expressions_are_backed_by_not_null_where_null_would_pass() -> None:
+    """``expression_is_true`` passes on NULL (``WHERE NOT (expr)``): the columns it reads are not NULL."""
+    ids = {s.test_id for s in load_tests(PROJECT_ROOT / "sql")}
+    amounts = ("credit_card_amount", "coupon_amount", "bank_transfer_amount", "gift_card_amount")
+    expected = {f"orders.not_null.{c}" for c in amounts}
+    expected |= {f"dim_date.not_null.{c}" for c in ("year", "quarter", "month", "day")}
+    expected |= {
+        "fact_order_items.not_null.line_amount",
+        "orders.relationships.order_date",
+        "customers.relationships.customer_id",
+    }
+    assert expected - ids == set()
