@@ -21,6 +21,7 @@ from typing import TypeVar
 import sqlglot
 from sqlglot import exp
 
+from cdcwh.core.identifiers import quote
 from cdcwh.quality.spec import (
     AcceptedValues,
     ExpressionIsTrue,
@@ -45,10 +46,6 @@ BATCH_KINDS = frozenset(
         "mutually_exclusive_ranges",
     }
 )
-
-
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def relation(layer: str, table: str) -> str:
