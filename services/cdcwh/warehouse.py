@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 
 from cdcwh.config import Settings
+from cdcwh.core.identifiers import quote as quote  # re-exported: the service packages quote through here
 from cdcwh.errors import InfrastructureError
 
 SCHEMAS = ("silver", "silver_history", "gold", "cdcwh")
@@ -86,11 +87,6 @@ def open_warehouse(
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         con.execute(BOOKKEEPING)
     return con
-
-
-def quote(identifier: str) -> str:
-    """A DuckDB identifier, quoted (identifiers come from topics and payloads: never interpolate them raw)."""
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> object | None:

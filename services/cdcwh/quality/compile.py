@@ -21,6 +21,7 @@ from typing import TypeVar
 import sqlglot
 from sqlglot import exp
 
+from cdcwh.core.identifiers import quote
 from cdcwh.quality.spec import (
     AcceptedValues,
     ExpressionIsTrue,
@@ -47,10 +48,6 @@ BATCH_KINDS = frozenset(
 )
 
 
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def relation(layer: str, table: str) -> str:
     return f"{layer}.{quote(table)}"
 
@@ -71,8 +68,8 @@ def columns_used(spec: TestSpec) -> dict[tuple[str, str], set[str]]:
     own: set[str] = {spec.column} if spec.column else set()
     used: dict[tuple[str, str], set[str]] = {(spec.layer, spec.table): own}
     args = spec.args
-    if isinstance(args, Relationships):
-        used[(spec.layer, args.target)] = {args.field}
+    if isinstance(args, Relationships):  # the target may be the model itself (a parent_id column)
+        used.setdefault((spec.layer, args.target), set()).add(args.field)
     elif isinstance(args, UniqueCombination):
         own.update(args.combination_of_columns)
     elif isinstance(args, MutuallyExclusiveRanges):
@@ -146,16 +143,22 @@ def failing_rows_sql(spec: TestSpec, scope: str | None = None) -> str | None:
 
 
 def _ranges_sql(args: MutuallyExclusiveRanges, base: str, touched: str | None) -> str:
-    """dbt_utils' mutually_exclusive_ranges with gaps allowed: per partition, ordered by the lower bound,
-    a range ends no later than the next one starts; a NULL upper bound is open (so only the last may be)."""
+    """dbt_utils' mutually_exclusive_ranges (gaps allowed unless ``gaps: not_allowed``): per partition,
+    ordered by the lower bound, a range ends no later than the next one starts; a NULL upper bound is open
+    (so only the last may be)."""
     low, high = quote(args.lower_bound_column), quote(args.upper_bound_column)
     part = quote(args.partition_by) if args.partition_by else None
     over = f"PARTITION BY {part} " if part else ""
     rows = base
-    if touched is not None and part is not None:
-        rows = f"(SELECT * FROM {base} WHERE {part} IN (SELECT {part} FROM {touched}))"
+    if touched is not None and part is not None:  # a NULL partition is a partition too
+        rows = (
+            f"(SELECT * FROM {base} AS r WHERE EXISTS (SELECT 1 FROM {touched} AS s "
+            f"WHERE s.{part} IS NOT DISTINCT FROM r.{part}))"
+        )
+    # with gaps not allowed, a range also ends exactly where the next one starts
+    after = "<>" if args.gaps == "not_allowed" else ">"
     return (
         f"SELECT * FROM (SELECT *, lead({low}) OVER ({over}ORDER BY {low}, {high} NULLS LAST) "
         f"AS next_lower FROM {rows}) WHERE {low} IS NULL OR ({high} IS NOT NULL AND {low} > {high}) "
-        f"OR (next_lower IS NOT NULL AND ({high} IS NULL OR {high} > next_lower))"
+        f"OR (next_lower IS NOT NULL AND ({high} IS NULL OR {high} {after} next_lower))"
     )

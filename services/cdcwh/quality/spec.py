@@ -56,12 +56,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# functions a test's SQL may not call: they read files or the environment, or change state
+_FORBIDDEN_FUNCTIONS = frozenset(
+    {"nextval", "currval", "setseed", "getenv", "glob", "query", "query_table", "parquet_scan", "sniff_csv"}
+)
+_FORBIDDEN_PREFIXES = ("read_", "duckdb_", "pragma_")
+
+
+def _function_name(node: sqlglot.exp.Func) -> str:
+    if isinstance(node, sqlglot.exp.Anonymous):
+        return str(node.name).lower()
+    return node.sql_name().lower()
+
+
 def _check_sql(text: str, what: str) -> str:
+    """A SQL condition on the tested row only, re-rendered by sqlglot (comments dropped): what the test runs
+    is what was checked. No subquery, SELECT, table reference, table function or side-effecting function."""
     try:
-        sqlglot.parse_one(text, read="duckdb", into=sqlglot.exp.Condition)
+        parsed = sqlglot.parse_one(text, read="duckdb", into=sqlglot.exp.Condition)
     except sqlglot.errors.ParseError as exc:
         raise ValueError(f"{what} is not a SQL condition: {text!r} ({exc.errors[0]['description']})") from exc
-    return text
+    for node in parsed.walk():
+        if isinstance(node, sqlglot.exp.Query | sqlglot.exp.Subquery | sqlglot.exp.Table):
+            raise ValueError(f"{what} must be a condition on the row, without a subquery or table: {text!r}")
+        if isinstance(node, sqlglot.exp.Func):
+            name = _function_name(node)
+            if name in _FORBIDDEN_FUNCTIONS or name.startswith(_FORBIDDEN_PREFIXES):
+                raise ValueError(f"{what} may not call {name}(): {text!r}")
+    return parsed.sql(dialect="duckdb", comments=False)
 
 
 class TestConfig(_Strict):
@@ -139,6 +161,8 @@ class MutuallyExclusiveRanges(_Strict):
     upper_bound_column: str
     """NULL is an open end (the current row of an SCD2 dimension)."""
     partition_by: str | None = None
+    # dbt_utils: ``not_allowed`` also fails a range whose upper bound is not the next range's lower bound
+    gaps: Literal["allowed", "not_allowed"] = "allowed"
 
 
 ARGUMENTS: dict[str, type[_Strict]] = {
@@ -282,7 +306,7 @@ def parse_file(path: Path, text: str, layer: Layer) -> list[TestSpec]:
 
 def load_tests(sql_dir: Path) -> list[TestSpec]:
     """Every test of ``<sql_dir>/gold/*.yml`` and ``<sql_dir>/silver/*.yml``; a ConfigError on the first
-    file that is wrong, or on a second file describing a model."""
+    file that is wrong, on a second file describing a model, or on a gold model without its ``.sql``."""
     specs: list[TestSpec] = []
     described: dict[str, Path] = {}
     layers: tuple[Layer, ...] = ("gold", "silver")
@@ -293,6 +317,11 @@ def load_tests(sql_dir: Path) -> list[TestSpec]:
         for path in sorted([*directory.glob("*.yml"), *directory.glob("*.yaml")]):
             found = parse_file(path, path.read_text(encoding="utf-8"), layer)
             for model in sorted({s.model for s in found}):
+                if layer == "gold" and not (directory / f"{model}.sql").is_file():
+                    # a misspelt name would silently disable the model's tests
+                    raise ConfigError(
+                        f"{path}: model {model} is not a gold model (no {directory}/{model}.sql)"
+                    )
                 if model in described:
                     raise ConfigError(f"{path}: model {model} is already described in {described[model]}")
                 described[model] = path

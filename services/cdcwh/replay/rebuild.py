@@ -20,6 +20,7 @@ from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 from cdcwh.kafka import client_config
 from cdcwh.models import load_models
+from cdcwh.quality.spec import load_tests
 from cdcwh.transform.batch import (
     GOLD_STALE,
     SILVER_FAILED,
@@ -45,6 +46,8 @@ def rebuild(
     catalog = open_catalog(settings)
     topics = bronze_tables(catalog, settings.iceberg.namespace, settings.kafka.topics)
     models = load_models(settings.sql_path / "gold")
+    # gated like the transform's batches: a rebuild never publishes what a data quality test holds
+    tests = load_tests(settings.sql_path)
     publisher = KafkaOutboxPublisher(
         client_config(settings),
         topic_prefix=settings.kafka.gold_topic_prefix,
@@ -87,6 +90,7 @@ def rebuild(
                 models,
                 max_offsets_per_partition=settings.transform.max_offsets_per_partition,
                 gold=False,
+                tests=tests,
             )
             if result.batch_id is None:
                 break
@@ -98,7 +102,7 @@ def rebuild(
                 log.error(
                     "rebuild: silver.%s failed and is left out (the transform retries it): %s", name, error
                 )
-        gold = run_gold_batch(con, models)
+        gold = run_gold_batch(con, models, tests)
         counts["gold changes"] = gold.gold_changes
         publisher.publish(con)
         return counts

@@ -377,8 +377,10 @@ def apply_silver(
 
 def gate_gold(con: duckdb.DuckDBPyConnection, result: BatchResult, tests: Sequence[TestSpec]) -> None:
     """Test the rows the batch gave the refreshed gold models (after all of them refreshed, so that a
-    ``relationships`` test sees this batch's dimensions); GateHeld for the models an error test holds."""
-    refreshed = [m.name for m in result.gold if m.upserts]
+    ``relationships`` test sees this batch's dimensions); GateHeld for the models an error test holds. A
+    model whose batch only deleted rows is tested too: its row-scoped tests see no row, but its ``row_count``
+    tests count the whole model."""
+    refreshed = [m.name for m in result.gold if m.upserts or m.deletes]
     if not tests or not refreshed:
         return
     ensure_tables(con)
@@ -439,13 +441,17 @@ def _mark_failed_tables(con: duckdb.DuckDBPyConnection, result: BatchResult) -> 
         log.info("silver.%s caught up (failed since batch %d)", name, marked[name])
 
 
-def run_gold_batch(con: duckdb.DuckDBPyConnection, models: list[GoldModel]) -> BatchResult:
-    """A batch that only recomputes gold (after a rebuild of silver), recorded like any other."""
+def run_gold_batch(
+    con: duckdb.DuckDBPyConnection, models: list[GoldModel], tests: Sequence[TestSpec] = ()
+) -> BatchResult:
+    """A batch that only recomputes gold (after a rebuild of silver), recorded like any other and gated by
+    ``tests`` like any other: a held mart stays held (at its last passing state)."""
     started = datetime.now(UTC)
     behind = models_behind(con, models)
 
     def work(result: BatchResult) -> None:
         _refresh_and_mark(con, result, models, behind, None)
+        gate_gold(con, result, tests)
         write_state(con, GOLD_STALE, 0)
         _record_batch(con, result, started)
 

@@ -1,19 +1,28 @@
 """The gate inside ``run_batch`` (real broker, ingest, Iceberg and DuckDB file; the batch called in-process):
 a test whose query raises at run time does not fail the batch, it fails unrun and holds its model, and the
-shipped tests pass on a generated workload."""
+shipped tests pass on a generated workload; a rebuild is gated too."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
+import pytest
+
 from cdcwh.bronze.catalog import open_catalog
+from cdcwh.config import PROJECT_ROOT
 from cdcwh.generate import ShopGenerator
 from cdcwh.models import load_models
+from cdcwh.quality.gate import request_bypass
+from cdcwh.quality.runner import ensure_tables
 from cdcwh.quality.spec import load_tests, parse_file
-from cdcwh.transform.batch import run_batch
-from cdcwh.warehouse import open_warehouse
+from cdcwh.replay.rebuild import rebuild
+from cdcwh.transform.batch import GATE_HELD, BatchResult, GateHeld, gate_gold, run_batch
+from cdcwh.transform.gold import ModelResult
+from cdcwh.warehouse import open_warehouse, read_state
 from tests.support.pipeline import run_ingest_until_caught_up, settings_for
 from tests.support.warehouse import MARTS, produce_changes
 
@@ -80,3 +89,88 @@ def test_a_test_that_raises_holds_its_model_and_the_batch_goes_on(
         ).fetchall() == [(0,)], "the held mart's first batch left nothing"
     finally:
         con.close()
+
+
+def test_a_rebuild_does_not_publish_a_held_mart(tmp_path: Path, kafka_bootstrap: str) -> None:
+    prefix = f"dqr{uuid.uuid4().hex[:6]}"
+    sql = tmp_path / "sql"
+    shutil.copytree(PROJECT_ROOT / "sql", sql)
+    with (sql / "gold" / "dim_products.yml").open("a") as spec:  # every product fails it
+        spec.write('      - expression_is_true: {expression: "price < 0"}\n')
+    settings = settings_for(tmp_path / "data", kafka_bootstrap, prefix, sql_dir=sql)
+    produce_changes(kafka_bootstrap, prefix, list(ShopGenerator(6).changes(200)))
+    run_ingest_until_caught_up(settings)
+    con = open_warehouse(settings)
+    try:
+        first = run_batch(
+            settings,
+            con,
+            open_catalog(settings),
+            load_models(sql / "gold"),
+            max_offsets_per_partition=100_000,
+            tests=load_tests(sql),
+        )
+        assert "dim_products" in first.held
+        assert read_state(con, GATE_HELD + "dim_products") == first.batch_id
+    finally:
+        con.close()
+    rebuild(settings)
+    con = open_warehouse(settings)
+    try:
+        # still held since the first batch: the rebuild's full gold batch was gated, not published
+        assert read_state(con, GATE_HELD + "dim_products") == first.batch_id
+        assert con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'dim_products'"
+        ).fetchall() == [(0,)]
+        assert con.execute("SELECT count(*) FROM cdcwh.outbox WHERE mart = 'dim_products'").fetchall() == [
+            (0,)
+        ]
+        last = con.execute(
+            "SELECT status FROM cdcwh.batch_models WHERE model = 'dim_products' "
+            "ORDER BY batch_id DESC LIMIT 1"
+        ).fetchall()
+        assert last == [("held",)]
+    finally:
+        con.close()
+
+
+COUNTED = """
+models:
+  - name: marts_x
+    tests:
+      - row_count: {min: 2}
+      - row_count: {min: 3, config: {severity: warn}}
+"""
+
+
+def _one_row_mart(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    """A DuckDB file with a gold mart of one row (of version 1); the bare gate, without a pipeline."""
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("CREATE SCHEMA cdcwh; CREATE SCHEMA gold")
+    con.execute(
+        "CREATE TABLE gold.marts_x (id INTEGER, _version BIGINT); INSERT INTO gold.marts_x VALUES (1, 1)"
+    )
+    ensure_tables(con)
+    return con
+
+
+def test_a_batch_that_only_deletes_is_gated_by_row_count(tmp_path: Path) -> None:
+    con = _one_row_mart(tmp_path)
+    specs = parse_file(Path("x.yml"), COUNTED, "gold")
+    deleted = BatchResult(batch_id=2, version=2, gold=[ModelResult("marts_x", rows=1, upserts=0, deletes=1)])
+    with pytest.raises(GateHeld) as held:
+        gate_gold(con, deleted, specs)
+    # one row left, min 2: the error test holds the mart; the warn one (min 3) fails too but holds nothing
+    assert [r.test_id for r in held.value.held["marts_x"]] == ["marts_x.row_count"]
+
+
+def test_a_failing_warn_test_does_not_hold_and_an_unneeded_bypass_is_used_up(tmp_path: Path) -> None:
+    con = _one_row_mart(tmp_path)
+    only_warn = [s for s in parse_file(Path("x.yml"), COUNTED, "gold") if s.severity == "warn"]
+    request_bypass(con, "marts_x", "not needed")
+    result = BatchResult(batch_id=2, version=1, gold=[ModelResult("marts_x", rows=1, upserts=1, deletes=0)])
+    gate_gold(con, result, only_warn)  # no GateHeld
+    assert [(r.test_id, r.status, r.failing_rows) for r in result.dq] == [("marts_x.row_count.2", "warn", 1)]
+    # the model passed its error tests (it has none): the request is used up, nothing is bypassed
+    assert result.bypassed == {}
+    assert con.execute("SELECT count(*) FROM cdcwh.gate_bypass").fetchall() == [(0,)]

@@ -6,8 +6,8 @@ break the rules (one points at a product that does not exist, one has a negative
 workload goes on: silver keeps them, ``cdcwh test`` fails with exit 1 and samples naming them, and
 gold.fact_order_items (and daily_revenue, which reads it) are held: their PostgreSQL tables keep the state
 of the last passing batch while the other marts advance. Once the bad items are deleted the held marts catch
-up in full, and every mart in PostgreSQL equals the independent reference (marts_reference.py). On the way,
-an operator's one-time bypass lets the held changes through.
+up in full without any bypass, and every mart in PostgreSQL equals the independent reference
+(marts_reference.py). Then a bad item holds the mart again and an operator's one-time bypass lets it through.
 """
 
 from __future__ import annotations
@@ -169,13 +169,29 @@ def test_a_gated_mart_holds_its_last_passing_state_and_catches_up(
         >= 1
     )
 
-    # an operator lets the held changes through once, with a reason; the next batch uses the request up
+    # the bad items deleted while held: the held marts catch up without a bypass, nothing lost
+    fixed = [item(during[-1], 1, "d", 50_000_001, None), item(during[-1], 2, "d", 50_000_002, None)]
+    pipeline(settings, kafka_bootstrap, prefix, fixed + after)
+    expected = reference_marts(generator.expected_state(), customer_changes_from(changes))
+    assert compare_marts(pg_marts(postgres_dsn, pg_schema), expected) == []
+    code, out = cdcwh_test(settings, capsys)
+    assert code == 0, out
+    assert gauge("cdcwh_dq_gate_held", model="fact_order_items") == 0
+    with duckdb.connect(str(settings.data_dir / "warehouse.duckdb"), read_only=True) as con:
+        marks = con.execute("SELECT count(*) FROM cdcwh.state WHERE name LIKE 'gate_held:%'").fetchall()
+        assert marks == [(0,)]
+
+    # held again; an operator lets the held change through once, with a reason; the next batch uses it up
+    alive_order = generator_orders(changes)[0]
+    again = item(after[-1], 1, "c", 50_000_003, row(50_000_003, alive_order, MISSING_PRODUCT, 1, "1.00"))
+    pipeline(settings, kafka_bootstrap, prefix, [again])
+    assert gauge("cdcwh_dq_gate_held", model="fact_order_items") == 1
     args = build_parser().parse_args(["gate", "bypass", "fact_order_items", "--reason", "known issue T-1"])
     assert test_command.run_bypass(args, settings) == 0
     transform_once(settings)  # a process's first batch retries the models behind
     sink_until_caught_up(settings)
     bypassed = pg_marts(postgres_dsn, pg_schema)["fact_order_items"]
-    assert {50_000_001, 50_000_002} <= {r["order_item_id"] for r in bypassed}
+    assert 50_000_003 in {r["order_item_id"] for r in bypassed}
     assert gauge("cdcwh_dq_gate_held", model="fact_order_items") == 0
     with duckdb.connect(str(settings.data_dir / "warehouse.duckdb"), read_only=True) as con:
         [(sample,)] = con.execute(
@@ -183,16 +199,6 @@ def test_a_gated_mart_holds_its_last_passing_state_and_catches_up(
         ).fetchall()
         assert json.loads(sample)[0]["reason"] == "known issue T-1"
         assert con.execute("SELECT count(*) FROM cdcwh.gate_bypass").fetchall() == [(0,)]
-
-    fixed = [item(during[-1], 1, "d", 50_000_001, None), item(during[-1], 2, "d", 50_000_002, None)]
-    pipeline(settings, kafka_bootstrap, prefix, fixed + after)
-    expected = reference_marts(generator.expected_state(), customer_changes_from(changes))
-    assert compare_marts(pg_marts(postgres_dsn, pg_schema), expected) == []
-    code, out = cdcwh_test(settings, capsys)
-    assert code == 0, out
-    with duckdb.connect(str(settings.data_dir / "warehouse.duckdb"), read_only=True) as con:
-        marks = con.execute("SELECT count(*) FROM cdcwh.state WHERE name LIKE 'gate_held:%'").fetchall()
-        assert marks == [(0,)]
 
 
 def gauge(name: str, **labels: str) -> float:

@@ -9,7 +9,14 @@ import pytest
 from cdcwh.config import PROJECT_ROOT
 from cdcwh.errors import ConfigError
 from cdcwh.models import load_models
-from cdcwh.quality.spec import AcceptedValues, Relationships, RowCount, load_tests, parse_file
+from cdcwh.quality.spec import (
+    AcceptedValues,
+    ExpressionIsTrue,
+    Relationships,
+    RowCount,
+    load_tests,
+    parse_file,
+)
 
 GOOD = """
 version: 2
@@ -99,6 +106,21 @@ def test_silver_models_are_named_by_their_schema() -> None:
         ),
         ("models:\n  - name: x\n    tests:\n      - row_count: {min: 5, max: 2}\n", ["min 5 is above max 2"]),
         ("models: [\n", ["not valid YAML"]),
+        (
+            "models:\n  - name: x\n    tests:\n      - expression_is_true:\n"
+            "          expression: \"EXISTS (SELECT * FROM read_text('/etc/passwd'))\"\n",
+            ["bad.yml", "expression_is_true: expression", "without a subquery or table"],
+        ),
+        (
+            "models:\n  - name: x\n    columns:\n      - name: a\n        tests:\n"
+            "          - not_null: {config: {where: \"length(read_csv('/etc/passwd')) > 0\"}}\n",
+            ["where", "may not call read_csv()"],
+        ),
+        (
+            "models:\n  - name: x\n    tests:\n"
+            "      - expression_is_true: {expression: \"nextval('s') > 0\"}\n",
+            ["expression", "may not call nextval()"],
+        ),
     ],
 )
 def test_mistakes_are_refused_naming_the_file_and_key(text: str, expected: list[str]) -> None:
@@ -110,6 +132,7 @@ def test_mistakes_are_refused_naming_the_file_and_key(text: str, expected: list[
 
 def test_a_test_declared_in_two_files_is_refused(tmp_path: Path) -> None:
     (tmp_path / "gold").mkdir()
+    (tmp_path / "gold" / "orders.sql").write_text("SELECT 1 AS order_id")
     (tmp_path / "gold" / "a.yml").write_text(GOOD)
     (tmp_path / "gold" / "b.yml").write_text(GOOD)
     with pytest.raises(ConfigError, match=r"b\.yml: model orders is already described in .*a\.yml"):
@@ -131,3 +154,34 @@ def test_the_shipped_files_cover_every_gold_model_and_shop_table_with_their_colu
             assert ("unique", model.primary_key[0]) in mine, model.name
         else:
             assert ("unique_combination_of_columns", None) in mine, model.name
+
+
+def test_a_comment_in_sql_is_dropped_and_the_rendered_condition_kept() -> None:
+    text = "models:\n  - name: x\n    tests:\n      - expression_is_true:\n"
+    text += '          expression: "a >= 0 -- never negative"\n          config: {where: "b = 1 -- only b"}\n'
+    [spec] = parse_file(Path("c.yml"), text, "gold")
+    assert isinstance(spec.args, ExpressionIsTrue)
+    # pasted into ``WHERE NOT (...)``, a kept comment would swallow the closing parenthesis
+    assert (spec.args.expression, spec.where) == ("a >= 0", "b = 1")
+
+
+def test_a_gold_yaml_model_without_its_sql_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "gold").mkdir()
+    (tmp_path / "gold" / "orders.sql").write_text("SELECT 1 AS order_id")
+    (tmp_path / "gold" / "orders.yml").write_text(GOOD.replace("name: orders", "name: oders"))
+    with pytest.raises(ConfigError, match=r"orders\.yml: model oders is not a gold model"):
+        load_tests(tmp_path)
+
+
+def test_the_shipped_expressions_are_backed_by_not_null_where_null_would_pass() -> None:
+    """``expression_is_true`` passes on NULL (``WHERE NOT (expr)``): the columns it reads are not NULL."""
+    ids = {s.test_id for s in load_tests(PROJECT_ROOT / "sql")}
+    amounts = ("credit_card_amount", "coupon_amount", "bank_transfer_amount", "gift_card_amount")
+    expected = {f"orders.not_null.{c}" for c in amounts}
+    expected |= {f"dim_date.not_null.{c}" for c in ("year", "quarter", "month", "day")}
+    expected |= {
+        "fact_order_items.not_null.line_amount",
+        "orders.relationships.order_date",
+        "customers.relationships.customer_id",
+    }
+    assert expected - ids == set()
