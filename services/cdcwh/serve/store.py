@@ -1,5 +1,11 @@
 """The API's side of PostgreSQL: a pool of read-only connections (the reader DSN), the cache, and the
-listener of mart announcements (``cdcwh.martnotify``) that drops cached answers and wakes subscriptions."""
+listener of mart announcements (``cdcwh.martnotify``) that drops cached answers and wakes subscriptions.
+
+The cache is used only while the listener is connected (its connection has TCP keepalives and is pinged
+every ``PING_S`` seconds without a notification, so a dead or half-open one is found and replaced): an
+announcement missed while it was not is never the reason for a stale answer. Writes to the marts that do not
+go through the sink are not announced: answers cached before them stay until the mart's next announcement
+(``serve.cache_size = 0`` when something else writes the marts)."""
 
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from cdcwh.serve.compile import Compiled, QueryError
 
 log = logging.getLogger(__name__)
 RECONNECT_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+PING_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,8 @@ class Warehouse:
 
     async def run(self, compiled: Compiled, *, use_cache: bool = True) -> Answer:
         key = (compiled.key(), tuple(map(repr, compiled.params)))
-        if use_cache and self.cache.size:
+        use_cache = use_cache and bool(self.cache.size) and self.listening.is_set()
+        if use_cache:
             found = self.cache.get(key)
             API_CACHE.labels("hit" if found is not None else "miss").inc()
             if found is not None:
@@ -99,7 +107,8 @@ class Warehouse:
             )
         rows = tuple(tuple(plain(v) for v in row) for row in fetched[: compiled.limit])
         answer = Answer(compiled.columns, rows, compiled.marts, has_more)
-        self.cache.put(key, compiled.marts, answer, generations)
+        if use_cache:
+            self.cache.put(key, compiled.marts, answer, generations)
         return answer
 
     async def select(self, query: sql.Composed, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -125,21 +134,23 @@ class Warehouse:
         attempt = 0
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    self.dsn,
+                    autocommit=True,
+                    application_name="cdcwh-serve-listener",
+                    keepalives=1,
+                    keepalives_idle=10,
+                    keepalives_interval=5,
+                    keepalives_count=3,
+                ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self._announce(None)  # announcements may have been missed while not listening
                     self.listening.set()
                     attempt = 0
-                    async for notify in conn.notifies():
-                        try:
-                            versions = martnotify.decode(notify.payload)
-                        except ValueError as exc:
-                            log.warning("ignoring a notification on %s: %s", self.channel, exc)
-                            continue
-                        for mart, version in versions.items():
-                            self.versions[mart] = max(version, self.versions.get(mart, version))
-                            API_ANNOUNCEMENTS.labels(mart).inc()
-                        self._announce(frozenset(versions))
+                    while True:
+                        async for notify in conn.notifies(timeout=PING_S):
+                            self._heard(notify.payload)
+                        await conn.execute("SELECT 1")  # a quiet connection may be a dead one
             except psycopg.Error as exc:
                 self.listening.clear()
                 wait = RECONNECT_S[min(attempt, len(RECONNECT_S) - 1)]
@@ -148,3 +159,16 @@ class Warehouse:
                     "mart listener lost its connection (%s); again in %.1f s", type(exc).__name__, wait
                 )
                 await asyncio.sleep(wait)
+            finally:
+                self.listening.clear()
+
+    def _heard(self, payload: str) -> None:
+        try:
+            versions = martnotify.decode(payload)
+        except ValueError as exc:
+            log.warning("ignoring a notification on %s: %s", self.channel, exc)
+            return
+        for mart, version in versions.items():
+            self.versions[mart] = max(version, self.versions.get(mart, version))
+            API_ANNOUNCEMENTS.labels(mart).inc()
+        self._announce(frozenset(versions))
