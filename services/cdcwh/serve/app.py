@@ -225,9 +225,10 @@ def build_app(
 ) -> Starlette:
     """The app; misconfiguration (no way to verify tokens, a bad model) raises ``ConfigError`` here."""
     authenticator = Authenticator(settings.serve)
+    model = model or load_model(settings.serve.semantic_path)
     services = Services(
-        model=model or load_model(settings.serve.semantic_path),
-        warehouse=Warehouse(reader_dsn, settings.postgres.schema_, settings.serve),
+        model=model,
+        warehouse=Warehouse(reader_dsn, settings.postgres.schema_, settings.serve, frozenset(model.marts())),
         audit=AuditWriter(audit_dsn, settings.postgres.audit_schema, owner_dsn),
         max_rows=settings.serve.max_rows,
         max_members=settings.serve.max_members,

@@ -54,8 +54,12 @@ def plain(value: Any) -> Any:
 
 
 class Warehouse:
-    def __init__(self, dsn: str, schema: str, settings: ServeSettings) -> None:
+    def __init__(
+        self, dsn: str, schema: str, settings: ServeSettings, marts: frozenset[str] | None = None
+    ) -> None:
+        """``marts``: the model's; announcements of any other are ignored (any role may ``pg_notify``)."""
         self.dsn = dsn
+        self.marts = marts
         self.schema = schema
         self.settings = settings
         self.channel = martnotify.channel(schema)
@@ -168,6 +172,10 @@ class Warehouse:
         except ValueError as exc:
             log.warning("ignoring a notification on %s: %s", self.channel, exc)
             return
+        if self.marts is not None:
+            versions = {m: v for m, v in versions.items() if m in self.marts}
+            if not versions:
+                return
         for mart, version in versions.items():
             self.versions[mart] = max(version, self.versions.get(mart, version))
             API_ANNOUNCEMENTS.labels(mart).inc()

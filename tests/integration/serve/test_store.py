@@ -9,6 +9,7 @@ import contextlib
 import psycopg
 from psycopg import sql
 
+from cdcwh import martnotify
 from cdcwh.config import ServeSettings
 from cdcwh.serve.compile import Compiled
 from cdcwh.serve.store import Warehouse
@@ -50,3 +51,26 @@ def test_no_cached_answer_while_not_listening(postgres_dsn: str, pg_schema: str)
             await warehouse.close()
 
     assert asyncio.run(scenario()) == [(((1,),), False), (((1,),), True), (((2,),), False)]
+
+
+def test_announcements_of_marts_outside_the_model_are_ignored(postgres_dsn: str, pg_schema: str) -> None:
+    mart(postgres_dsn, pg_schema, 1)
+
+    async def scenario() -> tuple[dict[str, int], list[frozenset[str] | None]]:
+        warehouse = Warehouse(postgres_dsn, pg_schema, ServeSettings(), frozenset({"m"}))
+        await warehouse.open()
+        queue = warehouse.subscribe()
+        try:
+            with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # any role may notify
+                for versions in ({"bogus": 7}, {"m": 3, "other": 9}):
+                    conn.execute("SELECT pg_notify(%s, %s)", (warehouse.channel, martnotify.encode(versions)))
+            woken = [await asyncio.wait_for(queue.get(), timeout=20)]
+            while not queue.empty():
+                woken.append(queue.get_nowait())
+            return dict(warehouse.versions), woken
+        finally:
+            await warehouse.close()
+
+    versions, woken = asyncio.run(scenario())
+    assert versions == {"m": 3}
+    assert woken == [frozenset({"m"})]
