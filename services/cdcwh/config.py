@@ -297,6 +297,8 @@ class ServeSettings(Section):
     """Rows of one answer; a query that would return more without a ``limit`` is refused."""
     cache_size: int = Field(default=1024, ge=0)
     """Answers cached (0: none); each is dropped when a mart it read gets a new version."""
+    max_subscriptions: int = Field(default=10, ge=1)
+    """Subscriptions running at once on one WebSocket connection; one more is refused."""
     pool_size: int = Field(default=8, ge=1)
     statement_timeout_s: float = Field(default=10.0, gt=0)
     semantic_dir: Path | None = None

@@ -4,14 +4,15 @@ and ``/healthz`` (ready once the mart announcements are listened to). Metrics ar
 Over HTTP every request is authenticated (401 without a valid bearer token), rate limited per subject (429
 with ``Retry-After``), answered by strawberry, and audited. Over WebSocket the token comes in the
 ``connection_init`` payload (``{"token": "..."}``; browsers cannot set headers) or the upgrade request's
-``Authorization`` header; each subscription is rate limited and audited.
+``Authorization`` header, and is checked once there; then each subscribe is rate limited (per subject), at
+most ``serve.max_subscriptions`` run at once on a connection, every push is audited, and the socket is
+closed (4403) when the token expires.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,9 +20,6 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -41,12 +39,13 @@ from strawberry.extensions import (
 from strawberry.types.unset import UnsetType
 
 from cdcwh.config import Settings
-from cdcwh.metrics import API_LATENCY, API_RATE_LIMITED, API_REQUESTS
+from cdcwh.metrics import API_LATENCY, API_REQUESTS
 from cdcwh.serve.audit import Access, AuditWriter
 from cdcwh.serve.auth import Authenticator, AuthError, bearer
 from cdcwh.serve.compile import QueryError
 from cdcwh.serve.live import Subscription
 from cdcwh.serve.model import SemanticModel, load_model
+from cdcwh.serve.ratelimit import Limiter, RateLimited
 from cdcwh.serve.schema import Context, Query, Services
 from cdcwh.serve.store import Warehouse
 
@@ -57,26 +56,6 @@ MAX_BODY_BYTES = 256 * 1024
 
 class TooLarge(Exception):
     """A request body without a Content-Length, or longer than ``MAX_BODY_BYTES``."""
-
-
-class RateLimited(Exception):
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"rate limited; retry after {retry_after_s} s")
-        self.retry_after_s = retry_after_s
-
-
-class Limiter:
-    """``serve.rate_limit`` per subject (a moving window, in memory: per server process)."""
-
-    def __init__(self, rate: str) -> None:
-        self.item = parse(rate)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
-
-    def hit(self, subject: str) -> None:
-        if not self.limiter.hit(self.item, subject):
-            reset = self.limiter.get_window_stats(self.item, subject).reset_time
-            API_RATE_LIMITED.inc()
-            raise RateLimited(max(1, math.ceil(reset - time.time())))
 
 
 class OperationAudit(SchemaExtension):
@@ -134,7 +113,6 @@ class View(GraphQL[Context, None]):
             )
         try:
             principal = await self.authenticator.principal_async(token)
-            self.limiter.hit(principal.subject)
         except (AuthError, RateLimited) as exc:
             unauthorized = isinstance(exc, AuthError)
             status = "unauthorized" if unauthorized else "rate_limited"
@@ -232,8 +210,10 @@ def build_app(
         audit=AuditWriter(audit_dsn, settings.postgres.audit_schema, owner_dsn),
         max_rows=settings.serve.max_rows,
         max_members=settings.serve.max_members,
+        limiter=Limiter(settings.serve.rate_limit),
+        max_subscriptions=settings.serve.max_subscriptions,
     )
-    view = View(services, authenticator, Limiter(settings.serve.rate_limit), build_schema(settings))
+    view = View(services, authenticator, services.limiter, build_schema(settings))
     endpoint = Endpoint(view)
 
     @contextlib.asynccontextmanager
