@@ -287,6 +287,11 @@ class ServeSettings(Section):
     """When set, tokens must carry this ``iss``."""
     rate_limit: str = "50/second"
     """Requests per subject (``limits`` notation: ``50/second``, ``1000/minute``); more get 429."""
+    client_rate_limit: str = "200/second"
+    """Requests per client address, counted before authentication (so floods without a valid token are
+    limited too); more get 429. Behind a proxy every client shares the proxy's address: raise it there."""
+    jwks_refresh_s: float = Field(default=30.0, ge=0)
+    """Least seconds between two fetches of ``serve.jwks_url`` for a token naming an unknown key."""
     max_depth: int = Field(default=8, ge=2)
     """Deepest GraphQL selection accepted."""
     max_tokens: int = Field(default=2000, ge=10)
@@ -304,7 +309,7 @@ class ServeSettings(Section):
     semantic_dir: Path | None = None
     """The semantic model files (``*.yml``). Unset: the project's ``schemas/semantic``."""
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "client_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         from limits import parse

@@ -1,12 +1,13 @@
 """The ASGI app of ``cdcwh serve``: ``/graphql`` (HTTP and graphql-ws WebSocket), the live page at ``/``,
 and ``/healthz`` (ready once the mart announcements are listened to). Metrics are on the metrics port.
 
-Over HTTP every request is authenticated (401 without a valid bearer token), rate limited per subject (429
-with ``Retry-After``), answered by strawberry, and audited. Over WebSocket the token comes in the
-``connection_init`` payload (``{"token": "..."}``; browsers cannot set headers) or the upgrade request's
-``Authorization`` header, and is checked once there; then each subscribe is rate limited (per subject), at
-most ``serve.max_subscriptions`` run at once on a connection, every push is audited, and the socket is
-closed (4403) when the token expires.
+Over HTTP every request is rate limited per client address (``serve.client_rate_limit``, before anything
+else), authenticated (401 without a valid bearer token), rate limited per subject (429 with
+``Retry-After``), answered by strawberry, and audited. Over WebSocket the connection is rate limited per
+client address, and the token comes in the ``connection_init`` payload (``{"token": "..."}``; browsers
+cannot set headers) or the upgrade request's ``Authorization`` header, and is checked
+once there; then each subscribe is rate limited (per subject), at most ``serve.max_subscriptions`` run at
+once on a connection, every push is audited, and the socket is closed (4403) when the token expires.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ class TooLarge(Exception):
     """A request body without a Content-Length, or longer than ``MAX_BODY_BYTES``."""
 
 
+def client_address(request: Request | WebSocket) -> str:
+    return request.client.host if request.client else "?"
+
+
 class OperationAudit(SchemaExtension):
     """Puts the operation's hash (never its variables) and its outcome on the request's audit row."""
 
@@ -87,12 +92,18 @@ class ApiSchema(strawberry.Schema):
 
 class View(GraphQL[Context, None]):
     def __init__(
-        self, services: Services, authenticator: Authenticator, limiter: Limiter, schema: Any
+        self,
+        services: Services,
+        authenticator: Authenticator,
+        limiter: Limiter,
+        schema: Any,
+        client_limiter: Limiter,
     ) -> None:
         super().__init__(schema, graphql_ide=None, allow_queries_via_get=False)
         self.services = services
         self.authenticator = authenticator
         self.limiter = limiter
+        self.client_limiter = client_limiter
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         state = request.scope.get("state", {})
@@ -112,6 +123,7 @@ class View(GraphQL[Context, None]):
                 context.request.headers
             )
         try:
+            self.client_limiter.hit(client_address(context.request))
             principal = await self.authenticator.principal_async(token)
         except (AuthError, RateLimited) as exc:
             unauthorized = isinstance(exc, AuthError)
@@ -138,6 +150,7 @@ class Endpoint:
         status_code = 500
         headers = Request(scope).headers
         try:
+            self.view.client_limiter.hit(client_address(Request(scope)))
             principal = await self.view.authenticator.principal_async(bearer(headers))
             access.subject, access.roles = principal.subject, principal.roles
             self.view.limiter.hit(principal.subject)
@@ -213,7 +226,8 @@ def build_app(
         limiter=Limiter(settings.serve.rate_limit),
         max_subscriptions=settings.serve.max_subscriptions,
     )
-    view = View(services, authenticator, services.limiter, build_schema(settings))
+    client_limiter = Limiter(settings.serve.client_rate_limit)
+    view = View(services, authenticator, services.limiter, build_schema(settings), client_limiter)
     endpoint = Endpoint(view)
 
     @contextlib.asynccontextmanager

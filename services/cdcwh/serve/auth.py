@@ -17,6 +17,7 @@ from cdcwh.serve.compile import Principal
 
 MIN_SECRET_BYTES = 32
 SYMMETRIC = ("HS256", "HS384", "HS512")
+JWKS_LIFESPAN_S = 300.0
 
 
 class AuthError(Exception):
@@ -45,7 +46,17 @@ class Authenticator:
     def __init__(self, settings: ServeSettings) -> None:
         check_settings(settings)
         self.settings = settings
-        self._jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True) if settings.jwks_url else None
+        self._jwks = (
+            jwt.PyJWKClient(
+                settings.jwks_url,
+                cache_keys=True,
+                cache_jwk_set=True,
+                lifespan=JWKS_LIFESPAN_S,
+                cooldown_duration=settings.jwks_refresh_s,  # an unknown kid refetches at most this often
+            )
+            if settings.jwks_url
+            else None
+        )
 
     @property
     def blocking(self) -> bool:

@@ -171,6 +171,13 @@ def test_a_flood_gets_429_with_retry_after(api: Api, client: Client) -> None:
     assert client.post("{ members { name } }", bearer=other).status_code == 200  # per subject
 
 
+@pytest.mark.parametrize("api", [{"client_rate_limit": "4/minute"}], indirect=True)
+def test_a_flood_without_a_token_is_limited_by_address(api: Api, client: Client) -> None:
+    codes = [client.post("{ members { name } }", bearer="forged").status_code for _ in range(5)]
+    assert codes == [401] * 4 + [429]
+    assert client.post("{ members { name } }", bearer=token("analyst")).status_code == 429  # same address
+
+
 @pytest.mark.parametrize("api", [{"max_rows": 3, "max_tokens": 120}], indirect=True)
 def test_depth_complexity_and_row_limits_refuse(api: Api, client: Client) -> None:
     analyst = token("analyst")

@@ -70,6 +70,9 @@ def test_hs256_tokens() -> None:
             auth.principal(bad)
 
 
+FETCHES: list[str] = []
+
+
 @pytest.fixture
 def jwks() -> Iterator[tuple[str, rsa.RSAPrivateKey]]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -78,6 +81,7 @@ def jwks() -> Iterator[tuple[str, rsa.RSAPrivateKey]]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            FETCHES.append(self.path)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -103,6 +107,18 @@ def test_rs256_tokens_from_a_jwks(jwks: tuple[str, rsa.RSAPrivateKey]) -> None:
         auth.principal(jwt.encode({**claims, "aud": "other"}, key, algorithm="RS256", headers={"kid": "k1"}))
     with pytest.raises(AuthError):  # an HS token when only RS256 is accepted
         auth.principal(jwt.encode(claims, SECRET, algorithm="HS256"))
+
+
+def test_unknown_key_ids_do_not_refetch_the_jwks_each_time(jwks: tuple[str, rsa.RSAPrivateKey]) -> None:
+    url, key = jwks
+    auth = Authenticator(ServeSettings(jwks_url=url, jwt_algorithms=["RS256"]))
+    claims = {"sub": "svc", "roles": ["dashboard"], "exp": 2**40}
+    FETCHES.clear()
+    assert auth.principal(jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})).subject == "svc"
+    for n in range(5):
+        with pytest.raises(AuthError):
+            auth.principal(jwt.encode(claims, key, algorithm="RS256", headers={"kid": f"unknown-{n}"}))
+    assert len(FETCHES) == 1  # the first fetch; unknown kids wait for serve.jwks_refresh_s
 
 
 def test_misconfiguration_fails_fast_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
