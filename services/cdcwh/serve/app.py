@@ -41,6 +41,7 @@ from strawberry.types.unset import UnsetType
 
 from cdcwh.config import Settings
 from cdcwh.metrics import API_LATENCY, API_REQUESTS
+from cdcwh.pgprivileges import dsn_setting
 from cdcwh.serve.audit import Access, AuditWriter
 from cdcwh.serve.auth import Authenticator, AuthError, bearer
 from cdcwh.serve.compile import QueryError
@@ -219,8 +220,16 @@ def build_app(
     model = model or load_model(settings.serve.semantic_path)
     services = Services(
         model=model,
-        warehouse=Warehouse(reader_dsn, settings.postgres.schema_, settings.serve, frozenset(model.marts())),
-        audit=AuditWriter(audit_dsn, settings.postgres.audit_schema, owner_dsn),
+        warehouse=Warehouse(
+            reader_dsn,
+            settings.postgres.schema_,
+            settings.serve,
+            frozenset(model.marts()),
+            dsn_setting(settings, "reader"),
+        ),
+        audit=AuditWriter(
+            audit_dsn, settings.postgres.audit_schema, owner_dsn, setting=dsn_setting(settings, "audit")
+        ),
         max_rows=settings.serve.max_rows,
         max_members=settings.serve.max_members,
         limiter=Limiter(settings.serve.rate_limit),

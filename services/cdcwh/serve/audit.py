@@ -18,7 +18,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from cdcwh.errors import ConfigError
 from cdcwh.metrics import AUDIT_ROWS_DROPPED, AUDIT_ROWS_WRITTEN, AUDIT_WRITE_FAILURES
+from cdcwh.pgprivileges import require_privileges, table_needs
 
 log = logging.getLogger(__name__)
 TABLE = "api_access"
@@ -27,6 +29,7 @@ LINGER_S = 0.25
 MAX_PENDING = 50_000
 CLOSE_TIMEOUT_S = 10.0
 RETRY_S = 1.0
+CONNECT_TIMEOUT_S = 5
 SERVICE = "serve"
 
 
@@ -94,27 +97,48 @@ def _dropped(rows: int, why: str) -> None:
 
 class AuditWriter:
     def __init__(
-        self, dsn: str, schema: str, owner_dsn: str | None = None, *, max_pending: int = MAX_PENDING
+        self,
+        dsn: str,
+        schema: str,
+        owner_dsn: str | None = None,
+        *,
+        max_pending: int = MAX_PENDING,
+        setting: str = "postgres.audit_dsn",
     ) -> None:
         """``dsn``: the audit role's (INSERT only is enough: an identity column needs no sequence grant);
         ``owner_dsn``: the role that may create the table, when it does not exist yet (None: try ``dsn``)."""
         self.dsn = dsn
         self.owner_dsn = owner_dsn or dsn
         self.schema = schema
+        self.setting = setting
         self._queue: asyncio.Queue[Access] = asyncio.Queue(max_pending)
         self._task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
-            cursor = await conn.execute(
-                "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (self.schema, TABLE)
-            )
-            exists = (await cursor.fetchone() or (None,))[0] is not None
-        if not exists:
-            async with await psycopg.AsyncConnection.connect(self.owner_dsn, autocommit=True) as conn:
-                await ensure_table(conn, self.schema)
+        """Create the table when missing; fail fast, naming the setting, when it cannot be written."""
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            ) as conn:
+                cursor = await conn.execute(
+                    "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (self.schema, TABLE)
+                )
+                exists = (await cursor.fetchone() or (None,))[0] is not None
+            if not exists:
+                async with await psycopg.AsyncConnection.connect(self.owner_dsn, autocommit=True) as conn:
+                    await ensure_table(conn, self.schema)
+            await asyncio.to_thread(self._check)
+        except psycopg.OperationalError as exc:
+            raise ConfigError(
+                f"cdcwh serve: cannot connect to PostgreSQL with {self.setting}: {exc}"
+            ) from None
         self._task = asyncio.create_task(self._run(), name="audit-writer")
         self._task.add_done_callback(_ended)
+
+    def _check(self) -> None:
+        with psycopg.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            needs = table_needs(self.schema, [TABLE], ["INSERT"])
+            require_privileges(conn, needs, service="cdcwh serve (access audit)", setting=self.setting)
 
     def record(self, access: Access) -> None:
         try:

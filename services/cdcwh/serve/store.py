@@ -23,13 +23,16 @@ from psycopg_pool import AsyncConnectionPool
 
 from cdcwh import martnotify
 from cdcwh.config import ServeSettings
+from cdcwh.errors import ConfigError
 from cdcwh.metrics import API_ANNOUNCEMENTS, API_CACHE
+from cdcwh.pgprivileges import require_privileges, table_needs
 from cdcwh.serve.cache import ResultCache
 from cdcwh.serve.compile import Compiled, QueryError
 
 log = logging.getLogger(__name__)
 RECONNECT_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 PING_S = 10.0
+CONNECT_TIMEOUT_S = 5
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,17 @@ def plain(value: Any) -> Any:
 
 class Warehouse:
     def __init__(
-        self, dsn: str, schema: str, settings: ServeSettings, marts: frozenset[str] | None = None
+        self,
+        dsn: str,
+        schema: str,
+        settings: ServeSettings,
+        marts: frozenset[str] | None = None,
+        setting: str = "postgres.reader_dsn",
     ) -> None:
-        """``marts``: the model's; announcements of any other are ignored (any role may ``pg_notify``)."""
+        """``marts``: the model's (checked readable at open; announcements of any other are ignored: any
+        role may ``pg_notify``); ``setting``: where ``dsn`` comes from, for the errors."""
         self.dsn = dsn
+        self.setting = setting
         self.marts = marts
         self.schema = schema
         self.settings = settings
@@ -79,7 +89,19 @@ class Warehouse:
         await conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout_ms)))
         await conn.execute("SET TimeZone = 'UTC'")
 
+    def preflight(self) -> None:
+        """Fail fast, naming the setting, when PostgreSQL is unreachable or a mart not readable."""
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                needs = table_needs(self.schema, sorted(self.marts or ()), ["SELECT"])
+                require_privileges(conn, needs, service="cdcwh serve", setting=self.setting)
+        except psycopg.OperationalError as exc:
+            raise ConfigError(
+                f"cdcwh serve: cannot connect to PostgreSQL with {self.setting}: {exc}"
+            ) from None
+
     async def open(self) -> None:
+        await asyncio.to_thread(self.preflight)
         await self._pool.open(wait=True)
         self._listener = asyncio.create_task(self._listen(), name="mart-listener")
         await asyncio.wait_for(self.listening.wait(), timeout=30)

@@ -7,10 +7,14 @@ import asyncio
 import contextlib
 
 import psycopg
+import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from cdcwh import martnotify
 from cdcwh.config import ServeSettings
+from cdcwh.errors import ConfigError
+from cdcwh.serve.audit import AuditWriter
 from cdcwh.serve.compile import Compiled
 from cdcwh.serve.store import Warehouse
 
@@ -74,3 +78,33 @@ def test_announcements_of_marts_outside_the_model_are_ignored(postgres_dsn: str,
     versions, woken = asyncio.run(scenario())
     assert versions == {"m": 3}
     assert woken == [frozenset({"m"})]
+
+
+def test_start_fails_naming_the_setting(postgres_dsn: str, pg_schema: str) -> None:
+    """A reader that cannot connect, or may not read a mart of the model, stops the start at once."""
+    mart(postgres_dsn, pg_schema, 1)
+    role = f"{pg_schema}_noread"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(*map(sql.Identifier, (pg_schema, role)))
+        )
+    unreachable = make_conninfo(postgres_dsn, host="127.0.0.1", port=1)
+    try:
+        for dsn, message in (
+            (
+                make_conninfo(postgres_dsn, user=role),
+                rf"{role} \(postgres.reader_dsn\) lacks SELECT on table",
+            ),
+            (unreachable, "cannot connect to PostgreSQL with postgres.reader_dsn"),
+        ):
+            warehouse = Warehouse(dsn, pg_schema, ServeSettings(), frozenset({"m"}))
+            with pytest.raises(ConfigError, match=message):
+                asyncio.run(warehouse.open())
+        writer = AuditWriter(unreachable, pg_schema)
+        with pytest.raises(ConfigError, match="cannot connect to PostgreSQL with postgres.audit_dsn"):
+            asyncio.run(writer.open())
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
