@@ -226,6 +226,7 @@ def build_app(
             settings.serve,
             frozenset(model.marts()),
             dsn_setting(settings, "reader"),
+            model,
         ),
         audit=AuditWriter(
             audit_dsn, settings.postgres.audit_schema, owner_dsn, setting=dsn_setting(settings, "audit")

@@ -28,11 +28,13 @@ from cdcwh.metrics import API_ANNOUNCEMENTS, API_CACHE
 from cdcwh.pgprivileges import require_privileges, table_needs
 from cdcwh.serve.cache import ResultCache
 from cdcwh.serve.compile import Compiled, QueryError
+from cdcwh.serve.model import SemanticModel
 
 log = logging.getLogger(__name__)
 RECONNECT_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 PING_S = 10.0
 CONNECT_TIMEOUT_S = 5
+COLUMNS_SQL = "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s"
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,13 @@ class Warehouse:
         settings: ServeSettings,
         marts: frozenset[str] | None = None,
         setting: str = "postgres.reader_dsn",
+        model: SemanticModel | None = None,
     ) -> None:
         """``marts``: the model's (checked readable at open; announcements of any other are ignored: any
         role may ``pg_notify``); ``setting``: where ``dsn`` comes from, for the errors."""
         self.dsn = dsn
         self.setting = setting
+        self.model = model
         self.marts = marts
         self.schema = schema
         self.settings = settings
@@ -95,6 +99,17 @@ class Warehouse:
             with psycopg.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
                 needs = table_needs(self.schema, sorted(self.marts or ()), ["SELECT"])
                 require_privileges(conn, needs, service="cdcwh serve", setting=self.setting)
+                if self.model is not None:
+                    rows = conn.execute(COLUMNS_SQL, (self.schema,)).fetchall()
+                    tables: dict[str, set[str]] = {}
+                    for table, column in rows:
+                        tables.setdefault(table, set()).add(column)
+                    problems = self.model.missing_in(tables)
+                    if problems:
+                        raise ConfigError(
+                            f"the semantic model does not match the marts in schema {self.schema} "
+                            f"(postgres.schema):\n  " + "\n  ".join(problems)
+                        )
         except psycopg.OperationalError as exc:
             raise ConfigError(
                 f"cdcwh serve: cannot connect to PostgreSQL with {self.setting}: {exc}"

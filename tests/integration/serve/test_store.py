@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,6 +17,7 @@ from cdcwh.config import ServeSettings
 from cdcwh.errors import ConfigError
 from cdcwh.serve.audit import AuditWriter
 from cdcwh.serve.compile import Compiled
+from cdcwh.serve.model import load_model
 from cdcwh.serve.store import Warehouse
 
 
@@ -108,3 +110,31 @@ def test_start_fails_naming_the_setting(postgres_dsn: str, pg_schema: str) -> No
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_model_column_missing_in_the_warehouse_is_named_with_file_and_line(
+    postgres_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    mart(postgres_dsn, pg_schema, 1)
+    lines = [
+        "entities:",
+        "  things:",
+        "    mart: m",
+        "    primary_key: [v]",
+        "    dimensions:",
+        "      colour: {column: colour}",  # line 6: no such column in the mart
+        "    measures:",
+        "      total: {agg: sum, column: v}",
+        "roles:",
+        "  all: {members: ['things.*']}",
+    ]
+    (tmp_path / "model.yml").write_text("\n".join(lines) + "\n")
+    model = load_model(tmp_path)
+    warehouse = Warehouse(postgres_dsn, pg_schema, ServeSettings(), frozenset({"m"}), model=model)
+    with pytest.raises(
+        ConfigError, match=rf"{tmp_path / 'model.yml'}:6: things.colour: mart m has no column colour"
+    ):
+        asyncio.run(warehouse.open())
+    (tmp_path / "model.yml").write_text("\n".join(lines).replace("column: colour", "column: v") + "\n")
+    good = Warehouse(postgres_dsn, pg_schema, ServeSettings(), frozenset({"m"}), model=load_model(tmp_path))
+    good.preflight()  # no error
