@@ -242,13 +242,12 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await services.audit.open()
-        await services.warehouse.open()
-        try:
+        async with contextlib.AsyncExitStack() as stack:  # a failed start closes what was opened
+            await services.audit.open()
+            stack.push_async_callback(services.audit.close)
+            await services.warehouse.open()
+            stack.push_async_callback(services.warehouse.close)
             yield
-        finally:
-            await services.warehouse.close()
-            await services.audit.close()
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html")

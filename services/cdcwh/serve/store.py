@@ -117,15 +117,20 @@ class Warehouse:
 
     async def open(self) -> None:
         await asyncio.to_thread(self.preflight)
-        await self._pool.open(wait=True)
-        self._listener = asyncio.create_task(self._listen(), name="mart-listener")
-        await asyncio.wait_for(self.listening.wait(), timeout=30)
+        try:
+            await self._pool.open(wait=True)
+            self._listener = asyncio.create_task(self._listen(), name="mart-listener")
+            await asyncio.wait_for(self.listening.wait(), timeout=30)
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
+            self._listener = None
         await self._pool.close()
 
     async def run(self, compiled: Compiled, *, use_cache: bool = True) -> Answer:

@@ -138,3 +138,23 @@ def test_a_model_column_missing_in_the_warehouse_is_named_with_file_and_line(
     (tmp_path / "model.yml").write_text("\n".join(lines).replace("column: colour", "column: v") + "\n")
     good = Warehouse(postgres_dsn, pg_schema, ServeSettings(), frozenset({"m"}), model=load_model(tmp_path))
     good.preflight()  # no error
+
+
+def test_a_failed_start_closes_what_it_opened(postgres_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    from cdcwh.serve.app import build_app
+    from tests.integration.serve.shop import api_settings
+
+    settings = api_settings(tmp_path, pg_schema)
+    unreachable = make_conninfo(postgres_dsn, host="127.0.0.1", port=1)
+    app = build_app(settings, reader_dsn=unreachable, audit_dsn=postgres_dsn)
+    audit = app.state.services.audit
+
+    async def start() -> None:
+        async with app.router.lifespan_context(app):
+            raise AssertionError("started with an unreachable reader")
+
+    with pytest.raises(ConfigError, match="postgres.dsn"):
+        asyncio.run(start())
+    assert audit._task is None  # the audit writer opened first was closed again
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(settings.postgres.audit_schema)))
