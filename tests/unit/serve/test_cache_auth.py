@@ -126,6 +126,12 @@ def test_misconfiguration_fails_fast_naming_the_setting(monkeypatch: pytest.Monk
         check_settings(ServeSettings())
     with pytest.raises(ConfigError, match="CDCWH_SERVE__JWT_SECRET .*at least 32 bytes"):
         check_settings(ServeSettings(jwt_secret="short"))  # noqa: S106
+    for algorithms in (["none"], ["HS256", "HS257"]):
+        with pytest.raises(ConfigError, match=r"CDCWH_SERVE__JWT_ALGORITHMS .*not accepted"):
+            check_settings(ServeSettings(jwt_secret=SECRET, jwt_algorithms=algorithms))
+    with pytest.raises(ConfigError, match="CDCWH_SERVE__JWT_ALGORITHMS .*asymmetric"):
+        check_settings(ServeSettings(jwks_url="https://idp.example/jwks.json"))  # HS256 by default
+    check_settings(ServeSettings(jwks_url="https://idp.example/jwks.json", jwt_algorithms=["RS256"]))
     monkeypatch.setenv("CDCWH_SERVE__RATE_LIMIT", "often")
     with pytest.raises(ConfigError, match="CDCWH_SERVE__RATE_LIMIT"):
         load_settings()
