@@ -54,6 +54,7 @@ from cdcwh.serve.store import Warehouse
 STATIC = Path(__file__).parent / "static"
 MAX_ALIASES = 10
 MAX_BODY_BYTES = 256 * 1024
+ERROR_CHARS = 500
 
 
 class TooLarge(Exception):
@@ -76,8 +77,10 @@ class OperationAudit(SchemaExtension):
         yield
         result = self.execution_context.result
         if isinstance(access, Access) and access.operation == "query" and result is not None:
-            if getattr(result, "errors", None) and access.status == "ok":
-                access.status = "error"
+            errors = getattr(result, "errors", None)
+            if errors:
+                access.status = "error" if access.status == "ok" else access.status
+                access.error = access.error or str(errors[0].message)[:ERROR_CHARS]
 
 
 def _mask(error: GraphQLError) -> bool:
@@ -129,7 +132,7 @@ class View(GraphQL[Context, None]):
         except (AuthError, RateLimited) as exc:
             unauthorized = isinstance(exc, AuthError)
             status = "unauthorized" if unauthorized else "rate_limited"
-            self.services.audit.record(Access("subscription", status=status))
+            self.services.audit.record(Access("subscription", status=status, error=f"{status}: {exc}"))
             API_REQUESTS.labels(status).inc()
             raise ConnectionRejectionError({"message": status}) from None
         context.principal = principal
@@ -159,19 +162,19 @@ class Endpoint:
             if not length.isdigit() or int(length) > MAX_BODY_BYTES:
                 raise TooLarge
         except TooLarge:
-            access.status, status_code = "error", 413
+            access.status, status_code, access.error = "error", 413, "request body too large"
             message = {
                 "errors": [{"message": f"a request body of at most {MAX_BODY_BYTES} bytes, with its length"}]
             }
             await JSONResponse(message, 413)(scope, receive, send)
-        except AuthError:
-            access.status, status_code = "unauthorized", 401
+        except AuthError as exc:
+            access.status, status_code, access.error = "unauthorized", 401, f"unauthorized: {exc}"
             challenge = {"WWW-Authenticate": 'Bearer realm="cdcwh"'}
             await JSONResponse({"errors": [{"message": "unauthorized"}]}, 401, challenge)(
                 scope, receive, send
             )
         except RateLimited as exc:
-            access.status, status_code = "rate_limited", 429
+            access.status, status_code, access.error = "rate_limited", 429, str(exc)
             retry = {"Retry-After": str(exc.retry_after_s)}
             await JSONResponse({"errors": [{"message": "too many requests"}]}, 429, retry)(
                 scope, receive, send
@@ -185,9 +188,13 @@ class Endpoint:
                     status_code = message["status"]
                 await send(message)
 
-            await self.view(scope, receive, sending)
+            try:
+                await self.view(scope, receive, sending)
+            except BaseException as exc:
+                access.status, access.error = "error", f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+                raise
             if status_code >= 400 and access.status == "ok":
-                access.status = "error"
+                access.status, access.error = "error", access.error or f"HTTP {status_code}"
         finally:
             access.duration_s = time.perf_counter() - started
             API_LATENCY.observe(access.duration_s)

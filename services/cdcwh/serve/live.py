@@ -93,6 +93,11 @@ class Subscription:
                         await asyncio.sleep(RETRY_S)
                         pending = None
                         continue
+                    except Exception as exc:  # the subscription ends: say so in its audit row
+                        record.status, record.error = "error", f"{type(exc).__name__}: {exc}"[:500]
+                        record.duration_s = time.perf_counter() - started
+                        services.audit.record(record)
+                        raise
                     record.duration_s = time.perf_counter() - started
                     if answer.rows != last:
                         record.marts, record.rows = set(answer.marts), len(answer.rows)

@@ -204,7 +204,8 @@ def audit_rows(dsn: str, schema: str) -> list[dict[str, Any]]:
     with psycopg.connect(dsn) as conn:
         cursor = conn.execute(
             sql.SQL(
-                "SELECT subject, roles, status, marts, rows_returned, operation, operation_hash FROM {}"
+                "SELECT subject, roles, status, marts, rows_returned, operation, operation_hash, error "
+                "FROM {}"
             ).format(sql.Identifier(schema, "api_access"))
         )
         names = [c.name for c in cursor.description or ()]

@@ -157,8 +157,17 @@ def test_no_or_bad_token_is_401(api: Api, client: Client) -> None:
     )
     assert client.post(REVENUE_BY_DAY, query, forged).status_code == 401
     wait_for(lambda: len(audit_rows(api.dsn, api.settings.postgres.audit_schema)) >= 5, what="audit rows")
-    statuses = [r["status"] for r in audit_rows(api.dsn, api.settings.postgres.audit_schema)]
-    assert sorted(statuses) == ["error"] + ["unauthorized"] * 4
+    rows = audit_rows(api.dsn, api.settings.postgres.audit_schema)
+    assert sorted(r["status"] for r in rows) == ["error"] + ["unauthorized"] * 4
+    assert all(r["error"].startswith("unauthorized: ") for r in rows if r["status"] == "unauthorized")
+    assert [r["error"] for r in rows if r["status"] == "error"] == ["request body too large"]
+
+
+def test_a_refused_query_has_its_error_in_the_audit(api: Api, client: Client) -> None:
+    body = client.post(REVENUE_BY_DAY, {"q": {"measures": ["orders.nothing"]}}, token("analyst")).json()
+    message = body["errors"][0]["message"]
+    rows = wait_for(lambda: audit_rows(api.dsn, api.settings.postgres.audit_schema), what="the audit row")
+    assert [(r["status"], r["error"]) for r in rows] == [("denied", message)]
 
 
 @pytest.mark.parametrize("api", [{"rate_limit": "5/minute"}], indirect=True)
