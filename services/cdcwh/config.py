@@ -302,6 +302,8 @@ class ServeSettings(Section):
     """Rows of one answer; a query that would return more without a ``limit`` is refused."""
     cache_size: int = Field(default=1024, ge=0)
     """Answers cached (0: none); each is dropped when a mart it read gets a new version."""
+    cache_rows: int = Field(default=200_000, ge=0)
+    """Rows of all cached answers together (least recently used out first); a bigger answer is not cached."""
     max_subscriptions: int = Field(default=10, ge=1)
     """Subscriptions running at once on one WebSocket connection; one more is refused."""
     pool_size: int = Field(default=8, ge=1)

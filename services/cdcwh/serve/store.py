@@ -77,7 +77,7 @@ class Warehouse:
         self.schema = schema
         self.settings = settings
         self.channel = martnotify.channel(schema)
-        self.cache: ResultCache[Answer] = ResultCache(settings.cache_size)
+        self.cache: ResultCache[Answer] = ResultCache(settings.cache_size, settings.cache_rows)
         self.versions: dict[str, int] = {}
         self.listening = asyncio.Event()
         self._subscribers: set[asyncio.Queue[frozenset[str] | None]] = set()
@@ -154,7 +154,7 @@ class Warehouse:
         rows = tuple(tuple(plain(v) for v in row) for row in fetched[: compiled.limit])
         answer = Answer(compiled.columns, rows, compiled.marts, has_more)
         if use_cache:
-            self.cache.put(key, compiled.marts, answer, generations)
+            self.cache.put(key, compiled.marts, answer, generations, len(rows))
         return answer
 
     async def select(self, query: sql.Composed, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
