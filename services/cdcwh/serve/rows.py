@@ -33,7 +33,11 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, binascii.Error):
         raise QueryError("not a cursor of this API") from None
-    if not isinstance(key, list) or len(key) != width:
+    if (
+        not isinstance(key, list)
+        or len(key) != width
+        or not all(v is None or isinstance(v, str | int | float | bool) for v in key)
+    ):
         raise QueryError("not a cursor of this API")
     return key
 
