@@ -20,8 +20,9 @@ from cdcwh.config import PROJECT_ROOT, Settings
 from cdcwh.goldfeed import GoldChange
 from cdcwh.serve.auth import issue
 from cdcwh.sink.postgres import PostgresMartSink
+from tests.plugins.secrets import JWT_SECRET
 
-SECRET = "test-secret-0123456789abcdef-0123456789"  # noqa: S105 (a key for the tests only)
+SECRET = JWT_SECRET  # the canary: the session's secret sweep fails the run if it is ever written out
 COUNTRIES = ("DE", "FR", "US")
 SEGMENTS = ("consumer", "corporate")
 STATUSES = ("placed", "shipped", "completed", "cancelled", "returned")
