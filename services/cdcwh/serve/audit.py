@@ -78,7 +78,9 @@ COLUMNS = (
 
 
 async def ensure_table(conn: psycopg.AsyncConnection[Any], schema: str) -> None:
-    await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    cursor = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+    if await cursor.fetchone() is None:  # IF NOT EXISTS alone still needs CREATE on the database
+        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     await conn.execute(
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
