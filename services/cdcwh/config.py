@@ -303,6 +303,11 @@ class ServeSettings(Section):
     """When set, tokens must carry this ``iss``."""
     rate_limit: str = "50/second"
     """Requests per subject (``limits`` notation: ``50/second``, ``1000/minute``); more get 429."""
+    client_rate_limit: str = "200/second"
+    """Requests per client address, counted before authentication (so floods without a valid token are
+    limited too); more get 429. Behind a proxy every client shares the proxy's address: raise it there."""
+    jwks_refresh_s: float = Field(default=30.0, ge=0)
+    """Least seconds between two fetches of ``serve.jwks_url`` for a token naming an unknown key."""
     max_depth: int = Field(default=8, ge=2)
     """Deepest GraphQL selection accepted."""
     max_tokens: int = Field(default=2000, ge=10)
@@ -313,12 +318,16 @@ class ServeSettings(Section):
     """Rows of one answer; a query that would return more without a ``limit`` is refused."""
     cache_size: int = Field(default=1024, ge=0)
     """Answers cached (0: none); each is dropped when a mart it read gets a new version."""
+    cache_rows: int = Field(default=200_000, ge=0)
+    """Rows of all cached answers together (least recently used out first); a bigger answer is not cached."""
+    max_subscriptions: int = Field(default=10, ge=1)
+    """Subscriptions running at once on one WebSocket connection; one more is refused."""
     pool_size: int = Field(default=8, ge=1)
     statement_timeout_s: float = Field(default=10.0, gt=0)
     semantic_dir: Path | None = None
     """The semantic model files (``*.yml``). Unset: the project's ``schemas/semantic``."""
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "client_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         from limits import parse

@@ -167,7 +167,8 @@ AUDIT_WRITE_FAILURES = Counter(
 )
 AUDIT_ROWS_DROPPED = Counter(
     "cdcwh_audit_rows_dropped_total",
-    "Audit rows of ingest or sink given up: PostgreSQL unreachable at stop, or more rows pending than kept",
+    "Audit rows of ingest, sink or serve given up: PostgreSQL unreachable at stop, more rows pending than "
+    "kept, or (serve) a batch PostgreSQL refused",
     ["service", "table"],
 )
 AUDIT_BACKLOG = Gauge(

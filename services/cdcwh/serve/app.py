@@ -1,17 +1,19 @@
 """The ASGI app of ``cdcwh serve``: ``/graphql`` (HTTP and graphql-ws WebSocket), the live page at ``/``,
 and ``/healthz`` (ready once the mart announcements are listened to). Metrics are on the metrics port.
 
-Over HTTP every request is authenticated (401 without a valid bearer token), rate limited per subject (429
-with ``Retry-After``), answered by strawberry, and audited. Over WebSocket the token comes in the
-``connection_init`` payload (``{"token": "..."}``; browsers cannot set headers) or the upgrade request's
-``Authorization`` header; each subscription is rate limited and audited.
+Over HTTP every request is rate limited per client address (``serve.client_rate_limit``, before anything
+else), authenticated (401 without a valid bearer token), rate limited per subject (429 with
+``Retry-After``), answered by strawberry, and audited. Over WebSocket the connection is rate limited per
+client address, and the token comes in the ``connection_init`` payload (``{"token": "..."}``; browsers
+cannot set headers) or the upgrade request's ``Authorization`` header, and is checked
+once there; then each subscribe is rate limited (per subject), at most ``serve.max_subscriptions`` run at
+once on a connection, every push is audited, and the socket is closed (4403) when the token expires.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,9 +21,6 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -41,42 +40,29 @@ from strawberry.extensions import (
 from strawberry.types.unset import UnsetType
 
 from cdcwh.config import Settings
-from cdcwh.metrics import API_LATENCY, API_RATE_LIMITED, API_REQUESTS
+from cdcwh.metrics import API_LATENCY, API_REQUESTS
+from cdcwh.pgprivileges import dsn_setting
 from cdcwh.serve.audit import Access, AuditWriter
 from cdcwh.serve.auth import Authenticator, AuthError, bearer
 from cdcwh.serve.compile import QueryError
 from cdcwh.serve.live import Subscription
 from cdcwh.serve.model import SemanticModel, load_model
+from cdcwh.serve.ratelimit import Limiter, RateLimited
 from cdcwh.serve.schema import Context, Query, Services
 from cdcwh.serve.store import Warehouse
 
 STATIC = Path(__file__).parent / "static"
 MAX_ALIASES = 10
 MAX_BODY_BYTES = 256 * 1024
+ERROR_CHARS = 500
 
 
 class TooLarge(Exception):
     """A request body without a Content-Length, or longer than ``MAX_BODY_BYTES``."""
 
 
-class RateLimited(Exception):
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"rate limited; retry after {retry_after_s} s")
-        self.retry_after_s = retry_after_s
-
-
-class Limiter:
-    """``serve.rate_limit`` per subject (a moving window, in memory: per server process)."""
-
-    def __init__(self, rate: str) -> None:
-        self.item = parse(rate)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
-
-    def hit(self, subject: str) -> None:
-        if not self.limiter.hit(self.item, subject):
-            reset = self.limiter.get_window_stats(self.item, subject).reset_time
-            API_RATE_LIMITED.inc()
-            raise RateLimited(max(1, math.ceil(reset - time.time())))
+def client_address(request: Request | WebSocket) -> str:
+    return request.client.host if request.client else "?"
 
 
 class OperationAudit(SchemaExtension):
@@ -91,8 +77,10 @@ class OperationAudit(SchemaExtension):
         yield
         result = self.execution_context.result
         if isinstance(access, Access) and access.operation == "query" and result is not None:
-            if getattr(result, "errors", None) and access.status == "ok":
-                access.status = "error"
+            errors = getattr(result, "errors", None)
+            if errors:
+                access.status = "error" if access.status == "ok" else access.status
+                access.error = access.error or str(errors[0].message)[:ERROR_CHARS]
 
 
 def _mask(error: GraphQLError) -> bool:
@@ -108,12 +96,18 @@ class ApiSchema(strawberry.Schema):
 
 class View(GraphQL[Context, None]):
     def __init__(
-        self, services: Services, authenticator: Authenticator, limiter: Limiter, schema: Any
+        self,
+        services: Services,
+        authenticator: Authenticator,
+        limiter: Limiter,
+        schema: Any,
+        client_limiter: Limiter,
     ) -> None:
         super().__init__(schema, graphql_ide=None, allow_queries_via_get=False)
         self.services = services
         self.authenticator = authenticator
         self.limiter = limiter
+        self.client_limiter = client_limiter
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         state = request.scope.get("state", {})
@@ -133,12 +127,12 @@ class View(GraphQL[Context, None]):
                 context.request.headers
             )
         try:
+            self.client_limiter.hit(client_address(context.request))
             principal = await self.authenticator.principal_async(token)
-            self.limiter.hit(principal.subject)
         except (AuthError, RateLimited) as exc:
             unauthorized = isinstance(exc, AuthError)
             status = "unauthorized" if unauthorized else "rate_limited"
-            self.services.audit.record(Access("subscription", status=status))
+            self.services.audit.record(Access("subscription", status=status, error=f"{status}: {exc}"))
             API_REQUESTS.labels(status).inc()
             raise ConnectionRejectionError({"message": status}) from None
         context.principal = principal
@@ -160,6 +154,7 @@ class Endpoint:
         status_code = 500
         headers = Request(scope).headers
         try:
+            self.view.client_limiter.hit(client_address(Request(scope)))
             principal = await self.view.authenticator.principal_async(bearer(headers))
             access.subject, access.roles = principal.subject, principal.roles
             self.view.limiter.hit(principal.subject)
@@ -167,19 +162,19 @@ class Endpoint:
             if not length.isdigit() or int(length) > MAX_BODY_BYTES:
                 raise TooLarge
         except TooLarge:
-            access.status, status_code = "error", 413
+            access.status, status_code, access.error = "error", 413, "request body too large"
             message = {
                 "errors": [{"message": f"a request body of at most {MAX_BODY_BYTES} bytes, with its length"}]
             }
             await JSONResponse(message, 413)(scope, receive, send)
-        except AuthError:
-            access.status, status_code = "unauthorized", 401
+        except AuthError as exc:
+            access.status, status_code, access.error = "unauthorized", 401, f"unauthorized: {exc}"
             challenge = {"WWW-Authenticate": 'Bearer realm="cdcwh"'}
             await JSONResponse({"errors": [{"message": "unauthorized"}]}, 401, challenge)(
                 scope, receive, send
             )
         except RateLimited as exc:
-            access.status, status_code = "rate_limited", 429
+            access.status, status_code, access.error = "rate_limited", 429, str(exc)
             retry = {"Retry-After": str(exc.retry_after_s)}
             await JSONResponse({"errors": [{"message": "too many requests"}]}, 429, retry)(
                 scope, receive, send
@@ -193,9 +188,13 @@ class Endpoint:
                     status_code = message["status"]
                 await send(message)
 
-            await self.view(scope, receive, sending)
+            try:
+                await self.view(scope, receive, sending)
+            except BaseException as exc:
+                access.status, access.error = "error", f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+                raise
             if status_code >= 400 and access.status == "ok":
-                access.status = "error"
+                access.status, access.error = "error", access.error or f"HTTP {status_code}"
         finally:
             access.duration_s = time.perf_counter() - started
             API_LATENCY.observe(access.duration_s)
@@ -225,25 +224,37 @@ def build_app(
 ) -> Starlette:
     """The app; misconfiguration (no way to verify tokens, a bad model) raises ``ConfigError`` here."""
     authenticator = Authenticator(settings.serve)
+    model = model or load_model(settings.serve.semantic_path)
     services = Services(
-        model=model or load_model(settings.serve.semantic_path),
-        warehouse=Warehouse(reader_dsn, settings.postgres.schema_, settings.serve),
-        audit=AuditWriter(audit_dsn, settings.postgres.audit_schema, owner_dsn),
+        model=model,
+        warehouse=Warehouse(
+            reader_dsn,
+            settings.postgres.schema_,
+            settings.serve,
+            frozenset(model.marts()),
+            dsn_setting(settings, "reader"),
+            model,
+        ),
+        audit=AuditWriter(
+            audit_dsn, settings.postgres.audit_schema, owner_dsn, setting=dsn_setting(settings, "audit")
+        ),
         max_rows=settings.serve.max_rows,
         max_members=settings.serve.max_members,
+        limiter=Limiter(settings.serve.rate_limit),
+        max_subscriptions=settings.serve.max_subscriptions,
     )
-    view = View(services, authenticator, Limiter(settings.serve.rate_limit), build_schema(settings))
+    client_limiter = Limiter(settings.serve.client_rate_limit)
+    view = View(services, authenticator, services.limiter, build_schema(settings), client_limiter)
     endpoint = Endpoint(view)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await services.audit.open()
-        await services.warehouse.open()
-        try:
+        async with contextlib.AsyncExitStack() as stack:  # a failed start closes what was opened
+            await services.audit.open()
+            stack.push_async_callback(services.audit.close)
+            await services.warehouse.open()
+            stack.push_async_callback(services.warehouse.close)
             yield
-        finally:
-            await services.warehouse.close()
-            await services.audit.close()
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html")

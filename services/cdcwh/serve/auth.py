@@ -17,6 +17,7 @@ from cdcwh.serve.compile import Principal
 
 MIN_SECRET_BYTES = 32
 SYMMETRIC = ("HS256", "HS384", "HS512")
+JWKS_LIFESPAN_S = 300.0
 
 
 class AuthError(Exception):
@@ -29,6 +30,18 @@ def check_settings(settings: ServeSettings) -> None:
         raise ConfigError(
             "cdcwh serve needs CDCWH_SERVE__JWT_SECRET (serve.jwt_secret, HS256) "
             "or CDCWH_SERVE__JWKS_URL (serve.jwks_url, RS256/ES256) to verify tokens"
+        )
+    known = set(jwt.algorithms.get_default_algorithms()) - {"none"}
+    unknown = [a for a in settings.jwt_algorithms if a not in known]
+    if unknown:
+        raise ConfigError(
+            f"CDCWH_SERVE__JWT_ALGORITHMS (serve.jwt_algorithms): {unknown} not accepted; "
+            f"one or more of {sorted(known)}"
+        )
+    if settings.jwks_url is not None and set(settings.jwt_algorithms) <= set(SYMMETRIC):
+        raise ConfigError(
+            "CDCWH_SERVE__JWT_ALGORITHMS (serve.jwt_algorithms): serve.jwks_url needs an asymmetric "
+            "algorithm (RS256, ES256, ...); the default HS256 is for serve.jwt_secret only"
         )
     if settings.jwt_secret is not None:
         if len(settings.jwt_secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
@@ -45,7 +58,17 @@ class Authenticator:
     def __init__(self, settings: ServeSettings) -> None:
         check_settings(settings)
         self.settings = settings
-        self._jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True) if settings.jwks_url else None
+        self._jwks = (
+            jwt.PyJWKClient(
+                settings.jwks_url,
+                cache_keys=True,
+                cache_jwk_set=True,
+                lifespan=JWKS_LIFESPAN_S,
+                cooldown_duration=settings.jwks_refresh_s,  # an unknown kid refetches at most this often
+            )
+            if settings.jwks_url
+            else None
+        )
 
     @property
     def blocking(self) -> bool:

@@ -15,13 +15,15 @@ T = TypeVar("T")
 
 
 class ResultCache(Generic[T]):
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_rows: int | None = None) -> None:
+        """At most ``size`` answers holding ``max_rows`` rows in all (None: no bound on rows); an answer of
+        more rows than that is not cached."""
         self.size = size
-        self._entries: OrderedDict[Hashable, tuple[frozenset[str], T]] = OrderedDict()
+        self.max_rows = max_rows
+        self.rows = 0
+        self._entries: OrderedDict[Hashable, tuple[frozenset[str], T, int]] = OrderedDict()
         self._generations: dict[str, int] = {}
         self._epoch = 0  # bumped when every answer is dropped
-        self.hits = 0
-        self.misses = 0
 
     def generations(self, marts: Iterable[str]) -> tuple[int, ...]:
         return (self._epoch, *(self._generations.get(m, 0) for m in sorted(marts)))
@@ -29,21 +31,30 @@ class ResultCache(Generic[T]):
     def get(self, key: Hashable) -> T | None:
         entry = self._entries.get(key)
         if entry is None:
-            self.misses += 1
             return None
         self._entries.move_to_end(key)
-        self.hits += 1
         return entry[1]
 
-    def put(self, key: Hashable, marts: frozenset[str], value: T, generations: tuple[int, ...]) -> bool:
-        """Store ``value`` unless one of ``marts`` changed since ``generations`` were taken."""
+    def put(
+        self, key: Hashable, marts: frozenset[str], value: T, generations: tuple[int, ...], rows: int = 0
+    ) -> bool:
+        """Store ``value`` (of ``rows`` rows) unless one of ``marts`` changed since ``generations`` were
+        taken, or it alone holds more rows than the cache may."""
         if self.size == 0 or self.generations(marts) != generations:
             return False
-        self._entries[key] = (marts, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        if self.max_rows is not None and rows > self.max_rows:
+            return False
+        self._drop(key)
+        self._entries[key] = (marts, value, rows)
+        self.rows += rows
+        while len(self._entries) > self.size or (self.max_rows is not None and self.rows > self.max_rows):
+            self._drop(next(iter(self._entries)))
         return True
+
+    def _drop(self, key: Hashable) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.rows -= entry[2]
 
     def invalidate(self, marts: Iterable[str] | None) -> int:
         """Drop the answers reading any of ``marts`` (None: all of them, e.g. after missed announcements)."""
@@ -51,11 +62,12 @@ class ResultCache(Generic[T]):
             self._epoch += 1
             dropped = len(self._entries)
             self._entries.clear()
+            self.rows = 0
             return dropped
         changed = set(marts)
         for mart in changed:
             self._generations[mart] = self._generations.get(mart, 0) + 1
-        stale = [k for k, (m, _) in self._entries.items() if m & changed]
+        stale = [k for k, (m, _, _) in self._entries.items() if m & changed]
         for key in stale:
-            del self._entries[key]
+            self._drop(key)
         return len(stale)

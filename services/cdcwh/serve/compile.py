@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from psycopg import sql
 
@@ -20,12 +19,39 @@ from cdcwh.serve.model import (
     MEMBER,
     Condition,
     Dimension,
-    Granularity,
     Measure,
     SemanticModel,
 )
+from cdcwh.serve.query import (
+    Compiled,
+    DimensionRef,
+    Filter,
+    NotPermitted,
+    Op,
+    Order,
+    Principal,
+    QueryError,
+    SemanticQuery,
+)
 
-Op = Literal["equals", "not_equals", "in", "gt", "gte", "lt", "lte"]
+__all__ = [  # the value types are re-exported: callers import them from here
+    "AGGREGATES",
+    "Builder",
+    "COMPARISONS",
+    "Compiled",
+    "DimensionRef",
+    "Filter",
+    "MAX_FILTER_VALUES",
+    "NotPermitted",
+    "Op",
+    "Order",
+    "Principal",
+    "QueryError",
+    "SemanticQuery",
+    "apply_row_filters",
+    "compile_query",
+    "permitted",
+]
 COMPARISONS: Mapping[str, str] = {
     "equals": "=",
     "not_equals": "<>",
@@ -36,64 +62,6 @@ COMPARISONS: Mapping[str, str] = {
 }
 MAX_FILTER_VALUES = 500
 AGGREGATES: Mapping[str, str] = {"sum": "sum", "count": "count", "average": "avg", "min": "min", "max": "max"}
-
-
-class QueryError(ValueError):
-    """The query cannot be answered as asked (a bad member, a limit too high): the client's error."""
-
-
-class NotPermitted(QueryError):
-    """The caller may not read what it asked for (or it does not exist: the two are not told apart)."""
-
-
-@dataclass(frozen=True)
-class Principal:
-    subject: str
-    roles: tuple[str, ...]
-    claims: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DimensionRef:
-    member: str
-    granularity: Granularity | None = None
-
-
-@dataclass(frozen=True)
-class Filter:
-    member: str
-    op: Op
-    values: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Order:
-    member: str
-    descending: bool = False
-
-
-@dataclass(frozen=True)
-class SemanticQuery:
-    measures: tuple[str, ...] = ()
-    dimensions: tuple[DimensionRef, ...] = ()
-    filters: tuple[Filter, ...] = ()
-    order: tuple[Order, ...] = ()
-    limit: int | None = None
-
-
-@dataclass(frozen=True)
-class Compiled:
-    query: sql.Composed
-    params: tuple[Any, ...]
-    columns: tuple[str, ...]
-    marts: frozenset[str]
-    limit: int
-    """Rows wanted; the SQL fetches one more, so the caller can tell that there were more."""
-    limited: bool
-    """The client set the limit (more rows: cut); else more than ``max_rows`` rows is an error."""
-
-    def key(self) -> str:
-        return self.query.as_string(None)
 
 
 def permitted(model: SemanticModel, principal: Principal, ref: str) -> bool:

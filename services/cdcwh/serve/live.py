@@ -1,12 +1,16 @@
 """The subscription: a semantic query's answer now, then each new answer after the sink announces a new
 version of a mart it reads (``Warehouse`` wakes it); an unchanged answer is not pushed again. Each push is
-audited; PostgreSQL being away delays pushes, it does not end the subscription."""
+audited; PostgreSQL being away delays pushes, it does not end the subscription. Each subscribe is rate
+limited per subject, at most ``serve.max_subscriptions`` run on one connection, and the connection is closed
+(4403) when the caller's token expires."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -20,6 +24,7 @@ from strawberry.types import Info
 from cdcwh.metrics import API_PUSHES, API_SUBSCRIPTIONS
 from cdcwh.serve.audit import Access
 from cdcwh.serve.compile import QueryError
+from cdcwh.serve.ratelimit import RateLimited
 from cdcwh.serve.schema import Context, SemanticQueryInput, SemanticResult, compile_input, to_result
 
 log = logging.getLogger(__name__)
@@ -48,13 +53,30 @@ class Subscription:
             )
 
         first = access()
+        expires = float(context.principal.claims.get("exp", math.inf)) if context.principal else 0.0
         try:
+            if expires <= time.time():
+                first.status = "unauthorized"
+                raise QueryError("the token has expired")
+            try:
+                services.limiter.hit(first.subject or "")
+            except RateLimited as exc:
+                first.status = "rate_limited"
+                raise QueryError(f"too many requests; retry after {exc.retry_after_s} s") from None
+            if context.subscriptions >= services.max_subscriptions:
+                raise QueryError(
+                    f"at most {services.max_subscriptions} subscriptions on one connection "
+                    "(serve.max_subscriptions)"
+                )
             compiled = compile_input(context, query, first)
-        except QueryError:
+        except QueryError as exc:
+            first.status = "error" if first.status == "ok" else first.status
+            first.error = str(exc)
             services.audit.record(first)
             raise
         queue = services.warehouse.subscribe()
         API_SUBSCRIPTIONS.inc()
+        context.subscriptions += 1
         try:
             last: tuple[tuple[Any, ...], ...] | None = None
             pending: frozenset[str] | None = compiled.marts
@@ -71,6 +93,11 @@ class Subscription:
                         await asyncio.sleep(RETRY_S)
                         pending = None
                         continue
+                    except Exception as exc:  # the subscription ends: say so in its audit row
+                        record.status, record.error = "error", f"{type(exc).__name__}: {exc}"[:500]
+                        record.duration_s = time.perf_counter() - started
+                        services.audit.record(record)
+                        raise
                     record.duration_s = time.perf_counter() - started
                     if answer.rows != last:
                         record.marts, record.rows = set(answer.marts), len(answer.rows)
@@ -78,10 +105,18 @@ class Subscription:
                         API_PUSHES.inc()
                         last = answer.rows
                         yield to_result(answer)
-                pending = await queue.get()
+                try:
+                    async with asyncio.timeout(max(0.0, expires - time.time())):
+                        pending = await queue.get()
+                except TimeoutError:
+                    log.info("closing a subscription's connection: its token expired")
+                    with contextlib.suppress(RuntimeError):
+                        await context.request.close(code=4403, reason="token expired")
+                    return
                 while not queue.empty() and pending is not None:  # coalesce a burst of announcements
                     more = queue.get_nowait()
                     pending = None if more is None else pending | more
         finally:
             services.warehouse.unsubscribe(queue)
             API_SUBSCRIPTIONS.dec()
+            context.subscriptions -= 1

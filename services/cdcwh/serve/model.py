@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from cdcwh.errors import ConfigError
 
@@ -95,6 +95,48 @@ class ModelFile(Strict):
 class SemanticModel(Strict):
     entities: dict[str, Entity]
     roles: dict[str, Role]
+    _where: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
+    """("entities", name[, "dimensions"|"measures", member]) -> "file:line" (when loaded from files)."""
+
+    def columns(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """mart -> column -> the places of the model reading it ("file:line: entity.member")."""
+        needed: dict[str, dict[str, tuple[str, ...]]] = {}
+
+        def need(entity: str, column: str, what: str, *member: str) -> None:
+            mart = self.entities[entity].mart
+            at = self._where.get(("entities", entity, *member)) or self._where.get(("entities", entity), "?")
+            places = needed.setdefault(mart, {}).setdefault(column, ())
+            needed[mart][column] = (*places, f"{at}: {entity}.{what}")
+
+        for name, entity in self.entities.items():
+            for column in entity.primary_key:
+                need(name, column, "primary_key")
+            for condition in entity.filters:
+                need(name, condition.column, "filters")
+            for kind, members in (("dimensions", entity.dimensions), ("measures", entity.measures)):
+                for member, definition in members.items():
+                    need(name, definition.column, member, kind, member)
+                    for condition in getattr(definition, "filters", []):
+                        need(name, condition.column, member, kind, member)
+            for join_name, join in entity.joins.items():
+                for mine, theirs in join.keys.items():
+                    need(name, mine, f"joins.{join_name}")
+                    need(join.entity, theirs, f"joins.{join_name} (from {name})")
+        return needed
+
+    def missing_in(self, tables: dict[str, set[str]]) -> list[str]:
+        """What the model reads that the warehouse lacks (``tables``: mart -> its columns)."""
+        problems = []
+        for mart, columns in sorted(self.columns().items()):
+            if mart not in tables:
+                entities = sorted(n for n, e in self.entities.items() if e.mart == mart)
+                at = ", ".join(self._where.get(("entities", n), "?") for n in entities)
+                problems.append(f"{at}: mart {mart} does not exist")
+                continue
+            for column, places in sorted(columns.items()):
+                if column not in tables[mart]:
+                    problems.extend(f"{place}: mart {mart} has no column {column}" for place in places)
+        return problems
 
     def member(self, ref: str) -> tuple[str, str, Dimension | Measure]:
         """``entity.name`` -> (entity, name, its definition); KeyError when there is none."""
@@ -168,7 +210,12 @@ def load_model(directory: Path) -> SemanticModel:
                     continue
                 target[name] = item  # type: ignore[assignment]
                 where[(kind, name)] = here
+                for member_kind in ("dimensions", "measures") if kind == "entities" else ():
+                    for member in getattr(item, member_kind):
+                        line = _line(node, (kind, name, member_kind, member))
+                        where[(kind, name, member_kind, member)] = f"{path}:{line}"
     model = SemanticModel(entities=entities, roles=roles)
+    model._where = where
     problems.extend(_check(model, where))
     if problems:
         raise ConfigError("invalid semantic model:\n  " + "\n  ".join(problems))

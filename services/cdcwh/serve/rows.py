@@ -1,4 +1,5 @@
-"""Paginated access to an entity's rows: the primary key and the columns of the members the caller may read,
+"""Paginated access to an entity's rows: the columns of the dimensions the caller may read (which must cover
+the primary key; measures grant aggregates only, never the rows behind them),
 in primary-key order, a page at a time (keyset pagination: the cursor is the last key of a page). The same
 row filters as the semantic query apply; identifiers from the model, values (cursor, claims) as parameters."""
 
@@ -20,7 +21,7 @@ from cdcwh.serve.compile import (
     apply_row_filters,
     permitted,
 )
-from cdcwh.serve.model import Dimension, Measure, SemanticModel
+from cdcwh.serve.model import Dimension, SemanticModel
 
 
 def encode_cursor(key: list[Any]) -> str:
@@ -32,7 +33,11 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, binascii.Error):
         raise QueryError("not a cursor of this API") from None
-    if not isinstance(key, list) or len(key) != width:
+    if (
+        not isinstance(key, list)
+        or len(key) != width
+        or not all(v is None or isinstance(v, str | int | float | bool) for v in key)
+    ):
         raise QueryError("not a cursor of this API")
     return key
 
@@ -48,15 +53,18 @@ def compile_rows(
     max_rows: int,
 ) -> Compiled:
     entity = model.entities.get(entity_name)
-    members: list[tuple[str, Dimension | Measure]] = []
+    readable: list[Dimension] = []
     if entity is not None:
-        members = [*entity.dimensions.items(), *entity.measures.items()]
-    readable = [m for m in members if permitted(model, principal, f"{entity_name}.{m[0]}")]
-    if entity is None or not readable:
+        readable = [
+            d for n, d in entity.dimensions.items() if permitted(model, principal, f"{entity_name}.{n}")
+        ]
+    # raw columns only of the dimensions granted (a measure grants an aggregate, not the rows behind it);
+    # the key pages and is in the cursor, so a dimension granted must cover each of its columns
+    if entity is None or not set(entity.primary_key) <= {d.column for d in readable}:
         raise NotPermitted(f"unknown or not permitted entity {entity_name!r}")
     if not 1 <= first <= max_rows:
         raise QueryError(f"first must be between 1 and {max_rows} (serve.max_rows)")
-    columns = list(dict.fromkeys([*entity.primary_key, *(member.column for _, member in readable)]))
+    columns = list(dict.fromkeys([*entity.primary_key, *(d.column for d in readable)]))
     builder = Builder(model, schema, entity_name)
     where: list[sql.Composable] = []
     params: list[Any] = []

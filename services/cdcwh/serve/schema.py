@@ -26,11 +26,11 @@ from cdcwh.serve.compile import (
     permitted,
 )
 from cdcwh.serve.model import SemanticModel
+from cdcwh.serve.ratelimit import Limiter
 from cdcwh.serve.rows import compile_rows, encode_cursor
 from cdcwh.serve.store import Answer, Warehouse
 
 log = logging.getLogger(__name__)
-RETRY_S = 1.0
 
 
 @dataclass
@@ -40,6 +40,8 @@ class Services:
     audit: AuditWriter
     max_rows: int
     max_members: int
+    limiter: Limiter
+    max_subscriptions: int = 10
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Context:
     request: Any = None
     response: Any = None
     connection_params: dict[str, Any] = field(default_factory=dict)
+    subscriptions: int = 0
+    """Open on this connection (a WebSocket's context lives as long as the connection)."""
 
 
 @strawberry.enum

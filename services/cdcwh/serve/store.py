@@ -1,5 +1,11 @@
 """The API's side of PostgreSQL: a pool of read-only connections (the reader DSN), the cache, and the
-listener of mart announcements (``cdcwh.martnotify``) that drops cached answers and wakes subscriptions."""
+listener of mart announcements (``cdcwh.martnotify``) that drops cached answers and wakes subscriptions.
+
+The cache is used only while the listener is connected (its connection has TCP keepalives and is pinged
+every ``PING_S`` seconds without a notification, so a dead or half-open one is found and replaced): an
+announcement missed while it was not is never the reason for a stale answer. Writes to the marts that do not
+go through the sink are not announced: answers cached before them stay until the mart's next announcement
+(``serve.cache_size = 0`` when something else writes the marts)."""
 
 from __future__ import annotations
 
@@ -17,12 +23,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from cdcwh import martnotify
 from cdcwh.config import ServeSettings
+from cdcwh.errors import ConfigError
 from cdcwh.metrics import API_ANNOUNCEMENTS, API_CACHE
+from cdcwh.pgprivileges import require_privileges, table_needs
 from cdcwh.serve.cache import ResultCache
 from cdcwh.serve.compile import Compiled, QueryError
+from cdcwh.serve.model import SemanticModel
 
 log = logging.getLogger(__name__)
 RECONNECT_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+PING_S = 10.0
+CONNECT_TIMEOUT_S = 5
+COLUMNS_SQL = "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s"
 
 
 @dataclass(frozen=True)
@@ -47,12 +59,25 @@ def plain(value: Any) -> Any:
 
 
 class Warehouse:
-    def __init__(self, dsn: str, schema: str, settings: ServeSettings) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        settings: ServeSettings,
+        marts: frozenset[str] | None = None,
+        setting: str = "postgres.reader_dsn",
+        model: SemanticModel | None = None,
+    ) -> None:
+        """``marts``: the model's (checked readable at open; announcements of any other are ignored: any
+        role may ``pg_notify``); ``setting``: where ``dsn`` comes from, for the errors."""
         self.dsn = dsn
+        self.setting = setting
+        self.model = model
+        self.marts = marts
         self.schema = schema
         self.settings = settings
         self.channel = martnotify.channel(schema)
-        self.cache: ResultCache[Answer] = ResultCache(settings.cache_size)
+        self.cache: ResultCache[Answer] = ResultCache(settings.cache_size, settings.cache_rows)
         self.versions: dict[str, int] = {}
         self.listening = asyncio.Event()
         self._subscribers: set[asyncio.Queue[frozenset[str] | None]] = set()
@@ -68,21 +93,50 @@ class Warehouse:
         await conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout_ms)))
         await conn.execute("SET TimeZone = 'UTC'")
 
+    def preflight(self) -> None:
+        """Fail fast, naming the setting, when PostgreSQL is unreachable or a mart not readable."""
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                needs = table_needs(self.schema, sorted(self.marts or ()), ["SELECT"])
+                require_privileges(conn, needs, service="cdcwh serve", setting=self.setting)
+                if self.model is not None:
+                    rows = conn.execute(COLUMNS_SQL, (self.schema,)).fetchall()
+                    tables: dict[str, set[str]] = {}
+                    for table, column in rows:
+                        tables.setdefault(table, set()).add(column)
+                    problems = self.model.missing_in(tables)
+                    if problems:
+                        raise ConfigError(
+                            f"the semantic model does not match the marts in schema {self.schema} "
+                            f"(postgres.schema):\n  " + "\n  ".join(problems)
+                        )
+        except psycopg.OperationalError as exc:
+            raise ConfigError(
+                f"cdcwh serve: cannot connect to PostgreSQL with {self.setting}: {exc}"
+            ) from None
+
     async def open(self) -> None:
-        await self._pool.open(wait=True)
-        self._listener = asyncio.create_task(self._listen(), name="mart-listener")
-        await asyncio.wait_for(self.listening.wait(), timeout=30)
+        await asyncio.to_thread(self.preflight)
+        try:
+            await self._pool.open(wait=True)
+            self._listener = asyncio.create_task(self._listen(), name="mart-listener")
+            await asyncio.wait_for(self.listening.wait(), timeout=30)
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
+            self._listener = None
         await self._pool.close()
 
     async def run(self, compiled: Compiled, *, use_cache: bool = True) -> Answer:
         key = (compiled.key(), tuple(map(repr, compiled.params)))
-        if use_cache and self.cache.size:
+        use_cache = use_cache and bool(self.cache.size) and self.listening.is_set()
+        if use_cache:
             found = self.cache.get(key)
             API_CACHE.labels("hit" if found is not None else "miss").inc()
             if found is not None:
@@ -99,7 +153,8 @@ class Warehouse:
             )
         rows = tuple(tuple(plain(v) for v in row) for row in fetched[: compiled.limit])
         answer = Answer(compiled.columns, rows, compiled.marts, has_more)
-        self.cache.put(key, compiled.marts, answer, generations)
+        if use_cache:
+            self.cache.put(key, compiled.marts, answer, generations, len(rows))
         return answer
 
     async def select(self, query: sql.Composed, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -125,21 +180,23 @@ class Warehouse:
         attempt = 0
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    self.dsn,
+                    autocommit=True,
+                    application_name="cdcwh-serve-listener",
+                    keepalives=1,
+                    keepalives_idle=10,
+                    keepalives_interval=5,
+                    keepalives_count=3,
+                ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self._announce(None)  # announcements may have been missed while not listening
                     self.listening.set()
                     attempt = 0
-                    async for notify in conn.notifies():
-                        try:
-                            versions = martnotify.decode(notify.payload)
-                        except ValueError as exc:
-                            log.warning("ignoring a notification on %s: %s", self.channel, exc)
-                            continue
-                        for mart, version in versions.items():
-                            self.versions[mart] = max(version, self.versions.get(mart, version))
-                            API_ANNOUNCEMENTS.labels(mart).inc()
-                        self._announce(frozenset(versions))
+                    while True:
+                        async for notify in conn.notifies(timeout=PING_S):
+                            self._heard(notify.payload)
+                        await conn.execute("SELECT 1")  # a quiet connection may be a dead one
             except psycopg.Error as exc:
                 self.listening.clear()
                 wait = RECONNECT_S[min(attempt, len(RECONNECT_S) - 1)]
@@ -148,3 +205,20 @@ class Warehouse:
                     "mart listener lost its connection (%s); again in %.1f s", type(exc).__name__, wait
                 )
                 await asyncio.sleep(wait)
+            finally:
+                self.listening.clear()
+
+    def _heard(self, payload: str) -> None:
+        try:
+            versions = martnotify.decode(payload)
+        except ValueError as exc:
+            log.warning("ignoring a notification on %s: %s", self.channel, exc)
+            return
+        if self.marts is not None:
+            versions = {m: v for m, v in versions.items() if m in self.marts}
+            if not versions:
+                return
+        for mart, version in versions.items():
+            self.versions[mart] = max(version, self.versions.get(mart, version))
+            API_ANNOUNCEMENTS.labels(mart).inc()
+        self._announce(frozenset(versions))

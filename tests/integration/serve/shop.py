@@ -20,8 +20,9 @@ from cdcwh.config import PROJECT_ROOT, Settings
 from cdcwh.goldfeed import GoldChange
 from cdcwh.serve.auth import issue
 from cdcwh.sink.postgres import PostgresMartSink
+from tests.plugins.secrets import JWT_SECRET
 
-SECRET = "test-secret-0123456789abcdef-0123456789"  # noqa: S105 (a key for the tests only)
+SECRET = JWT_SECRET  # the canary: the session's secret sweep fails the run if it is ever written out
 COUNTRIES = ("DE", "FR", "US")
 SEGMENTS = ("consumer", "corporate")
 STATUSES = ("placed", "shipped", "completed", "cancelled", "returned")
@@ -204,7 +205,8 @@ def audit_rows(dsn: str, schema: str) -> list[dict[str, Any]]:
     with psycopg.connect(dsn) as conn:
         cursor = conn.execute(
             sql.SQL(
-                "SELECT subject, roles, status, marts, rows_returned, operation, operation_hash FROM {}"
+                "SELECT subject, roles, status, marts, rows_returned, operation, operation_hash, error "
+                "FROM {}"
             ).format(sql.Identifier(schema, "api_access"))
         )
         names = [c.name for c in cursor.description or ()]

@@ -97,3 +97,57 @@ def test_a_websocket_without_a_valid_token_is_refused(api: Api) -> None:
         what="three audit rows",
     )
     assert [r["status"] for r in rows] == ["unauthorized"] * 3
+
+
+def subscribe(ws: ClientConnection, op_id: str) -> None:
+    query = {"measures": ["daily_revenue.revenue"]}
+    payload = {"query": SUBSCRIPTION, "variables": {"q": query}}
+    ws.send(json.dumps({"id": op_id, "type": "subscribe", "payload": payload}))
+
+
+def replies(ws: ClientConnection, ids: set[str]) -> dict[str, dict[str, Any]]:
+    """The first message of each operation in ``ids``."""
+    first: dict[str, dict[str, Any]] = {}
+    while set(first) != ids:
+        message = receive(ws)
+        first.setdefault(message["id"], message)
+    return first
+
+
+@pytest.mark.parametrize(
+    ("serve", "refusal"),
+    [
+        ({"rate_limit": "2/minute"}, "too many requests"),
+        ({"max_subscriptions": 2}, "serve.max_subscriptions"),
+    ],
+)
+def test_each_subscribe_is_limited_on_one_connection(
+    postgres_dsn: str, pg_schema: str, tmp_path: Path, serve: dict[str, Any], refusal: str
+) -> None:
+    with contextlib.contextmanager(running)(postgres_dsn, pg_schema, tmp_path, **serve) as api:
+        with open_ws(api, {"token": token("dashboard", subject="greedy")}) as ws:
+            assert receive(ws)["type"] == "connection_ack"
+            for op_id in ("1", "2"):
+                subscribe(ws, op_id)
+            first = replies(ws, {"1", "2"})
+            assert [first[i]["type"] for i in ("1", "2")] == ["next", "next"]
+            subscribe(ws, "3")
+            third = replies(ws, {"3"})["3"]
+        assert third["payload"].get("data") is None and refusal in json.dumps(third["payload"]), third
+        rows = wait_for(
+            lambda: [
+                r for r in audit_rows(api.dsn, api.settings.postgres.audit_schema) if r["status"] != "ok"
+            ],
+            what="the refusal's audit row",
+        )
+        assert [(r["subject"], r["operation"]) for r in rows] == [("greedy", "subscription")]
+
+
+def test_the_connection_is_closed_when_the_token_expires(api: Api) -> None:
+    with open_ws(api, {"token": token("dashboard", ttl_s=3)}) as ws:
+        assert receive(ws)["type"] == "connection_ack"
+        subscribe(ws, "1")
+        assert receive(ws)["type"] == "next"
+        with pytest.raises(ConnectionClosed) as info:
+            receive(ws)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4403

@@ -177,3 +177,16 @@ def test_a_filter_takes_at_most_500_values(model: SemanticModel) -> None:
         max_rows=10,
     )
     assert compiled.key().count("%s") == 501  # the values and the limit
+
+
+def test_a_cursor_of_anything_but_scalars_is_refused() -> None:
+    import base64
+    import json
+
+    from cdcwh.serve.rows import decode_cursor
+
+    for key in ([{"a": 1}], [[1]], {"k": 1}, [1, 2]):
+        cursor = base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+        with pytest.raises(QueryError, match="not a cursor of this API"):
+            decode_cursor(cursor, 1)
+    assert decode_cursor(base64.urlsafe_b64encode(b'["x"]').decode(), 1) == ["x"]

@@ -4,11 +4,16 @@
 "use strict";
 
 const QUERY = "subscription($q: SemanticQueryInput!) { semantic(query: $q) { columns rows } }";
-const today = new Date().toISOString().slice(0, 10);
+const utcToday = () => new Date().toISOString().slice(0, 10);
 const SUBSCRIPTIONS = {
-  today: {
-    measures: ["daily_revenue.revenue", "daily_revenue.orders"],
-    filters: [{ member: "daily_revenue.order_date", op: "EQUALS", values: [today] }],
+  // a function: the day (UTC) is taken at each subscribe, and again after midnight (see followToday)
+  today: () => {
+    const day = utcToday();
+    document.body.dataset.today = day; // the day the page shows, for whoever reads it (the tests)
+    return {
+      measures: ["daily_revenue.revenue", "daily_revenue.orders"],
+      filters: [{ member: "daily_revenue.order_date", op: "EQUALS", values: [day] }],
+    };
   },
   total: { measures: ["daily_revenue.revenue"] },
   statuses: { measures: ["orders.orders"], dimensions: [{ member: "orders.status" }] },
@@ -61,6 +66,24 @@ const render = {
   },
 };
 
+function subscribe(ws, id) {
+  const query = SUBSCRIPTIONS[id];
+  const q = typeof query === "function" ? query() : query;
+  ws.send(JSON.stringify({ id, type: "subscribe", payload: { query: QUERY, variables: { q } } }));
+}
+
+// at the next midnight UTC, subscribe "today" again for the new day (until the socket closes)
+function followToday(ws) {
+  const now = new Date();
+  const midnight = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1);
+  setTimeout(() => {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    ws.send(JSON.stringify({ id: "today", type: "complete" }));
+    subscribe(ws, "today");
+    followToday(ws);
+  }, midnight - now.getTime() + 1000);
+}
+
 function connect(token) {
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/graphql";
   const ws = new WebSocket(url, "graphql-transport-ws");
@@ -71,9 +94,10 @@ function connect(token) {
     if (message.type === "connection_ack") {
       $("state").textContent = "live";
       $("state").classList.add("live");
-      for (const [id, q] of Object.entries(SUBSCRIPTIONS)) {
-        ws.send(JSON.stringify({ id, type: "subscribe", payload: { query: QUERY, variables: { q } } }));
+      for (const id of Object.keys(SUBSCRIPTIONS)) {
+        subscribe(ws, id);
       }
+      followToday(ws);
     } else if (message.type === "next") {
       if (message.payload.errors) {
         $("error").textContent = message.id + ": " + message.payload.errors.map((e) => e.message).join("; ");
