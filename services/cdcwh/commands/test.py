@@ -58,8 +58,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from cdcwh.quality.spec import load_tests
     from cdcwh.warehouse import open_warehouse
 
-    specs = select(load_tests(settings.sql_path), args.select)
-    known = {s.model for s in load_tests(settings.sql_path)} | {s.test_id for s in specs}
+    every = load_tests(settings.sql_path)
+    specs = select(every, args.select)
+    known = {s.model for s in every} | {s.test_id for s in specs}
     unknown = sorted(set(args.select) - known)
     if unknown:
         raise ConfigError(f"--select: no tests for {', '.join(unknown)}")

@@ -31,6 +31,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+from cdcwh.core.identifiers import quote
+
 TEXT_TYPES = {"text", "varchar", "name", "citext", "xml"}
 INT_TYPES = {"int2", "int4", "int8"}
 SIMPLE_KINDS = {
@@ -94,11 +96,6 @@ class SourceColumn:
         if self.kind != "numeric" or self.typmod < 4:
             return None
         return (self.typmod - 4) & 0xFFFF
-
-
-def quote(identifier: str) -> str:
-    """An identifier quoted for PostgreSQL and DuckDB alike."""
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 # ---- canonical text in Python ------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import psycopg
 from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
 
 from cdcwh.config import Settings
+from cdcwh.core.identifiers import quote
 from cdcwh.reconcile.canonical import (
     COLUMNS_SQL,
     INFINITY,
@@ -42,7 +43,6 @@ from cdcwh.reconcile.canonical import (
     canonical,
     digest_expressions,
     kind_of,
-    quote,
     row_hash_duck,
     row_hash_pg,
 )
