@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
+from cdcwh.quality.compile import columns_used
 from cdcwh.quality.results import TestResult
 from cdcwh.quality.runner import ensure_tables, failed_result, run_test
 from cdcwh.quality.spec import TestSpec
@@ -61,6 +62,19 @@ class TestError(Exception):
         self.spec = spec
         self.error = f"{type(cause).__name__}: {cause}"[:1000]
         super().__init__(f"data quality test {spec.test_id}: {self.error}")
+
+
+def relations_tested(specs: Iterable[TestSpec]) -> dict[str, frozenset[tuple[str, str]]]:
+    """Gold model -> the relations its ``error`` tests read besides the model itself (a ``relationships``
+    target): the transform builds a model only once they exist, as it waits for the silver tables it reads."""
+    tested: dict[str, set[tuple[str, str]]] = {}
+    for spec in specs:
+        if spec.layer != "gold" or spec.severity != "error":
+            continue
+        foreign = set(columns_used(spec)) - {(spec.layer, spec.table)}
+        if foreign:
+            tested.setdefault(spec.model, set()).update(foreign)
+    return {model: frozenset(relations) for model, relations in tested.items()}
 
 
 def run_scoped(

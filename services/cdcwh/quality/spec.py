@@ -304,6 +304,17 @@ def parse_file(path: Path, text: str, layer: Layer) -> list[TestSpec]:
     return specs
 
 
+def _check_targets(path: Path, directory: Path, specs: list[TestSpec]) -> None:
+    """A gold ``relationships`` test names a gold model: a misspelt target would hold its mart waiting."""
+    for spec in specs:
+        if spec.layer == "gold" and isinstance(spec.args, Relationships):
+            if not (directory / f"{spec.args.target}.sql").is_file():
+                raise ConfigError(
+                    f"{path}: {spec.test_id}: ref('{spec.args.target}') is not a gold model "
+                    f"(no {directory}/{spec.args.target}.sql)"
+                )
+
+
 def load_tests(sql_dir: Path) -> list[TestSpec]:
     """Every test of ``<sql_dir>/gold/*.yml`` and ``<sql_dir>/silver/*.yml``; a ConfigError on the first
     file that is wrong, on a second file describing a model, or on a gold model without its ``.sql``."""
@@ -322,6 +333,7 @@ def load_tests(sql_dir: Path) -> list[TestSpec]:
                     raise ConfigError(
                         f"{path}: model {model} is not a gold model (no {directory}/{model}.sql)"
                     )
+                _check_targets(path, directory, [s for s in found if s.model == model])
                 if model in described:
                     raise ConfigError(f"{path}: model {model} is already described in {described[model]}")
                 described[model] = path

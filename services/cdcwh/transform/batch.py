@@ -43,7 +43,7 @@ from cdcwh.bronze.offsets import TopicPartition
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 from cdcwh.models import GoldModel
-from cdcwh.quality.gate import TestError, check_gold, pending_bypasses, run_scoped
+from cdcwh.quality.gate import TestError, check_gold, pending_bypasses, relations_tested, run_scoped
 from cdcwh.quality.results import TestResult
 from cdcwh.quality.runner import ensure_tables, observe, record_results
 from cdcwh.quality.spec import TestSpec
@@ -319,7 +319,7 @@ def run_batch(
             scope = f"__seq > {seq_from}"
             result.dq += run_scoped(con, tests, touched, scope, result.batch_id or 0, result.broken_tests)
         if gold:
-            refresh_gold_after(con, result, models, behind, changes, source_times)
+            refresh_gold_after(con, result, models, behind, changes, source_times, tests)
             gate_gold(con, result, tests)
         else:
             hold_gold(con, result, changes)
@@ -418,6 +418,7 @@ def refresh_gold_after(
     behind: dict[str, int],
     changes: ChangeSet,
     source_times: list[pa.Array],
+    tests: Sequence[TestSpec] = (),
 ) -> None:
     """Refresh gold after silver changed (or when a model is behind), incrementally from ``changes`` unless
     silver changed without gold before (a rebuild, perhaps interrupted): then in full. The outbox rows get
@@ -425,7 +426,7 @@ def refresh_gold_after(
     stale = bool(_state(con, GOLD_STALE))
     if not (_silver_changed(result, changes) or stale or behind):
         return
-    _refresh_and_mark(con, result, models, behind, None if stale else changes)
+    _refresh_and_mark(con, result, models, behind, None if stale else changes, tests)
     stamp_source_times(con, result.version or 0, source_times)
     write_state(con, GOLD_STALE, 0)
 
@@ -450,7 +451,7 @@ def run_gold_batch(
     behind = models_behind(con, models)
 
     def work(result: BatchResult) -> None:
-        _refresh_and_mark(con, result, models, behind, None)
+        _refresh_and_mark(con, result, models, behind, None, tests)
         gate_gold(con, result, tests)
         write_state(con, GOLD_STALE, 0)
         _record_batch(con, result, started)
@@ -535,6 +536,7 @@ def _refresh_and_mark(
     models: list[GoldModel],
     behind: dict[str, int],
     changes: ChangeSet | None,
+    tests: Sequence[TestSpec] = (),
 ) -> None:
     """Refresh gold and keep ``cdcwh.state``'s behind marks: set for the models failed or skipped (the first
     batch each missed), cleared for the ones that refreshed (in full, since they were behind)."""
@@ -546,6 +548,7 @@ def _refresh_and_mark(
         failed=result.failed,
         behind=set(behind),
         lagging=failed_tables(con).keys() | result.failed_tables.keys(),
+        tested_against=relations_tested(tests),
     )
     for name in sorted(result.failed.keys() | result.skipped.keys()):
         write_state(con, GOLD_BEHIND + name, behind.get(name, result.batch_id or 0))
@@ -649,17 +652,22 @@ def refresh_gold(
     failed: Mapping[str, str] | None = None,
     behind: Collection[str] = (),
     lagging: Collection[str] = (),
+    tested_against: Mapping[str, frozenset[tuple[str, str]]] | None = None,
 ) -> tuple[list[ModelResult], dict[str, str]]:
     """Refresh every model whose silver inputs exist (a mart over a table that never had a row waits): in
     full, or with the batch's ``changes`` only the rows they touch where the model says how (gold.py); the
-    ``behind`` ones in full. The ``failed`` ones are left out, and so is every model that reads one of them
-    (directly or through another) or a ``lagging`` silver table (whose bronze rows failed to apply): returns
-    the results and those skipped (model -> why). A model that raises raises ModelFailed."""
+    ``behind`` ones in full. A model whose error tests read a relation that will not exist after the batch
+    (``tested_against``: the ``relationships`` target of a mart, say, before its first row) waits too: its
+    rows cannot be checked yet. The ``failed`` ones are left out, and so is every model that reads one of
+    them (directly or through another) or a ``lagging`` silver table (whose bronze rows failed to apply):
+    returns the results and those skipped (model -> why). A model that raises raises ModelFailed."""
     failed = failed or {}
+    tested_against = tested_against or {}
     existing = {
         (str(schema), str(name))
         for schema, name in con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
     }
+    available = _available_after(models, existing, failed.keys(), tested_against)
     results: list[ModelResult] = []
     skipped: dict[str, str] = {}
     for model in models:
@@ -680,6 +688,7 @@ def refresh_gold(
             )
             continue
         missing = [ref for ref in model.reads if ref not in existing]
+        missing += sorted(ref for ref in tested_against.get(model.name, ()) if ref not in available)
         if missing:
             waiting = (model.name, tuple(missing))
             # said once per process at warning level: a model whose silver input never appears (a table
@@ -689,7 +698,7 @@ def refresh_gold(
             log.log(
                 level,
                 "gold.%s waits for %s (not in the warehouse yet: no rows arrived, or the table has another "
-                "name, see cdcwh.silver_tables)",
+                "name, see cdcwh.silver_tables; a relation its data quality tests read counts too)",
                 model.name,
                 ", ".join(".".join(ref) for ref in missing),
             )
@@ -703,6 +712,28 @@ def refresh_gold(
         existing.add(("gold", model.name))
         results.append(result)
     return results, skipped
+
+
+def _available_after(
+    models: list[GoldModel],
+    existing: Collection[tuple[str, str]],
+    failed: Collection[str],
+    tested_against: Mapping[str, frozenset[tuple[str, str]]],
+) -> set[tuple[str, str]]:
+    """The relations that exist once the batch's models are built: the existing ones and every model whose
+    inputs and tested relations are among them (the largest such set, so that two marts testing each other's
+    keys are built together, and tested after both refreshed)."""
+    candidates = {model.name: model for model in models if model.name not in failed}
+    while True:
+        available = {*existing, *(("gold", name) for name in candidates)}
+        keep = {
+            name: model
+            for name, model in candidates.items()
+            if model.reads <= available and tested_against.get(name, frozenset()) <= available
+        }
+        if len(keep) == len(candidates):
+            return available
+        candidates = keep
 
 
 def stamp_source_times(con: duckdb.DuckDBPyConnection, version: int, source_times: list[pa.Array]) -> None:

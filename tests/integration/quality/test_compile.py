@@ -189,6 +189,18 @@ def test_a_relationship_to_a_missing_column_fails(con: duckdb.DuckDBPyConnection
     assert result is not None and result.sample == [{"error": "gold.dims has no column id"}]
 
 
+def test_a_relationship_to_a_relation_not_built_yet_waits(con: duckdb.DuckDBPyConnection) -> None:
+    text = "models:\n  - name: facts\n    columns:\n      - name: dim_id\n        tests:\n"
+    text += "          - relationships: {to: ref('later'), field: dim_id}\n"
+    [spec] = parse_file(Path("t.yml"), text, "gold")
+    # no result, neither failed nor passed: the mart's first rows are tested once gold.later exists
+    assert run_test(con, spec, run_id="r") is None
+    con.execute("CREATE TABLE gold.later AS SELECT 1 AS dim_id")
+    result = run_test(con, spec, run_id="r")
+    # the dims of facts are 1, 2, 2, 9, NULL and 2: the three 2s and the 9 are not in gold.later
+    assert result is not None and (result.status, result.failing_rows) == ("fail", 4)
+
+
 def test_ranges_in_batch_scope_include_a_touched_null_partition(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE gold.scd ADD COLUMN _version BIGINT DEFAULT 1")
     # customer NULL: 1-5 overlaps 3-open, and the 3-open row is touched

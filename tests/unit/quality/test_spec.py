@@ -132,7 +132,8 @@ def test_mistakes_are_refused_naming_the_file_and_key(text: str, expected: list[
 
 def test_a_test_declared_in_two_files_is_refused(tmp_path: Path) -> None:
     (tmp_path / "gold").mkdir()
-    (tmp_path / "gold" / "orders.sql").write_text("SELECT 1 AS order_id")
+    for mart in ("orders", "customers"):  # customers: the target of GOOD's relationships test
+        (tmp_path / "gold" / f"{mart}.sql").write_text("SELECT 1 AS order_id")
     (tmp_path / "gold" / "a.yml").write_text(GOOD)
     (tmp_path / "gold" / "b.yml").write_text(GOOD)
     with pytest.raises(ConfigError, match=r"b\.yml: model orders is already described in .*a\.yml"):
@@ -170,6 +171,17 @@ def test_a_gold_yaml_model_without_its_sql_is_refused(tmp_path: Path) -> None:
     (tmp_path / "gold" / "orders.sql").write_text("SELECT 1 AS order_id")
     (tmp_path / "gold" / "orders.yml").write_text(GOOD.replace("name: orders", "name: oders"))
     with pytest.raises(ConfigError, match=r"orders\.yml: model oders is not a gold model"):
+        load_tests(tmp_path)
+
+
+def test_a_relationship_to_a_misspelt_gold_model_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "gold").mkdir()
+    (tmp_path / "gold" / "orders.sql").write_text("SELECT 1 AS order_id")
+    text = "models:\n  - name: orders\n    columns:\n      - name: customer_id\n        tests:\n"
+    text += "          - relationships: {to: ref('dim_custmers'), field: customer_id}\n"
+    (tmp_path / "gold" / "orders.yml").write_text(text)
+    # at load, not at run time: the mart would otherwise wait forever for a relation that never comes
+    with pytest.raises(ConfigError, match=r"ref\('dim_custmers'\) is not a gold model"):
         load_tests(tmp_path)
 
 
