@@ -44,6 +44,7 @@ class CatchUpTracker:
         self.expected_partitions = expected_partitions
         self._lock = threading.Lock()
         self._steady = False
+        self._steady_run = 0  # how many of the latest statistics in a row showed the join done
         self._assigned = 0
         self._partitions: dict[tuple[str, int], PartitionStats] = {}
         self.updates = 0
@@ -73,6 +74,7 @@ class CatchUpTracker:
                     metrics.CONSUMER_LAG.labels(self.group, topic, name).set(max(0, end - start))
         with self._lock:
             self._steady = cgrp.get("join_state") == "steady" and cgrp.get("state") == "up"
+            self._steady_run = self._steady_run + 1 if self._steady else 0
             self._assigned = int(cgrp.get("assignment_size", 0))
             self._partitions = partitions
             self.updates += 1
@@ -85,10 +87,12 @@ class CatchUpTracker:
                 f"partitions, {behind} not yet at their end"
             )
 
-    def joined(self) -> bool:
-        """Whether the last statistics showed this member in the group with its assignment (join done)."""
+    def steady_since(self, update: int, runs: int = 2) -> bool:
+        """Whether the last ``runs`` statistics all arrived after statistics number ``update`` and all showed
+        the join done. A single earlier 'steady' can be stale: a restarted broker has dropped the group and
+        the member is joining again, but the statistics saying so are up to an interval away."""
         with self._lock:
-            return self._steady
+            return self.updates - update >= runs and self._steady_run >= runs
 
     def caught_up(self) -> bool:
         with self._lock:
