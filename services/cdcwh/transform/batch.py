@@ -43,6 +43,7 @@ from cdcwh.bronze.offsets import TopicPartition
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 from cdcwh.models import GoldModel
+from cdcwh.quality.anomalies import note_source_clock
 from cdcwh.quality.gate import TestError, check_gold, pending_bypasses, relations_tested, run_scoped
 from cdcwh.quality.results import TestResult
 from cdcwh.quality.runner import ensure_tables, observe, record_results
@@ -372,6 +373,7 @@ def apply_silver(
         )
     _mark_failed_tables(con, result)
     write_state(con, "seq", seq)
+    note_source_clock(con, source_times, backlog=any(piece.more for piece in slices))
     return changes, source_times
 
 
