@@ -6,7 +6,9 @@ the ones it stamped with its version (``_version``); for silver, the rows with a
 the batch started from. An ``error`` test failing on a gold model holds that model: the transform rolls the
 batch back and redoes it without the model (and the models reading it), which leaves the mart, its outbox
 rows and so PostgreSQL at the last passing state, and marks it behind: every later batch recomputes it in
-full and tests it again, so it catches up with nothing lost once the data passes. Silver is never held.
+full and tests it again, on all its rows while it is held, so it catches up with nothing lost once the data
+passes. A model with a ``relationships`` test on a model the batch changed is tested too, on the rows whose
+parent the batch deleted (``models_to_check``, ``compile.py``). Silver is never held.
 
 ``cdcwh gate bypass <model> --reason ...`` stores a request in ``cdcwh.gate_bypass``; the next batch that
 refreshes the model uses it up (deletes it in its transaction) and lets the model's changes through even
