@@ -180,6 +180,7 @@ def _one_row_mart(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     """A DuckDB file with a gold mart of one row (of version 1); the bare gate, without a pipeline."""
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     con.execute("CREATE SCHEMA cdcwh; CREATE SCHEMA gold")
+    con.execute("CREATE TABLE cdcwh.state (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL)")
     con.execute(
         "CREATE TABLE gold.marts_x (id INTEGER, _version BIGINT); INSERT INTO gold.marts_x VALUES (1, 1)"
     )
