@@ -58,6 +58,7 @@ SLOW_FIRST = (
     "tests/integration/transform/test_transform_real_schemas.py",
     "tests/e2e/test_pipeline_postgres.py",
     "tests/integration/ingest/test_ingest_metrics.py",
+    "tests/integration/quality/test_gate_batch.py::test_deleting_a_product_under_order_items_holds_the_fact_mart",
 )
 
 

@@ -371,6 +371,10 @@ class AuditSettings(Section):
     """Points of trailing history a baseline uses (minutes for volume, profiles for columns)."""
     anomaly_min_points: int = Field(default=10, ge=3)
     """Fewer history points than this: no verdict (a new table is not flagged while it warms up)."""
+    volume_lateness_s: float = Field(default=120.0, ge=0)
+    """A minute of source commit time is judged for change volume once the newest source commit time seen
+    is this far past its end: changes arriving later (another table's topic behind) count in later
+    baselines, not in their minute's verdict."""
 
 
 class SourceSettings(Section):

@@ -5,7 +5,8 @@ changes were published. It never raises and never waits for PostgreSQL:
 
 1. every ``audit.profile_interval_s``: profile the silver tables (and, every
    ``audit.gold_profile_interval_s``, the gold models: ``quality/profile.py``) and judge the new profiles
-   and the complete minutes of volume (``quality/anomalies.py``); both kept in the warehouse file;
+   and the complete minutes of volume (by source commit time) and freshness (``quality/anomalies.py``);
+   both kept in the warehouse file;
 2. ship what DuckDB recorded and PostgreSQL lacks: ``cdcwh.batches`` above the shipped batch id
    (``cdcwh.state`` ``audit_batch``) as ``pipeline_runs``; ``cdcwh.dq_results`` after the last shipped
    ``(ran_at, run_id, test_id)`` (``cdcwh.audit_dq_mark``, a keyset: every row once, however many share an
@@ -32,7 +33,13 @@ from psycopg.types.json import Jsonb
 from cdcwh import metrics
 from cdcwh.audit.writer import PostgresAuditWriter, audit_enabled
 from cdcwh.config import Settings
-from cdcwh.quality.anomalies import ANOMALIES_TABLE, profile_anomalies, record_anomalies, volume_anomalies
+from cdcwh.quality.anomalies import (
+    ANOMALIES_TABLE,
+    freshness_anomalies,
+    profile_anomalies,
+    record_anomalies,
+    volume_anomalies,
+)
 from cdcwh.quality.profile import PROFILE_COLUMNS, PROFILES_TABLE, profile_all
 from cdcwh.warehouse import count, read_state, table_exists, write_state
 
@@ -131,7 +138,7 @@ class TransformAudit:
         # the judged minutes move with the anomalies found in them: both or neither (judged again next time)
         con.execute("BEGIN")
         try:
-            found += volume_anomalies(con, now, self.audit)
+            found += volume_anomalies(con, self.audit) + freshness_anomalies(con, now, self.audit)
             new = record_anomalies(con, found, now)
             con.execute("COMMIT")
         except BaseException:

@@ -15,10 +15,15 @@ absolute and relative to the median), and a sampling floor: for a volume (a coun
 that one null in a small window is not a spike; for a mean its standard error ``stddev/sqrt(n)``. A point
 whose ``|score|`` exceeds the threshold is an ``Anomaly`` (for freshness only a rise counts).
 Fewer than ``min_points`` history points give no verdict.
+
+Per-minute series are judged minute by minute: ``last_complete_minute`` says which minutes are complete by
+a clock (for volume the newest source commit time seen, less a lateness), ``history_for`` cuts the part of
+a long series a baseline can use.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -117,6 +122,34 @@ def detect(
     z = score(signal, last.value, base, last.rows, last.spread)
     beyond = z > threshold if signal in ONE_SIDED else abs(z) > threshold
     return Anomaly(signal, last.at, last.value, base, z, threshold) if beyond else None
+
+
+def last_complete_minute(clock: datetime, lateness: timedelta) -> datetime:
+    """The start of the newest minute that ended at least ``lateness`` before ``clock``."""
+    return (clock - lateness).replace(second=0, microsecond=0) - timedelta(minutes=1)
+
+
+def history_for(series: Sequence[Point], index: int, window: int) -> list[Point]:
+    """The points before ``series[index]`` (a series sorted by time) that ``baseline`` can use: those at the
+    same UTC hour on earlier days, and the last ``window``, in order. Judging a point of a long series
+    against them gives the verdict the whole series before it gives, without reading all of it."""
+    at = series[index].at
+    trailing = list(series[max(0, index - window) : index])
+    newest = trailing[0].at if trailing else at  # older same-hour points only: the trailing ones are kept
+    hour = at.replace(minute=0, second=0, microsecond=0)
+    same_hour: list[Point] = []
+    day = timedelta(days=1)
+    start = hour - day
+    while series and start + timedelta(hours=1) > series[0].at:
+        low = bisect.bisect_left(series, start, 0, index, key=_at)
+        high = bisect.bisect_left(series, min(start + timedelta(hours=1), newest), 0, index, key=_at)
+        same_hour[:0] = series[low:high]
+        start -= day
+    return [*same_hour, *trailing]
+
+
+def _at(point: Point) -> datetime:
+    return point.at
 
 
 def per_minute(counts: Mapping[datetime, int], start: datetime, end: datetime) -> list[Point]:

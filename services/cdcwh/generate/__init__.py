@@ -9,15 +9,18 @@ JSON converter would write; ``write_jsonl`` / ``produce`` send them to a file or
 from cdcwh.generate.change import SHOP_TABLES, TOAST_PLACEHOLDER, SourceChange, State
 from cdcwh.generate.debezium import DEBEZIUM_VERSION, KafkaRecord, encode
 from cdcwh.generate.output import produce, read_jsonl, write_jsonl
+from cdcwh.generate.pace import Drop, Pace
 from cdcwh.generate.state import replay_state
 from cdcwh.generate.workload import DEFAULT_START, ShopGenerator
 
 __all__ = [
     "DEBEZIUM_VERSION",
     "DEFAULT_START",
+    "Drop",
     "SHOP_TABLES",
     "TOAST_PLACEHOLDER",
     "KafkaRecord",
+    "Pace",
     "ShopGenerator",
     "SourceChange",
     "State",

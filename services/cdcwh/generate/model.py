@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cdcwh.generate.change import SHOP_TABLES, TOAST_PLACEHOLDER, Op, Row, SourceChange, State
+from cdcwh.generate.pace import Pace
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FIRST_LSN = 24_023_128  # a plausible WAL position for a young database
@@ -72,10 +73,14 @@ OPEN_STATUSES = ("placed", "shipped", "completed")
 class ShopModel:
     """Rows, indexes, id sequences, the simulated clock and the WAL position of one generator run."""
 
-    def __init__(self, rng: random.Random, start: datetime, first_lsn: int = FIRST_LSN) -> None:
+    def __init__(
+        self, rng: random.Random, start: datetime, first_lsn: int = FIRST_LSN, pace: Pace | None = None
+    ) -> None:
         self.rng = rng
         self.state: State = {name: {} for name in SHOP_TABLES}
         self.clock_us = int((start - EPOCH) / timedelta(microseconds=1))
+        self.start_us = self.clock_us
+        self.pace = pace
         self.lsn = first_lsn
         self.tx_id = FIRST_TX_ID
         self.ts_ms = self.clock_us // 1000
@@ -104,16 +109,25 @@ class ShopModel:
     def begin(self, *, events: int) -> int:
         """Start a streaming transaction of ``events`` row changes; returns its start time (micros).
 
-        The clock advances ~33 s per event on average, so 20,000 events span about a week; the commit
-        (``ts_ms`` of every event in the transaction) follows the start by a few milliseconds.
+        The clock advances ~33 s per event on average, so 20,000 events span about a week (with a ``pace``,
+        ``60 / rate`` s: ``pace.py``); the commit (``ts_ms`` of every event in the transaction) follows the
+        start by a few milliseconds.
         """
-        self.clock_us += sum(self.rng.randrange(0, 66_000_000) for _ in range(events))
+        for _ in range(events):
+            pace = self.pace
+            self.clock_us += (
+                self.rng.randrange(0, 66_000_000) if pace is None else pace.gap_us(self.rng, self.elapsed_us)
+            )
         started = self.clock_us
         self.clock_us += self.rng.randrange(500, 30_000)
         self.ts_ms = self.clock_us // 1000
         self.tx_id += self.rng.randint(1, 3)
         self.snapshot = "false"
         return started
+
+    @property
+    def elapsed_us(self) -> int:
+        return self.clock_us - self.start_us
 
     def commit(self) -> None:
         self.lsn += self.rng.randrange(48, 200, 8)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from cdcwh.generate.change import SHOP_TABLES, Row, SourceChange, State
 from cdcwh.generate.model import FIRST_LSN, ShopModel
+from cdcwh.generate.pace import Pace
 from cdcwh.generate.rows import DAY_US, SECOND_US, customer_row, order_rows, product_row
 from cdcwh.generate.streaming import transaction
 
@@ -32,21 +33,31 @@ class ShopGenerator:
 
     The same ``seed`` and ``events`` always give the same sequence. Each ``changes()`` call starts again
     from the seed; afterwards ``expected_state()`` is the true final state of the simulated database.
+    ``pace`` sets the streaming rate per simulated minute and its drops (``pace.py``); unset, ~1.8 events a
+    minute.
     """
 
-    def __init__(self, seed: int, *, start: datetime = DEFAULT_START, first_lsn: int = FIRST_LSN) -> None:
+    def __init__(
+        self,
+        seed: int,
+        *,
+        start: datetime = DEFAULT_START,
+        first_lsn: int = FIRST_LSN,
+        pace: Pace | None = None,
+    ) -> None:
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
         self.seed = seed
         self.start = start
         self.first_lsn = first_lsn
+        self.pace = pace
         self._model: ShopModel | None = None
 
     def changes(self, events: int) -> Iterator[SourceChange]:
         """Exactly ``events`` change events (r/c/u/d); tombstones are added by ``encode``, not counted."""
         if events < 0:
             raise ValueError("events must be >= 0")
-        model = ShopModel(random.Random(self.seed), self.start, self.first_lsn)
+        model = ShopModel(random.Random(self.seed), self.start, self.first_lsn, self.pace)
         self._model = model
         size = snapshot_size(events)
         yield from _snapshot(model, size)

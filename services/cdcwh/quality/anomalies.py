@@ -2,14 +2,22 @@
 
 Signals:
 
-- per source (silver) table, **volume**: the bronze rows its batches read per minute (``cdcwh.batch_models``
-  by the minute ``cdcwh.batches`` started), zero for a minute without any, from the table's first batch on;
-  and **freshness**: seconds since the last minute with changes. Each complete minute is judged once
-  (``cdcwh.state`` ``anomaly_minute``, the last minute judged, in epoch seconds);
+- per source (silver) table, **volume**: its changes per minute of source commit time (``__source_ts`` of
+  the inserts, updates and deletes in ``silver_history``; snapshot reads are not changes), zero for a
+  minute without any, from the table's first change on. A minute is complete, and judged once, when the
+  newest source commit time the transform has seen (of any table: ``cdcwh.state`` ``source_clock``, kept by
+  each batch with ``note_source_clock``) is ``audit.volume_lateness_s`` past its end, and only while the
+  transform has read all of bronze (``bronze_backlog`` 0: during a catch-up the tables advance through
+  source time at different speeds). ``anomaly_volume_minute`` is the last minute judged, in epoch seconds;
+  judging goes forward from it, at most ``MAX_MINUTES_JUDGED`` minutes a pass, oldest first;
+- per source table, **freshness**: seconds since the last minute (of the transform's clock) in which its
+  batches read rows (``cdcwh.batch_models`` by the minute ``cdcwh.batches`` started), judged each complete
+  minute once (``anomaly_minute``): a stopped pipeline is stale, whatever the source did;
 - per profiled column, **null_fraction** and **mean** of each new profile (``profile.py``) against the
   column's earlier profiles; a window of fewer than ``MIN_PROFILE_ROWS`` rows is neither judged nor used.
 
-Findings go to ``cdcwh.anomalies`` (``ANOMALIES_TABLE``), shipped to ``audit.anomalies``, counted in
+Findings go to ``cdcwh.anomalies`` (``ANOMALIES_TABLE``, once per table, column, signal and minute: a minute
+judged again after a replay adds nothing), shipped to ``audit.anomalies``, counted in
 ``cdcwh_anomalies_total{table,signal}`` and logged as warnings.
 """
 
@@ -22,20 +30,40 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from cdcwh import metrics
 from cdcwh.config import AuditSettings
-from cdcwh.core.anomaly import Anomaly, Point, detect, freshness, per_minute
+from cdcwh.core.anomaly import (
+    Anomaly,
+    Point,
+    detect,
+    freshness,
+    history_for,
+    last_complete_minute,
+    per_minute,
+)
 from cdcwh.quality.profile import ColumnProfile
-from cdcwh.warehouse import read_state, write_state
+from cdcwh.warehouse import quote, read_state, table_exists, write_state
 
 log = logging.getLogger(__name__)
 
 ANOMALY_MINUTE: Final = "anomaly_minute"
+"""The last minute of freshness judged (epoch seconds, the transform's clock)."""
+VOLUME_MINUTE: Final = "anomaly_volume_minute"
+"""The last minute of volume judged (epoch seconds, source commit time)."""
+SOURCE_CLOCK: Final = "source_clock"
+"""The newest source commit time a batch applied (epoch milliseconds)."""
+BRONZE_BACKLOG: Final = "bronze_backlog"
+"""1 when the last batch left bronze rows unread (it read ``max_offsets_per_partition`` of a partition)."""
+VOLUME_OPS: Final = ("c", "u", "d")
 MIN_PROFILE_ROWS: Final = 30
 SEASONAL_LOOKBACK: Final = timedelta(days=7)
-MAX_MINUTES_JUDGED: Final = 5
-"""Minutes judged in one pass at most (after a pause, the newest ones)."""
+MAX_MINUTES_JUDGED: Final = 120
+"""Minutes of volume judged in one pass at most (the oldest due; the rest by the next passes). Freshness
+judges at most the newest ``FRESHNESS_MINUTES_JUDGED``: a stopped transform cannot judge its idle minutes."""
+FRESHNESS_MINUTES_JUDGED: Final = 5
 SKIPPED_COLUMNS: Final = frozenset({"_version"})
 """Grows with every batch by design: its mean always drifts."""
 Measured = tuple[datetime, int, float | None, float | None, float | None]
@@ -60,19 +88,85 @@ def _judge(signal: str, series: Sequence[Point], audit: AuditSettings) -> Anomal
     )
 
 
-def volume_anomalies(
+def _judge_minutes(
+    signal: str, table: str, series: Sequence[Point], first_due: datetime, audit: AuditSettings
+) -> list[tuple[str, str, Anomaly]]:
+    """Judge each point of a per-minute series from ``first_due`` on against the points before it."""
+    found = []
+    for index, point in enumerate(series):
+        if point.at >= first_due:
+            anomaly = _judge(signal, [*history_for(series, index, audit.anomaly_window), point], audit)
+            if anomaly is not None:
+                found.append((table, "", anomaly))
+    return found
+
+
+def note_source_clock(
+    con: duckdb.DuckDBPyConnection, source_times: Sequence[pa.Array], *, backlog: bool
+) -> None:
+    """In a batch: advance ``source_clock`` to the newest of ``source_times`` and record the backlog."""
+    newest = [pc.max(times).as_py() for times in source_times if len(times)]
+    if newest:
+        clock = int(max(t for t in newest if t is not None).timestamp() * 1000)
+        write_state(con, SOURCE_CLOCK, max(clock, read_state(con, SOURCE_CLOCK) or 0))
+    write_state(con, BRONZE_BACKLOG, int(backlog))
+
+
+def volume_anomalies(con: duckdb.DuckDBPyConnection, audit: AuditSettings) -> list[tuple[str, str, Anomaly]]:
+    """Judge the complete minutes of source commit time not judged yet: ``(table, '', anomaly)`` for each
+    outlier. Nothing while a bronze backlog remains."""
+    clock = read_state(con, SOURCE_CLOCK)
+    if clock is None or read_state(con, BRONZE_BACKLOG):
+        return []
+    lateness = timedelta(seconds=audit.volume_lateness_s)
+    last_complete = last_complete_minute(datetime.fromtimestamp(clock / 1000, UTC), lateness)
+    judged = read_state(con, VOLUME_MINUTE)
+    if judged is None:
+        first_due = last_complete - timedelta(minutes=MAX_MINUTES_JUDGED - 1)
+    else:
+        first_due = datetime.fromtimestamp(judged, UTC) + timedelta(minutes=1)
+    last_due = min(last_complete, first_due + timedelta(minutes=MAX_MINUTES_JUDGED - 1))
+    if first_due > last_due:
+        return []
+    since = first_due - max(SEASONAL_LOOKBACK, timedelta(minutes=audit.anomaly_window))
+    found = []
+    for table, counts in sorted(_source_minutes(con, since, last_due).items()):
+        found += _judge_minutes("volume", table, per_minute(counts, min(counts), last_due), first_due, audit)
+    write_state(con, VOLUME_MINUTE, int(last_due.timestamp()))
+    return found
+
+
+def _source_minutes(
+    con: duckdb.DuckDBPyConnection, since: datetime, last: datetime
+) -> dict[str, dict[datetime, int]]:
+    """Per silver table, its changes per minute of source commit time from ``since`` to ``last``."""
+    counts: dict[str, dict[datetime, int]] = {}
+    for (table,) in con.execute("SELECT name FROM cdcwh.silver_tables ORDER BY name").fetchall():
+        if not table_exists(con, "silver_history", str(table)):
+            continue
+        rows = con.execute(
+            f"""SELECT date_trunc('minute', __source_ts), count(*) FROM silver_history.{quote(str(table))}
+            WHERE list_contains(?, __op) AND __source_ts >= ? AND __source_ts < ? GROUP BY 1""",  # noqa: S608 - quoted
+            [list(VOLUME_OPS), since, last + timedelta(minutes=1)],
+        ).fetchall()
+        if rows:
+            counts[str(table)] = {minute.astimezone(UTC): int(n) for minute, n in rows}
+    return counts
+
+
+def freshness_anomalies(
     con: duckdb.DuckDBPyConnection, now: datetime, audit: AuditSettings
 ) -> list[tuple[str, str, Anomaly]]:
-    """Judge the complete minutes not judged yet: ``(table, column '', anomaly)`` for each outlier."""
+    """Judge the complete minutes (of ``now``) not judged yet: ``(table, '', anomaly)`` for each outlier."""
     last_complete = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
     judged = read_state(con, ANOMALY_MINUTE)
-    first_due = last_complete - timedelta(minutes=MAX_MINUTES_JUDGED - 1)
+    first_due = last_complete - timedelta(minutes=FRESHNESS_MINUTES_JUDGED - 1)
     if judged is not None:
         first_due = max(first_due, datetime.fromtimestamp(judged, UTC) + timedelta(minutes=1))
     if first_due > last_complete:
         return []
     since = last_complete - max(
-        SEASONAL_LOOKBACK, timedelta(minutes=audit.anomaly_window + MAX_MINUTES_JUDGED)
+        SEASONAL_LOOKBACK, timedelta(minutes=audit.anomaly_window + FRESHNESS_MINUTES_JUDGED)
     )
     rows = con.execute(
         """SELECT substr(m.model, 8), date_trunc('minute', b.started_at), sum(m.rows_in)
@@ -86,15 +180,8 @@ def volume_anomalies(
         counts[str(table)][minute.astimezone(UTC)] = int(n or 0)
     found = []
     for table, per_table in sorted(counts.items()):
-        volume = per_minute(per_table, min(per_table), last_complete)
-        fresh = freshness(volume)
-        for signal, series in (("volume", volume), ("freshness", fresh)):
-            for end in range(len(series)):
-                if series[end].at < first_due:
-                    continue
-                anomaly = _judge(signal, series[: end + 1], audit)
-                if anomaly is not None:
-                    found.append((table, "", anomaly))
+        series = freshness(per_minute(per_table, min(per_table), last_complete))
+        found += _judge_minutes("freshness", table, series, first_due, audit)
     write_state(con, ANOMALY_MINUTE, int(last_complete.timestamp()))
     return found
 

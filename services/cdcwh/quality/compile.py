@@ -4,7 +4,11 @@ A test passes when the query returns no row. ``scope`` narrows a test to the row
 condition on the model's rows, ``_version = <version>`` in gold, ``__seq > <seq>`` in silver):
 
 - ``not_null``, ``accepted_values``, ``expression_is_true``, ``relationships``: the touched rows only (a row
-  not touched passed before and did not change);
+  not touched passed before and did not change). A ``relationships`` test given the batch's gold changes
+  (``changes``, a condition on ``cdcwh.outbox`` rows, alias ``o``: ``o.version = <version>``) also tests
+  the rows whose value the batch deleted from the parent: the parent rows deleted, when ``field`` is a
+  column of the parent's key (the outbox key holds it; values compared as text); every row, when it is not
+  and the batch changed the parent at all (a changed value cannot be told from the outbox);
 - ``unique`` and ``unique_combination_of_columns``: the values the touched rows hold, counted over the whole
   model (a duplicate may pair a touched row with an old one);
 - ``mutually_exclusive_ranges``: the whole partitions the touched rows are in;
@@ -83,9 +87,10 @@ def columns_used(spec: TestSpec) -> dict[tuple[str, str], set[str]]:
     return used
 
 
-def failing_rows_sql(spec: TestSpec, scope: str | None = None) -> str | None:
-    """The query of the failing rows of ``spec`` (in full, or with ``scope`` on the touched rows), or None
-    when the test does not run in that scope."""
+def failing_rows_sql(spec: TestSpec, scope: str | None = None, changes: str | None = None) -> str | None:
+    """The query of the failing rows of ``spec`` (in full, or with ``scope`` on the touched rows, widened for
+    ``relationships`` by the parent rows the ``changes`` deleted), or None when the test does not run in that
+    scope."""
     if scope is not None and spec.kind not in BATCH_KINDS:
         return None
     table = relation(spec.layer, spec.table)
@@ -104,6 +109,9 @@ def failing_rows_sql(spec: TestSpec, scope: str | None = None) -> str | None:
     if spec.kind == "relationships":
         rel = _args(spec, Relationships)
         parent = relation(spec.layer, rel.target)
+        if scope is not None and changes is not None:
+            orphaned = _orphaned(col, rel, changes)
+            touched = f"(SELECT * FROM {table} AS c WHERE {where} AND (({scope}) OR {orphaned}))"
         return (
             f"SELECT t.* FROM {touched} AS t WHERE t.{col} IS NOT NULL AND NOT EXISTS "
             f"(SELECT 1 FROM {parent} AS p WHERE p.{quote(rel.field)} = t.{col})"
@@ -140,6 +148,17 @@ def failing_rows_sql(spec: TestSpec, scope: str | None = None) -> str | None:
         ranges = _args(spec, MutuallyExclusiveRanges)
         return _ranges_sql(ranges, base, touched if scope is not None else None)
     raise ValueError(f"unknown test kind {spec.kind!r}")
+
+
+def _orphaned(col: str, rel: Relationships, changes: str) -> str:
+    """A condition on a child row (alias ``c``): its value may have lost its parent in ``changes``."""
+    path = literal(f'$."{rel.field}"')
+    parent_changes = f"cdcwh.outbox AS o WHERE ({changes}) AND o.mart = {literal(rel.target)}"
+    return (
+        f"(CAST(c.{col} AS VARCHAR) IN (SELECT json_extract_string(o.key, {path}) FROM {parent_changes} "
+        f"AND o.op = 'delete') OR EXISTS (SELECT 1 FROM {parent_changes} "
+        f"AND json_extract(o.key, {path}) IS NULL))"
+    )
 
 
 def _ranges_sql(args: MutuallyExclusiveRanges, base: str, touched: str | None) -> str:

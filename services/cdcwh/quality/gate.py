@@ -6,7 +6,9 @@ the ones it stamped with its version (``_version``); for silver, the rows with a
 the batch started from. An ``error`` test failing on a gold model holds that model: the transform rolls the
 batch back and redoes it without the model (and the models reading it), which leaves the mart, its outbox
 rows and so PostgreSQL at the last passing state, and marks it behind: every later batch recomputes it in
-full and tests it again, so it catches up with nothing lost once the data passes. Silver is never held.
+full and tests it again, on all its rows while it is held, so it catches up with nothing lost once the data
+passes. A model with a ``relationships`` test on a model the batch changed is tested too, on the rows whose
+parent the batch deleted (``models_to_check``, ``compile.py``). Silver is never held.
 
 ``cdcwh gate bypass <model> --reason ...`` stores a request in ``cdcwh.gate_bypass``; the next batch that
 refreshes the model uses it up (deletes it in its transaction) and lets the model's changes through even
@@ -16,7 +18,7 @@ when an error test fails: it logs the reason and records a ``gate_bypass`` row i
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,7 +27,7 @@ import duckdb
 from cdcwh.quality.compile import columns_used
 from cdcwh.quality.results import TestResult
 from cdcwh.quality.runner import ensure_tables, failed_result, run_test
-from cdcwh.quality.spec import TestSpec
+from cdcwh.quality.spec import Relationships, TestSpec
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,19 @@ class TestError(Exception):
         super().__init__(f"data quality test {spec.test_id}: {self.error}")
 
 
+def models_to_check(
+    specs: Iterable[TestSpec], changed: Collection[str], refreshed: Collection[str]
+) -> set[str]:
+    """The refreshed gold models a batch tests: those it ``changed``, and those with a ``relationships`` test
+    on a changed model (a parent row deleted under child rows the batch did not touch)."""
+    children = {
+        spec.model
+        for spec in specs
+        if spec.layer == "gold" and isinstance(spec.args, Relationships) and spec.args.target in changed
+    }
+    return (set(changed) | children) & set(refreshed)
+
+
 def relations_tested(specs: Iterable[TestSpec]) -> dict[str, frozenset[tuple[str, str]]]:
     """Gold model -> the relations its ``error`` tests read besides the model itself (a ``relationships``
     target): the transform builds a model only once they exist, as it waits for the silver tables it reads."""
@@ -84,9 +99,11 @@ def run_scoped(
     scope: str,
     batch_id: int,
     broken: Mapping[str, str] | None = None,
+    changes: str | None = None,
 ) -> list[TestResult]:
-    """The batch-scope tests of ``models`` on the rows ``scope`` selects; the ``broken`` ones (test id ->
-    error) fail without running. TestError when a test's query raises."""
+    """The batch-scope tests of ``models`` on the rows ``scope`` selects (``relationships`` also on the rows
+    whose parent the gold ``changes`` deleted); the ``broken`` ones (test id -> error) fail without running.
+    TestError when a test's query raises."""
     wanted = set(models)
     broken = broken or {}
     ran_at = datetime.now(UTC)
@@ -99,7 +116,9 @@ def run_scoped(
             results.append(failed_result(spec, run_id, "batch", batch_id, ran_at, broken[spec.test_id]))
             continue
         try:
-            result = run_test(con, spec, run_id=run_id, scope=scope, batch_id=batch_id, ran_at=ran_at)
+            result = run_test(
+                con, spec, run_id=run_id, scope=scope, batch_id=batch_id, ran_at=ran_at, changes=changes
+            )
         except (duckdb.FatalException, duckdb.InternalException):
             raise
         except duckdb.Error as exc:
@@ -118,11 +137,19 @@ def check_gold(
     batch_id: int,
     bypass: dict[str, str] | None = None,
     broken: Mapping[str, str] | None = None,
+    held: Collection[str] = (),
 ) -> GateOutcome:
-    """Run the batch-scope tests of the refreshed gold ``models`` on the rows of ``version``; the models an
-    error failure holds, unless ``bypass`` names them (then the bypass is consumed and recorded)."""
-    refreshed = set(models)
-    outcome = GateOutcome(run_scoped(con, specs, refreshed, f"_version = {int(version)}", batch_id, broken))
+    """Run the batch-scope tests of the refreshed gold ``models`` on the rows of ``version`` (a
+    ``relationships`` test also on the rows whose parent the batch deleted), and of the ``held`` ones on all
+    their rows; the models an error failure holds, unless ``bypass`` names them (then the bypass is consumed
+    and recorded)."""
+    refreshed = set(models) | set(held)
+    changes = f"o.version = {int(version)}"
+    scoped = set(models) - set(held)
+    outcome = GateOutcome(
+        run_scoped(con, specs, scoped, f"_version = {int(version)}", batch_id, broken, changes)
+        + run_scoped(con, specs, set(held), "TRUE", batch_id, broken)
+    )
     bypass = bypass or {}
     for result in outcome.results:
         if result.gates:

@@ -77,9 +77,11 @@ def run_test(
     scope: str | None = None,
     batch_id: int | None = None,
     ran_at: datetime | None = None,
+    changes: str | None = None,
 ) -> TestResult | None:
-    """One test, in full (``scope`` None) or on the touched rows; None when it does not run in that scope."""
-    sql = failing_rows_sql(spec, scope)
+    """One test, in full (``scope`` None) or on the touched rows (and for ``relationships`` the rows whose
+    parent ``changes`` deleted: ``compile.py``); None when it does not run in that scope."""
+    sql = failing_rows_sql(spec, scope, changes)
     if sql is None:
         return None
     waiting = waiting_for(con, spec)

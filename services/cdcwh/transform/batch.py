@@ -43,7 +43,15 @@ from cdcwh.bronze.offsets import TopicPartition
 from cdcwh.config import Settings
 from cdcwh.errors import ConfigError
 from cdcwh.models import GoldModel
-from cdcwh.quality.gate import TestError, check_gold, pending_bypasses, relations_tested, run_scoped
+from cdcwh.quality.anomalies import note_source_clock
+from cdcwh.quality.gate import (
+    TestError,
+    check_gold,
+    models_to_check,
+    pending_bypasses,
+    relations_tested,
+    run_scoped,
+)
 from cdcwh.quality.results import TestResult
 from cdcwh.quality.runner import ensure_tables, observe, record_results
 from cdcwh.quality.spec import TestSpec
@@ -372,6 +380,7 @@ def apply_silver(
         )
     _mark_failed_tables(con, result)
     write_state(con, "seq", seq)
+    note_source_clock(con, source_times, backlog=any(piece.more for piece in slices))
     return changes, source_times
 
 
@@ -379,9 +388,14 @@ def gate_gold(con: duckdb.DuckDBPyConnection, result: BatchResult, tests: Sequen
     """Test the rows the batch gave the refreshed gold models (after all of them refreshed, so that a
     ``relationships`` test sees this batch's dimensions); GateHeld for the models an error test holds. A
     model whose batch only deleted rows is tested too: its row-scoped tests see no row, but its ``row_count``
-    tests count the whole model."""
-    refreshed = [m.name for m in result.gold if m.upserts or m.deletes]
-    if not tests or not refreshed:
+    tests count the whole model. So is a model with a ``relationships`` test on a changed model (on the rows
+    whose parent the batch deleted), and a held model is tested on all its rows until it passes: rows a
+    deleted parent left without one are old rows, in no batch's difference."""
+    gold = [m.name for m in result.gold]
+    changed = [m.name for m in result.gold if m.upserts or m.deletes]
+    refreshed = models_to_check(tests, changed, gold)
+    held = {name for name in gold if read_state(con, GATE_HELD + name) is not None}
+    if not tests or not (refreshed or held):
         return
     ensure_tables(con)
     outcome = check_gold(
@@ -392,6 +406,7 @@ def gate_gold(con: duckdb.DuckDBPyConnection, result: BatchResult, tests: Sequen
         batch_id=result.batch_id or 0,
         bypass=pending_bypasses(con),
         broken=result.broken_tests,
+        held=held,
     )
     if outcome.held:
         raise GateHeld(outcome.held)

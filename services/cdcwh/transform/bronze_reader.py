@@ -46,6 +46,8 @@ class BronzeSlice:
     upper: dict[TopicPartition, int]
     silver: str = ""
     error: str | None = None
+    more: bool = False
+    """More rows were landed than the slice holds (``max_offsets_per_partition``): a backlog remains."""
 
 
 def read_new_rows(
@@ -75,7 +77,8 @@ def read_new_rows(
         scan = ArrowScan(table.metadata, table.io, table.schema(), condition)
         rows = scan.to_table([FileScanTask(data_file) for data_file in files])  # a list: it is read twice
     upper = {tp: high for tp, (_, high) in ranges.items()}
-    return BronzeSlice(topic=topic, table=table.name()[-1], rows=rows, upper=upper)
+    more = any(landed[tp] > high for tp, high in upper.items())
+    return BronzeSlice(topic=topic, table=table.name()[-1], rows=rows, upper=upper, more=more)
 
 
 def offset_range(partition: int, low: int, high: int) -> BooleanExpression:

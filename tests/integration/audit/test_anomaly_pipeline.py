@@ -1,8 +1,8 @@
 """Anomaly detection through the transform on the shop generator's workload (real broker, Iceberg, DuckDB):
 a null-rate spike injected into the orders' status is flagged, the same workload without it raises nothing.
 Each transform batch reads a small slice of bronze (``max_offsets_per_partition``) and is profiled, so one
-ingest gives a series of windows. Volume per minute is judged from the recorded batches (a drop injected
-into their history is flagged; that history is written by hand, minutes cannot pass in a test)."""
+ingest gives a series of windows. Volume per minute counts changes by their source commit time, so a
+workload paced over simulated minutes (``Pace``) with a drop injected is judged like a live one."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cdcwh.config import AuditSettings, Settings
-from cdcwh.generate import ShopGenerator
-from cdcwh.quality.anomalies import volume_anomalies
-from cdcwh.warehouse import open_warehouse
+import pyarrow as pa
+
+from cdcwh.config import Settings
+from cdcwh.generate import DEFAULT_START, Drop, Pace, ShopGenerator
+from cdcwh.quality.anomalies import VOLUME_MINUTE, note_source_clock, record_anomalies, volume_anomalies
+from cdcwh.warehouse import open_warehouse, read_state
 from tests.support.pipeline import env_overrides, run_ingest_until_caught_up, settings_for
 from tests.support.warehouse import produce_changes, run_transform_once
 
@@ -67,29 +69,90 @@ def test_steady_changes_raise_no_alarm_and_a_null_rate_spike_is_flagged(
     assert {t for t, _, _ in found} <= {"silver.orders", "gold.orders", "gold.fact_order_items"}, found
 
 
-def test_a_volume_drop_in_the_batch_history_is_flagged(tmp_path: Path, kafka_bootstrap: str) -> None:
-    settings = settings_for(tmp_path / "data", kafka_bootstrap, "unused")
-    con = open_warehouse(settings)
-    now = datetime(2026, 7, 1, 12, 0, 30, tzinfo=UTC)
-    start = now.replace(second=0) - timedelta(minutes=40)
-    batch = 0
-    for minute in range(40):  # 4 batches a minute, 150 orders rows each; the last complete minute: 3 rows
-        for part in range(4):
-            batch += 1
-            at = start + timedelta(minutes=minute, seconds=15 * part)
-            rows = 1 if minute == 39 and part < 3 else 0 if minute == 39 else 150
-            con.execute(
-                "INSERT INTO cdcwh.batches VALUES (?, ?, ?, 'ok', NULL, ?, 0, ?)",
-                [batch, at, at, rows, batch],
-            )
-            con.execute(
-                "INSERT INTO cdcwh.batch_models VALUES (?, 'silver.orders', ?, ?, 'ok', NULL)",
-                [batch, rows, rows],
-            )
-    audit = AuditSettings(anomaly_min_points=10)
-    found = volume_anomalies(con, now, audit)
-    assert [(t, a.signal, a.at, a.value) for t, _, a in found] == [
-        ("orders", "volume", start + timedelta(minutes=39), 3.0)
+PER_MINUTE = 300  # streaming events per simulated minute, all tables
+DROP_AT, DROP_MINUTES = 12, 2  # minutes 12 and 13 run at a tenth of the pace
+MINUTES = 17  # the last two are incomplete (lateness), and 14 steady
+FIRST = DEFAULT_START + timedelta(minutes=1)  # the snapshot, at the start, holds no changes
+
+
+def test_a_volume_drop_on_a_paced_workload_is_flagged_and_its_steady_minutes_are_not(
+    tmp_path: Path, kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    settings = env_overrides(
+        settings_for(tmp_path / "data", kafka_bootstrap, unique_prefix),
+        CDCWH_TRANSFORM__MAX_OFFSETS_PER_PARTITION="400",  # a few batches; judged once bronze is read
+        CDCWH_AUDIT__ANOMALY_MIN_POINTS="5",
+        CDCWH_AUDIT__VOLUME_LATENESS_S="60",
+        CDCWH_AUDIT__PROFILE_INTERVAL_S="0",  # judged after every batch (the first ones with a backlog)
+    )
+    pace = Pace(PER_MINUTE, (Drop(DROP_AT, DROP_MINUTES, 0.1),))
+    changes = [
+        c
+        for c in ShopGenerator(5, pace=pace).changes(PER_MINUTE * MINUTES)
+        if c.ts_ms < (DEFAULT_START + timedelta(minutes=MINUTES)).timestamp() * 1000
     ]
-    assert volume_anomalies(con, now, audit) == [], "a minute is judged once"
+    produce_changes(kafka_bootstrap, unique_prefix, changes)
+    run_ingest_until_caught_up(settings)
+    run_transform_once(settings)
+
+    con = open_warehouse(settings)
+    try:
+        batches = con.execute("SELECT count(*) FROM cdcwh.batches").fetchall()[0][0]
+        assert batches >= 2, "judged after the backlog is read, not on the first slice"
+        newest = max(c.ts_ms for c in changes)
+        # complete: the minutes that ended a minute (the lateness) before the newest change
+        last_complete = datetime.fromtimestamp(newest / 1000 - 60, UTC).replace(second=0, microsecond=0)
+        last_complete -= timedelta(minutes=1)
+        assert last_complete >= DEFAULT_START + timedelta(minutes=DROP_AT + DROP_MINUTES)
+        assert read_state(con, VOLUME_MINUTE) == int(last_complete.timestamp())
+        found = con.execute(
+            "SELECT table_name, signal, observed_at, value, score FROM cdcwh.anomalies ORDER BY ALL"
+        ).fetchall()
+        drop = {DEFAULT_START + timedelta(minutes=DROP_AT + m) for m in range(DROP_MINUTES)}
+        # nothing on the steady minutes before and after the drop, nor on other signals
+        assert {(signal, at.astimezone(UTC) in drop) for _, signal, at, _, _ in found} == {("volume", True)}
+        assert all(score < -6 for *_, score in found), found
+        flagged = {(str(t), at.astimezone(UTC)) for t, _, at, _, _ in found}
+        assert {(t, at) for t in ("orders", "order_items") for at in drop} <= flagged, found
+
+        # judged again (a replay, the watermark lost): no anomaly twice
+        con.execute("DELETE FROM cdcwh.state WHERE name = ?", [VOLUME_MINUTE])
+        again = volume_anomalies(con, settings.audit)
+        assert {(t, a.at) for t, _, a in again} == flagged
+        assert record_anomalies(con, again, datetime.now(UTC)) == 0
+        assert con.execute("SELECT count(*) FROM cdcwh.anomalies").fetchall()[0][0] == len(found)
+    finally:
+        con.close()
+
+
+def test_a_minute_is_judged_once_it_is_late_enough_and_late_changes_do_not_reopen_it(tmp_path: Path) -> None:
+    """Hand-written history (no broker): 150 orders changes a minute, then 3 in minute 30."""
+    settings = Settings(data_dir=tmp_path / "data", audit={"enabled": False, "anomaly_min_points": 10})
+    con = open_warehouse(settings)
+    start = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+
+    def changes(minute: int, n: int, op: str = "u") -> None:
+        con.execute(
+            "INSERT INTO silver_history.orders "
+            "SELECT ?, ?::TIMESTAMPTZ + to_microseconds(range * 59000000 // ?) FROM range(?)",
+            [op, start + timedelta(minutes=minute), n, n],
+        )
+
+    def see(minute: float, backlog: bool = False) -> list[tuple[str, datetime, float]]:
+        """A batch that applied changes up to ``minute``, then a judging pass."""
+        note_source_clock(con, [pa.array([start + timedelta(minutes=minute)])], backlog=backlog)
+        return [(t, a.at, a.value) for t, _, a in volume_anomalies(con, settings.audit)]
+
+    con.execute("INSERT INTO cdcwh.silver_tables VALUES ('orders', 'shop.public.orders', ['id'])")
+    con.execute("CREATE TABLE silver_history.orders (__op VARCHAR, __source_ts TIMESTAMPTZ)")
+    changes(0, 500, "r")  # a snapshot: not changes
+    for minute in range(30):
+        changes(minute, 150)
+    changes(30, 3)
+    assert see(30.9) == [], "minute 30 ended less than the lateness (120 s) ago"
+    assert see(33, backlog=True) == [], "not while a bronze backlog remains"
+    assert see(33) == [("orders", start + timedelta(minutes=30), 3.0)]
+    changes(30, 147)  # the rest of minute 30, late: counted in later baselines, not judged again
+    changes(31, 150)
+    assert see(34) == []
     con.close()

@@ -230,3 +230,43 @@ def test_a_self_relationship_keeps_the_model_columns_checked(con: duckdb.DuckDBP
     result = run_test(con, spec, run_id="r", scope="_version = 2")
     assert result is not None and result.sample == [{"error": "gold.facts has no column dim_idd"}]
     con.commit()
+
+
+@pytest.fixture
+def outbox(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """The batch of version 3 deleted dim 2 (and an older batch dim 9); no fact row has version 3."""
+    con.execute("CREATE SCHEMA cdcwh")
+    con.execute("CREATE TABLE cdcwh.outbox (version BIGINT, mart VARCHAR, key VARCHAR, op VARCHAR)")
+    con.execute(
+        """INSERT INTO cdcwh.outbox VALUES (3, 'dims', '{"dim_id":2}', 'delete'),
+        (3, 'dims', '{"dim_id":1}', 'upsert'), (2, 'dims', '{"dim_id":9}', 'delete'),
+        (3, 'other', '{"dim_id":1}', 'delete')"""
+    )
+    con.execute("DELETE FROM gold.dims WHERE dim_id = 2")
+    return con
+
+
+def test_a_relationship_checks_the_rows_whose_parent_the_batch_deleted(
+    outbox: duckdb.DuckDBPyConnection,
+) -> None:
+    spec = specs()["facts.relationships.dim_id"]
+    untouched = run_test(outbox, spec, run_id="b", scope="_version = 3")
+    assert untouched is not None and untouched.failing_rows == 0, "the batch touched no fact row"
+    result = run_test(outbox, spec, run_id="b", scope="_version = 3", changes="o.version = 3")
+    # dim 2, deleted by version 3, under facts 2, 3 and 6 (none touched); fact 3's dim 9 went in another
+    # batch, and dim 1's upsert and the other mart's delete of 1 orphan nothing
+    assert result is not None and result.failing_rows == 3 and result.status == "fail"
+    assert [(r["id"], r["dim_id"]) for r in result.sample] == [(2, 2), (3, 2), (6, 2)]
+    full = run_test(outbox, spec, run_id="f")
+    assert full is not None and full.failing_rows == 4  # and fact 3's dim 9
+
+
+def test_a_relationship_on_a_field_outside_the_parent_key_checks_every_row_when_the_parent_changed(
+    outbox: duckdb.DuckDBPyConnection,
+) -> None:
+    outbox.execute("UPDATE cdcwh.outbox SET key = '{\"sku\":\"x\"}' WHERE mart = 'dims' AND version = 3")
+    spec = specs()["facts.relationships.dim_id"]
+    result = run_test(outbox, spec, run_id="b", scope="_version = 3", changes="o.version = 3")
+    assert result is not None and result.failing_rows == 4, "the parent changed: every row"
+    quiet = run_test(outbox, spec, run_id="b", scope="_version = 3", changes="o.version = 4")
+    assert quiet is not None and quiet.failing_rows == 0, "a batch that left the parent alone"

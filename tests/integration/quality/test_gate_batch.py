@@ -180,6 +180,7 @@ def _one_row_mart(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     """A DuckDB file with a gold mart of one row (of version 1); the bare gate, without a pipeline."""
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     con.execute("CREATE SCHEMA cdcwh; CREATE SCHEMA gold")
+    con.execute("CREATE TABLE cdcwh.state (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL)")
     con.execute(
         "CREATE TABLE gold.marts_x (id INTEGER, _version BIGINT); INSERT INTO gold.marts_x VALUES (1, 1)"
     )
@@ -207,3 +208,106 @@ def test_a_failing_warn_test_does_not_hold_and_an_unneeded_bypass_is_used_up(tmp
     # the model passed its error tests (it has none): the request is used up, nothing is bypassed
     assert result.bypassed == {}
     assert con.execute("SELECT count(*) FROM cdcwh.gate_bypass").fetchall() == [(0,)]
+
+
+ORPHANS = """
+models:
+  - name: marts_items
+    columns:
+      - name: product_id
+        tests:
+          - relationships: {to: ref('marts_products'), field: product_id}
+"""
+
+
+def test_a_deleted_parent_holds_the_untouched_children_until_they_go(tmp_path: Path) -> None:
+    """The bare gate: a batch deletes product 2, under item 20 it does not touch: the items are held; the
+    next batch, changing neither, holds them still; once item 20 is deleted they pass and are released."""
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("CREATE SCHEMA cdcwh; CREATE SCHEMA gold")
+    con.execute("CREATE TABLE cdcwh.state (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL)")
+    con.execute("CREATE TABLE cdcwh.outbox (version BIGINT, mart VARCHAR, key VARCHAR, op VARCHAR)")
+    con.execute("CREATE TABLE gold.marts_products AS SELECT 1 AS product_id, 1::BIGINT AS _version")
+    con.execute(
+        "CREATE TABLE gold.marts_items AS SELECT * FROM (VALUES (10, 1, 1::BIGINT), (20, 2, 1::BIGINT)) "
+        "AS t(item_id, product_id, _version)"
+    )
+    con.execute("""INSERT INTO cdcwh.outbox VALUES (2, 'marts_products', '{"product_id":2}', 'delete')""")
+    ensure_tables(con)
+    specs = parse_file(Path("x.yml"), ORPHANS, "gold")
+
+    def batch(version: int, products: int, items: int) -> BatchResult:
+        return BatchResult(
+            batch_id=version,
+            version=version,
+            gold=[
+                ModelResult("marts_products", rows=1, upserts=0, deletes=products),
+                ModelResult("marts_items", rows=2, upserts=0, deletes=items),
+            ],
+        )
+
+    with pytest.raises(GateHeld) as held:
+        gate_gold(con, batch(2, products=1, items=0), specs)
+    [failure] = held.value.held["marts_items"]
+    assert failure.test_id == "marts_items.relationships.product_id"
+    assert failure.sample == [{"item_id": 20, "product_id": 2, "_version": 1}]
+    con.execute("INSERT INTO cdcwh.state VALUES (?, 2)", [GATE_HELD + "marts_items"])  # as the batch records
+    with pytest.raises(GateHeld):
+        gate_gold(con, batch(3, products=0, items=0), specs)  # held: tested on all its rows
+    con.execute("DELETE FROM gold.marts_items WHERE item_id = 20")
+    passed = batch(4, products=0, items=1)
+    gate_gold(con, passed, specs)
+    assert [(r.test_id, r.status) for r in passed.dq] == [("marts_items.relationships.product_id", "pass")]
+    quiet = batch(5, products=0, items=0)
+    con.execute("DELETE FROM cdcwh.state")
+    gate_gold(con, quiet, specs)
+    assert quiet.dq == [], "neither changed nor held: not tested"
+
+
+def test_deleting_a_product_under_order_items_holds_the_fact_mart(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    """Through run_batch: a source delete of a product whose order items stay removes its dim_products row;
+    fact_order_items, untouched by the batch, is held by its relationships test (the product goes to the
+    outbox, the items' mart stays as it was)."""
+    prefix = f"dqo{uuid.uuid4().hex[:6]}"
+    settings = settings_for(tmp_path / "data", kafka_bootstrap, prefix)
+    generator = ShopGenerator(9)
+    changes = list(generator.changes(400))
+    items = generator.expected_state()["order_items"].values()
+    orders = generator.expected_state()["orders"]
+    product = next(i["product_id"] for i in items if (i["order_id"],) in orders)
+    last = max(changes, key=lambda c: c.lsn)
+    gone = replace(
+        last,
+        table="products",
+        op="d",
+        key={"id": product},
+        before={"id": product} | dict.fromkeys(["sku", "name", "category", "price", "active", "description"]),
+        after=None,
+        toasted=frozenset(),
+        lsn=last.lsn + 1000,
+    )
+    models = load_models(settings.sql_path / "gold")
+    tests = load_tests(settings.sql_path)
+    con = open_warehouse(settings)
+    try:
+        for batch in (changes, [gone]):
+            produce_changes(kafka_bootstrap, prefix, batch)
+            run_ingest_until_caught_up(settings)
+            result = run_batch(
+                settings, con, open_catalog(settings), models, max_offsets_per_partition=100_000, tests=tests
+            )
+        assert set(result.held) == {"fact_order_items"}, result.held
+        [failure] = result.held["fact_order_items"]
+        assert failure.test_id == "fact_order_items.relationships.product_id"
+        assert {r["product_id"] for r in failure.sample} == {product}
+        assert "dim_products" in {m.name for m in result.gold}
+        published = con.execute(
+            "SELECT mart, op FROM cdcwh.outbox WHERE version = ? ORDER BY ALL", [result.version]
+        ).fetchall()
+        assert ("dim_products", "delete") in published
+        assert not [m for m, _ in published if m == "fact_order_items"]
+        assert read_state(con, GATE_HELD + "fact_order_items") == result.batch_id
+    finally:
+        con.close()

@@ -5,7 +5,15 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from cdcwh.core.anomaly import Point, baseline, detect, freshness, per_minute
+from cdcwh.core.anomaly import (
+    Point,
+    baseline,
+    detect,
+    freshness,
+    history_for,
+    last_complete_minute,
+    per_minute,
+)
 
 START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 KW = {"threshold": 6.0, "window": 60, "min_points": 10}
@@ -97,3 +105,28 @@ def test_a_sparse_table_s_counting_noise_is_no_alarm() -> None:
             n, t = n + 1, t + rng.expovariate(1.0)
         series.append(Point(START + timedelta(minutes=i), float(n)))
     assert flagged("volume", series) == []
+
+
+def test_history_for_gives_the_verdicts_of_the_whole_history() -> None:
+    """Four days of minutes, busy by day and quiet from 01:00 to 02:00: judged on ``history_for`` or on
+    everything before, every minute gets the same baseline."""
+    rng = random.Random(3)
+    series = [
+        Point(START + timedelta(minutes=i), (20 if (i // 60) % 24 == 1 else 600) + rng.gauss(0, 5))
+        for i in range(4 * 1440)
+    ]
+    for index in [*range(0, 4 * 1440, 97), 3 * 1440 + 60, 3 * 1440 + 61]:
+        at = series[index].at
+        whole = baseline(series[:index], at, window=60, min_points=10)
+        cut = baseline(history_for(series, index, 60), at, window=60, min_points=10)
+        assert cut == whole, index
+    night = 3 * 1440 + 61  # 01:01 on the fourth day: compared with earlier nights
+    quiet = baseline(history_for(series, night, 60), series[night].at, window=60, min_points=10)
+    assert quiet is not None and quiet.seasonal and quiet.median < 40
+
+
+def test_a_minute_is_complete_once_the_clock_is_the_lateness_past_its_end() -> None:
+    clock = datetime(2026, 3, 2, 10, 5, 30, tzinfo=UTC)
+    assert last_complete_minute(clock, timedelta(seconds=0)) == datetime(2026, 3, 2, 10, 4, tzinfo=UTC)
+    assert last_complete_minute(clock, timedelta(seconds=120)) == datetime(2026, 3, 2, 10, 2, tzinfo=UTC)
+    assert last_complete_minute(clock, timedelta(seconds=30)) == datetime(2026, 3, 2, 10, 4, tzinfo=UTC)
