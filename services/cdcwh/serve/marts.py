@@ -39,6 +39,33 @@ BIGINT_SCALAR = strawberry.scalar(
     parse_value=int,
 )
 DEFAULT_FIRST = 100
+TAKEN = frozenset(
+    {
+        "Query",
+        "Subscription",
+        "Member",
+        "SemanticResult",
+        "SemanticQueryInput",
+        "DimensionInput",
+        "FilterInput",
+        "OrderInput",
+        "Granularity",
+        "FilterOp",
+        "PageInfo",
+        "BigInt",
+        "Boolean",
+        "Date",
+        "DateTime",
+        "Decimal",
+        "Float",
+        "ID",
+        "Int",
+        "JSON",
+        "String",
+        "Time",
+    }
+)
+"""The schema's other type names: an entity's type or page type may not take one."""
 # information_schema data_type -> the Python type strawberry maps to a GraphQL type; anything else: String
 TYPES: Mapping[str, Any] = {
     "smallint": int,
@@ -182,7 +209,16 @@ def mart_fields(
     open to row access, typed from ``column_types`` (mart -> column -> data type)."""
     fields: list[StrawberryField] = []
     marts: list[MartField] = []
+    taken = set(TAKEN)
     for entity_name, entity in sorted(model.entities.items()):
+        type_name = pascal(entity_name)
+        for name in (type_name, f"{type_name}Page"):
+            if name in taken:
+                raise ConfigError(
+                    f"semantic model: entity {entity_name} would name a GraphQL type {name}, "
+                    "which another type has: rename the entity"
+                )
+            taken.add(name)
         field_name = to_camel_case(entity_name)
         if field_name in reserved:
             raise ConfigError(f"semantic model: entity {entity_name} clashes with the API field {field_name}")
@@ -202,7 +238,6 @@ def mart_fields(
             columns[graphql_name] = column
             attributes[column] = attribute
             converters[column] = str if python is str else (lambda v: v)
-        type_name = pascal(entity_name)
         description = entity.description or f"A row of {entity.mart}."
         node = create_type(type_name, node_fields, description=description)
         page = create_type(

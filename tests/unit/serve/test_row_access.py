@@ -73,3 +73,27 @@ def test_the_page_sql_binds_the_cursor_and_the_claim(model: SemanticModel) -> No
     assert compiled.params[-3:] == ("DE", 41, 6)  # the claim, the cursor, first + 1
     with pytest.raises(QueryError, match=r"first must be between 1 and 10 \(serve.max_rows\)"):
         compile_rows(model, "orders", german, schema="m", columns=[], first=11, after=None, max_rows=10)
+
+
+def test_the_schema_types_each_entity_from_its_columns(model: SemanticModel) -> None:
+    from cdcwh.config import Settings
+    from cdcwh.serve.app import build_schema
+
+    settings = Settings(serve={"jwt_secret": "k" * 32})
+    printed = str(build_schema(settings, model, {"orders": ORDERS_TYPES}))
+    orders = printed[printed.index("type Orders {") :].split("}", 1)[0]
+    for field in ("orderId: BigInt", "status: String", "orderDate: Date", "amount: Decimal"):
+        assert field in orders
+    assert "orders(first: Int! = 100, after: String = null): OrdersPage!" in printed
+
+
+def test_an_entity_whose_type_name_is_taken_is_refused(tmp_path: Path) -> None:
+    from cdcwh.errors import ConfigError
+    from cdcwh.serve.marts import mart_fields
+
+    (tmp_path / "m.yml").write_text(
+        "entities:\n  page_info:\n    mart: p\n    primary_key: [id]\n    dimensions: {id: {column: id}}\n"
+        "roles:\n  reader: {members: [page_info.*]}\n"
+    )
+    with pytest.raises(ConfigError, match="entity page_info would name a GraphQL type PageInfo"):
+        mart_fields(load_model(tmp_path), {}, set())
