@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from psycopg import sql
 
 from cdcwh.config import PROJECT_ROOT
-from cdcwh.metrics import API_CACHE
 from tests.integration.serve.shop import Api, Client, audit_rows, one, running, token, wait_for
 
 ORDERS = (
@@ -139,7 +139,8 @@ def test_a_column_the_role_may_not_read_is_refused_before_sql(
 
 def warehouse_runs() -> float:
     """The API's queries so far (each counts a cache hit or miss before it would reach PostgreSQL)."""
-    return sum(API_CACHE.labels(outcome)._value.get() for outcome in ("hit", "miss"))
+    samples = (REGISTRY.get_sample_value("cdcwh_api_cache_total", {"result": r}) for r in ("hit", "miss"))
+    return sum(value or 0.0 for value in samples)
 
 
 @pytest.mark.parametrize("api", [{"max_cost": 100, "max_rows": 40}], indirect=True)
