@@ -1,5 +1,6 @@
 """The API section: a semantic query through ``cdcwh serve`` over HTTP (cached, and with the cache off),
-N concurrent clients, vs a plain psycopg ``SELECT`` of the same compiled SQL by as many threads."""
+and a page of the typed ``orders`` field (cache off), N concurrent clients, each vs a plain psycopg
+``SELECT`` of the same compiled SQL by as many threads."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ SEMANTIC = {
     "measures": ["orders.amount", "orders.orders"],
     "dimensions": [{"member": "orders.status"}, {"member": "orders.order_date", "granularity": "MONTH"}],
 }
+PAGE = "{ orders(first: 100) { nodes { orderId status orderDate amount } pageInfo { endCursor } } }"
+PAGE_COLUMNS = ["status", "order_date", "amount"]
 SECRET = "bench-secret-0123456789abcdef-0123456789"  # noqa: S105 (the bench's own server)
 
 
@@ -69,11 +72,13 @@ class Server:
         self.thread.join(timeout=30)
 
 
-async def load(url: str, token: str, clients: int, requests: int) -> tuple[float, list[float]]:
+async def load(
+    url: str, token: str, clients: int, requests: int, *, page: bool = False
+) -> tuple[float, list[float]]:
     import httpx
 
     latencies: list[float] = []
-    body = {"query": QUERY, "variables": {"q": SEMANTIC}}
+    body = {"query": PAGE} if page else {"query": QUERY, "variables": {"q": SEMANTIC}}
     headers = {"Authorization": f"Bearer {token}"}
 
     async def client(count: int) -> None:
@@ -90,18 +95,35 @@ async def load(url: str, token: str, clients: int, requests: int) -> tuple[float
     return len(latencies) / (time.perf_counter() - start), latencies
 
 
-def plain_select(bench: Bench, schema: str, clients: int, requests: int) -> tuple[float, list[float]]:
+def plain_select(
+    bench: Bench, schema: str, clients: int, requests: int, *, page: bool = False
+) -> tuple[float, list[float]]:
     import psycopg
 
     from cdcwh.serve.compile import DimensionRef, Principal, SemanticQuery, compile_query
     from cdcwh.serve.model import load_model
+    from cdcwh.serve.rows import compile_rows
 
     model = load_model(ROOT / "schemas" / "semantic")
+    analyst = Principal("bench", ("analyst",))
     query = SemanticQuery(
         measures=tuple(SEMANTIC["measures"]),  # type: ignore[arg-type]
         dimensions=(DimensionRef("orders.status"), DimensionRef("orders.order_date", "month")),
     )
-    compiled = compile_query(model, query, Principal("bench", ("analyst",)), schema=schema, max_rows=10_000)
+    compiled = (
+        compile_rows(
+            model,
+            "orders",
+            analyst,
+            schema=schema,
+            columns=PAGE_COLUMNS,
+            first=100,
+            after=None,
+            max_rows=10_000,
+        )
+        if page
+        else compile_query(model, query, analyst, schema=schema, max_rows=10_000)
+    )
     latencies: list[float] = []
 
     def client(count: int) -> None:
@@ -125,21 +147,33 @@ def bench_api(bench: Bench) -> None:
     fill(bench, schema, args.api_rows)
     token = issue(SECRET, subject="bench", roles=["analyst"], claims={}, ttl_s=3600)
     figures: dict[str, list[float]] = {
-        k: [] for k in ("cached", "uncached", "plain", "cached_p99", "uncached_p99", "plain_p99")
+        k: []
+        for k in (
+            *("cached", "uncached", "plain", "cached_p99", "uncached_p99", "plain_p99"),
+            *("page", "page_plain", "page_p99", "page_plain_p99"),
+        )
     }
     for i in range(args.runs):
         for name, cache_size in (("cached", 1024), ("uncached", 0)):
             with Server(bench, schema, cache_size) as url:
                 rate, latencies = asyncio.run(load(url, token, args.api_clients, args.api_requests))
+                figures[name].append(rate)
+                figures[f"{name}_p99"].append(p99(latencies) * 1000)
+                if not cache_size:  # the typed page, each request running its SQL
+                    rate, latencies = asyncio.run(
+                        load(url, token, args.api_clients, args.api_requests, page=True)
+                    )
+                    figures["page"].append(rate)
+                    figures["page_p99"].append(p99(latencies) * 1000)
+        for name, page in (("plain", False), ("page_plain", True)):
+            rate, latencies = plain_select(bench, schema, args.api_clients, args.api_requests, page=page)
             figures[name].append(rate)
             figures[f"{name}_p99"].append(p99(latencies) * 1000)
-        rate, latencies = plain_select(bench, schema, args.api_clients, args.api_requests)
-        figures["plain"].append(rate)
-        figures["plain_p99"].append(p99(latencies) * 1000)
         log.print(
             f"  run {i + 1}: cached {figures['cached'][-1]:,.0f} req/s, "
             f"uncached {figures['uncached'][-1]:,.0f} req/s, "
-            f"plain SELECT {figures['plain'][-1]:,.0f} q/s ({args.api_clients} clients)"
+            f"plain SELECT {figures['plain'][-1]:,.0f} q/s; typed page {figures['page'][-1]:,.0f} req/s, "
+            f"its plain SELECT {figures['page_plain'][-1]:,.0f} q/s ({args.api_clients} clients)"
         )
     bench.results["api"] = {
         "rows": args.api_rows,
@@ -150,4 +184,5 @@ def bench_api(bench: Bench) -> None:
         "ratio_uncached": summary(
             [u / p for u, p in zip(figures["uncached"], figures["plain"], strict=True)]
         ),
+        "ratio_page": summary([u / p for u, p in zip(figures["page"], figures["page_plain"], strict=True)]),
     }

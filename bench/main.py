@@ -141,8 +141,13 @@ def report(results: dict[str, Any]) -> Table:
         table.add_row("API semantic query uncached, requests/s", fmt(api["uncached_per_s"]), "")
         table.add_row("API cached / plain SELECT", fmt(api["ratio_cached"], ".2f"), "")
         table.add_row("API uncached / plain SELECT", fmt(api["ratio_uncached"], ".2f"), "")
-        for name in ("plain", "cached", "uncached"):
-            table.add_row(f"p99 latency {name}, ms", fmt(api[f"{name}_p99_ms"], ".1f"), "")
+        if "ratio_page" in api:
+            table.add_row("API typed page (orders, 100 rows), requests/s", fmt(api["page_per_s"]), "")
+            table.add_row("its plain SELECT, queries/s", fmt(api["page_plain_per_s"]), "")
+            table.add_row("API typed page / plain SELECT", fmt(api["ratio_page"], ".2f"), "")
+        for name in ("plain", "cached", "uncached", "page", "page_plain"):
+            if f"{name}_p99_ms" in api:
+                table.add_row(f"p99 latency {name}, ms", fmt(api[f"{name}_p99_ms"], ".1f"), "")
     return table
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     SchemaExtension,
 )
+from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import create_type
 from strawberry.types.unset import UnsetType
 
 from cdcwh.config import Settings
@@ -45,10 +47,12 @@ from cdcwh.pgprivileges import dsn_setting
 from cdcwh.serve.audit import Access, AuditWriter
 from cdcwh.serve.auth import Authenticator, AuthError, bearer
 from cdcwh.serve.compile import QueryError
+from cdcwh.serve.cost import QueryCostLimiter
 from cdcwh.serve.live import Subscription
+from cdcwh.serve.marts import BIGINT_SCALAR, BigInt, mart_fields
 from cdcwh.serve.model import SemanticModel, load_model
 from cdcwh.serve.ratelimit import Limiter, RateLimited
-from cdcwh.serve.schema import Context, Query, Services
+from cdcwh.serve.schema import Context, Services, query_fields
 from cdcwh.serve.store import Warehouse
 
 STATIC = Path(__file__).parent / "static"
@@ -202,16 +206,30 @@ class Endpoint:
             self.view.services.audit.record(access)
 
 
-def build_schema(settings: Settings) -> ApiSchema:
+def build_schema(
+    settings: Settings, model: SemanticModel, column_types: Mapping[str, Mapping[str, str]]
+) -> ApiSchema:
+    """The schema: ``semantic``, ``members`` and a typed field per entity of ``model`` (its columns typed
+    from ``column_types``: mart -> column -> PostgreSQL data type), the subscription, and the limits."""
     serve = settings.serve
+    fixed = query_fields()
+    typed, marts = mart_fields(model, column_types, {f.graphql_name or f.python_name for f in fixed})
+    names = frozenset(m.field_name for m in marts)
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [  # a fresh one per request
         lambda: QueryDepthLimiter(max_depth=serve.max_depth),
         lambda: MaxTokensLimiter(max_token_count=serve.max_tokens),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: QueryCostLimiter(max_cost=serve.max_cost, max_rows=serve.max_rows, marts=names),
         lambda: MaskErrors(should_mask_error=_mask),
         OperationAudit,
     ]
-    return ApiSchema(query=Query, subscription=Subscription, extensions=extensions)
+    query = create_type("Query", [*fixed, *typed])
+    return ApiSchema(
+        query=query,
+        subscription=Subscription,
+        extensions=extensions,
+        config=StrawberryConfig(scalar_map={BigInt: BIGINT_SCALAR}),
+    )
 
 
 def build_app(
@@ -244,7 +262,8 @@ def build_app(
         max_subscriptions=settings.serve.max_subscriptions,
     )
     client_limiter = Limiter(settings.serve.client_rate_limit)
-    view = View(services, authenticator, services.limiter, build_schema(settings), client_limiter)
+    # replaced at start by the schema typed from the marts' columns (the warehouse reads them at open)
+    view = View(services, authenticator, services.limiter, build_schema(settings, model, {}), client_limiter)
     endpoint = Endpoint(view)
 
     @contextlib.asynccontextmanager
@@ -254,6 +273,7 @@ def build_app(
             stack.push_async_callback(services.audit.close)
             await services.warehouse.open()
             stack.push_async_callback(services.warehouse.close)
+            view.schema = build_schema(settings, model, services.warehouse.column_types)
             yield
 
     async def page(request: Request) -> Response:

@@ -60,7 +60,7 @@ class Join(Strict):
 class Entity(Strict):
     mart: str = Field(pattern=NAME)
     primary_key: list[str] = Field(min_length=1)
-    """The columns identifying a row of the entity (the order of ``rows`` pages)."""
+    """The columns identifying a row of the entity (the order of its typed mart field's pages)."""
     description: str = ""
     filters: list[Condition] = Field(default_factory=list)
     """Rows outside them are not part of the entity (e.g. only the current version of an SCD 2 dimension)."""

@@ -67,6 +67,8 @@ class Compiled:
     """Rows wanted; the SQL fetches one more, so the caller can tell that there were more."""
     limited: bool
     """The client set the limit (more rows: cut); else more than ``max_rows`` rows is an error."""
+    raw: bool = False
+    """Rows as PostgreSQL gave them (typed GraphQL fields); else JSON values (``store.plain``)."""
 
     def key(self) -> str:
-        return self.query.as_string(None)
+        return ("raw " if self.raw else "") + self.query.as_string(None)

@@ -1,13 +1,21 @@
-"""Paginated access to an entity's rows: the columns of the dimensions the caller may read (which must cover
-the primary key; measures grant aggregates only, never the rows behind them),
-in primary-key order, a page at a time (keyset pagination: the cursor is the last key of a page). The same
-row filters as the semantic query apply; identifiers from the model, values (cursor, claims) as parameters."""
+"""Paginated access to an entity's rows (the typed mart fields, ``cdcwh.serve.marts``): the columns the
+caller may read, in primary-key order, a page at a time (keyset pagination: the cursor is the last key of a
+page). The same row filters as the semantic query apply; identifiers from the model, values (cursor, claims)
+as parameters.
+
+Which columns a caller may read (``readable``): rows at all only when the dimensions it may read cover the
+primary key; then the columns of those dimensions, and the columns of the measures it may read whose value
+per row is what the semantic query would give grouped by the key (``sum``, ``average``, ``min``, ``max``
+without filters, and a key that grouping does not truncate: no timestamp read as a time dimension). A
+measure never opens more than its aggregate already shows.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psycopg import sql
@@ -21,7 +29,42 @@ from cdcwh.serve.compile import (
     apply_row_filters,
     permitted,
 )
-from cdcwh.serve.model import Dimension, SemanticModel
+from cdcwh.serve.model import Entity, SemanticModel
+
+ROW_AGGREGATES = frozenset({"sum", "average", "min", "max"})
+DAY_TYPES = frozenset({"date"})
+
+
+def row_columns(entity: Entity) -> list[str]:
+    """The entity's columns open to row access (to some role), key first."""
+    measures = [m.column for m in entity.measures.values() if m.agg in ROW_AGGREGATES and not m.filters]
+    dimensions = [d.column for d in entity.dimensions.values()]
+    return list(dict.fromkeys([*entity.primary_key, *dimensions, *measures]))
+
+
+def readable(
+    model: SemanticModel, principal: Principal, entity_name: str, types: Mapping[str, str]
+) -> frozenset[str] | None:
+    """The columns of ``entity_name`` the caller may read row by row; None: no rows at all.
+    ``types``: column -> its PostgreSQL data type."""
+    entity = model.entities.get(entity_name)
+    if entity is None:
+        return None
+    granted = [d for n, d in entity.dimensions.items() if permitted(model, principal, f"{entity_name}.{n}")]
+    columns = {d.column for d in granted}
+    if not set(entity.primary_key) <= columns:
+        return None
+    exact = all(
+        types.get(c) in DAY_TYPES or any(d.column == c and d.type != "time" for d in granted)
+        for c in entity.primary_key
+    )
+    if exact:
+        columns |= {
+            m.column
+            for n, m in entity.measures.items()
+            if m.agg in ROW_AGGREGATES and not m.filters and permitted(model, principal, f"{entity_name}.{n}")
+        }
+    return frozenset(columns)
 
 
 def encode_cursor(key: list[Any]) -> str:
@@ -48,23 +91,19 @@ def compile_rows(
     principal: Principal,
     *,
     schema: str,
+    columns: Sequence[str],
     first: int,
     after: str | None,
     max_rows: int,
 ) -> Compiled:
+    """A page of ``columns`` (checked by the caller with ``readable``) after the key in ``after``; the key
+    columns come first in each row, then ``columns``."""
     entity = model.entities.get(entity_name)
-    readable: list[Dimension] = []
-    if entity is not None:
-        readable = [
-            d for n, d in entity.dimensions.items() if permitted(model, principal, f"{entity_name}.{n}")
-        ]
-    # raw columns only of the dimensions granted (a measure grants an aggregate, not the rows behind it);
-    # the key pages and is in the cursor, so a dimension granted must cover each of its columns
-    if entity is None or not set(entity.primary_key) <= {d.column for d in readable}:
+    if entity is None:
         raise NotPermitted(f"unknown or not permitted entity {entity_name!r}")
     if not 1 <= first <= max_rows:
         raise QueryError(f"first must be between 1 and {max_rows} (serve.max_rows)")
-    columns = list(dict.fromkeys([*entity.primary_key, *(d.column for d in readable)]))
+    selected = list(dict.fromkeys([*entity.primary_key, *columns]))
     builder = Builder(model, schema, entity_name)
     where: list[sql.Composable] = []
     params: list[Any] = []
@@ -78,7 +117,7 @@ def compile_rows(
         params.extend(key)
     parts: list[sql.Composable] = [
         sql.SQL("SELECT {} FROM {} AS t0").format(
-            sql.SQL(", ").join(sql.Identifier("t0", c) for c in columns), sql.Identifier(schema, entity.mart)
+            sql.SQL(", ").join(sql.Identifier("t0", c) for c in selected), sql.Identifier(schema, entity.mart)
         ),
         *builder.joins,
     ]
@@ -88,8 +127,9 @@ def compile_rows(
     return Compiled(
         query=sql.SQL(" ").join(parts),
         params=(*builder.join_params, *params, first + 1),
-        columns=tuple(columns),
+        columns=tuple(selected),
         marts=builder.marts(),
         limit=first,
         limited=True,
+        raw=True,
     )

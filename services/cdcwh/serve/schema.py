@@ -1,5 +1,6 @@
-"""The GraphQL schema (strawberry): the semantic query, the members the caller may read, and the
-subscription that pushes a semantic query's new answer whenever a mart it reads gets a new version."""
+"""The GraphQL schema's fixed part (strawberry): the semantic query and the members the caller may read
+(``query_fields``; the typed mart fields are generated at start, ``cdcwh.serve.marts``), and the types the
+subscription (``cdcwh.serve.live``) shares."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, cast
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
+from strawberry.types.field import StrawberryField
 
 from cdcwh.serve.audit import Access, AuditWriter
 from cdcwh.serve.compile import (
@@ -27,7 +29,6 @@ from cdcwh.serve.compile import (
 )
 from cdcwh.serve.model import SemanticModel
 from cdcwh.serve.ratelimit import Limiter
-from cdcwh.serve.rows import compile_rows, encode_cursor
 from cdcwh.serve.store import Answer, Warehouse
 
 log = logging.getLogger(__name__)
@@ -114,14 +115,6 @@ class SemanticResult:
     cached: bool
 
 
-@strawberry.type(description="A page of an entity's rows in primary-key order; pass endCursor as after.")
-class RowPage:
-    columns: list[str]
-    rows: list[JSON]
-    end_cursor: str | None
-    has_next_page: bool
-
-
 @strawberry.type
 class Member:
     name: str
@@ -173,68 +166,43 @@ def compile_input(context: Context, query: SemanticQueryInput, access: Access) -
         raise
 
 
-@strawberry.type
-class Query:
-    @strawberry.field(description="Measures by dimensions, compiled from the semantic model for the caller.")
-    async def semantic(self, info: Info[Context, None], query: SemanticQueryInput) -> SemanticResult:
-        context = info.context
-        compiled = compile_input(context, query, context.access)
-        try:
-            answer = await context.services.warehouse.run(compiled)
-        except QueryError:
-            context.access.status = "error"
-            raise
-        context.access.marts |= answer.marts
-        context.access.rows += len(answer.rows)
-        return to_result(answer)
+async def semantic(info: Info[Context, None], query: SemanticQueryInput) -> SemanticResult:
+    context = info.context
+    compiled = compile_input(context, query, context.access)
+    try:
+        answer = await context.services.warehouse.run(compiled)
+    except QueryError:
+        context.access.status = "error"
+        raise
+    context.access.marts |= answer.marts
+    context.access.rows += len(answer.rows)
+    return to_result(answer)
 
-    @strawberry.field(description="An entity's rows, a page at a time: its key and the readable columns.")
-    async def rows(
-        self, info: Info[Context, None], entity: str, first: int = 100, after: str | None = None
-    ) -> RowPage:
-        context = info.context
-        services = context.services
-        try:
-            if context.principal is None:
-                raise NotPermitted("not authenticated")
-            compiled = compile_rows(
-                services.model,
-                entity,
-                context.principal,
-                schema=services.warehouse.schema,
-                first=first,
-                after=after,
-                max_rows=services.max_rows,
-            )
-        except NotPermitted:
-            context.access.status = "denied"
-            raise
-        except QueryError:
-            context.access.status = "error"
-            raise
-        answer = await services.warehouse.run(compiled)
-        context.access.marts |= answer.marts
-        context.access.rows += len(answer.rows)
-        width = len(services.model.entities[entity].primary_key)
-        last = list(answer.rows[-1][:width]) if answer.rows else None
-        return RowPage(
-            columns=list(answer.columns),
-            rows=[cast(JSON, list(row)) for row in answer.rows],
-            end_cursor=encode_cursor(last) if last is not None else None,
-            has_next_page=answer.has_more,
-        )
 
-    @strawberry.field(description="The members (entity.name) the caller's roles may read.")
-    def members(self, info: Info[Context, None]) -> list[Member]:
-        principal = info.context.principal
-        model = info.context.services.model
-        found = []
-        for entity_name, entity in sorted(model.entities.items()):
-            members: list[tuple[str, str, str, str]]
-            members = [(n, "dimension", d.type, d.description) for n, d in sorted(entity.dimensions.items())]
-            members += [(n, "measure", m.agg, m.description) for n, m in sorted(entity.measures.items())]
-            for name, kind, type_, description in members:
-                ref = f"{entity_name}.{name}"
-                if principal is not None and permitted(model, principal, ref):
-                    found.append(Member(name=ref, kind=kind, type=type_, description=description))
-        return found
+def members(info: Info[Context, None]) -> list[Member]:
+    principal = info.context.principal
+    model = info.context.services.model
+    found = []
+    for entity_name, entity in sorted(model.entities.items()):
+        members: list[tuple[str, str, str, str]]
+        members = [(n, "dimension", d.type, d.description) for n, d in sorted(entity.dimensions.items())]
+        members += [(n, "measure", m.agg, m.description) for n, m in sorted(entity.measures.items())]
+        for name, kind, type_, description in members:
+            ref = f"{entity_name}.{name}"
+            if principal is not None and permitted(model, principal, ref):
+                found.append(Member(name=ref, kind=kind, type=type_, description=description))
+    return found
+
+
+def query_fields() -> list[StrawberryField]:
+    """Fresh fields (a schema takes its fields over) for ``Query``: ``semantic`` and ``members``."""
+    fields: list[StrawberryField] = [
+        strawberry.field(
+            resolver=semantic,  # type: ignore[list-item]
+            description="Measures by dimensions, compiled from the semantic model for the caller.",
+        ),
+        strawberry.field(  # type: ignore[list-item]
+            resolver=members, description="The members (entity.name) the caller's roles may read."
+        ),
+    ]
+    return fields

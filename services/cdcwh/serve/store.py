@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 RECONNECT_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 PING_S = 10.0
 CONNECT_TIMEOUT_S = 5
-COLUMNS_SQL = "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s"
+COLUMNS_SQL = (
+    "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = %s"
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class Warehouse:
         self.cache: ResultCache[Answer] = ResultCache(settings.cache_size, settings.cache_rows)
         self.versions: dict[str, int] = {}
         self.listening = asyncio.Event()
+        self.column_types: dict[str, dict[str, str]] = {}
+        """mart -> column -> its ``information_schema`` data type, read at start (``preflight``)."""
         self._subscribers: set[asyncio.Queue[frozenset[str] | None]] = set()
         self._pool = AsyncConnectionPool(
             dsn, min_size=1, max_size=settings.pool_size, open=False, configure=self._configure
@@ -101,15 +105,16 @@ class Warehouse:
                 require_privileges(conn, needs, service="cdcwh serve", setting=self.setting)
                 if self.model is not None:
                     rows = conn.execute(COLUMNS_SQL, (self.schema,)).fetchall()
-                    tables: dict[str, set[str]] = {}
-                    for table, column in rows:
-                        tables.setdefault(table, set()).add(column)
-                    problems = self.model.missing_in(tables)
+                    types: dict[str, dict[str, str]] = {}
+                    for table, column, data_type in rows:
+                        types.setdefault(table, {})[column] = data_type
+                    problems = self.model.missing_in({t: set(c) for t, c in types.items()})
                     if problems:
                         raise ConfigError(
                             f"the semantic model does not match the marts in schema {self.schema} "
                             f"(postgres.schema):\n  " + "\n  ".join(problems)
                         )
+                    self.column_types = {t: c for t, c in types.items() if t in self.model.marts()}
         except psycopg.OperationalError as exc:
             raise ConfigError(
                 f"cdcwh serve: cannot connect to PostgreSQL with {self.setting}: {exc}"
@@ -151,7 +156,8 @@ class Warehouse:
                 f"more than {compiled.limit} rows (serve.max_rows): "
                 "add filters, a coarser granularity or a limit"
             )
-        rows = tuple(tuple(plain(v) for v in row) for row in fetched[: compiled.limit])
+        kept = fetched[: compiled.limit]
+        rows = tuple(map(tuple, kept)) if compiled.raw else tuple(tuple(plain(v) for v in r) for r in kept)
         answer = Answer(compiled.columns, rows, compiled.marts, has_more)
         if use_cache:
             self.cache.put(key, compiled.marts, answer, generations, len(rows))

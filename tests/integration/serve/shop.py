@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import httpx
 import psycopg
 import uvicorn
 from psycopg import sql
@@ -236,3 +237,39 @@ def running(dsn: str, schema: str, tmp: Any, **serve: Any) -> Iterator[Api]:
             conn.execute(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(f"{schema}_audit"))
             )
+
+
+REVENUE_BY_DAY = (
+    """query($q: SemanticQueryInput!) { semantic(query: $q) { columns rows marts hasMore cached } }"""
+)
+
+
+class Client:
+    """An HTTP client of the API that counts its requests (the audit must hold each of them)."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.http = httpx.Client(base_url=api.url, timeout=30)
+        self.sent = 0
+
+    def post(
+        self, query: str, variables: dict[str, Any] | None = None, bearer: str | None = None
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        self.sent += 1
+        return self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+        )
+
+    def semantic(self, bearer: str, **query: Any) -> dict[str, Any]:
+        response = self.post(REVENUE_BY_DAY, {"q": query}, bearer)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert "errors" not in body, body
+        result: dict[str, Any] = body["data"]["semantic"]
+        return result
+
+
+def one(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]

@@ -4,70 +4,12 @@ holding every request."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
-import psycopg
 import pytest
 from psycopg import sql
 
-from tests.integration.serve.shop import Api, audit_rows, running, token, wait_for, write
-
-REVENUE_BY_DAY = (
-    """query($q: SemanticQueryInput!) { semantic(query: $q) { columns rows marts hasMore cached } }"""
-)
-
-
-class Client:
-    """An HTTP client of the API that counts its requests (the audit must hold each of them)."""
-
-    def __init__(self, api: Api) -> None:
-        self.api = api
-        self.http = httpx.Client(base_url=api.url, timeout=30)
-        self.sent = 0
-
-    def post(
-        self, query: str, variables: dict[str, Any] | None = None, bearer: str | None = None
-    ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
-        self.sent += 1
-        return self.http.post(
-            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
-        )
-
-    def semantic(self, bearer: str, **query: Any) -> dict[str, Any]:
-        response = self.post(REVENUE_BY_DAY, {"q": query}, bearer)
-        assert response.status_code == 200, response.text
-        body = response.json()
-        assert "errors" not in body, body
-        result: dict[str, Any] = body["data"]["semantic"]
-        return result
-
-
-@pytest.fixture
-def api(postgres_dsn: str, pg_schema: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Api]:
-    serve = getattr(request, "param", {})
-    yield from running(postgres_dsn, pg_schema, tmp_path, **serve)
-
-
-@pytest.fixture
-def client(api: Api) -> Iterator[Client]:
-    client = Client(api)
-    yield client
-    client.http.close()
-    audit_schema = api.settings.postgres.audit_schema
-    rows = wait_for(
-        lambda: (r := audit_rows(api.dsn, audit_schema)) and len(r) >= client.sent and r,
-        what=f"{client.sent} audit rows",
-    )
-    assert len(rows) == client.sent  # every request, once
-
-
-def one(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+from tests.integration.serve.shop import REVENUE_BY_DAY, Api, Client, audit_rows, one, token, wait_for, write
 
 
 def test_analyst_revenue_by_day_equals_the_mart_and_independent_sql(
@@ -227,55 +169,3 @@ def test_cache_hits_until_the_sink_announces_a_new_version(api: Api, client: Cli
     answer = wait_for(fresh, what="the new revenue")
     assert answer["cached"] is False and expected[0] != first["rows"][0][0]
     assert client.semantic(analyst, **query)["cached"] is True
-
-
-ROWS = (
-    "query($e: String!, $n: Int!, $a: String) "
-    "{ rows(entity: $e, first: $n, after: $a) { columns rows endCursor hasNextPage } }"
-)
-
-
-def pages(client: Client, bearer: str, entity: str, first: int) -> tuple[list[str], list[list[Any]], int]:
-    rows: list[list[Any]] = []
-    after, count = None, 0
-    while True:
-        body = client.post(ROWS, {"e": entity, "n": first, "a": after}, bearer).json()
-        assert "errors" not in body, body
-        page = body["data"]["rows"]
-        rows.extend(page["rows"])
-        count += 1
-        if not page["hasNextPage"]:
-            return page["columns"], rows, count
-        after = page["endCursor"]
-
-
-def test_entity_rows_page_by_key_with_the_row_filters(api: Api, client: Client, pg_schema: str) -> None:
-    s = sql.Identifier(pg_schema).as_string()
-    columns, rows, count = pages(client, token("analyst"), "orders", 7)
-    expected = one(api.dsn, f"SELECT order_id, status FROM {s}.orders ORDER BY order_id")
-    assert count == -(-len(expected) // 7)  # ceil: full pages, then the rest
-    status = columns.index("status")
-    assert [(r[0], r[status]) for r in rows] == [tuple(e) for e in expected]
-    german = one(
-        api.dsn,
-        f"""SELECT o.order_id FROM {s}.orders o JOIN {s}.dim_customers d ON d.customer_id = o.customer_id
-        AND d.is_current WHERE d.country = 'DE' ORDER BY 1""",
-    )
-    _, rows, _ = pages(client, token("analyst", country="DE"), "orders", 2)
-    assert [r[0] for r in rows] == [g[0] for g in german] and german
-    refused = client.post(ROWS, {"e": "customers", "n": 5, "a": None}, token("dashboard")).json()
-    assert refused["errors"][0]["message"] == "unknown or not permitted entity 'customers'"
-    bad = client.post(ROWS, {"e": "orders", "n": 5, "a": "bm90IGEgY3Vyc29y"}, token("analyst")).json()
-    assert bad["errors"][0]["message"] == "not a cursor of this API"
-
-
-def test_rows_give_only_the_columns_of_granted_dimensions(api: Api, client: Client, pg_schema: str) -> None:
-    """``dashboard`` may aggregate orders (count, amount) but not read them: no rows of orders, and the rows
-    of daily_revenue carry its dimension (order_date), not the columns behind its measures."""
-    dashboard = token("dashboard")
-    refused = client.post(ROWS, {"e": "orders", "n": 5, "a": None}, dashboard).json()
-    assert refused["data"] is None and "not permitted" in refused["errors"][0]["message"]
-    columns, rows, _ = pages(client, dashboard, "daily_revenue", 50)
-    s = sql.Identifier(pg_schema).as_string()
-    expected = one(api.dsn, f"SELECT order_date::text FROM {s}.daily_revenue ORDER BY 1")
-    assert columns == ["order_date"] and rows == [list(e) for e in expected]

@@ -1,0 +1,270 @@
+"""Typed paginated access to each entity's mart: at start, from the semantic model and the mart columns
+PostgreSQL reports (``information_schema``), one GraphQL object type per entity (one typed field per column
+open to row access, ``rows.row_columns``) and one connection field per entity on ``Query``, built with
+strawberry's ``create_type``.
+
+A request's selection decides the columns read: the caller's roles must allow each one selected
+(``rows.readable``), else the request is refused before any SQL runs; the row filters of its token apply
+inside the compiled SQL. Pages are in primary-key order (keyset: ``after`` is the ``endCursor`` of the page
+before), ``first`` rows each, at most ``serve.max_rows``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, NewType
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.tools import create_type
+from strawberry.types import Info
+from strawberry.types.field import StrawberryField
+from strawberry.types.nodes import SelectedField, Selection
+from strawberry.utils.str_converters import to_camel_case
+
+from cdcwh.errors import ConfigError
+from cdcwh.serve.compile import NotPermitted, QueryError
+from cdcwh.serve.model import SemanticModel
+from cdcwh.serve.rows import compile_rows, encode_cursor, readable, row_columns
+from cdcwh.serve.schema import Context
+
+BigInt = NewType("BigInt", int)
+BIGINT_SCALAR = strawberry.scalar(
+    name="BigInt",
+    description="A 64-bit integer, as a JSON number (beyond 2^53 JavaScript's numbers lose precision).",
+    serialize=int,
+    parse_value=int,
+)
+DEFAULT_FIRST = 100
+TAKEN = frozenset(
+    {
+        "Query",
+        "Subscription",
+        "Member",
+        "SemanticResult",
+        "SemanticQueryInput",
+        "DimensionInput",
+        "FilterInput",
+        "OrderInput",
+        "Granularity",
+        "FilterOp",
+        "PageInfo",
+        "BigInt",
+        "Boolean",
+        "Date",
+        "DateTime",
+        "Decimal",
+        "Float",
+        "ID",
+        "Int",
+        "JSON",
+        "String",
+        "Time",
+    }
+)
+"""The schema's other type names: an entity's type or page type may not take one."""
+# information_schema data_type -> the Python type strawberry maps to a GraphQL type; anything else: String
+TYPES: Mapping[str, Any] = {
+    "smallint": int,
+    "integer": int,
+    "bigint": BigInt,
+    "numeric": Decimal,
+    "real": float,
+    "double precision": float,
+    "boolean": bool,
+    "date": dt.date,
+    "timestamp without time zone": dt.datetime,
+    "timestamp with time zone": dt.datetime,
+    "time without time zone": dt.time,
+    "json": JSON,
+    "jsonb": JSON,
+}
+
+
+@strawberry.type(description="Where a page ends; pass endCursor as the next page's after.")
+class PageInfo:
+    end_cursor: str | None
+    has_next_page: bool
+
+
+@dataclass(frozen=True)
+class MartField:
+    """One entity's typed access: its GraphQL names and the column behind each field."""
+
+    entity: str
+    field_name: str
+    node: type
+    columns: Mapping[str, str]
+    """GraphQL field name -> column."""
+    page: type
+    attributes: Mapping[str, str]
+    """column -> the Python attribute of ``node``."""
+    converters: Mapping[str, Any]
+    """column -> a function making the value fit its field (str() for a type shown as String)."""
+    types: Mapping[str, str]
+
+
+def pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _requested(selections: Sequence[Selection], name: str) -> Iterator[SelectedField]:
+    """The fields called ``name`` in ``selections``, through fragments."""
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            if selection.name == name:
+                yield selection
+        else:
+            yield from _requested(selection.selections, name)
+
+
+def _leaves(selections: Sequence[Selection]) -> Iterator[str]:
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            if not selection.name.startswith("__"):
+                yield selection.name
+        else:
+            yield from _leaves(selection.selections)
+
+
+def requested_columns(mart: MartField, info: Info[Context, None]) -> list[str]:
+    """The columns of the nodes the request selects, in the node type's order."""
+    names: set[str] = set()
+    for field in info.selected_fields:
+        if isinstance(field, SelectedField):
+            for nodes in _requested(field.selections, "nodes"):
+                names.update(_leaves(nodes.selections))
+    return [column for name, column in mart.columns.items() if name in names]
+
+
+def _resolver(mart: MartField) -> Any:
+    async def resolve(info: Info[Context, None], first: int = DEFAULT_FIRST, after: str | None = None) -> Any:
+        context = info.context
+        services = context.services
+        try:
+            if context.principal is None:  # the endpoint authenticates first; never reached without one
+                raise NotPermitted("not authenticated")
+            allowed = readable(services.model, context.principal, mart.entity, mart.types)
+            if allowed is None:
+                raise NotPermitted(f"unknown or not permitted entity {mart.entity!r}")
+            columns = requested_columns(mart, info)
+            refused = [n for n, column in mart.columns.items() if column in columns and column not in allowed]
+            if refused:
+                node = mart.node.__name__
+                raise NotPermitted(f"not permitted: {', '.join(f'{node}.{n}' for n in refused)}")
+            compiled = compile_rows(
+                services.model,
+                mart.entity,
+                context.principal,
+                schema=services.warehouse.schema,
+                columns=columns,
+                first=first,
+                after=after,
+                max_rows=services.max_rows,
+            )
+        except NotPermitted:
+            context.access.status = "denied"
+            raise
+        except QueryError:
+            context.access.status = "error"
+            raise
+        answer = await services.warehouse.run(compiled)
+        context.access.marts |= answer.marts
+        context.access.rows += len(answer.rows)
+        width = len(services.model.entities[mart.entity].primary_key)
+        nodes = []
+        for row in answer.rows:
+            values = {
+                mart.attributes[column]: None if value is None else mart.converters[column](value)
+                for column, value in zip(answer.columns, row, strict=True)
+                if column in mart.attributes and column in columns
+            }
+            nodes.append(mart.node(**values))
+        last = list(answer.rows[-1][:width]) if answer.rows else None
+        page_info = PageInfo(
+            end_cursor=encode_cursor(last) if last is not None else None, has_next_page=answer.has_more
+        )
+        return mart.page(nodes=nodes, page_info=page_info)
+
+    resolve.__name__ = f"mart_{mart.entity}"
+    return resolve
+
+
+def _plain(name: str, attribute: str, graphql_type: Any, description: str | None = None) -> StrawberryField:
+    """A field without a resolver: the GraphQL ``name`` of the Python ``attribute`` (default None)."""
+    field: StrawberryField = strawberry.field(
+        name=name, graphql_type=graphql_type, default=None, description=description
+    )
+    field.python_name = attribute
+    return field
+
+
+def mart_fields(
+    model: SemanticModel, column_types: Mapping[str, Mapping[str, str]], reserved: set[str]
+) -> tuple[list[StrawberryField], list[MartField]]:
+    """A connection field per entity (named after it, camelCase), its node type with a field per column
+    open to row access, typed from ``column_types`` (mart -> column -> data type)."""
+    fields: list[StrawberryField] = []
+    marts: list[MartField] = []
+    taken = set(TAKEN)
+    for entity_name, entity in sorted(model.entities.items()):
+        type_name = pascal(entity_name)
+        for name in (type_name, f"{type_name}Page"):
+            if name in taken:
+                raise ConfigError(
+                    f"semantic model: entity {entity_name} would name a GraphQL type {name}, "
+                    "which another type has: rename the entity"
+                )
+            taken.add(name)
+        field_name = to_camel_case(entity_name)
+        if field_name in reserved:
+            raise ConfigError(f"semantic model: entity {entity_name} clashes with the API field {field_name}")
+        types = column_types.get(entity.mart, {})
+        node_fields: list[StrawberryField] = []
+        columns: dict[str, str] = {}
+        attributes: dict[str, str] = {}
+        converters: dict[str, Any] = {}
+        for index, column in enumerate(row_columns(entity)):
+            data_type = types.get(column, "text")
+            python = TYPES.get(data_type, str)
+            graphql_name = to_camel_case(column)
+            attribute = f"c{index}"
+            node_fields.append(
+                _plain(graphql_name, attribute, python | None, f"{entity.mart}.{column} ({data_type})")
+            )
+            columns[graphql_name] = column
+            attributes[column] = attribute
+            converters[column] = str if python is str else (lambda v: v)
+        description = entity.description or f"A row of {entity.mart}."
+        node = create_type(type_name, node_fields, description=description)
+        page = create_type(
+            f"{type_name}Page",
+            [
+                _plain("nodes", "nodes", list[node]),  # type: ignore[valid-type]
+                _plain("pageInfo", "page_info", PageInfo),
+            ],
+            description=f"A page of {entity_name} rows in primary-key order.",
+        )
+        mart = MartField(
+            entity=entity_name,
+            field_name=field_name,
+            node=node,
+            page=page,
+            columns=columns,
+            attributes=attributes,
+            converters=converters,
+            types=dict(types),
+        )
+        field = strawberry.field(
+            resolver=_resolver(mart),
+            name=field_name,
+            graphql_type=page,
+            description=f"Rows of {entity.mart} ({entity_name}), a page at a time in primary-key order; "
+            "fields the caller's roles may not read are refused.",
+        )
+        fields.append(field)
+        marts.append(mart)
+    return fields, marts

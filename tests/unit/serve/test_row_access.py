@@ -1,0 +1,99 @@
+"""Which columns of an entity a caller may read row by row (the typed mart fields), and the page SQL: the
+columns asked for, the key, the row filters and the cursor as parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cdcwh.config import PROJECT_ROOT
+from cdcwh.serve.compile import Principal, QueryError
+from cdcwh.serve.model import SemanticModel, load_model
+from cdcwh.serve.rows import compile_rows, encode_cursor, readable, row_columns
+
+ORDERS_TYPES = {"order_id": "bigint", "status": "text", "order_date": "date", "amount": "numeric"}
+
+
+@pytest.fixture(scope="module")
+def model() -> SemanticModel:
+    return load_model(PROJECT_ROOT / "schemas" / "semantic")
+
+
+def test_row_columns_are_dimensions_and_unfiltered_measures(model: SemanticModel) -> None:
+    assert row_columns(model.entities["orders"]) == ["order_id", "status", "order_date", "amount"]
+    # revenue and items_sold count qualifying lines only: their columns open no rows
+    assert row_columns(model.entities["order_items"]) == ["order_item_id", "status", "order_date"]
+
+
+def test_readable_follows_the_roles(model: SemanticModel) -> None:
+    analyst = Principal("a", ("analyst",))
+    dashboard = Principal("d", ("dashboard",))
+    assert readable(model, analyst, "orders", ORDERS_TYPES) == set(ORDERS_TYPES)
+    assert readable(model, dashboard, "orders", ORDERS_TYPES) is None  # order_id not granted: no rows
+    daily = {"order_date": "date", "revenue": "numeric", "orders": "bigint", "items_sold": "bigint"}
+    assert readable(model, dashboard, "daily_revenue", daily) == set(daily)
+    assert readable(model, analyst, "no_such_entity", {}) is None
+
+
+def test_a_timestamp_key_read_as_time_keeps_measure_columns_closed(tmp_path: Path) -> None:
+    """Grouping by a time dimension truncates it, so a measure's aggregate by it is not the row's value."""
+    (tmp_path / "m.yml").write_text(
+        "entities:\n"
+        "  ticks:\n"
+        "    mart: ticks\n"
+        "    primary_key: [at]\n"
+        "    dimensions: {at: {column: at, type: time}}\n"
+        "    measures: {price: {agg: max, column: price}}\n"
+        "roles:\n"
+        "  reader: {members: [ticks.*]}\n"
+    )
+    model = load_model(tmp_path)
+    reader = Principal("r", ("reader",))
+    assert readable(model, reader, "ticks", {"at": "timestamp with time zone"}) == {"at"}
+    assert readable(model, reader, "ticks", {"at": "date"}) == {"at", "price"}
+
+
+def test_the_page_sql_binds_the_cursor_and_the_claim(model: SemanticModel) -> None:
+    german = Principal("g", ("analyst",), {"country": "DE"})
+    compiled = compile_rows(
+        model,
+        "orders",
+        german,
+        schema="marts",
+        columns=["amount"],
+        first=5,
+        after=encode_cursor([41]),
+        max_rows=10,
+    )
+    text = compiled.key()
+    assert compiled.columns == ("order_id", "amount") and compiled.raw
+    assert '"t0"."order_id"' in text and '"t0"."status"' not in text
+    assert "'DE'" not in text and "41" not in text  # values are parameters
+    assert compiled.params[-3:] == ("DE", 41, 6)  # the claim, the cursor, first + 1
+    with pytest.raises(QueryError, match=r"first must be between 1 and 10 \(serve.max_rows\)"):
+        compile_rows(model, "orders", german, schema="m", columns=[], first=11, after=None, max_rows=10)
+
+
+def test_the_schema_types_each_entity_from_its_columns(model: SemanticModel) -> None:
+    from cdcwh.config import Settings
+    from cdcwh.serve.app import build_schema
+
+    settings = Settings(serve={"jwt_secret": "k" * 32})
+    printed = str(build_schema(settings, model, {"orders": ORDERS_TYPES}))
+    orders = printed[printed.index("type Orders {") :].split("}", 1)[0]
+    for field in ("orderId: BigInt", "status: String", "orderDate: Date", "amount: Decimal"):
+        assert field in orders
+    assert "orders(first: Int! = 100, after: String = null): OrdersPage!" in printed
+
+
+def test_an_entity_whose_type_name_is_taken_is_refused(tmp_path: Path) -> None:
+    from cdcwh.errors import ConfigError
+    from cdcwh.serve.marts import mart_fields
+
+    (tmp_path / "m.yml").write_text(
+        "entities:\n  page_info:\n    mart: p\n    primary_key: [id]\n    dimensions: {id: {column: id}}\n"
+        "roles:\n  reader: {members: [page_info.*]}\n"
+    )
+    with pytest.raises(ConfigError, match="entity page_info would name a GraphQL type PageInfo"):
+        mart_fields(load_model(tmp_path), {}, set())
