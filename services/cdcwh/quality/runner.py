@@ -3,9 +3,10 @@
 A test's failing rows come from ``compile.failing_rows_sql``; one query returns their count and a sample of
 up to ``SAMPLE_ROWS`` of them (ordered, so that a rerun shows the same sample). A test whose model is not in
 the warehouse yet is skipped (no result): a model waits for its inputs, it does not fail. So is a test that
-reads another relation not built yet (a ``relationships`` target before its first row); the transform builds
-no gold model before the relations of its error tests exist (``transform/batch.py``), so in a batch this
-happens only when the target itself failed to build.
+reads another relation not built yet (a ``relationships`` target before its first row) in a full run, or on
+silver. The transform builds no gold model before the relations of its error tests exist
+(``transform/batch.py``), so in a gold batch this happens only when the target itself failed to build: the
+test then fails (its model is held), the rows are not published untested.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cdcwh.quality.spec import TestSpec
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 5
+_WAITING_REPORTED: set[tuple[str, tuple[str, ...]]] = set()  # (test id, relations): logged once per process
 GATE_BYPASS_TABLE = """
 CREATE TABLE IF NOT EXISTS cdcwh.gate_bypass (
     model VARCHAR PRIMARY KEY, reason VARCHAR NOT NULL, requested_at TIMESTAMPTZ NOT NULL)
@@ -85,10 +87,20 @@ def run_test(
     if sql is None:
         return None
     waiting = waiting_for(con, spec)
+    if waiting and scope is not None and spec.layer == "gold":
+        # the transform builds no mart before its tested relations exist: in a batch this is a target that
+        # failed to build; the rows are not published untested
+        absent = f"cannot run: {', '.join(waiting)} not in the warehouse"
+        log.error("data quality test %s %s", spec.test_id, absent)
+        return failed_result(spec, run_id, "batch", batch_id, ran_at, absent)
     if waiting:
-        log.info(
-            "data quality test %s waits for %s (not in the warehouse yet)", spec.test_id, ", ".join(waiting)
-        )
+        if (spec.test_id, tuple(waiting)) not in _WAITING_REPORTED:
+            _WAITING_REPORTED.add((spec.test_id, tuple(waiting)))
+            log.info(
+                "data quality test %s waits for %s (not in the warehouse yet)",
+                spec.test_id,
+                ", ".join(waiting),
+            )
         return None
     problem = missing_columns(con, spec)
     if problem:  # a misspelt name: the test fails, saying why, and the batch's transaction goes on

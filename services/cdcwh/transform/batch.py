@@ -682,7 +682,7 @@ def refresh_gold(
         (str(schema), str(name))
         for schema, name in con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
     }
-    available = _available_after(models, existing, failed.keys(), tested_against)
+    available = _available_after(models, existing, failed.keys(), lagging, tested_against)
     results: list[ModelResult] = []
     skipped: dict[str, str] = {}
     for model in models:
@@ -702,8 +702,17 @@ def refresh_gold(
                 "reads " + ", ".join(f"gold.{name}" for name in upstream) + ", not refreshed"
             )
             continue
-        missing = [ref for ref in model.reads if ref not in existing]
-        missing += sorted(ref for ref in tested_against.get(model.name, ()) if ref not in available)
+        untestable = sorted(ref for ref in tested_against.get(model.name, ()) if ref not in available)
+        if untestable and ("gold", model.name) in existing:
+            # a built mart cannot wait unnoticed: it would miss this batch's changes; behind, it catches up in
+            # full once it can be tested
+            skipped[model.name] = (
+                "its data quality tests read "
+                + ", ".join(".".join(ref) for ref in untestable)
+                + ", not in the warehouse"
+            )
+            continue
+        missing = [ref for ref in model.reads if ref not in existing] + untestable
         if missing:
             waiting = (model.name, tuple(missing))
             # said once per process at warning level: a model whose silver input never appears (a table
@@ -733,18 +742,28 @@ def _available_after(
     models: list[GoldModel],
     existing: Collection[tuple[str, str]],
     failed: Collection[str],
+    lagging: Collection[str],
     tested_against: Mapping[str, frozenset[tuple[str, str]]],
 ) -> set[tuple[str, str]]:
-    """The relations that exist once the batch's models are built: the existing ones and every model whose
-    inputs and tested relations are among them (the largest such set, so that two marts testing each other's
-    keys are built together, and tested after both refreshed)."""
-    candidates = {model.name: model for model in models if model.name not in failed}
+    """The relations that exist once the batch's models are refreshed: the existing ones and every model
+    that will be built, by the rules of ``refresh_gold`` (not failed, no lagging silver input, every mart it
+    reads built too, its inputs and tested relations among the available ones). The largest such set, so
+    that two marts testing each other's keys are built together, and tested after both refreshed."""
+    candidates = {
+        model.name: model
+        for model in models
+        if model.name not in failed
+        and not any(schema.startswith("silver") and name in lagging for schema, name in model.reads)
+    }
+    marts = {model.name for model in models}
     while True:
         available = {*existing, *(("gold", name) for name in candidates)}
         keep = {
             name: model
             for name, model in candidates.items()
-            if model.reads <= available and tested_against.get(name, frozenset()) <= available
+            if model.reads <= available
+            and tested_against.get(name, frozenset()) <= available
+            and model.depends_on & marts <= candidates.keys()
         }
         if len(keep) == len(candidates):
             return available
