@@ -1,9 +1,10 @@
 """One transform micro-batch: bronze -> silver -> gold -> outbox, in one DuckDB transaction.
 
 Order inside the transaction: read the new bronze rows of every table (above the stored watermarks), apply
-them to silver (``silver.py``), recompute the gold models and queue their changes (``gold.py``), advance the
-watermarks, record the batch in ``cdcwh.batches``; commit. Then publish the outbox (``outbox.py``). A crash
-before the commit leaves silver, gold and the watermarks as they were, so the batch is simply redone.
+them to silver (``silver.py``), recompute the gold models and queue their changes (``refresh.py``,
+``gold.py``), advance the watermarks, record the batch in ``cdcwh.batches``; commit. Then publish the
+outbox (``outbox.py``). A crash before the commit leaves silver, gold and the watermarks as they were, so the
+batch is simply redone.
 
 Only the bronze tables whose topic matches ``CDCWH_KAFKA__TOPICS`` are read. One table's problem does not stop
 the others: a table whose slice raises while read or applied is left out like a failing gold model (below: the
@@ -28,13 +29,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 
 from cdcwh import metrics
@@ -56,7 +56,8 @@ from cdcwh.quality.results import TestResult
 from cdcwh.quality.runner import ensure_tables, observe, record_results
 from cdcwh.quality.spec import TestSpec
 from cdcwh.transform.bronze_reader import BronzeSlice, read_new_rows
-from cdcwh.transform.gold import ModelResult, refresh_model
+from cdcwh.transform.gold import ModelResult
+from cdcwh.transform.refresh import NOT_THE_MODELS, ModelFailed, describe, refresh_gold, stamp_source_times
 from cdcwh.transform.silver import COLUMNS_TABLE, apply_changes, key_columns
 from cdcwh.warehouse import ChangeSet, count, read_state, scalar, write_state
 
@@ -70,7 +71,6 @@ GOLD_STALE = "gold_stale"
 SILVER_FAILED = "silver_failed:"
 # the schema whose tables keep their plain name in silver (PostgreSQL's default)
 DEFAULT_SCHEMA = "public"
-SOURCE_TS_SAMPLE = 256
 # cdcwh.state mark of a gold model behind (it failed, or a mart it reads did): ``gold_behind:<model>`` = the
 # first batch it missed. Its next refresh is a full one; the batch in which that succeeds deletes the mark.
 GOLD_BEHIND = "gold_behind:"
@@ -79,7 +79,6 @@ GOLD_BEHIND = "gold_behind:"
 GATE_HELD = "gate_held:"
 # cdcwh.state: the version of the last committed batch (the ``_version`` of the gold rows it changed)
 VERSION = "version"
-_WAITING_REPORTED: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
 
 
 @dataclass
@@ -115,16 +114,6 @@ class BatchResult:
         return "partial" if self.failed or self.skipped or self.failed_tables else "ok"
 
 
-class ModelFailed(Exception):
-    """A gold model's refresh raised. DuckDB aborts the whole transaction on an error and has no savepoints,
-    so the batch is rolled back and redone without the model (and the models that read it)."""
-
-    def __init__(self, model: str, cause: Exception) -> None:
-        self.model = model
-        self.error = describe(cause)
-        super().__init__(f"gold.{model}: {self.error}")
-
-
 class GateHeld(Exception):
     """An ``error`` data quality test failed on the rows a batch gave gold models: like a failing model, the
     batch is redone without them (and the models reading them); their marts stay at the last passing state."""
@@ -142,14 +131,6 @@ class TableFailed(Exception):
         self.table = table
         self.error = describe(cause)
         super().__init__(f"silver.{table}: {self.error}")
-
-
-# errors that are not a model's: the database itself failed, and the whole batch with it
-NOT_THE_MODELS = (duckdb.FatalException, duckdb.InternalException)
-
-
-def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:2000]
 
 
 def silver_name(topic: str) -> str:
@@ -656,139 +637,6 @@ def _observe(result: BatchResult) -> None:
         metrics.TRANSFORM_MODEL_BEHIND.labels(name).set(1)
     for name in result.failed_tables:
         metrics.TRANSFORM_TABLE_FAILURES.labels(f"silver.{name}").inc()
-
-
-def refresh_gold(
-    con: duckdb.DuckDBPyConnection,
-    models: list[GoldModel],
-    version: int,
-    changes: ChangeSet | None = None,
-    *,
-    failed: Mapping[str, str] | None = None,
-    behind: Collection[str] = (),
-    lagging: Collection[str] = (),
-    tested_against: Mapping[str, frozenset[tuple[str, str]]] | None = None,
-) -> tuple[list[ModelResult], dict[str, str]]:
-    """Refresh every model whose silver inputs exist (a mart over a table that never had a row waits): in
-    full, or with the batch's ``changes`` only the rows they touch where the model says how (gold.py); the
-    ``behind`` ones in full. A model whose error tests read a relation that will not exist after the batch
-    (``tested_against``: the ``relationships`` target of a mart, say, before its first row) waits too: its
-    rows cannot be checked yet. The ``failed`` ones are left out, and so is every model that reads one of
-    them (directly or through another) or a ``lagging`` silver table (whose bronze rows failed to apply):
-    returns the results and those skipped (model -> why). A model that raises raises ModelFailed."""
-    failed = failed or {}
-    tested_against = tested_against or {}
-    existing = {
-        (str(schema), str(name))
-        for schema, name in con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
-    }
-    available = _available_after(models, existing, failed.keys(), lagging, tested_against)
-    results: list[ModelResult] = []
-    skipped: dict[str, str] = {}
-    for model in models:
-        if model.name in failed:
-            continue
-        behind_silver = sorted(
-            f"{schema}.{name}"
-            for schema, name in model.reads
-            if schema.startswith("silver") and name in lagging
-        )
-        if behind_silver:
-            skipped[model.name] = "reads " + ", ".join(behind_silver) + ", whose bronze rows failed to apply"
-            continue
-        upstream = sorted(model.depends_on & (failed.keys() | skipped.keys()))
-        if upstream:
-            skipped[model.name] = (
-                "reads " + ", ".join(f"gold.{name}" for name in upstream) + ", not refreshed"
-            )
-            continue
-        untestable = sorted(ref for ref in tested_against.get(model.name, ()) if ref not in available)
-        if untestable and ("gold", model.name) in existing:
-            # a built mart cannot wait unnoticed: it would miss this batch's changes; behind, it catches up in
-            # full once it can be tested
-            skipped[model.name] = (
-                "its data quality tests read "
-                + ", ".join(".".join(ref) for ref in untestable)
-                + ", not in the warehouse"
-            )
-            continue
-        missing = [ref for ref in model.reads if ref not in existing] + untestable
-        if missing:
-            waiting = (model.name, tuple(missing))
-            # said once per process at warning level: a model whose silver input never appears (a table
-            # renamed by a new warehouse file, a typo in the SQL) must not stay silent
-            level = logging.DEBUG if waiting in _WAITING_REPORTED else logging.WARNING
-            _WAITING_REPORTED.add(waiting)
-            log.log(
-                level,
-                "gold.%s waits for %s (not in the warehouse yet: no rows arrived, or the table has another "
-                "name, see cdcwh.silver_tables; a relation its data quality tests read counts too)",
-                model.name,
-                ", ".join(".".join(ref) for ref in missing),
-            )
-            continue
-        try:
-            result = refresh_model(con, model, version, changes, full=model.name in behind)
-        except NOT_THE_MODELS:
-            raise
-        except Exception as exc:
-            raise ModelFailed(model.name, exc) from exc
-        existing.add(("gold", model.name))
-        results.append(result)
-    return results, skipped
-
-
-def _available_after(
-    models: list[GoldModel],
-    existing: Collection[tuple[str, str]],
-    failed: Collection[str],
-    lagging: Collection[str],
-    tested_against: Mapping[str, frozenset[tuple[str, str]]],
-) -> set[tuple[str, str]]:
-    """The relations that exist once the batch's models are refreshed: the existing ones and every model
-    that will be built, by the rules of ``refresh_gold`` (not failed, no lagging silver input, every mart it
-    reads built too, its inputs and tested relations among the available ones). The largest such set, so
-    that two marts testing each other's keys are built together, and tested after both refreshed."""
-    candidates = {
-        model.name: model
-        for model in models
-        if model.name not in failed
-        and not any(schema.startswith("silver") and name in lagging for schema, name in model.reads)
-    }
-    marts = {model.name for model in models}
-    while True:
-        available = {*existing, *(("gold", name) for name in candidates)}
-        keep = {
-            name: model
-            for name, model in candidates.items()
-            if model.reads <= available
-            and tested_against.get(name, frozenset()) <= available
-            and model.depends_on & marts <= candidates.keys()
-        }
-        if len(keep) == len(candidates):
-            return available
-        candidates = keep
-
-
-def stamp_source_times(con: duckdb.DuckDBPyConnection, version: int, source_times: list[pa.Array]) -> None:
-    """Stamp the batch's gold changes with source commit times of the batch's changes: an evenly spaced
-    sample, sorted, dealt out over the changes in turn. The sink measures source -> Postgres freshness from
-    these, so its histogram follows the batch's changes rather than repeating the batch's oldest one."""
-    times = pa.chunked_array(source_times, pa.timestamp("us", tz="UTC")) if source_times else None
-    if times is None or len(times) == 0:
-        return
-    step = max(1, len(times) // SOURCE_TS_SAMPLE)
-    sample = pc.sort_indices(times).take(pa.array(range(0, len(times), step)))
-    stamps = pc.take(times, sample).to_pylist()
-    # dealt out by (mart, key) order, not by outbox id: a batch redone after a crash draws other ids from the
-    # sequence, and must still publish exactly the same changes
-    con.execute(
-        """UPDATE cdcwh.outbox SET source_ts = list_extract(?::TIMESTAMPTZ[], (dealt.n % ?)::BIGINT + 1)
-        FROM (SELECT id, row_number() OVER (ORDER BY mart, key, op) - 1 AS n FROM cdcwh.outbox
-              WHERE version = ? AND source_ts IS NULL) AS dealt
-        WHERE cdcwh.outbox.id = dealt.id""",
-        [stamps, len(stamps), version],
-    )
 
 
 def record_failure(con: duckdb.DuckDBPyConnection, batch_id: int, started: datetime, exc: Exception) -> None:

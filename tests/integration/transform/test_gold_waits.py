@@ -16,7 +16,7 @@ from cdcwh.models import load_models
 from cdcwh.models.catalog import GoldModel
 from cdcwh.quality.gate import relations_tested
 from cdcwh.quality.spec import parse_file
-from cdcwh.transform.batch import refresh_gold
+from cdcwh.transform.refresh import refresh_gold
 from cdcwh.warehouse import ChangeSet, changes_table
 
 ITEMS = """-- mart: items

@@ -28,7 +28,7 @@ from cdcwh.bronze.catalog import open_catalog
 from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator, SourceChange
 from cdcwh.models import GoldModel, key_json_sql, load_models, row_json_sql
-from cdcwh.transform import batch as batch_module
+from cdcwh.transform import refresh as refresh_module
 from cdcwh.transform.batch import BatchResult, run_batch
 from cdcwh.transform.gold import refresh_model
 from cdcwh.warehouse import open_warehouse, quote
@@ -159,7 +159,7 @@ class Fault:
                 con.execute("SELECT error('injected fault in gold.' || ?)", [model.name]).fetchall()
             return result
 
-        monkeypatch.setattr(batch_module, "refresh_model", refresh)
+        monkeypatch.setattr(refresh_module, "refresh_model", refresh)
 
 
 def sample(name: str, model: str) -> float:
