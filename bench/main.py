@@ -67,6 +67,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+BODY_READERS = (
+    ("orjson_payload", "orjson, JSON payload"),
+    ("generated_reader", "generated Avro reader"),
+    ("fastavro_block", "fastavro block reader"),
+)
+
+
 def fmt(stat: dict[str, Any] | None, spec: str = ",.0f") -> str:
     if not stat:
         return "-"
@@ -94,6 +101,9 @@ def report(results: dict[str, Any]) -> Table:
         table.add_row("Avro ingest / raw consume", fmt(avro["ratio"], ".2f"), ">= 0.50")
         table.add_row("decoder alone, us/event JSON", fmt(avro["decode_us_per_event_json"], ".1f"), "")
         table.add_row("decoder alone, us/event Avro", fmt(avro["decode_us_per_event_avro"], ".1f"), "<= JSON")
+        body = avro.get("body_us_per_event", {})
+        for name, label in BODY_READERS:
+            table.add_row(f"  body alone, us/event: {label}", fmt(body.get(name), ".1f"), "")
     if sink := results.get("sink"):
         table.add_row("raw COPY, rows/s", fmt(sink["raw_copy_rows_per_s"]), "")
         table.add_row("sink upsert (insert), rows/s", fmt(sink["sink_insert_rows_per_s"]), "")

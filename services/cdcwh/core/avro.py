@@ -61,6 +61,10 @@ class WriterSchemas:
 
     by_id: Mapping[int, str | None] = field(default_factory=dict)
     unavailable: str | None = None
+    ready: dict[bytes, tuple[Reader, dict[str, RowPlan]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """A fast path, filled by :func:`decode`: the reader and the plans of a 5-byte header already decoded."""
 
 
 NO_SCHEMAS: Final = WriterSchemas(unavailable="no schema registry is configured")
@@ -105,6 +109,17 @@ def decode(
 
     Raises :class:`AvroReject`: ``invalid_avro`` (shorter than the header, a body that does not decode with
     its writer schema, trailing bytes), ``unknown_schema`` (the registry does not know the id)."""
+    ready = schemas.ready.get(raw[:HEADER_BYTES])
+    if ready is not None:
+        read, plans = ready
+        known = plans.get(what)
+        if known is not None:
+            try:
+                payload, end = read(raw, HEADER_BYTES)
+            except Exception:  # noqa: BLE001 - the full path below reads it again and says why
+                end = -1
+            if end == len(raw):
+                return known, payload
     if len(raw) < HEADER_BYTES:
         raise AvroReject(
             RejectReason.INVALID_AVRO,
@@ -127,6 +142,7 @@ def decode(
     except Exception as exc:  # IndexError/struct.error: truncated; ValueError/UnicodeError: garbage
         end, payload = -1, f"{type(exc).__name__}: {exc}"
     if end == len(raw):
+        schemas.ready[raw[:HEADER_BYTES]] = (compiled.read, compiled.plans)
         return plan, payload
     if end > len(raw) or end < 0:
         detail = payload if end < 0 else "truncated"

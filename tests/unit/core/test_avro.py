@@ -114,14 +114,23 @@ def test_binary_garbage_is_invalid_json_without_a_registry_and_invalid_avro_with
         assert rejected_as(record._replace(value=garbage), unconfigured)[0] == RejectReason.INVALID_JSON
 
 
-def test_a_bad_record_costs_only_itself() -> None:
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [(lambda v: v[:-40], "does not decode"), (lambda v: v + b"\x02", "bytes after the Avro body")],
+    ids=["truncated", "trailing-bytes"],
+)
+def test_a_bad_record_costs_only_itself(edit: Any, expected: str) -> None:
+    """Records before it with its schema id put that id on the batch's fast path: the bad one still gets
+    its own reason."""
     records, schemas = captured_avro("type_zoo_avro")
     value = records[3].value
-    assert value is not None
-    records[3] = records[3]._replace(value=value[:-40])
+    assert value is not None and all(r.value and r.value[:5] == value[:5] for r in records[:3])
+    records[3] = records[3]._replace(value=edit(value))
     batch = decode_batch(records, {}, writer_schemas=schemas)
     assert [r.offset for r in batch.rejected] == [3]
+    assert batch.rejected[0].reason == RejectReason.INVALID_AVRO and expected in batch.rejected[0].detail
     assert batch.tables[TOPIC].num_rows == 13
+    assert value[:5] in schemas.ready  # the good ones went by the fast path
 
 
 # ---- hand-written envelopes in AvroData's shape --------------------------------------------------------

@@ -235,3 +235,35 @@ def test_a_boolean_byte_other_than_0_or_1_is_refused(byte: int) -> None:
     assert reader(b"\x01", 0) == ({"b": True}, 1)
     with pytest.raises(ValueError, match="boolean"):
         reader(bytes([byte]), 0)
+
+
+SKIPPED = {
+    "type": "record",
+    "name": "S",
+    "fields": [
+        {"name": "skipped", "type": ["null", {"type": "long", "connect.name": "c"}]},
+        {"name": "kept", "type": "int"},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"\x02" + b"\x80" * 10 + b"\x00" + b"\x02", "longer than 10 bytes"),
+        (b"\x02" + b"\xff" * 9 + b"\x7f" + b"\x02", "beyond int64"),
+        (b"\x04" + b"\x02", "union index out of range"),
+    ],
+)
+def test_a_field_read_past_is_checked_as_a_kept_one(body: bytes, match: str) -> None:
+    """The projection reads past a field without building it, but refuses what reading it would refuse."""
+    with pytest.raises(ValueError, match=match):
+        compile_reader(SKIPPED, {"S": frozenset({"kept"})})(body, 0)
+    with pytest.raises(ValueError, match=match):
+        compile_reader(SKIPPED)(body, 0)
+
+
+def test_a_field_read_past_ends_where_fastavro_ends_it() -> None:
+    for n in (0, 63, 64, 2**40, 2**63 - 1, -(2**63)):
+        body = b"\x02" + zigzag(n) + zigzag(7)
+        assert compile_reader(SKIPPED, {"S": frozenset({"kept"})})(body, 0) == ({"kept": 7}, len(body))
