@@ -62,9 +62,11 @@ class WriterSchemas:
     by_id: Mapping[int, str | None] = field(default_factory=dict)
     unavailable: str | None = None
     ready: dict[bytes, tuple[Reader, dict[str, RowPlan]]] = field(
-        default_factory=dict, compare=False, repr=False
+        default_factory=dict, init=False, compare=False, repr=False
     )
-    """A fast path, filled by :func:`decode`: the reader and the plans of a 5-byte header already decoded."""
+    """A fast path, filled by :func:`decode`: the reader and the plans of a 5-byte header already decoded.
+    It belongs to this instance (one batch's schemas): ``dataclasses.replace`` gives a new, empty one, so a
+    copy with other schemas never reads with these readers."""
 
 
 NO_SCHEMAS: Final = WriterSchemas(unavailable="no schema registry is configured")

@@ -9,6 +9,7 @@ and small envelopes written with fastavro in the shape ``AvroData`` gives them.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -57,6 +58,16 @@ def test_real_avro_capture_decodes_to_the_same_bronze_rows_as_the_json_capture()
 def test_schema_ids_are_read_from_keys_and_values() -> None:
     records, schemas = captured_avro("type_zoo_avro")
     assert schema_ids(records) == set(schemas.by_id) == {1, 2}
+
+
+def test_a_copy_with_other_schemas_does_not_reuse_the_readers_of_the_first() -> None:
+    records, schemas = captured_avro("type_zoo_avro")
+    assert decode_batch(records, {}, writer_schemas=schemas).rejected == []  # fills its fast path
+    value_id = int.from_bytes(records[0].value[1:5], "big") if records[0].value else 0
+    # the same ids, the value schema replaced by the key's: a copy must read with the schemas it holds
+    other = dataclasses.replace(schemas, by_id={**schemas.by_id, value_id: schemas.by_id[3 - value_id]})
+    assert other.ready == {}
+    assert decode_batch(records, {}, writer_schemas=other).rejected != []
 
 
 def real_value() -> tuple[RawRecord, WriterSchemas]:
