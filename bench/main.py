@@ -70,6 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 BODY_READERS = (
     ("orjson_payload", "orjson, JSON payload"),
     ("generated_reader", "generated Avro reader"),
+    ("generated_reader_whole", "generated Avro reader, every field built"),
     ("fastavro_block", "fastavro block reader"),
 )
 
