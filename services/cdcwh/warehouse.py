@@ -17,6 +17,9 @@ from cdcwh.core.identifiers import quote as quote  # re-exported: the service pa
 from cdcwh.errors import InfrastructureError
 
 SCHEMAS = ("silver", "silver_history", "gold", "cdcwh")
+# cdcwh.state mark of a silver table whose slice failed: ``silver_failed:<table>`` = the first batch it
+# failed. Its watermarks stay; every later batch that runs (with other work, or a process's first) retries it
+SILVER_FAILED = "silver_failed:"
 
 
 @dataclass

@@ -23,7 +23,6 @@ from cdcwh.models import load_models
 from cdcwh.quality.spec import load_tests
 from cdcwh.transform.batch import (
     GOLD_STALE,
-    SILVER_FAILED,
     run_batch,
     run_gold_batch,
     silver_name,
@@ -31,7 +30,7 @@ from cdcwh.transform.batch import (
 )
 from cdcwh.transform.outbox import KafkaOutboxPublisher
 from cdcwh.transform.silver import forget_columns
-from cdcwh.warehouse import open_warehouse, quote, write_state
+from cdcwh.warehouse import SILVER_FAILED, open_warehouse, quote, write_state
 
 log = logging.getLogger(__name__)
 
