@@ -3,8 +3,11 @@
 Signals:
 
 - per source (silver) table, **volume**: its changes per minute of source commit time (``__source_ts`` of
-  the inserts, updates and deletes in ``silver_history``; snapshot reads are not changes), zero for a
-  minute without any, from the table's first change on. A minute is complete, and judged once, when the
+  the inserts, updates and deletes silver applied; snapshot reads are not changes), zero for a minute
+  without any, from the table's first change on. Each batch adds what it applied to
+  ``cdcwh.volume_minutes`` in its transaction (``warehouse.count_volume``), so a pass reads a few thousand
+  counts rather than a week of ``silver_history`` (counted from it once, on a warehouse older than the
+  table); minutes older than any baseline reads are dropped. A minute is complete, and judged once, when the
   newest source commit time the transform has seen (of any table: ``cdcwh.state`` ``source_clock``, kept by
   each batch with ``note_source_clock``) is ``audit.volume_lateness_s`` past its end, and only while the
   transform has read all of bronze (``bronze_backlog`` 0: during a catch-up the tables advance through
@@ -49,7 +52,7 @@ from cdcwh.core.anomaly import (
     per_minute,
 )
 from cdcwh.quality.profile import ColumnProfile
-from cdcwh.warehouse import SILVER_FAILED, quote, read_state, table_exists, write_state
+from cdcwh.warehouse import SILVER_FAILED, count_volume, quote, read_state, table_exists, write_state
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,8 @@ SOURCE_CLOCK: Final = "source_clock"
 """The newest source commit time a batch applied (epoch milliseconds)."""
 BRONZE_BACKLOG: Final = "bronze_backlog"
 """1 when the last batch left bronze rows unread (it read ``max_offsets_per_partition`` of a partition)."""
-VOLUME_OPS: Final = ("c", "u", "d")
+VOLUME_COUNTED: Final = "volume_minutes_counted"
+"""1 once ``cdcwh.volume_minutes`` holds the counts of ``silver_history`` (filled once, then by batches)."""
 CLOCK_ALLOWANCE: Final = timedelta(minutes=5)
 """How far ``source_clock`` may run ahead of this host's clock: one bogus far-future commit time must not
 complete (and judge as empty) the minutes up to it."""
@@ -175,6 +179,7 @@ def volume_anomalies(con: duckdb.DuckDBPyConnection, audit: AuditSettings) -> li
                 "volume", table, per_minute(counts, min(counts), last_due), first_due, audit
             )
     write_state(con, VOLUME_MINUTE, int(last_due.timestamp()))
+    forget_volume(con, since - timedelta(days=1))  # a day to spare: judging again starts at most 2 h earlier
     return found
 
 
@@ -190,19 +195,32 @@ def _source_minutes(
     con: duckdb.DuckDBPyConnection, since: datetime, last: datetime
 ) -> dict[str, dict[datetime, int]]:
     """Per silver table, its changes per minute of source commit time from ``since`` to ``last``."""
-    counts: dict[str, dict[datetime, int]] = {}
-    for (table,) in con.execute("SELECT name FROM cdcwh.silver_tables ORDER BY name").fetchall():
-        if not table_exists(con, "silver_history", str(table)):
-            continue
-        # minutes since the epoch: UTC whatever the session's time zone, and cheaper than date_trunc
-        rows = con.execute(
-            f"""SELECT epoch_ms(__source_ts) // 60000, count(*) FROM silver_history.{quote(str(table))}
-            WHERE list_contains(?, __op) AND __source_ts >= ? AND __source_ts < ? GROUP BY 1""",  # noqa: S608 - quoted
-            [list(VOLUME_OPS), since, last + timedelta(minutes=1)],
-        ).fetchall()
-        if rows:
-            counts[str(table)] = {datetime.fromtimestamp(int(m) * 60, UTC): int(n) for m, n in rows}
+    _count_history_once(con)
+    rows = con.execute(
+        "SELECT table_name, minute, changes FROM cdcwh.volume_minutes WHERE minute BETWEEN ? AND ?",
+        [int(since.timestamp()) // 60, int(last.timestamp()) // 60],
+    ).fetchall()
+    counts: dict[str, dict[datetime, int]] = defaultdict(dict)
+    for table, minute, n in rows:
+        counts[str(table)][datetime.fromtimestamp(int(minute) * 60, UTC)] = int(n)
     return counts
+
+
+def _count_history_once(con: duckdb.DuckDBPyConnection) -> None:
+    """Fill ``cdcwh.volume_minutes`` from ``silver_history`` once (a warehouse whose batches did not count
+    yet); from then on each batch counts what it applies (``count_volume``)."""
+    if read_state(con, VOLUME_COUNTED) is not None:
+        return
+    con.execute("DELETE FROM cdcwh.volume_minutes")
+    for (table,) in con.execute("SELECT name FROM cdcwh.silver_tables ORDER BY name").fetchall():
+        if table_exists(con, "silver_history", str(table)):
+            count_volume(con, str(table), f"silver_history.{quote(str(table))}")
+    write_state(con, VOLUME_COUNTED, 1)
+
+
+def forget_volume(con: duckdb.DuckDBPyConnection, before: datetime) -> None:
+    """Drop the counts of the minutes before ``before`` (older than any baseline reads)."""
+    con.execute("DELETE FROM cdcwh.volume_minutes WHERE minute < ?", [int(before.timestamp()) // 60])
 
 
 def freshness_anomalies(

@@ -73,6 +73,7 @@ def rebuild(
         for name in chosen:
             con.execute(f"DROP TABLE IF EXISTS silver.{quote(name)}")
             con.execute(f"DROP TABLE IF EXISTS silver_history.{quote(name)}")
+            con.execute("DELETE FROM cdcwh.volume_minutes WHERE table_name = ?", [name])  # counted again
             con.execute("DELETE FROM cdcwh.watermarks WHERE topic = ?", [by_name[name]])
             con.execute("DELETE FROM cdcwh.state WHERE name = ?", [SILVER_FAILED + name])
             forget_columns(con, name)

@@ -11,6 +11,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -25,7 +26,7 @@ from cdcwh.quality.anomalies import (
     record_anomalies,
     volume_anomalies,
 )
-from cdcwh.warehouse import SILVER_FAILED, open_warehouse, read_state, write_state
+from cdcwh.warehouse import SILVER_FAILED, count_volume, open_warehouse, read_state, write_state
 from tests.support.pipeline import env_overrides, run_ingest_until_caught_up, settings_for
 from tests.support.warehouse import produce_changes, run_transform_once
 
@@ -135,18 +136,29 @@ def test_a_volume_drop_on_a_paced_workload_is_flagged_and_its_steady_minutes_are
         con.close()
 
 
+def applied(
+    con: duckdb.DuckDBPyConnection, table: str, at: datetime, n: int, op: str = "u", *, counted: bool = True
+) -> None:
+    """``n`` changes spread over the minute from ``at``, applied to silver as a batch applies them: into
+    ``silver_history`` and, with ``counted``, into the volume counts."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE applied AS SELECT ? AS __op, "
+        "?::TIMESTAMPTZ + to_microseconds(range * 59000000 // ?) AS __source_ts FROM range(?)",
+        [op, at, n, n],
+    )
+    con.execute(f"INSERT INTO silver_history.{table} SELECT * FROM applied")
+    if counted:
+        count_volume(con, table, "applied")
+
+
 def test_a_minute_is_judged_once_it_is_late_enough_and_late_changes_do_not_reopen_it(tmp_path: Path) -> None:
     """Hand-written history (no broker): 150 orders changes a minute, then 3 in minute 30."""
     settings = Settings(data_dir=tmp_path / "data", audit={"enabled": False, "anomaly_min_points": 10})
     con = open_warehouse(settings)
     start = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 
-    def changes(minute: int, n: int, op: str = "u") -> None:
-        con.execute(
-            "INSERT INTO silver_history.orders "
-            "SELECT ?, ?::TIMESTAMPTZ + to_microseconds(range * 59000000 // ?) FROM range(?)",
-            [op, start + timedelta(minutes=minute), n, n],
-        )
+    def changes(minute: int, n: int, op: str = "u", *, counted: bool = True) -> None:
+        applied(con, "orders", start + timedelta(minutes=minute), n, op, counted=counted)
 
     def see(minute: float, backlog: bool = False) -> list[tuple[str, datetime, float]]:
         """A batch that applied changes up to ``minute``, then a judging pass."""
@@ -155,9 +167,10 @@ def test_a_minute_is_judged_once_it_is_late_enough_and_late_changes_do_not_reope
 
     con.execute("INSERT INTO cdcwh.silver_tables VALUES ('orders', 'shop.public.orders', ['id'])")
     con.execute("CREATE TABLE silver_history.orders (__op VARCHAR, __source_ts TIMESTAMPTZ)")
-    changes(0, 500, "r")  # a snapshot: not changes
+    # history applied before batches counted it: counted from silver_history once
+    changes(0, 500, "r", counted=False)  # a snapshot: not changes
     for minute in range(30):
-        changes(minute, 150)
+        changes(minute, 150, counted=False)
     changes(30, 3)
     assert see(30.9) == [], "minute 30 ended less than the lateness (120 s) ago"
     assert see(33, backlog=True) == [], "not while a bronze backlog remains"
@@ -180,11 +193,7 @@ def test_a_failed_table_is_not_judged_until_it_catches_up(tmp_path: Path) -> Non
 
     def changes(table: str, minutes: range, n: int = 150) -> None:
         for minute in minutes:
-            con.execute(
-                f"INSERT INTO silver_history.{table} "
-                "SELECT 'u', ?::TIMESTAMPTZ + to_microseconds(range * 59000000 // ?) FROM range(?)",
-                [start + timedelta(minutes=minute), n, n],
-            )
+            applied(con, table, start + timedelta(minutes=minute), n)
 
     def see(minute: float) -> list[tuple[str, datetime, float]]:
         note_source_clock(con, [pa.array([start + timedelta(minutes=minute)])], backlog=False)
