@@ -17,6 +17,9 @@ from cdcwh.core.identifiers import quote as quote  # re-exported: the service pa
 from cdcwh.errors import InfrastructureError
 
 SCHEMAS = ("silver", "silver_history", "gold", "cdcwh")
+# cdcwh.state mark of a silver table whose slice failed: ``silver_failed:<table>`` = the first batch it
+# failed. Its watermarks stay; every later batch that runs (with other work, or a process's first) retries it
+SILVER_FAILED = "silver_failed:"
 
 
 @dataclass
@@ -41,6 +44,10 @@ CREATE TABLE IF NOT EXISTS cdcwh.watermarks (
 CREATE TABLE IF NOT EXISTS cdcwh.state (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS cdcwh.silver_tables (
     name VARCHAR PRIMARY KEY, topic VARCHAR NOT NULL, key_columns VARCHAR[] NOT NULL);
+-- the changes silver applied per table and minute of source commit time (count_volume)
+CREATE TABLE IF NOT EXISTS cdcwh.volume_minutes (
+    table_name VARCHAR NOT NULL, minute BIGINT NOT NULL, changes BIGINT NOT NULL,
+    PRIMARY KEY (table_name, minute));
 CREATE SEQUENCE IF NOT EXISTS cdcwh.outbox_id;
 CREATE TABLE IF NOT EXISTS cdcwh.outbox (
     id BIGINT PRIMARY KEY DEFAULT nextval('cdcwh.outbox_id'), version BIGINT NOT NULL, mart VARCHAR NOT NULL,
@@ -109,6 +116,24 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool
             "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
             [schema, name],
         )
+    )
+
+
+VOLUME_OPS = ("c", "u", "d")
+"""The operations that count as changes in ``cdcwh.volume_minutes`` (snapshot reads and truncates do not)."""
+
+
+def count_volume(con: duckdb.DuckDBPyConnection, table: str, relation: str) -> None:
+    """Add the changes in ``relation`` (silver history rows: ``__op``, ``__source_ts``) to ``table``'s counts
+    per minute of source commit time (minutes since the epoch, UTC) in ``cdcwh.volume_minutes``. Called in
+    the batch's transaction with the changes it applied: a batch rolled back counts nothing, one redone
+    counts once, and a redelivery silver drops never counts."""
+    con.execute(
+        f"""INSERT INTO cdcwh.volume_minutes
+        SELECT ?, epoch_ms(__source_ts) // 60000, count(*) FROM {relation}
+        WHERE list_contains(?, __op) AND __source_ts IS NOT NULL GROUP BY 2
+        ON CONFLICT DO UPDATE SET changes = changes + excluded.changes""",  # noqa: S608 - a relation
+        [table, list(VOLUME_OPS)],
     )
 
 

@@ -319,7 +319,9 @@ class TopicWatcher(threading.Thread):
         self.on_change = on_change
         self.tracker = tracker
         self.changed = False
-        self.noticed = threading.Event()  # set when a change is seen (before waiting for the join)
+        # set when a change is seen, before waiting for the join: the tests wait on it to know the watcher
+        # saw their topic change (the service itself reads only ``changed``)
+        self.noticed = threading.Event()
         self._stopping = threading.Event()
 
     def run(self) -> None:

@@ -3,13 +3,19 @@
 Signals:
 
 - per source (silver) table, **volume**: its changes per minute of source commit time (``__source_ts`` of
-  the inserts, updates and deletes in ``silver_history``; snapshot reads are not changes), zero for a
-  minute without any, from the table's first change on. A minute is complete, and judged once, when the
+  the inserts, updates and deletes silver applied; snapshot reads are not changes), zero for a minute
+  without any, from the table's first change on. Each batch adds what it applied to
+  ``cdcwh.volume_minutes`` in its transaction (``warehouse.count_volume``), so a pass reads a few thousand
+  counts rather than a week of ``silver_history`` (counted from it once, on a warehouse older than the
+  table); minutes older than any baseline reads are dropped. A minute is complete, and judged once, when the
   newest source commit time the transform has seen (of any table: ``cdcwh.state`` ``source_clock``, kept by
   each batch with ``note_source_clock``) is ``audit.volume_lateness_s`` past its end, and only while the
   transform has read all of bronze (``bronze_backlog`` 0: during a catch-up the tables advance through
-  source time at different speeds). ``anomaly_volume_minute`` is the last minute judged, in epoch seconds;
-  judging goes forward from it, at most ``MAX_MINUTES_JUDGED`` minutes a pass, oldest first;
+  source time at different speeds). A table whose slice failed (``silver_failed:<table>``) is not judged
+  until a batch applies it again: its minutes meanwhile are not quiet, only missing. The clock runs at most
+  ``CLOCK_ALLOWANCE`` ahead of this host's clock (one bogus far-future commit time would complete every
+  minute up to it). ``anomaly_volume_minute`` is the last minute judged, in epoch seconds; judging goes
+  forward from it, at most ``MAX_MINUTES_JUDGED`` minutes a pass, oldest first;
 - per source table, **freshness**: seconds since the last minute (of the transform's clock) in which its
   batches read rows (``cdcwh.batch_models`` by the minute ``cdcwh.batches`` started), judged each complete
   minute once (``anomaly_minute``): a stopped pipeline is stale, whatever the source did;
@@ -24,6 +30,7 @@ judged again after a replay adds nothing), shipped to ``audit.anomalies``, count
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -45,7 +52,7 @@ from cdcwh.core.anomaly import (
     per_minute,
 )
 from cdcwh.quality.profile import ColumnProfile
-from cdcwh.warehouse import quote, read_state, table_exists, write_state
+from cdcwh.warehouse import SILVER_FAILED, count_volume, quote, read_state, table_exists, write_state
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +64,12 @@ SOURCE_CLOCK: Final = "source_clock"
 """The newest source commit time a batch applied (epoch milliseconds)."""
 BRONZE_BACKLOG: Final = "bronze_backlog"
 """1 when the last batch left bronze rows unread (it read ``max_offsets_per_partition`` of a partition)."""
-VOLUME_OPS: Final = ("c", "u", "d")
+VOLUME_COUNTED: Final = "volume_minutes_counted"
+"""1 once ``cdcwh.volume_minutes`` holds the counts of ``silver_history`` (filled once, then by batches)."""
+CLOCK_ALLOWANCE: Final = timedelta(minutes=5)
+"""How far ``source_clock`` may run ahead of this host's clock: one bogus far-future commit time must not
+complete (and judge as empty) the minutes up to it."""
+CLAMP_WARNING_EVERY: Final = timedelta(hours=1)
 MIN_PROFILE_ROWS: Final = 30
 SEASONAL_LOOKBACK: Final = timedelta(days=7)
 MAX_MINUTES_JUDGED: Final = 120
@@ -102,14 +114,42 @@ def _judge_minutes(
 
 
 def note_source_clock(
-    con: duckdb.DuckDBPyConnection, source_times: Sequence[pa.Array], *, backlog: bool
+    con: duckdb.DuckDBPyConnection,
+    source_times: Sequence[pa.Array],
+    *,
+    backlog: bool,
+    now: datetime | None = None,
 ) -> None:
-    """In a batch: advance ``source_clock`` to the newest of ``source_times`` and record the backlog."""
-    newest = [pc.max(times).as_py() for times in source_times if len(times)]
+    """In a batch: advance ``source_clock`` to the newest of ``source_times``, but never past the wall clock
+    (``now``) by more than ``CLOCK_ALLOWANCE``, and record the backlog."""
+    newest = [t for times in source_times if len(times) and (t := pc.max(times).as_py()) is not None]
     if newest:
-        clock = int(max(t for t in newest if t is not None).timestamp() * 1000)
-        write_state(con, SOURCE_CLOCK, max(clock, read_state(con, SOURCE_CLOCK) or 0))
+        clock = max(int(max(newest).timestamp() * 1000), read_state(con, SOURCE_CLOCK) or 0)
+        limit = int(((now or datetime.now(UTC)) + CLOCK_ALLOWANCE).timestamp() * 1000)
+        if clock > limit:
+            _warn_clamped(clock, limit)
+        write_state(con, SOURCE_CLOCK, min(clock, limit))
     write_state(con, BRONZE_BACKLOG, int(backlog))
+
+
+_last_clamp_warning: float | None = None
+
+
+def _warn_clamped(clock_ms: int, limit_ms: int) -> None:
+    """Warn that a source commit time lies in the future, at most once per ``CLAMP_WARNING_EVERY``."""
+    global _last_clamp_warning  # noqa: PLW0603 - the rate limit is per process
+    now = time.monotonic()
+    if _last_clamp_warning is not None and now - _last_clamp_warning < CLAMP_WARNING_EVERY.total_seconds():
+        return
+    _last_clamp_warning = now
+    log.warning(
+        "a source commit time (__source_ts) of %s is more than %s ahead of this host's clock: the volume "
+        "clock (cdcwh.state %s) is held at %s (a source host's clock ahead, or a bogus timestamp)",
+        datetime.fromtimestamp(clock_ms / 1000, UTC).isoformat(),
+        CLOCK_ALLOWANCE,
+        SOURCE_CLOCK,
+        datetime.fromtimestamp(limit_ms / 1000, UTC).isoformat(),
+    )
 
 
 def volume_anomalies(con: duckdb.DuckDBPyConnection, audit: AuditSettings) -> list[tuple[str, str, Anomaly]]:
@@ -129,29 +169,58 @@ def volume_anomalies(con: duckdb.DuckDBPyConnection, audit: AuditSettings) -> li
     if first_due > last_due:
         return []
     since = first_due - max(SEASONAL_LOOKBACK, timedelta(minutes=audit.anomaly_window))
+    failed = _failed_tables(con)
+    if failed:
+        log.info("volume of %s not judged up to %s: failed, not caught up", ", ".join(failed), last_due)
     found = []
     for table, counts in sorted(_source_minutes(con, since, last_due).items()):
-        found += _judge_minutes("volume", table, per_minute(counts, min(counts), last_due), first_due, audit)
+        if table not in failed:
+            found += _judge_minutes(
+                "volume", table, per_minute(counts, min(counts), last_due), first_due, audit
+            )
     write_state(con, VOLUME_MINUTE, int(last_due.timestamp()))
+    forget_volume(con, since - timedelta(days=1))  # a day to spare: judging again starts at most 2 h earlier
     return found
+
+
+def _failed_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The silver tables whose slice failed and has not been applied since (``transform/batch.py``)."""
+    rows = con.execute(
+        "SELECT name FROM cdcwh.state WHERE starts_with(name, ?) ORDER BY name", [SILVER_FAILED]
+    ).fetchall()
+    return [str(name).removeprefix(SILVER_FAILED) for (name,) in rows]
 
 
 def _source_minutes(
     con: duckdb.DuckDBPyConnection, since: datetime, last: datetime
 ) -> dict[str, dict[datetime, int]]:
     """Per silver table, its changes per minute of source commit time from ``since`` to ``last``."""
-    counts: dict[str, dict[datetime, int]] = {}
-    for (table,) in con.execute("SELECT name FROM cdcwh.silver_tables ORDER BY name").fetchall():
-        if not table_exists(con, "silver_history", str(table)):
-            continue
-        rows = con.execute(
-            f"""SELECT date_trunc('minute', __source_ts), count(*) FROM silver_history.{quote(str(table))}
-            WHERE list_contains(?, __op) AND __source_ts >= ? AND __source_ts < ? GROUP BY 1""",  # noqa: S608 - quoted
-            [list(VOLUME_OPS), since, last + timedelta(minutes=1)],
-        ).fetchall()
-        if rows:
-            counts[str(table)] = {minute.astimezone(UTC): int(n) for minute, n in rows}
+    _count_history_once(con)
+    rows = con.execute(
+        "SELECT table_name, minute, changes FROM cdcwh.volume_minutes WHERE minute BETWEEN ? AND ?",
+        [int(since.timestamp()) // 60, int(last.timestamp()) // 60],
+    ).fetchall()
+    counts: dict[str, dict[datetime, int]] = defaultdict(dict)
+    for table, minute, n in rows:
+        counts[str(table)][datetime.fromtimestamp(int(minute) * 60, UTC)] = int(n)
     return counts
+
+
+def _count_history_once(con: duckdb.DuckDBPyConnection) -> None:
+    """Fill ``cdcwh.volume_minutes`` from ``silver_history`` once (a warehouse whose batches did not count
+    yet); from then on each batch counts what it applies (``count_volume``)."""
+    if read_state(con, VOLUME_COUNTED) is not None:
+        return
+    con.execute("DELETE FROM cdcwh.volume_minutes")
+    for (table,) in con.execute("SELECT name FROM cdcwh.silver_tables ORDER BY name").fetchall():
+        if table_exists(con, "silver_history", str(table)):
+            count_volume(con, str(table), f"silver_history.{quote(str(table))}")
+    write_state(con, VOLUME_COUNTED, 1)
+
+
+def forget_volume(con: duckdb.DuckDBPyConnection, before: datetime) -> None:
+    """Drop the counts of the minutes before ``before`` (older than any baseline reads)."""
+    con.execute("DELETE FROM cdcwh.volume_minutes WHERE minute < ?", [int(before.timestamp()) // 60])
 
 
 def freshness_anomalies(

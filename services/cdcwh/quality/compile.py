@@ -7,8 +7,10 @@ condition on the model's rows, ``_version = <version>`` in gold, ``__seq > <seq>
   not touched passed before and did not change). A ``relationships`` test given the batch's gold changes
   (``changes``, a condition on ``cdcwh.outbox`` rows, alias ``o``: ``o.version = <version>``) also tests
   the rows whose value the batch deleted from the parent: the parent rows deleted, when ``field`` is a
-  column of the parent's key (the outbox key holds it; values compared as text); every row, when it is not
-  and the batch changed the parent at all (a changed value cannot be told from the outbox);
+  column of the parent's key (the outbox key holds it as JSON; the value read back as ``key_type``, the
+  field's type in the parent, and compared as the full test compares it: a DECIMAL 1.50 is ``1.5`` in JSON);
+  every row, when it is not, or when ``key_type`` is unknown, and the batch changed the parent at all (a
+  changed value cannot be told from the outbox);
 - ``unique`` and ``unique_combination_of_columns``: the values the touched rows hold, counted over the whole
   model (a duplicate may pair a touched row with an old one);
 - ``mutually_exclusive_ranges``: the whole partitions the touched rows are in;
@@ -87,10 +89,12 @@ def columns_used(spec: TestSpec) -> dict[tuple[str, str], set[str]]:
     return used
 
 
-def failing_rows_sql(spec: TestSpec, scope: str | None = None, changes: str | None = None) -> str | None:
+def failing_rows_sql(
+    spec: TestSpec, scope: str | None = None, changes: str | None = None, key_type: str | None = None
+) -> str | None:
     """The query of the failing rows of ``spec`` (in full, or with ``scope`` on the touched rows, widened for
-    ``relationships`` by the parent rows the ``changes`` deleted), or None when the test does not run in that
-    scope."""
+    ``relationships`` by the parent rows the ``changes`` deleted; ``key_type`` is the DuckDB type of the
+    parent's ``field``), or None when the test does not run in that scope."""
     if scope is not None and spec.kind not in BATCH_KINDS:
         return None
     table = relation(spec.layer, spec.table)
@@ -110,7 +114,7 @@ def failing_rows_sql(spec: TestSpec, scope: str | None = None, changes: str | No
         rel = _args(spec, Relationships)
         parent = relation(spec.layer, rel.target)
         if scope is not None and changes is not None:
-            orphaned = _orphaned(col, rel, changes)
+            orphaned = _orphaned(col, rel, changes, key_type)
             touched = f"(SELECT * FROM {table} AS c WHERE {where} AND (({scope}) OR {orphaned}))"
         return (
             f"SELECT t.* FROM {touched} AS t WHERE t.{col} IS NOT NULL AND NOT EXISTS "
@@ -150,15 +154,21 @@ def failing_rows_sql(spec: TestSpec, scope: str | None = None, changes: str | No
     raise ValueError(f"unknown test kind {spec.kind!r}")
 
 
-def _orphaned(col: str, rel: Relationships, changes: str) -> str:
+def json_pointer(name: str) -> str:
+    """The JSON pointer (RFC 6901) of a top-level member: any name, a quote or a dot included."""
+    return "/" + name.replace("~", "~0").replace("/", "~1")
+
+
+def _orphaned(col: str, rel: Relationships, changes: str, key_type: str | None) -> str:
     """A condition on a child row (alias ``c``): its value may have lost its parent in ``changes``."""
-    path = literal(f'$."{rel.field}"')
+    path = literal(json_pointer(rel.field))
     parent_changes = f"cdcwh.outbox AS o WHERE ({changes}) AND o.mart = {literal(rel.target)}"
-    return (
-        f"(CAST(c.{col} AS VARCHAR) IN (SELECT json_extract_string(o.key, {path}) FROM {parent_changes} "
-        f"AND o.op = 'delete') OR EXISTS (SELECT 1 FROM {parent_changes} "
-        f"AND json_extract(o.key, {path}) IS NULL))"
-    )
+    if key_type is None:  # the value cannot be read back typed: every row, when the parent changed at all
+        return f"EXISTS (SELECT 1 FROM {parent_changes})"
+    value = f"TRY_CAST(json_extract_string(o.key, {path}) AS {key_type})"
+    # a key without the field (or with a value no longer of its type): every row, as above
+    unkeyed = f"EXISTS (SELECT 1 FROM {parent_changes} AND {value} IS NULL)"
+    return f"(c.{col} IN (SELECT {value} FROM {parent_changes} AND o.op = 'delete') OR {unkeyed})"
 
 
 def _ranges_sql(args: MutuallyExclusiveRanges, base: str, touched: str | None) -> str:

@@ -24,7 +24,7 @@ import duckdb
 from cdcwh import metrics
 from cdcwh.quality.compile import columns_used, failing_rows_sql
 from cdcwh.quality.results import RESULTS_TABLE, Scope, Status, TestResult
-from cdcwh.quality.spec import TestSpec
+from cdcwh.quality.spec import Relationships, TestSpec
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 5
@@ -71,6 +71,19 @@ def waiting_for(con: duckdb.DuckDBPyConnection, spec: TestSpec) -> list[str]:
     )
 
 
+def parent_key_type(con: duckdb.DuckDBPyConnection, spec: TestSpec) -> str | None:
+    """The DuckDB type of a ``relationships`` test's ``field`` in its target (None for another test, or when
+    the target or the field is missing)."""
+    if not isinstance(spec.args, Relationships):
+        return None
+    rows = con.execute(
+        "SELECT data_type FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? "
+        "AND lower(column_name) = lower(?)",
+        [spec.layer, spec.args.target, spec.args.field],
+    ).fetchall()
+    return str(rows[0][0]) if rows else None
+
+
 def run_test(
     con: duckdb.DuckDBPyConnection,
     spec: TestSpec,
@@ -83,7 +96,7 @@ def run_test(
 ) -> TestResult | None:
     """One test, in full (``scope`` None) or on the touched rows (and for ``relationships`` the rows whose
     parent ``changes`` deleted: ``compile.py``); None when it does not run in that scope."""
-    sql = failing_rows_sql(spec, scope, changes)
+    sql = failing_rows_sql(spec, scope, changes, parent_key_type(con, spec) if changes else None)
     if sql is None:
         return None
     waiting = waiting_for(con, spec)

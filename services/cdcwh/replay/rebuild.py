@@ -23,7 +23,6 @@ from cdcwh.models import load_models
 from cdcwh.quality.spec import load_tests
 from cdcwh.transform.batch import (
     GOLD_STALE,
-    SILVER_FAILED,
     run_batch,
     run_gold_batch,
     silver_name,
@@ -31,7 +30,7 @@ from cdcwh.transform.batch import (
 )
 from cdcwh.transform.outbox import KafkaOutboxPublisher
 from cdcwh.transform.silver import forget_columns
-from cdcwh.warehouse import open_warehouse, quote, write_state
+from cdcwh.warehouse import SILVER_FAILED, open_warehouse, quote, write_state
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +73,7 @@ def rebuild(
         for name in chosen:
             con.execute(f"DROP TABLE IF EXISTS silver.{quote(name)}")
             con.execute(f"DROP TABLE IF EXISTS silver_history.{quote(name)}")
+            con.execute("DELETE FROM cdcwh.volume_minutes WHERE table_name = ?", [name])  # counted again
             con.execute("DELETE FROM cdcwh.watermarks WHERE topic = ?", [by_name[name]])
             con.execute("DELETE FROM cdcwh.state WHERE name = ?", [SILVER_FAILED + name])
             forget_columns(con, name)

@@ -59,16 +59,13 @@ from cdcwh.transform.bronze_reader import BronzeSlice, read_new_rows
 from cdcwh.transform.gold import ModelResult
 from cdcwh.transform.refresh import NOT_THE_MODELS, ModelFailed, describe, refresh_gold, stamp_source_times
 from cdcwh.transform.silver import COLUMNS_TABLE, apply_changes, key_columns
-from cdcwh.warehouse import ChangeSet, count, read_state, scalar, write_state
+from cdcwh.warehouse import SILVER_FAILED, ChangeSet, count, read_state, scalar, write_state
 
 log = logging.getLogger(__name__)
 
 # cdcwh.state flag: silver changed without gold following (batches with gold=False), so the next gold refresh
 # must be a full one
 GOLD_STALE = "gold_stale"
-# cdcwh.state mark of a silver table whose slice failed: ``silver_failed:<table>`` = the first batch it
-# failed. Its watermarks stay; every later batch that runs (with other work, or a process's first) retries it
-SILVER_FAILED = "silver_failed:"
 # the schema whose tables keep their plain name in silver (PostgreSQL's default)
 DEFAULT_SCHEMA = "public"
 # cdcwh.state mark of a gold model behind (it failed, or a mart it reads did): ``gold_behind:<model>`` = the

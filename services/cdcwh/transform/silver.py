@@ -8,7 +8,9 @@ For one table and one batch of bronze rows (``batch``, registered as an Arrow vi
    as ``silver_history`` records) was applied before;
 2. resolve TOAST: a column listed in ``__toasted`` takes the last earlier value of the same key in the batch,
    else the value silver already holds;
-3. append every change to ``silver_history.<table>`` (the changelog SCD2 models read);
+3. append every change to ``silver_history.<table>`` (the changelog SCD2 models read), and count the
+   creates, updates and deletes per minute of source commit time (``cdcwh.volume_minutes``, for volume
+   anomalies);
 4. per key keep the last change: delete the key from ``silver.<table>``, then insert the row unless the last
    change was a delete. Snapshot reads (``r``) are upserts like creates and updates.
 
@@ -33,7 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cdcwh.warehouse import ChangeSet, changes_table, count, quote, table_exists
+from cdcwh.warehouse import ChangeSet, changes_table, count, count_volume, quote, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ def apply_changes(
             _track_columns(con, name, batch_id, vanished, arriving, new, had)
         select = ", ".join([quote(c) for c in columns] + list(META))
         con.execute(f"INSERT INTO silver_history.{quote(name)} ({select}) SELECT {select} FROM resolved")
+        count_volume(con, name, "resolved")
         applied = count(con, "SELECT count(*) FROM resolved")
         if keys:
             key_list = ", ".join(quote(k) for k in keys)

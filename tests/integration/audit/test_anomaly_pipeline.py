@@ -7,15 +7,26 @@ workload paced over simulated minutes (``Pace``) with a drop injected is judged 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
+import pytest
 
 from cdcwh.config import Settings
 from cdcwh.generate import DEFAULT_START, Drop, Pace, ShopGenerator
-from cdcwh.quality.anomalies import VOLUME_MINUTE, note_source_clock, record_anomalies, volume_anomalies
-from cdcwh.warehouse import open_warehouse, read_state
+from cdcwh.quality import anomalies as anomalies_module
+from cdcwh.quality.anomalies import (
+    CLOCK_ALLOWANCE,
+    SOURCE_CLOCK,
+    VOLUME_MINUTE,
+    note_source_clock,
+    record_anomalies,
+    volume_anomalies,
+)
+from cdcwh.warehouse import SILVER_FAILED, count_volume, open_warehouse, read_state, write_state
 from tests.support.pipeline import env_overrides, run_ingest_until_caught_up, settings_for
 from tests.support.warehouse import produce_changes, run_transform_once
 
@@ -125,18 +136,29 @@ def test_a_volume_drop_on_a_paced_workload_is_flagged_and_its_steady_minutes_are
         con.close()
 
 
+def applied(
+    con: duckdb.DuckDBPyConnection, table: str, at: datetime, n: int, op: str = "u", *, counted: bool = True
+) -> None:
+    """``n`` changes spread over the minute from ``at``, applied to silver as a batch applies them: into
+    ``silver_history`` and, with ``counted``, into the volume counts."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE applied AS SELECT ? AS __op, "
+        "?::TIMESTAMPTZ + to_microseconds(range * 59000000 // ?) AS __source_ts FROM range(?)",
+        [op, at, n, n],
+    )
+    con.execute(f"INSERT INTO silver_history.{table} SELECT * FROM applied")
+    if counted:
+        count_volume(con, table, "applied")
+
+
 def test_a_minute_is_judged_once_it_is_late_enough_and_late_changes_do_not_reopen_it(tmp_path: Path) -> None:
     """Hand-written history (no broker): 150 orders changes a minute, then 3 in minute 30."""
     settings = Settings(data_dir=tmp_path / "data", audit={"enabled": False, "anomaly_min_points": 10})
     con = open_warehouse(settings)
     start = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 
-    def changes(minute: int, n: int, op: str = "u") -> None:
-        con.execute(
-            "INSERT INTO silver_history.orders "
-            "SELECT ?, ?::TIMESTAMPTZ + to_microseconds(range * 59000000 // ?) FROM range(?)",
-            [op, start + timedelta(minutes=minute), n, n],
-        )
+    def changes(minute: int, n: int, op: str = "u", *, counted: bool = True) -> None:
+        applied(con, "orders", start + timedelta(minutes=minute), n, op, counted=counted)
 
     def see(minute: float, backlog: bool = False) -> list[tuple[str, datetime, float]]:
         """A batch that applied changes up to ``minute``, then a judging pass."""
@@ -145,9 +167,10 @@ def test_a_minute_is_judged_once_it_is_late_enough_and_late_changes_do_not_reope
 
     con.execute("INSERT INTO cdcwh.silver_tables VALUES ('orders', 'shop.public.orders', ['id'])")
     con.execute("CREATE TABLE silver_history.orders (__op VARCHAR, __source_ts TIMESTAMPTZ)")
-    changes(0, 500, "r")  # a snapshot: not changes
+    # history applied before batches counted it: counted from silver_history once
+    changes(0, 500, "r", counted=False)  # a snapshot: not changes
     for minute in range(30):
-        changes(minute, 150)
+        changes(minute, 150, counted=False)
     changes(30, 3)
     assert see(30.9) == [], "minute 30 ended less than the lateness (120 s) ago"
     assert see(33, backlog=True) == [], "not while a bronze backlog remains"
@@ -155,4 +178,61 @@ def test_a_minute_is_judged_once_it_is_late_enough_and_late_changes_do_not_reope
     changes(30, 147)  # the rest of minute 30, late: counted in later baselines, not judged again
     changes(31, 150)
     assert see(34) == []
+    con.close()
+
+
+def test_a_failed_table_is_not_judged_until_it_catches_up(tmp_path: Path) -> None:
+    """Hand-written history: orders and customers change 150 times a minute; customers' slice fails from
+    minute 30 (``silver_failed:customers``) while orders' changes move the source clock on."""
+    settings = Settings(data_dir=tmp_path / "data", audit={"enabled": False, "anomaly_min_points": 10})
+    con = open_warehouse(settings)
+    start = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    for table in ("orders", "customers"):
+        con.execute("INSERT INTO cdcwh.silver_tables VALUES (?, ?, ['id'])", [table, f"shop.public.{table}"])
+        con.execute(f"CREATE TABLE silver_history.{table} (__op VARCHAR, __source_ts TIMESTAMPTZ)")
+
+    def changes(table: str, minutes: range, n: int = 150) -> None:
+        for minute in minutes:
+            applied(con, table, start + timedelta(minutes=minute), n)
+
+    def see(minute: float) -> list[tuple[str, datetime, float]]:
+        note_source_clock(con, [pa.array([start + timedelta(minutes=minute)])], backlog=False)
+        return [(t, a.at, a.value) for t, _, a in volume_anomalies(con, settings.audit)]
+
+    changes("orders", range(35))
+    changes("customers", range(30))
+    write_state(con, SILVER_FAILED + "customers", 7)
+    # minutes 30 and 31 complete; customers' are empty because its slice failed, not because it was quiet
+    assert see(34) == []
+    assert read_state(con, VOLUME_MINUTE) == int((start + timedelta(minutes=31)).timestamp())
+    # caught up (the mark cleared by the batch that applied it): judged again, a real drop in minute 33
+    changes("customers", range(30, 33))
+    changes("customers", range(33, 34), 3)
+    changes("orders", range(35, 37))
+    changes("customers", range(34, 37))
+    con.execute("DELETE FROM cdcwh.state WHERE name = ?", [SILVER_FAILED + "customers"])
+    assert see(36) == [("customers", start + timedelta(minutes=33), 3.0)]
+    con.close()
+
+
+def test_a_far_future_commit_time_moves_the_clock_no_further_than_the_allowance(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(anomalies_module, "_last_clamp_warning", None)
+    con = open_warehouse(Settings(data_dir=tmp_path / "data", audit={"enabled": False}))
+    now = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    allowed = int((now + CLOCK_ALLOWANCE).timestamp() * 1000)
+    bogus = datetime(2099, 1, 1, tzinfo=UTC)
+    with caplog.at_level(logging.WARNING, logger="cdcwh.quality.anomalies"):
+        note_source_clock(con, [pa.array([now, bogus])], backlog=False, now=now)
+        assert read_state(con, SOURCE_CLOCK) == allowed
+        note_source_clock(con, [pa.array([bogus])], backlog=False, now=now)
+    assert len([r for r in caplog.records if "2099-01-01" in r.getMessage()]) == 1, "warned once an hour"
+    # a clock already pushed ahead (before the allowance) is brought back; a plausible one moves as before
+    write_state(con, SOURCE_CLOCK, int(bogus.timestamp() * 1000))
+    note_source_clock(con, [pa.array([now - timedelta(minutes=1)])], backlog=False, now=now)
+    assert read_state(con, SOURCE_CLOCK) == allowed
+    later = now + timedelta(minutes=10)
+    note_source_clock(con, [pa.array([later])], backlog=False, now=later)
+    assert read_state(con, SOURCE_CLOCK) == int(later.timestamp() * 1000)
     con.close()

@@ -11,6 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from cdcwh.core.identifiers import quote
+from cdcwh.models.expressions import key_json_sql
+from cdcwh.quality.compile import failing_rows_sql
 from cdcwh.quality.runner import run_test
 from cdcwh.quality.spec import TestSpec, parse_file
 
@@ -274,3 +277,80 @@ def test_a_relationship_on_a_field_outside_the_parent_key_checks_every_row_when_
     assert result is not None and result.failing_rows == 4, "the parent changed: every row"
     quiet = run_test(outbox, spec, run_id="b", scope="_version = 3", changes="o.version = 4")
     assert quiet is not None and quiet.failing_rows == 0, "a batch that left the parent alone"
+
+
+# (parent type, parent values, deleted, child type, child values, child rows orphaned): JSON writes a
+# DECIMAL 1.50 as 1.5 and 5.00 as 5.0, a DOUBLE 1e20 as 100000000000000000000.0; the text of the child's
+# value differs from each (1.50, 5.00, 1e+20, 5), yet the values are equal
+TYPED_KEYS = {
+    "decimal": ("DECIMAL(12,2)", [1.5, 5, 2.25], [1.5, 5], "DECIMAL(12,2)", [1.5, 5, 5, 2.25], 3),
+    "double": ("DOUBLE", [1e20, 0.5], [1e20], "DOUBLE", [1e20, 0.5], 1),
+    "bigint_under_decimal": ("DECIMAL(12,2)", [5, 7], [5], "BIGINT", [5, 7, 7], 1),
+    "timestamptz": (
+        "TIMESTAMPTZ",
+        ["2026-01-01 10:00:00+00", "2026-01-02 10:00:00+00"],
+        ["2026-01-01 10:00:00+00"],
+        "TIMESTAMPTZ",
+        ["2026-01-01 11:00:00+01", "2026-01-02 10:00:00+00"],  # the same instant as the deleted one
+        1,
+    ),
+}
+
+
+def deleted_parents(con: duckdb.DuckDBPyConnection, column: str, deleted: list[object]) -> None:
+    """Batch 3 deletes ``deleted`` from gold.parents, written to the outbox as gold.py writes its keys."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS cdcwh")
+    con.execute("CREATE TABLE cdcwh.outbox (version BIGINT, mart VARCHAR, key VARCHAR, op VARCHAR)")
+    con.executemany(
+        f"INSERT INTO cdcwh.outbox SELECT 3, 'parents', {key_json_sql((column,))}, 'delete' "
+        f"FROM gold.parents WHERE {quote(column)} = ?",
+        [[v] for v in deleted],
+    )
+    con.executemany(f"DELETE FROM gold.parents WHERE {quote(column)} = ?", [[v] for v in deleted])
+
+
+def relationship(column: str) -> TestSpec:
+    text = f"models:\n  - name: children\n    columns:\n      - name: '{column}'\n        tests:\n"
+    text += f"          - relationships: {{to: ref('parents'), field: '{column}'}}\n"
+    [spec] = parse_file(Path("c.yml"), text, "gold")
+    return spec
+
+
+@pytest.mark.parametrize("case", sorted(TYPED_KEYS))
+def test_a_deleted_parent_key_is_matched_by_value_not_by_its_text(case: str) -> None:
+    parent_type, parents, deleted, child_type, children, orphaned = TYPED_KEYS[case]
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE SCHEMA gold")
+    con.execute(f"CREATE TABLE gold.parents (k {parent_type})")
+    con.executemany("INSERT INTO gold.parents VALUES (?)", [[v] for v in parents])
+    con.execute(f"CREATE TABLE gold.children (id INTEGER, k {child_type}, _version BIGINT)")
+    con.executemany("INSERT INTO gold.children VALUES (?, ?, 1)", list(enumerate(children)))
+    deleted_parents(con, "k", deleted)
+    result = run_test(con, relationship("k"), run_id="b", scope="_version = 3", changes="o.version = 3")
+    assert result is not None and result.failing_rows == orphaned, result
+    full = run_test(con, relationship("k"), run_id="f")
+    assert full is not None and full.failing_rows == orphaned, "the batch finds what the full run finds"
+    con.close()
+
+
+def test_a_field_named_with_a_quote_and_a_slash_is_read_from_the_key() -> None:
+    column = 'a"b/c'
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA gold")
+    con.execute(f"CREATE TABLE gold.parents ({quote(column)} INTEGER)")
+    con.execute("INSERT INTO gold.parents VALUES (1), (2)")
+    con.execute(f"CREATE TABLE gold.children (id INTEGER, {quote(column)} INTEGER, _version BIGINT)")
+    con.execute("INSERT INTO gold.children VALUES (1, 1, 1), (2, 2, 1), (3, 2, 1)")
+    deleted_parents(con, column, [2])
+    result = run_test(con, relationship(column), run_id="b", scope="_version = 3", changes="o.version = 3")
+    assert result is not None and result.failing_rows == 2 and [r["id"] for r in result.sample] == [2, 3]
+    con.close()
+
+
+def test_a_relationship_with_its_key_type_unknown_checks_every_row_when_the_parent_changed() -> None:
+    spec = relationship("k")
+    sql = failing_rows_sql(spec, "_version = 3", "o.version = 3")
+    assert sql is not None and "TRY_CAST" not in sql and "json_extract" not in sql
+    typed = failing_rows_sql(spec, "_version = 3", "o.version = 3", "DECIMAL(12,2)")
+    assert typed is not None and "AS DECIMAL(12,2))" in typed and "'/k'" in typed

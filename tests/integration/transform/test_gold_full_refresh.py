@@ -65,6 +65,7 @@ def test_a_rebuild_that_stops_early_leaves_gold_to_a_full_recompute(
     # what a rebuild is for: silver (and the gold made from it) holds a row bronze does not justify
     phantom = 10_000_000
     with duckdb.connect(str(settings.data_dir / "warehouse.duckdb")) as con:
+        volume = con.execute("SELECT * FROM cdcwh.volume_minutes ORDER BY ALL").fetchall()
         con.execute(
             "INSERT INTO silver.orders SELECT * REPLACE (? AS id) FROM silver.orders LIMIT 1", [phantom]
         )
@@ -85,3 +86,7 @@ def test_a_rebuild_that_stops_early_leaves_gold_to_a_full_recompute(
     actual = read_marts(settings)
     assert phantom not in {row["order_id"] for row in actual["orders"]}
     assert compare_marts(actual, expected) == []
+    with duckdb.connect(str(settings.data_dir / "warehouse.duckdb"), read_only=True) as con:
+        again = con.execute("SELECT * FROM cdcwh.volume_minutes ORDER BY ALL").fetchall()
+    assert any(table == "orders" for table, _, _ in volume)
+    assert again == volume, "the rebuilt orders' changes per minute are counted again, once"
