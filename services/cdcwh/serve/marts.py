@@ -164,6 +164,7 @@ def _resolver(mart: MartField) -> Any:
                 first=first,
                 after=after,
                 max_rows=services.max_rows,
+                types=mart.types,
             )
         except NotPermitted:
             context.access.status = "denied"

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from psycopg import sql
@@ -67,22 +70,85 @@ def readable(
     return frozenset(columns)
 
 
+def _integer(value: Any) -> int:
+    if type(value) is not int or not -(2**63) <= value < 2**63:
+        raise ValueError(value)
+    return value
+
+
+def _number(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(value)
+    number = Decimal(value)
+    if not number.is_finite():
+        raise ValueError(value)
+    return number
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(value)
+    return float(value)
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(value)
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or "\x00" in value:  # PostgreSQL's text holds no NUL
+        raise ValueError(value)
+    return value
+
+
+def _timestamp(aware: bool) -> Callable[[Any], dt.datetime]:
+    def parse(value: Any) -> dt.datetime:
+        stamp = dt.datetime.fromisoformat(_text(value))
+        if (stamp.tzinfo is not None) != aware:
+            raise ValueError(value)
+        return stamp
+
+    return parse
+
+
+KEY_VALUES: Mapping[str, Callable[[Any], Any]] = {
+    "smallint": _integer,
+    "integer": _integer,
+    "bigint": _integer,
+    "numeric": _number,
+    "real": _float,
+    "double precision": _float,
+    "boolean": _boolean,
+    "date": lambda v: dt.date.fromisoformat(_text(v)),
+    "timestamp without time zone": _timestamp(aware=False),
+    "timestamp with time zone": _timestamp(aware=True),
+    "time without time zone": lambda v: dt.time.fromisoformat(_text(v)),
+    "text": _text,
+    "character varying": _text,
+    "character": _text,
+    "uuid": lambda v: uuid.UUID(_text(v)),
+}
+"""A key column's data type -> the parser of its value in a cursor (ValueError: not one); an entity whose key
+has another type is not paged (``after`` refused)."""
+
+
 def encode_cursor(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key, default=str).encode()).decode()
 
 
-def decode_cursor(cursor: str, width: int) -> list[Any]:
+def decode_cursor(cursor: str, types: Sequence[str]) -> list[Any]:
+    """The key values in ``cursor``, one per key column of ``types`` (their data types), parsed to that
+    type: anything else (another shape, a NULL, a value of another type) is ``not a cursor of this API``,
+    refused before any SQL."""
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, binascii.Error):
+        if not isinstance(key, list) or len(key) != len(types):
+            raise ValueError(key)
+        return [KEY_VALUES[t](v) for t, v in zip(types, key, strict=True)]
+    except (ValueError, TypeError, KeyError, InvalidOperation, binascii.Error):
         raise QueryError("not a cursor of this API") from None
-    if (
-        not isinstance(key, list)
-        or len(key) != width
-        or not all(v is None or isinstance(v, str | int | float | bool) for v in key)
-    ):
-        raise QueryError("not a cursor of this API")
-    return key
 
 
 def compile_rows(
@@ -95,9 +161,11 @@ def compile_rows(
     first: int,
     after: str | None,
     max_rows: int,
+    types: Mapping[str, str],
 ) -> Compiled:
     """A page of ``columns`` (checked by the caller with ``readable``) after the key in ``after``; the key
-    columns come first in each row, then ``columns``."""
+    columns come first in each row, then ``columns``. ``types``: column -> its PostgreSQL data type (the
+    cursor's values are checked against the key's)."""
     entity = model.entities.get(entity_name)
     if entity is None:
         raise NotPermitted(f"unknown or not permitted entity {entity_name!r}")
@@ -112,7 +180,7 @@ def compile_rows(
     apply_row_filters(model, principal, builder, where, params)
     keys = sql.SQL(", ").join(sql.Identifier("t0", c) for c in entity.primary_key)
     if after is not None:
-        key = decode_cursor(after, len(entity.primary_key))
+        key = decode_cursor(after, [types.get(c, "") for c in entity.primary_key])
         where.append(sql.SQL("({}) > ({})").format(keys, sql.SQL(", ").join(sql.Placeholder() * len(key))))
         params.extend(key)
     parts: list[sql.Composable] = [

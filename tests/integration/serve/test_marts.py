@@ -4,7 +4,9 @@ access per role, and the depth, cost and row limits refusing before any SQL runs
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -53,8 +55,15 @@ def test_orders_page_by_key_typed_and_exact(api: Api, client: Client, pg_schema:
     )
     nodes, _ = pages(client, token("analyst", country="DE"), 2)
     assert [n["orderId"] for n in nodes] == [g[0] for g in german] and german
-    bad = client.post(ORDERS, {"n": 5, "a": "bm90IGEgY3Vyc29y"}, token("analyst")).json()
-    assert bad["errors"][0]["message"] == "not a cursor of this API"
+    for key in ("not a cursor", ["abc"], [True], [None], [1, 2]):
+        cursor = base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+        bad = client.post(ORDERS, {"n": 5, "a": cursor}, token("analyst")).json()
+        assert bad["errors"][0]["message"] == "not a cursor of this API", key
+    daily = "query($a: String) { dailyRevenue(first: 2, after: $a) { nodes { orderDate } } }"
+    for key in (["zz"], [None], [3]):
+        cursor = base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+        bad = client.post(daily, {"a": cursor}, token("analyst")).json()
+        assert bad["errors"][0]["message"] == "not a cursor of this API", key
 
 
 TYPES = """query($t: String!) { __type(name: $t) { fields { name type { name kind } } } }"""

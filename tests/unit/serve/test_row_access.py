@@ -3,6 +3,10 @@ columns asked for, the key, the row filters and the cursor as parameters."""
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -10,7 +14,7 @@ import pytest
 from cdcwh.config import PROJECT_ROOT
 from cdcwh.serve.compile import Principal, QueryError
 from cdcwh.serve.model import SemanticModel, load_model
-from cdcwh.serve.rows import compile_rows, encode_cursor, readable, row_columns
+from cdcwh.serve.rows import compile_rows, decode_cursor, encode_cursor, readable, row_columns
 
 ORDERS_TYPES = {"order_id": "bigint", "status": "text", "order_date": "date", "amount": "numeric"}
 
@@ -65,6 +69,7 @@ def test_the_page_sql_binds_the_cursor_and_the_claim(model: SemanticModel) -> No
         first=5,
         after=encode_cursor([41]),
         max_rows=10,
+        types=ORDERS_TYPES,
     )
     text = compiled.key()
     assert compiled.columns == ("order_id", "amount") and compiled.raw
@@ -72,7 +77,9 @@ def test_the_page_sql_binds_the_cursor_and_the_claim(model: SemanticModel) -> No
     assert "'DE'" not in text and "41" not in text  # values are parameters
     assert compiled.params[-3:] == ("DE", 41, 6)  # the claim, the cursor, first + 1
     with pytest.raises(QueryError, match=r"first must be between 1 and 10 \(serve.max_rows\)"):
-        compile_rows(model, "orders", german, schema="m", columns=[], first=11, after=None, max_rows=10)
+        compile_rows(
+            model, "orders", german, schema="m", columns=[], first=11, after=None, max_rows=10, types={}
+        )
 
 
 def test_the_schema_types_each_entity_from_its_columns(model: SemanticModel) -> None:
@@ -97,3 +104,57 @@ def test_an_entity_whose_type_name_is_taken_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="entity page_info would name a GraphQL type PageInfo"):
         mart_fields(load_model(tmp_path), {}, set())
+
+
+@pytest.mark.parametrize(
+    ("entity", "key"),
+    [
+        ("orders", ["abc"]),  # text for a bigint key
+        ("orders", [True]),
+        ("orders", [None]),
+        ("orders", [1.5]),
+        ("orders", [2**63]),
+        ("orders", [1, 2]),  # too long
+        ("orders", {"order_id": 1}),
+        ("daily_revenue", ["zz"]),  # not a date
+        ("daily_revenue", [20240302]),
+        ("daily_revenue", [None]),
+    ],
+)
+def test_a_cursor_not_fitting_the_key_is_refused_before_sql(
+    model: SemanticModel, entity: str, key: object
+) -> None:
+    types = {"order_id": "bigint", "order_date": "date"}
+    cursor = base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+    with pytest.raises(QueryError, match="^not a cursor of this API$"):
+        compile_rows(
+            model,
+            entity,
+            Principal("a", ("analyst",)),
+            schema="m",
+            columns=[],
+            first=1,
+            after=cursor,
+            max_rows=10,
+            types=types,
+        )
+
+
+def test_a_cursor_carries_the_key_values_typed(model: SemanticModel) -> None:
+    compiled = compile_rows(
+        model,
+        "daily_revenue",
+        Principal("a", ("analyst",)),
+        schema="m",
+        columns=[],
+        first=1,
+        after=encode_cursor([dt.date(2024, 3, 2)]),
+        max_rows=10,
+        types={"order_date": "date"},
+    )
+    assert compiled.params[-2:] == (dt.date(2024, 3, 2), 2)
+    assert decode_cursor(encode_cursor([Decimal("1.50"), "x"]), ["numeric", "text"]) == [Decimal("1.50"), "x"]
+    with pytest.raises(QueryError, match="not a cursor"):
+        decode_cursor(encode_cursor(["a\x00b"]), ["text"])
+    with pytest.raises(QueryError, match="not a cursor"):  # a key type no cursor is made for
+        decode_cursor(encode_cursor(["(1,2)"]), ["point"])
