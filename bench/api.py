@@ -120,6 +120,7 @@ def plain_select(
             first=100,
             after=None,
             max_rows=10_000,
+            types={},
         )
         if page
         else compile_query(model, query, analyst, schema=schema, max_rows=10_000)

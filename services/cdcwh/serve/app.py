@@ -49,7 +49,7 @@ from cdcwh.serve.auth import Authenticator, AuthError, bearer
 from cdcwh.serve.compile import QueryError
 from cdcwh.serve.cost import QueryCostLimiter
 from cdcwh.serve.live import Subscription
-from cdcwh.serve.marts import BIGINT_SCALAR, BigInt, mart_fields
+from cdcwh.serve.marts import BIGINT_SCALAR, BigInt, MartAccess, mart_fields
 from cdcwh.serve.model import SemanticModel, load_model
 from cdcwh.serve.ratelimit import Limiter, RateLimited
 from cdcwh.serve.schema import Context, Services, query_fields
@@ -215,11 +215,13 @@ def build_schema(
     fixed = query_fields()
     typed, marts = mart_fields(model, column_types, {f.graphql_name or f.python_name for f in fixed})
     names = frozenset(m.field_name for m in marts)
+    by_name = {m.field_name: m for m in marts}
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [  # a fresh one per request
         lambda: QueryDepthLimiter(max_depth=serve.max_depth),
         lambda: MaxTokensLimiter(max_token_count=serve.max_tokens),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: QueryCostLimiter(max_cost=serve.max_cost, max_rows=serve.max_rows, marts=names),
+        lambda: MartAccess(marts=by_name),
         lambda: MaskErrors(should_mask_error=_mask),
         OperationAudit,
     ]

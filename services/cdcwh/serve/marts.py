@@ -12,24 +12,27 @@ before), ``first`` rows each, at most ``serve.max_rows``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NewType
 
 import strawberry
+from graphql import FieldNode, GraphQLError, OperationType
+from graphql.execution.values import VariableValues
+from strawberry.extensions import SchemaExtension
 from strawberry.scalars import JSON
 from strawberry.tools import create_type
 from strawberry.types import Info
 from strawberry.types.field import StrawberryField
-from strawberry.types.nodes import SelectedField, Selection
 from strawberry.utils.str_converters import to_camel_case
 
 from cdcwh.errors import ConfigError
-from cdcwh.serve.compile import NotPermitted, QueryError
+from cdcwh.serve.compile import NotPermitted, Principal, QueryError
 from cdcwh.serve.model import SemanticModel
 from cdcwh.serve.rows import compile_rows, encode_cursor, readable, row_columns
 from cdcwh.serve.schema import Context
+from cdcwh.serve.selection import Operation, operation, refuse
 
 BigInt = NewType("BigInt", int)
 BIGINT_SCALAR = strawberry.scalar(
@@ -111,33 +114,53 @@ def pascal(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def _requested(selections: Sequence[Selection], name: str) -> Iterator[SelectedField]:
-    """The fields called ``name`` in ``selections``, through fragments."""
-    for selection in selections:
-        if isinstance(selection, SelectedField):
-            if selection.name == name:
-                yield selection
-        else:
-            yield from _requested(selection.selections, name)
-
-
-def _leaves(selections: Sequence[Selection]) -> Iterator[str]:
-    for selection in selections:
-        if isinstance(selection, SelectedField):
-            if not selection.name.startswith("__"):
-                yield selection.name
-        else:
-            yield from _leaves(selection.selections)
-
-
-def requested_columns(mart: MartField, info: Info[Context, None]) -> list[str]:
-    """The columns of the nodes the request selects, in the node type's order."""
-    names: set[str] = set()
-    for field in info.selected_fields:
-        if isinstance(field, SelectedField):
-            for nodes in _requested(field.selections, "nodes"):
-                names.update(_leaves(nodes.selections))
+def requested_columns(mart: MartField, found: Operation, fields: Iterable[FieldNode]) -> list[str]:
+    """The columns of the nodes ``fields`` (of ``mart``'s field) select, in the node type's order."""
+    names = {
+        name for field in fields for nodes in found.named(field, "nodes") for name in found.leaves(nodes)
+    }
     return [column for name, column in mart.columns.items() if name in names]
+
+
+def check_access(
+    model: SemanticModel, principal: Principal | None, mart: MartField, columns: list[str]
+) -> Principal:
+    """The caller, if it may read ``columns`` of ``mart``'s rows; else NotPermitted."""
+    if principal is None:  # the endpoint authenticates first; never reached without one
+        raise NotPermitted("not authenticated")
+    allowed = readable(model, principal, mart.entity, mart.types)
+    if allowed is None:
+        raise NotPermitted(f"unknown or not permitted entity {mart.entity!r}")
+    refused = [n for n, column in mart.columns.items() if column in columns and column not in allowed]
+    if refused:
+        raise NotPermitted(f"not permitted: {', '.join(f'{mart.node.__name__}.{n}' for n in refused)}")
+    return principal
+
+
+class MartAccess(SchemaExtension):
+    """Refuses a query selecting a typed mart field, or a node field of one, the caller may not read, before
+    anything runs (so no sibling field's SQL runs either)."""
+
+    def __init__(self, *, marts: Mapping[str, MartField]) -> None:
+        """``marts``: the typed mart fields by their name on ``Query``."""
+        self.marts = marts
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if self.execution_context.result is None and isinstance(context, Context):
+            try:
+                found = operation(self.execution_context)
+                for field in found.roots() if found is not None and found.kind is OperationType.QUERY else ():
+                    mart = self.marts.get(field.name.value)
+                    if mart is not None:
+                        columns = requested_columns(mart, found, [field])  # type: ignore[arg-type]
+                        check_access(context.services.model, context.principal, mart, columns)
+            except NotPermitted as exc:
+                context.access.status = "denied"
+                refuse(self.execution_context, str(exc))
+            except GraphQLError:  # variables or directives that do not coerce: execution reports them
+                pass
+        yield
 
 
 def _resolver(mart: MartField) -> Any:
@@ -145,20 +168,19 @@ def _resolver(mart: MartField) -> Any:
         context = info.context
         services = context.services
         try:
-            if context.principal is None:  # the endpoint authenticates first; never reached without one
-                raise NotPermitted("not authenticated")
-            allowed = readable(services.model, context.principal, mart.entity, mart.types)
-            if allowed is None:
-                raise NotPermitted(f"unknown or not permitted entity {mart.entity!r}")
-            columns = requested_columns(mart, info)
-            refused = [n for n, column in mart.columns.items() if column in columns and column not in allowed]
-            if refused:
-                node = mart.node.__name__
-                raise NotPermitted(f"not permitted: {', '.join(f'{node}.{n}' for n in refused)}")
+            raw = info._raw_info
+            variables = raw.variable_values
+            if not isinstance(variables, VariableValues):  # graphql-core hands resolvers the plain values
+                variables = VariableValues(sources={}, coerced=dict(variables))
+            found = Operation(
+                OperationType.QUERY, None, raw.operation.selection_set, raw.fragments, variables
+            )
+            columns = requested_columns(mart, found, raw.field_nodes)
+            principal = check_access(services.model, context.principal, mart, columns)  # MartAccess did too
             compiled = compile_rows(
                 services.model,
                 mart.entity,
-                context.principal,
+                principal,
                 schema=services.warehouse.schema,
                 columns=columns,
                 first=first,

@@ -134,15 +134,31 @@ def test_a_column_the_role_may_not_read_is_refused_before_sql(
         clerk = token("clerk", subject="clerk")
         allowed = client.post("{ orders(first: 3) { nodes { orderId status } } }", bearer=clerk).json()
         assert [n["orderId"] for n in allowed["data"]["orders"]["nodes"]] == [1, 2, 3]
+        before = warehouse_runs()
         fragment = "fragment f on Orders { status amount } { orders(first: 3) { nodes { orderId ...f } } }"
         refused = client.post(fragment, bearer=clerk).json()
         assert refused["data"] is None
         assert refused["errors"][0]["message"] == "not permitted: Orders.amount"
+        # an allowed field beside a refused one: neither runs
+        mixed = "{ a: orders(first: 2) { nodes { orderId } } b: orders(first: 3) { nodes { amount } } }"
+        refused = client.post(mixed, bearer=clerk).json()
+        assert refused["data"] is None and refused["errors"][0]["message"] == "not permitted: Orders.amount"
+        members = "{ members { name } orders(first: 1) { nodes { amount } } }"
+        assert client.post(members, bearer=clerk).json()["data"] is None
+        assert warehouse_runs() == before  # nothing refused reached the warehouse
+        # @skip/@include decide what is selected
+        directed = "query($x: Boolean!) { orders(first: 2) { nodes { orderId amount @include(if: $x) } } }"
+        included = client.post(directed, {"x": True}, bearer=clerk).json()
+        assert included["errors"][0]["message"] == "not permitted: Orders.amount"
+        assert warehouse_runs() == before
+        skipped = client.post(directed, {"x": False}, bearer=clerk).json()
+        assert skipped["data"]["orders"]["nodes"] == [{"orderId": 1}, {"orderId": 2}]
+        assert warehouse_runs() == before + 1
         rows = wait_for(
-            lambda: len(r := audit_rows(api.dsn, api.settings.postgres.audit_schema)) >= 2 and r, what="audit"
+            lambda: len(r := audit_rows(api.dsn, api.settings.postgres.audit_schema)) >= 6 and r, what="audit"
         )
         denied = [r for r in rows if r["status"] == "denied"]
-        assert len(denied) == 1 and denied[0]["rows_returned"] == 0 and not denied[0]["marts"]
+        assert len(denied) == 4 and all(d["rows_returned"] == 0 and not d["marts"] for d in denied)
         client.http.close()
 
 
