@@ -1,11 +1,13 @@
 """The query cost limit: before a query or subscription runs, its cost is estimated from the document and
 its variables, and one costing more than ``serve.max_cost`` is refused with nothing run.
 
-The cost bounds the values an answer can hold: a typed mart field costs ``first`` times the node fields it
-selects (at least one), a semantic query its ``limit`` (else ``serve.max_rows``) times its measures and
-dimensions (at least one), and every other field 1 (with its sub-fields). Aliases count each time; fields
-``@skip``/``@include`` leave out count nothing (the walk is ``cdcwh.serve.selection``'s). A subscription
-costs what its semantic query costs, for each answer it pushes.
+The cost bounds the work of rendering an answer, in typed field values: a typed mart field costs ``first``
+times the node fields it selects (at least one), each value a GraphQL field resolved and serialized (about
+12 us each, docs/benchmarks.md); a semantic query its ``limit`` (else ``serve.max_rows``) times its measures
+and dimensions (at least one), divided by ``SEMANTIC_VALUES_PER_COST`` and rounded up (its rows are one JSON
+value, each value converted and dumped at about 1 us); every other field 1 (with its sub-fields). Aliases
+count each time; fields ``@skip``/``@include`` leave out count nothing (the walk is
+``cdcwh.serve.selection``'s). A subscription costs what its semantic query costs, for each answer it pushes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from strawberry.extensions import SchemaExtension
 from cdcwh.serve.selection import Operation, operation, refuse
 
 SEMANTIC = "semantic"
+SEMANTIC_VALUES_PER_COST = 10
+"""A semantic query's values per cost unit: its answer costs about a tenth of the typed fields' per value."""
 
 
 def _get(value: Any, name: str) -> Any:
@@ -26,7 +30,7 @@ def _get(value: Any, name: str) -> Any:
 
 
 def cost(found: Operation, marts: frozenset[str], max_rows: int) -> int:
-    """The estimated values of ``found``'s answer; ``marts``: the typed mart fields' names."""
+    """The estimated cost of ``found``'s answer; ``marts``: the typed mart fields' names."""
     total = 0
     for field in found.roots():
         name = field.name.value
@@ -38,10 +42,11 @@ def cost(found: Operation, marts: frozenset[str], max_rows: int) -> int:
             query = arguments.get("query")
             rows = _get(query, "limit") or max_rows
             values = len(_get(query, "measures") or ()) + len(_get(query, "dimensions") or ())
+            total += -(-max(rows, 1) * max(values, 1) // SEMANTIC_VALUES_PER_COST)  # ceil
         else:
             rows = int(arguments.get("first") or 0)
             values = sum(len(found.leaves(nodes)) for nodes in found.named(field, "nodes"))
-        total += max(rows, 1) * max(values, 1)
+            total += max(rows, 1) * max(values, 1)
     return total
 
 

@@ -5,6 +5,7 @@ request before any SQL runs (the cost limit, ``cdcwh.serve.cost``; the typed mar
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,9 @@ from graphql.execution.values import (
 )
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType as StrawberryOperationType
+
+from cdcwh.serve.audit import Access
+from cdcwh.serve.schema import Context
 
 
 @dataclass(frozen=True)
@@ -103,9 +107,21 @@ def operation(context: ExecutionContext) -> Operation | None:
 
 
 def refuse(context: ExecutionContext, message: str) -> None:
-    """Answer the request with the error ``message`` and run nothing. A query's result is set in its place;
-    a subscription, whose start strawberry runs regardless, gets the error raised (the caller's
-    ``on_execute`` raises it before its ``yield``)."""
+    """Answer the request with the error ``message`` and run nothing. A query's result is set in its place
+    (its audit row is the endpoint's); a subscription, whose start strawberry runs regardless, gets its audit
+    row here and the error raised (the caller's ``on_execute`` raises it before its ``yield``)."""
     if context.operation_type is StrawberryOperationType.SUBSCRIPTION:
+        state = context.context
+        if isinstance(state, Context):
+            principal = state.principal
+            access = Access(
+                "subscription",
+                subject=principal.subject if principal else None,
+                roles=principal.roles if principal else (),
+                operation_hash=hashlib.sha256((context.query or "").encode()).hexdigest(),
+                status="error",
+                error=message,
+            )
+            state.services.audit.record(access)
         raise GraphQLError(message)
     context.result = ExecutionResult(data=None, errors=[GraphQLError(message)])

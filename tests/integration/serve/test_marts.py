@@ -168,34 +168,61 @@ def warehouse_runs() -> float:
     return sum(value or 0.0 for value in samples)
 
 
-@pytest.mark.parametrize("api", [{"max_cost": 100, "max_rows": 40}], indirect=True)
+@pytest.mark.parametrize("api", [{"max_cost": 500, "max_rows": 400}], indirect=True)
 def test_cost_and_row_limits_refuse_before_any_sql(api: Api, client: Client) -> None:
     analyst = token("analyst")
     before = warehouse_runs()
-    costly = client.post("{ orders(first: 40) { nodes { orderId status amount } } }", bearer=analyst).json()
+    costly = client.post("{ orders(first: 200) { nodes { orderId status amount } } }", bearer=analyst).json()
     assert costly["data"] is None
     assert costly["errors"][0]["message"] == (
-        "the query costs 120, more than 100 (serve.max_cost): "
+        "the query costs 600, more than 500 (serve.max_cost): "
         "ask for fewer rows (first, limit) or fewer fields"
     )
+    # the same through a variable, a fragment, an inline fragment and an alias on a node field
+    spread = (
+        "query($n: Int!) { orders(first: $n) { nodes { ...f ... on Orders { again: orderId } } } } "
+        "fragment f on Orders { orderId status }"
+    )
+    assert "the query costs 600," in client.post(spread, {"n": 200}, analyst).json()["errors"][0]["message"]
+    # a field @skip leaves out costs nothing
+    skipped = "query($s: Boolean!) { orders(first: 300) { nodes { orderId status @skip(if: $s) } } }"
+    assert (
+        client.post(skipped, {"s": False}, analyst)
+        .json()["errors"][0]["message"]
+        .startswith("the query costs 600,")
+    )
     semantic = 'semantic(query: {measures: ["orders.orders"], dimensions: [{member: "orders.status"}]})'
-    aliased = "{ " + " ".join(f"a{i}: {semantic} {{ rows }}" for i in range(3)) + " }"  # 3 x 40 x 2
-    assert "the query costs 240" in client.post(aliased, bearer=analyst).json()["errors"][0]["message"]
-    over = client.post("{ orders(first: 41) { nodes { orderId } } }", bearer=analyst).json()
-    assert over["errors"][0]["message"] == "first must be between 1 and 40 (serve.max_rows)"
+    aliased = "{ " + " ".join(f"a{i}: {semantic} {{ rows }}" for i in range(7)) + " }"  # 7 x 400 x 2 / 10
+    assert "the query costs 560," in client.post(aliased, bearer=analyst).json()["errors"][0]["message"]
+    over = client.post("{ orders(first: 401) { nodes { orderId } } }", bearer=analyst).json()
+    assert over["errors"][0]["message"] == "first must be between 1 and 400 (serve.max_rows)"
     assert warehouse_runs() == before  # nothing refused reached the warehouse
     fine = client.post("{ orders(first: 30) { nodes { orderId status amount } } }", bearer=analyst).json()
     assert len(fine["data"]["orders"]["nodes"]) == 18 and warehouse_runs() == before + 1
+    runs = client.post(skipped, {"s": True}, analyst).json()  # 300 x 1
+    assert runs["data"]["orders"]["nodes"][0] == {"orderId": 1} and warehouse_runs() == before + 2
 
 
-@pytest.mark.parametrize("api", [{"max_depth": 1}], indirect=True)
 def test_a_query_too_deep_is_refused_before_any_sql(api: Api, client: Client) -> None:
-    """The typed fields are two levels deep (``orders { nodes { orderId } } }``): with ``serve.max_depth``
-    1 they are refused, one level still answers."""
+    """The schema's own fields are at most two levels deep (``orders { nodes { orderId } }``, root fields at
+    0; ``serve.max_depth`` may not go below 2); a document nine levels deep is refused at the default 8
+    whatever else is wrong with it, before any SQL runs."""
     analyst = token("analyst")
     before = warehouse_runs()
-    deep = client.post("{ orders(first: 1) { nodes { orderId } } }", bearer=analyst).json()
+    nested = "orderId " + "".join("{ x " for _ in range(7)) + "}" * 7
+    deep = client.post(f"{{ orders(first: 1) {{ nodes {{ {nested} }} }} }}", bearer=analyst).json()
     assert deep["data"] is None
-    assert deep["errors"][0]["message"] == "'anonymous' exceeds maximum operation depth of 1"
+    messages = [e["message"] for e in deep["errors"]]
+    assert "'anonymous' exceeds maximum operation depth of 8" in messages, messages
     assert warehouse_runs() == before
-    assert client.post("{ members { name } }", bearer=analyst).json()["data"]["members"]
+    fine = client.post("{ orders(first: 1) { nodes { orderId } } }", bearer=analyst).json()
+    assert fine["data"]["orders"]["nodes"] == [{"orderId": 1}] and warehouse_runs() == before + 1
+
+
+def test_max_depth_below_the_typed_fields_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from cdcwh.config import ServeSettings
+
+    with pytest.raises(ValidationError, match="max_depth"):
+        ServeSettings(max_depth=1)
