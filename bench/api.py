@@ -121,6 +121,7 @@ def plain_select(
             after=None,
             max_rows=10_000,
             types={},
+            order=("order_id",),
         )
         if page
         else compile_query(model, query, analyst, schema=schema, max_rows=10_000)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -207,13 +207,17 @@ class Endpoint:
 
 
 def build_schema(
-    settings: Settings, model: SemanticModel, column_types: Mapping[str, Mapping[str, str]]
+    settings: Settings,
+    model: SemanticModel,
+    column_types: Mapping[str, Mapping[str, str]],
+    unique_indexes: Mapping[str, Sequence[Sequence[str]]],
 ) -> ApiSchema:
     """The schema: ``semantic``, ``members`` and a typed field per entity of ``model`` (its columns typed
     from ``column_types``: mart -> column -> PostgreSQL data type), the subscription, and the limits."""
     serve = settings.serve
     fixed = query_fields()
-    typed, marts = mart_fields(model, column_types, {f.graphql_name or f.python_name for f in fixed})
+    reserved = {f.graphql_name or f.python_name for f in fixed}
+    typed, marts = mart_fields(model, column_types, reserved, unique_indexes)
     names = frozenset(m.field_name for m in marts)
     by_name = {m.field_name: m for m in marts}
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [  # a fresh one per request
@@ -265,7 +269,9 @@ def build_app(
     )
     client_limiter = Limiter(settings.serve.client_rate_limit)
     # replaced at start by the schema typed from the marts' columns (the warehouse reads them at open)
-    view = View(services, authenticator, services.limiter, build_schema(settings, model, {}), client_limiter)
+    view = View(
+        services, authenticator, services.limiter, build_schema(settings, model, {}, {}), client_limiter
+    )
     endpoint = Endpoint(view)
 
     @contextlib.asynccontextmanager
@@ -275,7 +281,8 @@ def build_app(
             stack.push_async_callback(services.audit.close)
             await services.warehouse.open()
             stack.push_async_callback(services.warehouse.close)
-            view.schema = build_schema(settings, model, services.warehouse.column_types)
+            warehouse = services.warehouse
+            view.schema = build_schema(settings, model, warehouse.column_types, warehouse.unique_indexes)
             yield
 
     async def page(request: Request) -> Response:

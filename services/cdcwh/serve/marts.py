@@ -12,7 +12,7 @@ before), ``first`` rows each, at most ``serve.max_rows``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NewType
@@ -30,7 +30,7 @@ from strawberry.utils.str_converters import to_camel_case
 from cdcwh.errors import ConfigError
 from cdcwh.serve.compile import NotPermitted, Principal, QueryError
 from cdcwh.serve.model import SemanticModel
-from cdcwh.serve.rows import compile_rows, encode_cursor, readable, row_columns
+from cdcwh.serve.rows import compile_rows, encode_cursor, paging, readable, row_columns
 from cdcwh.serve.schema import Context
 from cdcwh.serve.selection import Operation, operation, refuse
 
@@ -108,6 +108,10 @@ class MartField:
     converters: Mapping[str, Any]
     """column -> a function making the value fit its field (str() for a type shown as String)."""
     types: Mapping[str, str]
+    order: tuple[str, ...] | None
+    """The columns pages are ordered and cut by (``rows.paging``); None: not paged."""
+    unique: bool
+    """The mart holds one row per key (a primary key or unique index on it): measure columns may open."""
 
 
 def pascal(name: str) -> str:
@@ -128,7 +132,7 @@ def check_access(
     """The caller, if it may read ``columns`` of ``mart``'s rows; else NotPermitted."""
     if principal is None:  # the endpoint authenticates first; never reached without one
         raise NotPermitted("not authenticated")
-    allowed = readable(model, principal, mart.entity, mart.types)
+    allowed = readable(model, principal, mart.entity, mart.types, unique=mart.unique)
     if allowed is None:
         raise NotPermitted(f"unknown or not permitted entity {mart.entity!r}")
     refused = [n for n, column in mart.columns.items() if column in columns and column not in allowed]
@@ -187,6 +191,7 @@ def _resolver(mart: MartField) -> Any:
                 after=after,
                 max_rows=services.max_rows,
                 types=mart.types,
+                order=mart.order,
             )
         except NotPermitted:
             context.access.status = "denied"
@@ -197,7 +202,7 @@ def _resolver(mart: MartField) -> Any:
         answer = await services.warehouse.run(compiled)
         context.access.marts |= answer.marts
         context.access.rows += len(answer.rows)
-        width = len(services.model.entities[mart.entity].primary_key)
+        width = len(mart.order or ())
         nodes = []
         for row in answer.rows:
             values = {
@@ -206,7 +211,7 @@ def _resolver(mart: MartField) -> Any:
                 if column in mart.attributes and column in columns
             }
             nodes.append(mart.node(**values))
-        last = list(answer.rows[-1][:width]) if answer.rows else None
+        last = list(answer.rows[-1][:width]) if answer.rows and width else None
         page_info = PageInfo(
             end_cursor=encode_cursor(last) if last is not None else None, has_next_page=answer.has_more
         )
@@ -226,10 +231,14 @@ def _plain(name: str, attribute: str, graphql_type: Any, description: str | None
 
 
 def mart_fields(
-    model: SemanticModel, column_types: Mapping[str, Mapping[str, str]], reserved: set[str]
+    model: SemanticModel,
+    column_types: Mapping[str, Mapping[str, str]],
+    reserved: set[str],
+    unique_indexes: Mapping[str, Sequence[Sequence[str]]],
 ) -> tuple[list[StrawberryField], list[MartField]]:
     """A connection field per entity (named after it, camelCase), its node type with a field per column
-    open to row access, typed from ``column_types`` (mart -> column -> data type)."""
+    open to row access, typed from ``column_types`` (mart -> column -> data type), paged by the key and
+    ``unique_indexes`` (mart -> its unique indexes' columns, ``rows.paging``)."""
     fields: list[StrawberryField] = []
     marts: list[MartField] = []
     taken = set(TAKEN)
@@ -246,11 +255,12 @@ def mart_fields(
         if field_name in reserved:
             raise ConfigError(f"semantic model: entity {entity_name} clashes with the API field {field_name}")
         types = column_types.get(entity.mart, {})
+        order, unique = paging(entity, unique_indexes.get(entity.mart, ()), types)
         node_fields: list[StrawberryField] = []
         columns: dict[str, str] = {}
         attributes: dict[str, str] = {}
         converters: dict[str, Any] = {}
-        for index, column in enumerate(row_columns(entity)):
+        for index, column in enumerate(row_columns(entity, unique=unique)):
             data_type = types.get(column, "text")
             python = TYPES.get(data_type, str)
             graphql_name = to_camel_case(column)
@@ -280,6 +290,8 @@ def mart_fields(
             attributes=attributes,
             converters=converters,
             types=dict(types),
+            order=order,
+            unique=unique,
         )
         field = strawberry.field(
             resolver=_resolver(mart),

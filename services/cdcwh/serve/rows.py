@@ -38,18 +38,22 @@ ROW_AGGREGATES = frozenset({"sum", "average", "min", "max"})
 DAY_TYPES = frozenset({"date"})
 
 
-def row_columns(entity: Entity) -> list[str]:
-    """The entity's columns open to row access (to some role), key first."""
-    measures = [m.column for m in entity.measures.values() if m.agg in ROW_AGGREGATES and not m.filters]
+def row_columns(entity: Entity, *, unique: bool = True) -> list[str]:
+    """The entity's columns open to row access (to some role), key first; ``unique``: its mart holds one
+    row per key (``paging``), else no measure's column."""
+    measures = [
+        m.column for m in entity.measures.values() if m.agg in ROW_AGGREGATES and not m.filters and unique
+    ]
     dimensions = [d.column for d in entity.dimensions.values()]
     return list(dict.fromkeys([*entity.primary_key, *dimensions, *measures]))
 
 
 def readable(
-    model: SemanticModel, principal: Principal, entity_name: str, types: Mapping[str, str]
+    model: SemanticModel, principal: Principal, entity_name: str, types: Mapping[str, str], *, unique: bool
 ) -> frozenset[str] | None:
     """The columns of ``entity_name`` the caller may read row by row; None: no rows at all.
-    ``types``: column -> its PostgreSQL data type."""
+    ``types``: column -> its PostgreSQL data type; ``unique``: the mart holds one row per key at most (a
+    primary key or unique index on the key columns, ``paging``), else no measure column opens."""
     entity = model.entities.get(entity_name)
     if entity is None:
         return None
@@ -61,7 +65,7 @@ def readable(
         types.get(c) in DAY_TYPES or any(d.column == c and d.type != "time" for d in granted)
         for c in entity.primary_key
     )
-    if exact:
+    if exact and unique:
         columns |= {
             m.column
             for n, m in entity.measures.items()
@@ -134,6 +138,26 @@ KEY_VALUES: Mapping[str, Callable[[Any], Any]] = {
 has another type is not paged (``after`` refused)."""
 
 
+def paging(
+    entity: Entity, unique_indexes: Sequence[Sequence[str]], types: Mapping[str, str]
+) -> tuple[tuple[str, ...] | None, bool]:
+    """How an entity's rows are paged, from its mart's unique indexes on NOT NULL columns (``unique_indexes``,
+    the primary key among them; partial ones not) and column types: (the columns pages are ordered and cut
+    by, None: no paging; whether the key is unique). A key covering a unique index orders alone; else a
+    unique index's other columns follow it as tie-breakers (dim_customers: customer_id, then version); with
+    no unique index, or a cut column of a type no cursor is made for (``KEY_VALUES``), no paging."""
+    key = tuple(entity.primary_key)
+    unique = any(set(index) <= set(key) for index in unique_indexes)
+    if unique:
+        order: tuple[str, ...] | None = key
+    else:
+        rests = sorted((tuple(c for c in index if c not in key) for index in unique_indexes), key=len)
+        order = (*key, *rests[0]) if rests else None
+    if order is not None and any(types.get(c) not in KEY_VALUES for c in order):
+        order = None
+    return order, unique
+
+
 def encode_cursor(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key, default=str).encode()).decode()
 
@@ -162,25 +186,33 @@ def compile_rows(
     after: str | None,
     max_rows: int,
     types: Mapping[str, str],
+    order: Sequence[str] | None,
 ) -> Compiled:
-    """A page of ``columns`` (checked by the caller with ``readable``) after the key in ``after``; the key
-    columns come first in each row, then ``columns``. ``types``: column -> its PostgreSQL data type (the
-    cursor's values are checked against the key's)."""
+    """A page of ``columns`` (checked by the caller with ``readable``) after the cursor ``after``, in the
+    order of ``order`` (from ``paging``; None: the entity is not paged, ``after`` is refused); the ``order``
+    columns come first in each row (the next cursor), then ``columns``. ``types``: column -> its PostgreSQL
+    data type (the cursor's values are checked against the ``order`` columns')."""
     entity = model.entities.get(entity_name)
     if entity is None:
         raise NotPermitted(f"unknown or not permitted entity {entity_name!r}")
     if not 1 <= first <= max_rows:
         raise QueryError(f"first must be between 1 and {max_rows} (serve.max_rows)")
-    selected = list(dict.fromkeys([*entity.primary_key, *columns]))
+    cut = list(order) if order is not None else list(entity.primary_key)
+    selected = list(dict.fromkeys([*cut, *columns]))
     builder = Builder(model, schema, entity_name)
     where: list[sql.Composable] = []
     params: list[Any] = []
     for condition in entity.filters:
         where.append(builder.condition("t0", condition, params))
     apply_row_filters(model, principal, builder, where, params)
-    keys = sql.SQL(", ").join(sql.Identifier("t0", c) for c in entity.primary_key)
+    keys = sql.SQL(", ").join(sql.Identifier("t0", c) for c in cut)
     if after is not None:
-        key = decode_cursor(after, [types.get(c, "") for c in entity.primary_key])
+        if order is None:
+            raise QueryError(
+                f"{entity_name} rows are not paged (no primary key or unique index of mart {entity.mart} "
+                "cuts its key): only the first page is given"
+            )
+        key = decode_cursor(after, [types.get(c, "") for c in order])
         where.append(sql.SQL("({}) > ({})").format(keys, sql.SQL(", ").join(sql.Placeholder() * len(key))))
         params.extend(key)
     parts: list[sql.Composable] = [

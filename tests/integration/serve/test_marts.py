@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from prometheus_client import REGISTRY
 from psycopg import sql
@@ -64,6 +65,96 @@ def test_orders_page_by_key_typed_and_exact(api: Api, client: Client, pg_schema:
         cursor = base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
         bad = client.post(daily, {"a": cursor}, token("analyst")).json()
         assert bad["errors"][0]["message"] == "not a cursor of this API", key
+
+
+def walk(client: Client, query: str, field: str) -> tuple[list[dict[str, Any]], int]:
+    """Every node of ``field``, page by page (``query`` takes ``$a``, the cursor)."""
+    nodes: list[dict[str, Any]] = []
+    after, count = None, 0
+    while True:
+        body = client.post(query, {"a": after}, token("analyst")).json()
+        assert "errors" not in body, body
+        page = body["data"][field]
+        nodes.extend(page["nodes"])
+        count += 1
+        if not page["pageInfo"]["hasNextPage"]:
+            return nodes, count
+        after = page["pageInfo"]["endCursor"]
+
+
+def test_pages_on_a_date_key_and_on_a_key_cut_by_the_marts_primary_key(
+    api: Api, client: Client, pg_schema: str
+) -> None:
+    """dailyRevenue pages by its date; customer_profiles' key (customer_id) is unique in dim_customers only
+    with its is_current filter, so its pages are cut by the mart's primary key (customer_id, version)."""
+    s = sql.Identifier(pg_schema).as_string()
+    daily = (
+        "query($a: String) { dailyRevenue(first: 2, after: $a) "
+        "{ nodes { orderDate revenue } pageInfo { endCursor hasNextPage } } }"
+    )
+    nodes, count = walk(client, daily, "dailyRevenue")
+    expected = one(api.dsn, f"SELECT order_date::text, revenue::text FROM {s}.daily_revenue ORDER BY 1")
+    assert [(n["orderDate"], n["revenue"]) for n in nodes] == [tuple(e) for e in expected]
+    assert count == -(-len(expected) // 2) > 1
+    profiles = (
+        "query($a: String) { customerProfiles(first: 2, after: $a) "
+        "{ nodes { customerId country } pageInfo { endCursor hasNextPage } } }"
+    )
+    nodes, count = walk(client, profiles, "customerProfiles")
+    expected = one(
+        api.dsn,
+        f"SELECT customer_id, country FROM {s}.dim_customers WHERE is_current ORDER BY customer_id, version",
+    )
+    assert [(n["customerId"], n["country"]) for n in nodes] == [tuple(e) for e in expected]
+    assert count == -(-len(expected) // 2) > 1
+    aliased = client.post(
+        "{ orders(first: 2) { nodes { id: orderId total: amount id2: orderId } } }", bearer=token("analyst")
+    ).json()
+    first = one(api.dsn, f"SELECT order_id, amount::text FROM {s}.orders ORDER BY 1 LIMIT 2")
+    assert aliased["data"]["orders"]["nodes"] == [{"id": i, "total": a, "id2": i} for i, a in first]
+
+
+def test_a_mart_without_a_unique_key_opens_no_measure_and_no_cursor(
+    postgres_dsn: str, pg_schema: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key nothing in PostgreSQL keeps unique: its rows may repeat it, so a measure's column is not what
+    the aggregate by the key shows (closed), and a keyset cursor could skip rows (no paging)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(PROJECT_ROOT / "schemas" / "semantic" / "shop.yml", model / "shop.yml")
+    (model / "loose.yml").write_text(
+        "entities:\n  loose:\n    mart: loose\n    primary_key: [id]\n"
+        "    dimensions: {id: {column: id, type: number}}\n"
+        "    measures: {total: {agg: sum, column: amount}}\n"
+        "roles:\n  loose_reader: {members: [loose.*]}\n"
+    )
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(pg_schema)))
+        table = sql.Identifier(pg_schema, "loose")
+        conn.execute(sql.SQL("CREATE TABLE {} (id bigint, amount numeric)").format(table))
+        conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 2.5), (1, 3.5), (2, 1)").format(table))
+    with contextlib.contextmanager(running)(postgres_dsn, pg_schema, tmp_path, semantic_dir=model) as api:
+        client = Client(api)
+        reader = token("loose_reader", subject="loose")
+        assert "entity loose: mart loose has no primary key or unique index" in caplog.text
+        fields = client.post(TYPES, {"t": "Loose"}, reader).json()["data"]["__type"]["fields"]
+        assert [f["name"] for f in fields] == ["id"]  # amount's column not in the API at all
+        page = client.post(
+            "{ loose(first: 2) { nodes { id } pageInfo { endCursor hasNextPage } } }", bearer=reader
+        )
+        assert page.json()["data"]["loose"] == {
+            "nodes": [{"id": 1}, {"id": 1}],
+            "pageInfo": {"endCursor": None, "hasNextPage": True},
+        }
+        cursor = base64.urlsafe_b64encode(b"[1]").decode()
+        refused = client.post(
+            "query($a: String) { loose(after: $a) { nodes { id } } }", {"a": cursor}, reader
+        )
+        assert refused.json()["errors"][0]["message"] == (
+            "loose rows are not paged (no primary key or unique index of mart loose cuts its key): "
+            "only the first page is given"
+        )
+        client.http.close()
 
 
 TYPES = """query($t: String!) { __type(name: $t) { fields { name type { name kind } } } }"""
