@@ -106,10 +106,13 @@ class MartField:
     attributes: Mapping[str, str]
     """column -> the Python attribute of ``node``."""
     converters: Mapping[str, Any]
-    """column -> a function making the value fit its field (str() for a type shown as String)."""
+    """column -> a function making the value fit its field (for a type shown as String: str(), for a cut
+    column, whose value the cursor holds; the others are read as text, ``text``)."""
     types: Mapping[str, str]
     order: tuple[str, ...] | None
     """The columns pages are ordered and cut by (``rows.paging``); None: not paged."""
+    text: frozenset[str]
+    """The columns of types outside ``TYPES``, shown as String: read as PostgreSQL's text of them."""
     unique: bool
     """The mart holds one row per key (a primary key or unique index on it): measure columns may open."""
 
@@ -192,6 +195,7 @@ def _resolver(mart: MartField) -> Any:
                 max_rows=services.max_rows,
                 types=mart.types,
                 order=mart.order,
+                text=mart.text,
             )
         except NotPermitted:
             context.access.status = "denied"
@@ -292,6 +296,7 @@ def mart_fields(
             types=dict(types),
             order=order,
             unique=unique,
+            text=frozenset(c for c in columns.values() if TYPES.get(types.get(c, "text")) is None),
         )
         field = strawberry.field(
             resolver=_resolver(mart),

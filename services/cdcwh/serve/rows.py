@@ -17,7 +17,7 @@ import binascii
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -187,11 +187,13 @@ def compile_rows(
     max_rows: int,
     types: Mapping[str, str],
     order: Sequence[str] | None,
+    text: Collection[str] = (),
 ) -> Compiled:
     """A page of ``columns`` (checked by the caller with ``readable``) after the cursor ``after``, in the
     order of ``order`` (from ``paging``; None: the entity is not paged, ``after`` is refused); the ``order``
     columns come first in each row (the next cursor), then ``columns``. ``types``: column -> its PostgreSQL
-    data type (the cursor's values are checked against the ``order`` columns')."""
+    data type (the cursor's values are checked against the ``order`` columns'); ``text``: columns read as
+    their PostgreSQL text (``::text``; not the ``order`` ones, which the cursor holds as values)."""
     entity = model.entities.get(entity_name)
     if entity is None:
         raise NotPermitted(f"unknown or not permitted entity {entity_name!r}")
@@ -217,7 +219,11 @@ def compile_rows(
         params.extend(key)
     parts: list[sql.Composable] = [
         sql.SQL("SELECT {} FROM {} AS t0").format(
-            sql.SQL(", ").join(sql.Identifier("t0", c) for c in selected), sql.Identifier(schema, entity.mart)
+            sql.SQL(", ").join(
+                sql.SQL("{}::text" if c in text and c not in cut else "{}").format(sql.Identifier("t0", c))
+                for c in selected
+            ),
+            sql.Identifier(schema, entity.mart),
         ),
         *builder.joins,
     ]

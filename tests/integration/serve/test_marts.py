@@ -124,26 +124,30 @@ def test_a_mart_without_a_unique_key_opens_no_measure_and_no_cursor(
     shutil.copy(PROJECT_ROOT / "schemas" / "semantic" / "shop.yml", model / "shop.yml")
     (model / "loose.yml").write_text(
         "entities:\n  loose:\n    mart: loose\n    primary_key: [id]\n"
-        "    dimensions: {id: {column: id, type: number}}\n"
+        "    dimensions: {id: {column: id, type: number}, span: {column: span}}\n"
         "    measures: {total: {agg: sum, column: amount}}\n"
         "roles:\n  loose_reader: {members: [loose.*]}\n"
     )
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(pg_schema)))
         table = sql.Identifier(pg_schema, "loose")
-        conn.execute(sql.SQL("CREATE TABLE {} (id bigint, amount numeric)").format(table))
-        conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 2.5), (1, 3.5), (2, 1)").format(table))
+        conn.execute(sql.SQL("CREATE TABLE {} (id bigint, amount numeric, span interval)").format(table))
+        conn.execute(
+            sql.SQL("INSERT INTO {} VALUES (1, 2.5, '26 hours'), (1, 3.5, '26 hours'), (2, 1, NULL)").format(
+                table
+            )
+        )
     with contextlib.contextmanager(running)(postgres_dsn, pg_schema, tmp_path, semantic_dir=model) as api:
         client = Client(api)
         reader = token("loose_reader", subject="loose")
         assert "entity loose: mart loose has no primary key or unique index" in caplog.text
         fields = client.post(TYPES, {"t": "Loose"}, reader).json()["data"]["__type"]["fields"]
-        assert [f["name"] for f in fields] == ["id"]  # amount's column not in the API at all
+        assert [f["name"] for f in fields] == ["id", "span"]  # amount's column not in the API at all
         page = client.post(
-            "{ loose(first: 2) { nodes { id } pageInfo { endCursor hasNextPage } } }", bearer=reader
+            "{ loose(first: 2) { nodes { id span } pageInfo { endCursor hasNextPage } } }", bearer=reader
         )
-        assert page.json()["data"]["loose"] == {
-            "nodes": [{"id": 1}, {"id": 1}],
+        assert page.json()["data"]["loose"] == {  # an interval as PostgreSQL writes it (not Python's str)
+            "nodes": [{"id": 1, "span": "26:00:00"}, {"id": 1, "span": "26:00:00"}],
             "pageInfo": {"endCursor": None, "hasNextPage": True},
         }
         cursor = base64.urlsafe_b64encode(b"[1]").decode()

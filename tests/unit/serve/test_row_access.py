@@ -200,3 +200,21 @@ def test_an_entity_not_paged_refuses_a_cursor(model: SemanticModel) -> None:
             types=ORDERS_TYPES,
             order=None,
         )
+
+
+def test_a_column_of_a_type_shown_as_string_is_read_as_text(model: SemanticModel) -> None:
+    compiled = compile_rows(
+        model,
+        "orders",
+        Principal("a", ("analyst",)),
+        schema="m",
+        columns=["order_id", "status"],
+        first=1,
+        after=None,
+        max_rows=10,
+        types={"order_id": "bigint", "status": "inet"},
+        order=("order_id",),
+        text={"status", "order_id"},
+    )
+    text = compiled.key()
+    assert '"t0"."status"::text' in text and '"t0"."order_id"::text' not in text  # the cursor's stays a value
