@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, DuplicatedTypeName
 from strawberry.extensions import (
     MaskErrors,
     MaxAliasesLimiter,
@@ -39,6 +40,7 @@ from strawberry.extensions import (
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import create_type
+from strawberry.types.base import get_object_definition
 from strawberry.types.unset import UnsetType
 
 from cdcwh.config import Settings
@@ -49,7 +51,7 @@ from cdcwh.serve.auth import Authenticator, AuthError, bearer
 from cdcwh.serve.compile import QueryError
 from cdcwh.serve.cost import QueryCostLimiter
 from cdcwh.serve.live import Subscription
-from cdcwh.serve.marts import BIGINT_SCALAR, BigInt, MartAccess, mart_fields
+from cdcwh.serve.marts import BIGINT_SCALAR, BigInt, MartAccess, mart_fields, type_taken
 from cdcwh.serve.model import SemanticModel, load_model
 from cdcwh.serve.ratelimit import Limiter, RateLimited
 from cdcwh.serve.schema import Context, Services, query_fields
@@ -230,12 +232,25 @@ def build_schema(
         OperationAudit,
     ]
     query = create_type("Query", [*fixed, *typed])
-    return ApiSchema(
-        query=query,
-        subscription=Subscription,
-        extensions=extensions,
-        config=StrawberryConfig(scalar_map={BigInt: BIGINT_SCALAR}),
-    )
+    try:
+        schema = ApiSchema(
+            query=query,
+            subscription=Subscription,
+            extensions=extensions,
+            config=StrawberryConfig(scalar_map={BigInt: BIGINT_SCALAR}),
+        )
+    except DuplicatedTypeName as exc:  # an entity's type (or page type) takes another type's name
+        found = re.match(r"Type (\w+) is", exc.message)
+        name = found.group(1) if found else ""
+        entity = next((m.entity for m in marts if name in (m.node.__name__, m.page.__name__)), None)
+        if entity is None:
+            raise
+        raise type_taken(entity, name) from None
+    for mart in marts:  # strawberry merges some types of one name silently (Query, two entities' types)
+        for cls in (mart.node, mart.page):
+            if schema.get_type_by_name(cls.__name__) is not get_object_definition(cls):
+                raise type_taken(mart.entity, cls.__name__)
+    return schema
 
 
 def build_app(

@@ -42,33 +42,11 @@ BIGINT_SCALAR = strawberry.scalar(
     parse_value=int,
 )
 DEFAULT_FIRST = 100
-TAKEN = frozenset(
-    {
-        "Query",
-        "Subscription",
-        "Member",
-        "SemanticResult",
-        "SemanticQueryInput",
-        "DimensionInput",
-        "FilterInput",
-        "OrderInput",
-        "Granularity",
-        "FilterOp",
-        "PageInfo",
-        "BigInt",
-        "Boolean",
-        "Date",
-        "DateTime",
-        "Decimal",
-        "Float",
-        "ID",
-        "Int",
-        "JSON",
-        "String",
-        "Time",
-    }
+SCALARS = frozenset(
+    {"BigInt", "Boolean", "Date", "DateTime", "Decimal", "Float", "ID", "Int", "JSON", "String", "Time"}
 )
-"""The schema's other type names: an entity's type or page type may not take one."""
+"""The scalars' names: an entity's type may not take one (strawberry, building its own error for such a clash,
+fails with a TypeError); clashes with other types strawberry reports, or ``app.build_schema`` finds."""
 # information_schema data_type -> the Python type strawberry maps to a GraphQL type; anything else: String
 TYPES: Mapping[str, Any] = {
     "smallint": int,
@@ -115,6 +93,13 @@ class MartField:
     """The columns of types outside ``TYPES``, shown as String: read as PostgreSQL's text of them."""
     unique: bool
     """The mart holds one row per key (a primary key or unique index on it): measure columns may open."""
+
+
+def type_taken(entity: str, type_name: str) -> ConfigError:
+    return ConfigError(
+        f"semantic model: entity {entity} would name a GraphQL type {type_name}, which another type has: "
+        "rename the entity"
+    )
 
 
 def pascal(name: str) -> str:
@@ -245,16 +230,10 @@ def mart_fields(
     ``unique_indexes`` (mart -> its unique indexes' columns, ``rows.paging``)."""
     fields: list[StrawberryField] = []
     marts: list[MartField] = []
-    taken = set(TAKEN)
     for entity_name, entity in sorted(model.entities.items()):
         type_name = pascal(entity_name)
-        for name in (type_name, f"{type_name}Page"):
-            if name in taken:
-                raise ConfigError(
-                    f"semantic model: entity {entity_name} would name a GraphQL type {name}, "
-                    "which another type has: rename the entity"
-                )
-            taken.add(name)
+        if type_name in SCALARS:
+            raise type_taken(entity_name, type_name)
         field_name = to_camel_case(entity_name)
         if field_name in reserved:
             raise ConfigError(f"semantic model: entity {entity_name} clashes with the API field {field_name}")

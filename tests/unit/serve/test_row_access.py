@@ -108,16 +108,34 @@ def test_the_schema_types_each_entity_from_its_columns(model: SemanticModel) -> 
     assert "orders(first: Int! = 100, after: String = null): OrdersPage!" in printed
 
 
-def test_an_entity_whose_type_name_is_taken_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("entity", "type_name"),
+    [
+        ("page_info", "PageInfo"),
+        ("string", "String"),
+        ("big_int", "BigInt"),
+        ("semantic_result", "SemanticResult"),
+        ("orders_page", "OrdersPage"),
+        ("query", "Query"),
+        ("member", "Member"),
+        ("date", "Date"),
+    ],
+)
+def test_an_entity_whose_type_name_is_taken_is_refused(tmp_path: Path, entity: str, type_name: str) -> None:
+    """strawberry refuses a second type of one name; the error names the entity."""
+    from cdcwh.config import Settings
     from cdcwh.errors import ConfigError
-    from cdcwh.serve.marts import mart_fields
+    from cdcwh.serve.app import build_schema
 
     (tmp_path / "m.yml").write_text(
-        "entities:\n  page_info:\n    mart: p\n    primary_key: [id]\n    dimensions: {id: {column: id}}\n"
-        "roles:\n  reader: {members: [page_info.*]}\n"
+        f"entities:\n  {entity}:\n    mart: p\n    primary_key: [id]\n"
+        "    dimensions: {id: {column: id}}\n"
+        f"  orders:\n    mart: p\n    primary_key: [id]\n    dimensions: {{id: {{column: id}}}}\n"
+        f"roles:\n  reader: {{members: [{entity}.*]}}\n"
     )
-    with pytest.raises(ConfigError, match="entity page_info would name a GraphQL type PageInfo"):
-        mart_fields(load_model(tmp_path), {}, set(), {})
+    settings = Settings(serve={"jwt_secret": "k" * 32})
+    with pytest.raises(ConfigError, match=f"entity {entity} would name a GraphQL type {type_name},"):
+        build_schema(settings, load_model(tmp_path), {"p": {"id": "date"}}, {"p": [("id",)]})
 
 
 @pytest.mark.parametrize(
