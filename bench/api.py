@@ -120,6 +120,8 @@ def plain_select(
             first=100,
             after=None,
             max_rows=10_000,
+            types={},
+            order=("order_id",),
         )
         if page
         else compile_query(model, query, analyst, schema=schema, max_rows=10_000)

@@ -308,12 +308,14 @@ class ServeSettings(Section):
     limited too); more get 429. Behind a proxy every client shares the proxy's address: raise it there."""
     jwks_refresh_s: float = Field(default=30.0, ge=0)
     """Least seconds between two fetches of ``serve.jwks_url`` for a token naming an unknown key."""
-    max_depth: int = Field(default=8, ge=1)
+    max_depth: int = Field(default=8, ge=2)
     """Deepest GraphQL selection accepted."""
     max_tokens: int = Field(default=2000, ge=10)
     """Longest GraphQL document accepted, in tokens."""
-    max_cost: int = Field(default=200_000, ge=1)
-    """Estimated values of one query's answer (rows asked times fields, docs/serving.md); more: refused."""
+    max_cost: int = Field(default=20_000, ge=1)
+    """Estimated values of one query's (or subscription's) answer (rows asked times fields,
+    docs/serving.md); more: refused. 20,000 values take the API about a second to render (a 400-value
+    typed page about 23 ms, docs/benchmarks.md)."""
     max_members: int = Field(default=12, ge=1)
     """Measures + dimensions + filters of one semantic query."""
     max_rows: int = Field(default=10_000, ge=1)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, DuplicatedTypeName
 from strawberry.extensions import (
     MaskErrors,
     MaxAliasesLimiter,
@@ -39,6 +40,7 @@ from strawberry.extensions import (
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import create_type
+from strawberry.types.base import get_object_definition
 from strawberry.types.unset import UnsetType
 
 from cdcwh.config import Settings
@@ -49,7 +51,7 @@ from cdcwh.serve.auth import Authenticator, AuthError, bearer
 from cdcwh.serve.compile import QueryError
 from cdcwh.serve.cost import QueryCostLimiter
 from cdcwh.serve.live import Subscription
-from cdcwh.serve.marts import BIGINT_SCALAR, BigInt, mart_fields
+from cdcwh.serve.marts import BIGINT_SCALAR, BigInt, MartAccess, mart_fields, type_taken
 from cdcwh.serve.model import SemanticModel, load_model
 from cdcwh.serve.ratelimit import Limiter, RateLimited
 from cdcwh.serve.schema import Context, Services, query_fields
@@ -207,29 +209,48 @@ class Endpoint:
 
 
 def build_schema(
-    settings: Settings, model: SemanticModel, column_types: Mapping[str, Mapping[str, str]]
+    settings: Settings,
+    model: SemanticModel,
+    column_types: Mapping[str, Mapping[str, str]],
+    unique_indexes: Mapping[str, Sequence[Sequence[str]]],
 ) -> ApiSchema:
     """The schema: ``semantic``, ``members`` and a typed field per entity of ``model`` (its columns typed
     from ``column_types``: mart -> column -> PostgreSQL data type), the subscription, and the limits."""
     serve = settings.serve
     fixed = query_fields()
-    typed, marts = mart_fields(model, column_types, {f.graphql_name or f.python_name for f in fixed})
+    reserved = {f.graphql_name or f.python_name for f in fixed}
+    typed, marts = mart_fields(model, column_types, reserved, unique_indexes)
     names = frozenset(m.field_name for m in marts)
+    by_name = {m.field_name: m for m in marts}
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [  # a fresh one per request
         lambda: QueryDepthLimiter(max_depth=serve.max_depth),
         lambda: MaxTokensLimiter(max_token_count=serve.max_tokens),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: QueryCostLimiter(max_cost=serve.max_cost, max_rows=serve.max_rows, marts=names),
+        lambda: MartAccess(marts=by_name),
         lambda: MaskErrors(should_mask_error=_mask),
         OperationAudit,
     ]
     query = create_type("Query", [*fixed, *typed])
-    return ApiSchema(
-        query=query,
-        subscription=Subscription,
-        extensions=extensions,
-        config=StrawberryConfig(scalar_map={BigInt: BIGINT_SCALAR}),
-    )
+    try:
+        schema = ApiSchema(
+            query=query,
+            subscription=Subscription,
+            extensions=extensions,
+            config=StrawberryConfig(scalar_map={BigInt: BIGINT_SCALAR}),
+        )
+    except DuplicatedTypeName as exc:  # an entity's type (or page type) takes another type's name
+        found = re.match(r"Type (\w+) is", exc.message)
+        name = found.group(1) if found else ""
+        entity = next((m.entity for m in marts if name in (m.node.__name__, m.page.__name__)), None)
+        if entity is None:
+            raise
+        raise type_taken(entity, name) from None
+    for mart in marts:  # strawberry merges some types of one name silently (Query, two entities' types)
+        for cls in (mart.node, mart.page):
+            if schema.get_type_by_name(cls.__name__) is not get_object_definition(cls):
+                raise type_taken(mart.entity, cls.__name__)
+    return schema
 
 
 def build_app(
@@ -263,7 +284,9 @@ def build_app(
     )
     client_limiter = Limiter(settings.serve.client_rate_limit)
     # replaced at start by the schema typed from the marts' columns (the warehouse reads them at open)
-    view = View(services, authenticator, services.limiter, build_schema(settings, model, {}), client_limiter)
+    view = View(
+        services, authenticator, services.limiter, build_schema(settings, model, {}, {}), client_limiter
+    )
     endpoint = Endpoint(view)
 
     @contextlib.asynccontextmanager
@@ -273,7 +296,8 @@ def build_app(
             stack.push_async_callback(services.audit.close)
             await services.warehouse.open()
             stack.push_async_callback(services.warehouse.close)
-            view.schema = build_schema(settings, model, services.warehouse.column_types)
+            warehouse = services.warehouse
+            view.schema = build_schema(settings, model, warehouse.column_types, warehouse.unique_indexes)
             yield
 
     async def page(request: Request) -> Response:

@@ -12,24 +12,27 @@ before), ``first`` rows each, at most ``serve.max_rows``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NewType
 
 import strawberry
+from graphql import FieldNode, GraphQLError, OperationType
+from graphql.execution.values import VariableValues
+from strawberry.extensions import SchemaExtension
 from strawberry.scalars import JSON
 from strawberry.tools import create_type
 from strawberry.types import Info
 from strawberry.types.field import StrawberryField
-from strawberry.types.nodes import SelectedField, Selection
 from strawberry.utils.str_converters import to_camel_case
 
 from cdcwh.errors import ConfigError
-from cdcwh.serve.compile import NotPermitted, QueryError
+from cdcwh.serve.compile import NotPermitted, Principal, QueryError
 from cdcwh.serve.model import SemanticModel
-from cdcwh.serve.rows import compile_rows, encode_cursor, readable, row_columns
+from cdcwh.serve.rows import compile_rows, encode_cursor, paging, readable, row_columns
 from cdcwh.serve.schema import Context
+from cdcwh.serve.selection import Operation, operation, refuse
 
 BigInt = NewType("BigInt", int)
 BIGINT_SCALAR = strawberry.scalar(
@@ -39,33 +42,11 @@ BIGINT_SCALAR = strawberry.scalar(
     parse_value=int,
 )
 DEFAULT_FIRST = 100
-TAKEN = frozenset(
-    {
-        "Query",
-        "Subscription",
-        "Member",
-        "SemanticResult",
-        "SemanticQueryInput",
-        "DimensionInput",
-        "FilterInput",
-        "OrderInput",
-        "Granularity",
-        "FilterOp",
-        "PageInfo",
-        "BigInt",
-        "Boolean",
-        "Date",
-        "DateTime",
-        "Decimal",
-        "Float",
-        "ID",
-        "Int",
-        "JSON",
-        "String",
-        "Time",
-    }
+SCALARS = frozenset(
+    {"BigInt", "Boolean", "Date", "DateTime", "Decimal", "Float", "ID", "Int", "JSON", "String", "Time"}
 )
-"""The schema's other type names: an entity's type or page type may not take one."""
+"""The scalars' names: an entity's type may not take one (strawberry, building its own error for such a clash,
+fails with a TypeError); clashes with other types strawberry reports, or ``app.build_schema`` finds."""
 # information_schema data_type -> the Python type strawberry maps to a GraphQL type; anything else: String
 TYPES: Mapping[str, Any] = {
     "smallint": int,
@@ -103,41 +84,75 @@ class MartField:
     attributes: Mapping[str, str]
     """column -> the Python attribute of ``node``."""
     converters: Mapping[str, Any]
-    """column -> a function making the value fit its field (str() for a type shown as String)."""
+    """column -> a function making the value fit its field (for a type shown as String: str(), for a cut
+    column, whose value the cursor holds; the others are read as text, ``text``)."""
     types: Mapping[str, str]
+    order: tuple[str, ...] | None
+    """The columns pages are ordered and cut by (``rows.paging``); None: not paged."""
+    text: frozenset[str]
+    """The columns of types outside ``TYPES``, shown as String: read as PostgreSQL's text of them."""
+    unique: bool
+    """The mart holds one row per key (a primary key or unique index on it): measure columns may open."""
+
+
+def type_taken(entity: str, type_name: str) -> ConfigError:
+    return ConfigError(
+        f"semantic model: entity {entity} would name a GraphQL type {type_name}, which another type has: "
+        "rename the entity"
+    )
 
 
 def pascal(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def _requested(selections: Sequence[Selection], name: str) -> Iterator[SelectedField]:
-    """The fields called ``name`` in ``selections``, through fragments."""
-    for selection in selections:
-        if isinstance(selection, SelectedField):
-            if selection.name == name:
-                yield selection
-        else:
-            yield from _requested(selection.selections, name)
-
-
-def _leaves(selections: Sequence[Selection]) -> Iterator[str]:
-    for selection in selections:
-        if isinstance(selection, SelectedField):
-            if not selection.name.startswith("__"):
-                yield selection.name
-        else:
-            yield from _leaves(selection.selections)
-
-
-def requested_columns(mart: MartField, info: Info[Context, None]) -> list[str]:
-    """The columns of the nodes the request selects, in the node type's order."""
-    names: set[str] = set()
-    for field in info.selected_fields:
-        if isinstance(field, SelectedField):
-            for nodes in _requested(field.selections, "nodes"):
-                names.update(_leaves(nodes.selections))
+def requested_columns(mart: MartField, found: Operation, fields: Iterable[FieldNode]) -> list[str]:
+    """The columns of the nodes ``fields`` (of ``mart``'s field) select, in the node type's order."""
+    names = {
+        name for field in fields for nodes in found.named(field, "nodes") for name in found.leaves(nodes)
+    }
     return [column for name, column in mart.columns.items() if name in names]
+
+
+def check_access(
+    model: SemanticModel, principal: Principal | None, mart: MartField, columns: list[str]
+) -> Principal:
+    """The caller, if it may read ``columns`` of ``mart``'s rows; else NotPermitted."""
+    if principal is None:  # the endpoint authenticates first; never reached without one
+        raise NotPermitted("not authenticated")
+    allowed = readable(model, principal, mart.entity, mart.types, unique=mart.unique)
+    if allowed is None:
+        raise NotPermitted(f"unknown or not permitted entity {mart.entity!r}")
+    refused = [n for n, column in mart.columns.items() if column in columns and column not in allowed]
+    if refused:
+        raise NotPermitted(f"not permitted: {', '.join(f'{mart.node.__name__}.{n}' for n in refused)}")
+    return principal
+
+
+class MartAccess(SchemaExtension):
+    """Refuses a query selecting a typed mart field, or a node field of one, the caller may not read, before
+    anything runs (so no sibling field's SQL runs either)."""
+
+    def __init__(self, *, marts: Mapping[str, MartField]) -> None:
+        """``marts``: the typed mart fields by their name on ``Query``."""
+        self.marts = marts
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if self.execution_context.result is None and isinstance(context, Context):
+            try:
+                found = operation(self.execution_context)
+                for field in found.roots() if found is not None and found.kind is OperationType.QUERY else ():
+                    mart = self.marts.get(field.name.value)
+                    if mart is not None:
+                        columns = requested_columns(mart, found, [field])  # type: ignore[arg-type]
+                        check_access(context.services.model, context.principal, mart, columns)
+            except NotPermitted as exc:
+                context.access.status = "denied"
+                refuse(self.execution_context, str(exc))
+            except GraphQLError:  # variables or directives that do not coerce: execution reports them
+                pass
+        yield
 
 
 def _resolver(mart: MartField) -> Any:
@@ -145,25 +160,27 @@ def _resolver(mart: MartField) -> Any:
         context = info.context
         services = context.services
         try:
-            if context.principal is None:  # the endpoint authenticates first; never reached without one
-                raise NotPermitted("not authenticated")
-            allowed = readable(services.model, context.principal, mart.entity, mart.types)
-            if allowed is None:
-                raise NotPermitted(f"unknown or not permitted entity {mart.entity!r}")
-            columns = requested_columns(mart, info)
-            refused = [n for n, column in mart.columns.items() if column in columns and column not in allowed]
-            if refused:
-                node = mart.node.__name__
-                raise NotPermitted(f"not permitted: {', '.join(f'{node}.{n}' for n in refused)}")
+            raw = info._raw_info
+            variables = raw.variable_values
+            if not isinstance(variables, VariableValues):  # graphql-core hands resolvers the plain values
+                variables = VariableValues(sources={}, coerced=dict(variables))
+            found = Operation(
+                OperationType.QUERY, None, raw.operation.selection_set, raw.fragments, variables
+            )
+            columns = requested_columns(mart, found, raw.field_nodes)
+            principal = check_access(services.model, context.principal, mart, columns)  # MartAccess did too
             compiled = compile_rows(
                 services.model,
                 mart.entity,
-                context.principal,
+                principal,
                 schema=services.warehouse.schema,
                 columns=columns,
                 first=first,
                 after=after,
                 max_rows=services.max_rows,
+                types=mart.types,
+                order=mart.order,
+                text=mart.text,
             )
         except NotPermitted:
             context.access.status = "denied"
@@ -174,7 +191,7 @@ def _resolver(mart: MartField) -> Any:
         answer = await services.warehouse.run(compiled)
         context.access.marts |= answer.marts
         context.access.rows += len(answer.rows)
-        width = len(services.model.entities[mart.entity].primary_key)
+        width = len(mart.order or ())
         nodes = []
         for row in answer.rows:
             values = {
@@ -183,7 +200,7 @@ def _resolver(mart: MartField) -> Any:
                 if column in mart.attributes and column in columns
             }
             nodes.append(mart.node(**values))
-        last = list(answer.rows[-1][:width]) if answer.rows else None
+        last = list(answer.rows[-1][:width]) if answer.rows and width else None
         page_info = PageInfo(
             end_cursor=encode_cursor(last) if last is not None else None, has_next_page=answer.has_more
         )
@@ -203,31 +220,30 @@ def _plain(name: str, attribute: str, graphql_type: Any, description: str | None
 
 
 def mart_fields(
-    model: SemanticModel, column_types: Mapping[str, Mapping[str, str]], reserved: set[str]
+    model: SemanticModel,
+    column_types: Mapping[str, Mapping[str, str]],
+    reserved: set[str],
+    unique_indexes: Mapping[str, Sequence[Sequence[str]]],
 ) -> tuple[list[StrawberryField], list[MartField]]:
     """A connection field per entity (named after it, camelCase), its node type with a field per column
-    open to row access, typed from ``column_types`` (mart -> column -> data type)."""
+    open to row access, typed from ``column_types`` (mart -> column -> data type), paged by the key and
+    ``unique_indexes`` (mart -> its unique indexes' columns, ``rows.paging``)."""
     fields: list[StrawberryField] = []
     marts: list[MartField] = []
-    taken = set(TAKEN)
     for entity_name, entity in sorted(model.entities.items()):
         type_name = pascal(entity_name)
-        for name in (type_name, f"{type_name}Page"):
-            if name in taken:
-                raise ConfigError(
-                    f"semantic model: entity {entity_name} would name a GraphQL type {name}, "
-                    "which another type has: rename the entity"
-                )
-            taken.add(name)
+        if type_name in SCALARS:
+            raise type_taken(entity_name, type_name)
         field_name = to_camel_case(entity_name)
         if field_name in reserved:
             raise ConfigError(f"semantic model: entity {entity_name} clashes with the API field {field_name}")
         types = column_types.get(entity.mart, {})
+        order, unique = paging(entity, unique_indexes.get(entity.mart, ()), types)
         node_fields: list[StrawberryField] = []
         columns: dict[str, str] = {}
         attributes: dict[str, str] = {}
         converters: dict[str, Any] = {}
-        for index, column in enumerate(row_columns(entity)):
+        for index, column in enumerate(row_columns(entity, unique=unique)):
             data_type = types.get(column, "text")
             python = TYPES.get(data_type, str)
             graphql_name = to_camel_case(column)
@@ -257,6 +273,9 @@ def mart_fields(
             attributes=attributes,
             converters=converters,
             types=dict(types),
+            order=order,
+            unique=unique,
+            text=frozenset(c for c in columns.values() if TYPES.get(types.get(c, "text")) is None),
         )
         field = strawberry.field(
             resolver=_resolver(mart),

@@ -29,6 +29,7 @@ from cdcwh.pgprivileges import require_privileges, table_needs
 from cdcwh.serve.cache import ResultCache
 from cdcwh.serve.compile import Compiled, QueryError
 from cdcwh.serve.model import SemanticModel
+from cdcwh.serve.rows import paging
 
 log = logging.getLogger(__name__)
 RECONNECT_S = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -37,6 +38,18 @@ CONNECT_TIMEOUT_S = 5
 COLUMNS_SQL = (
     "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = %s"
 )
+# each valid, non-partial unique index (the primary key too) on plain NOT NULL columns: its table, columns
+UNIQUE_SQL = """
+SELECT c.relname, array_agg(a.attname::text ORDER BY k.ord)
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+WHERE n.nspname = %s AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+GROUP BY i.indexrelid, c.relname
+HAVING bool_and(k.attnum > 0 AND a.attnotnull)
+"""
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,9 @@ class Warehouse:
         self.listening = asyncio.Event()
         self.column_types: dict[str, dict[str, str]] = {}
         """mart -> column -> its ``information_schema`` data type, read at start (``preflight``)."""
+        self.unique_indexes: dict[str, list[tuple[str, ...]]] = {}
+        """mart -> the columns of each of its unique indexes on NOT NULL columns (``UNIQUE_SQL``), read at
+        start: how its entities' rows are paged (``rows.paging``)."""
         self._subscribers: set[asyncio.Queue[frozenset[str] | None]] = set()
         self._pool = AsyncConnectionPool(
             dsn, min_size=1, max_size=settings.pool_size, open=False, configure=self._configure
@@ -115,10 +131,39 @@ class Warehouse:
                             f"(postgres.schema):\n  " + "\n  ".join(problems)
                         )
                     self.column_types = {t: c for t, c in types.items() if t in self.model.marts()}
+                    for table, columns in conn.execute(UNIQUE_SQL, (self.schema,)).fetchall():
+                        if table in self.column_types:
+                            self.unique_indexes.setdefault(table, []).append(tuple(columns))
+                    self._log_paging()
         except psycopg.OperationalError as exc:
             raise ConfigError(
                 f"cdcwh serve: cannot connect to PostgreSQL with {self.setting}: {exc}"
             ) from None
+
+    def _log_paging(self) -> None:
+        """Say at start which entities' keys are not unique in their marts (rows.paging)."""
+        for name, entity in sorted(self.model.entities.items() if self.model else ()):
+            types = self.column_types.get(entity.mart, {})
+            order, unique = paging(entity, self.unique_indexes.get(entity.mart, ()), types)
+            key = ", ".join(entity.primary_key)
+            if order is None:
+                log.warning(
+                    "entity %s: mart %s has no primary key or unique index on NOT NULL columns, of types a "
+                    "cursor can hold, cutting its key (%s): its rows come as a first page only, no cursor%s",
+                    name,
+                    entity.mart,
+                    key,
+                    "" if unique else "; no measure column opens",
+                )
+            elif not unique:
+                log.info(
+                    "entity %s: its key (%s) is not unique in mart %s: pages are ordered by (%s); no measure "
+                    "column opens",
+                    name,
+                    key,
+                    entity.mart,
+                    ", ".join(order),
+                )
 
     async def open(self) -> None:
         await asyncio.to_thread(self.preflight)

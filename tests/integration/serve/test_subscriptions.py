@@ -143,6 +143,28 @@ def test_each_subscribe_is_limited_on_one_connection(
         assert [(r["subject"], r["operation"]) for r in rows] == [("greedy", "subscription")]
 
 
+def test_a_subscription_costing_too_much_is_refused_before_any_sql(
+    postgres_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A subscription's semantic query costs what a query's does: 40 rows x 1 value / 10 here."""
+    with contextlib.contextmanager(running)(
+        postgres_dsn, pg_schema, tmp_path, max_cost=3, max_rows=40
+    ) as api:
+        with open_ws(api, {"token": token("dashboard", subject="costly")}) as ws:
+            assert receive(ws)["type"] == "connection_ack"
+            subscribe(ws, "1")
+            reply = replies(ws, {"1"})["1"]
+        assert reply["type"] in {"error", "next"} and "errors" in json.dumps(reply["payload"]), reply
+        assert "the query costs 4, more than 3 (serve.max_cost)" in json.dumps(reply["payload"])
+        rows = wait_for(
+            lambda: [
+                r for r in audit_rows(api.dsn, api.settings.postgres.audit_schema) if r["subject"] == "costly"
+            ],
+            what="the refusal's audit row",
+        )
+        assert [(r["operation"], r["status"], r["marts"]) for r in rows] == [("subscription", "error", [])]
+
+
 def test_the_connection_is_closed_when_the_token_expires(api: Api) -> None:
     with open_ws(api, {"token": token("dashboard", ttl_s=3)}) as ws:
         assert receive(ws)["type"] == "connection_ack"

@@ -188,5 +188,5 @@ def test_a_cursor_of_anything_but_scalars_is_refused() -> None:
     for key in ([{"a": 1}], [[1]], {"k": 1}, [1, 2]):
         cursor = base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
         with pytest.raises(QueryError, match="not a cursor of this API"):
-            decode_cursor(cursor, 1)
-    assert decode_cursor(base64.urlsafe_b64encode(b'["x"]').decode(), 1) == ["x"]
+            decode_cursor(cursor, ["text"])
+    assert decode_cursor(base64.urlsafe_b64encode(b'["x"]').decode(), ["text"]) == ["x"]
