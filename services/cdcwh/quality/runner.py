@@ -24,6 +24,7 @@ from cdcwh import metrics
 from cdcwh.quality.compile import columns_used, failing_rows_sql
 from cdcwh.quality.results import RESULTS_TABLE, Scope, Status, TestResult
 from cdcwh.quality.spec import TestSpec
+from cdcwh.warehouse import insert_rows
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 5
@@ -205,9 +206,7 @@ def record_results(con: duckdb.DuckDBPyConnection, results: Iterable[TestResult]
         for r in results
     ]
     if rows:
-        con.executemany(
-            "INSERT OR REPLACE INTO cdcwh.dq_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-        )
+        insert_rows(con, "INSERT OR REPLACE INTO cdcwh.dq_results", rows)
 
 
 def observe(results: Iterable[TestResult]) -> None:
