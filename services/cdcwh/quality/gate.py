@@ -24,7 +24,7 @@ import duckdb
 
 from cdcwh.quality.compile import columns_used
 from cdcwh.quality.results import TestResult
-from cdcwh.quality.runner import ensure_tables, failed_result, run_test
+from cdcwh.quality.runner import Catalog, ensure_tables, failed_result, run_test
 from cdcwh.quality.spec import TestSpec
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ def run_scoped(
     broken = broken or {}
     ran_at = datetime.now(UTC)
     run_id = f"batch:{batch_id}"
+    catalog = Catalog.read(con)
     results = []
     for spec in specs:
         if spec.model not in wanted:
@@ -99,7 +100,9 @@ def run_scoped(
             results.append(failed_result(spec, run_id, "batch", batch_id, ran_at, broken[spec.test_id]))
             continue
         try:
-            result = run_test(con, spec, run_id=run_id, scope=scope, batch_id=batch_id, ran_at=ran_at)
+            result = run_test(
+                con, spec, run_id=run_id, scope=scope, batch_id=batch_id, ran_at=ran_at, catalog=catalog
+            )
         except (duckdb.FatalException, duckdb.InternalException):
             raise
         except duckdb.Error as exc:

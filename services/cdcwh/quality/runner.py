@@ -14,6 +14,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -50,23 +51,34 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _exists(con: duckdb.DuckDBPyConnection, spec: TestSpec) -> bool:
-    return _relation_exists(con, spec.layer, spec.table)
+@dataclass(frozen=True)
+class Catalog:
+    """The warehouse's tables and every relation's columns, read once per run of tests: a test run changes
+    no table, and two catalog queries per test cost more than many of the tests (milliseconds each)."""
+
+    tables: frozenset[tuple[str, str]]
+    columns: dict[tuple[str, str], frozenset[str]]
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection) -> Catalog:
+        tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+        columns: dict[tuple[str, str], set[str]] = {}
+        for schema, table, column in con.execute(
+            "SELECT schema_name, table_name, column_name FROM duckdb_columns()"
+        ).fetchall():
+            columns.setdefault((str(schema), str(table)), set()).add(str(column).lower())
+        return cls(
+            frozenset((str(s), str(t)) for s, t in tables),
+            {relation: frozenset(names) for relation, names in columns.items()},
+        )
 
 
-def _relation_exists(con: duckdb.DuckDBPyConnection, layer: str, table: str) -> bool:
-    rows = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?", [layer, table]
-    ).fetchall()
-    return bool(rows[0][0])
-
-
-def waiting_for(con: duckdb.DuckDBPyConnection, spec: TestSpec) -> list[str]:
+def waiting_for(catalog: Catalog, spec: TestSpec) -> list[str]:
     """The relations besides its own model the test reads that are not in the warehouse yet."""
     return sorted(
         f"{layer}.{table}"
         for layer, table in columns_used(spec)
-        if (layer, table) != (spec.layer, spec.table) and not _relation_exists(con, layer, table)
+        if (layer, table) != (spec.layer, spec.table) and (layer, table) not in catalog.tables
     )
 
 
@@ -78,18 +90,21 @@ def run_test(
     scope: str | None = None,
     batch_id: int | None = None,
     ran_at: datetime | None = None,
+    catalog: Catalog | None = None,
 ) -> TestResult | None:
-    """One test, in full (``scope`` None) or on the touched rows; None when it does not run in that scope."""
+    """One test, in full (``scope`` None) or on the touched rows; None when it does not run in that scope.
+    ``catalog``: the warehouse's catalog as the run read it (read here when None)."""
     sql = failing_rows_sql(spec, scope)
     if sql is None:
         return None
-    waiting = waiting_for(con, spec)
+    catalog = catalog or Catalog.read(con)
+    waiting = waiting_for(catalog, spec)
     if waiting:
         log.info(
             "data quality test %s waits for %s (not in the warehouse yet)", spec.test_id, ", ".join(waiting)
         )
         return None
-    problem = missing_columns(con, spec)
+    problem = missing_columns(catalog, spec)
     if problem:  # a misspelt name: the test fails, saying why, and the batch's transaction goes on
         log.error("data quality test %s cannot run: %s", spec.test_id, problem)
         return failed_result(spec, run_id, "full" if scope is None else "batch", batch_id, ran_at, problem)
@@ -141,16 +156,10 @@ def _result(
     )
 
 
-def missing_columns(con: duckdb.DuckDBPyConnection, spec: TestSpec) -> str | None:
+def missing_columns(catalog: Catalog, spec: TestSpec) -> str | None:
     """What the test reads that the warehouse lacks (a table or a column), or None."""
     for (layer, table), columns in columns_used(spec).items():
-        have = {
-            str(name).lower()
-            for (name,) in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?",
-                [layer, table],
-            ).fetchall()
-        }
+        have = catalog.columns.get((layer, table), frozenset())
         if not have:
             return f"no table {layer}.{table}"
         missing = sorted(c for c in columns if c.lower() not in have)
@@ -165,12 +174,13 @@ def run_tests(
     """Every test in full (``cdcwh test``, the scheduled full run), skipping models not built yet."""
     run = run_id or str(uuid.uuid4())
     ran_at = datetime.now(UTC)
+    catalog = Catalog.read(con)
     results = []
     for spec in specs:
-        if not _exists(con, spec):
+        if (spec.layer, spec.table) not in catalog.tables:
             continue
         try:
-            result = run_test(con, spec, run_id=run, ran_at=ran_at)
+            result = run_test(con, spec, run_id=run, ran_at=ran_at, catalog=catalog)
         except (duckdb.FatalException, duckdb.InternalException):
             raise
         except duckdb.Error as exc:  # not in a transaction here: the next test runs regardless
