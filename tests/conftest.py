@@ -38,7 +38,6 @@ SLOW_FIRST = (
     "tests/e2e/test_warehouse_loss.py",
     "tests/e2e/test_sink_faults.py",
     "tests/e2e/test_demo_real_source.py",
-    "tests/integration/overview/test_status.py",
     "tests/e2e/test_cli.py",
     "tests/integration/ingest/test_ingest_crash.py",
     "tests/e2e/test_replay.py",
