@@ -130,7 +130,9 @@ ROWS_PER_INSERT = 500
 def insert_rows(con: duckdb.DuckDBPyConnection, insert: str, rows: Sequence[Sequence[object]]) -> None:
     """``insert`` (``INSERT ... INTO t [(columns)]``, up to ``VALUES``) for every row, a few hundred rows per
     statement. DuckDB's ``executemany`` executes its statement once per row, about 5 ms each into a table
-    with a primary key: a transform batch recording a hundred test results spent half a second on it."""
+    with a primary key: a transform batch recording a hundred test results spent half a second on it.
+    Unlike ``executemany``, ``INSERT OR REPLACE`` keeps the first of two rows with one key in a statement:
+    callers pass distinct keys."""
     for start in range(0, len(rows), ROWS_PER_INSERT):
         chunk = rows[start : start + ROWS_PER_INSERT]
         width = len(chunk[0])

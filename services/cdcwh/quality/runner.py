@@ -197,7 +197,9 @@ def select(specs: Iterable[TestSpec], models: Iterable[str]) -> list[TestSpec]:
 
 
 def record_results(con: duckdb.DuckDBPyConnection, results: Iterable[TestResult]) -> None:
-    """Write results into ``cdcwh.dq_results`` (idempotent on ``(run_id, test_id)``) and count them."""
+    """Write results into ``cdcwh.dq_results`` (idempotent on ``(run_id, test_id)``; of a test given twice,
+    the last result)."""
+    latest = {(r.run_id, r.test_id): r for r in results}
     rows = [
         [
             r.run_id,
@@ -213,7 +215,7 @@ def record_results(con: duckdb.DuckDBPyConnection, results: Iterable[TestResult]
             r.scope,
             r.ran_at,
         ]
-        for r in results
+        for r in latest.values()
     ]
     if rows:
         insert_rows(con, "INSERT OR REPLACE INTO cdcwh.dq_results", rows)
