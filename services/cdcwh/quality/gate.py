@@ -26,7 +26,7 @@ import duckdb
 
 from cdcwh.quality.compile import columns_used
 from cdcwh.quality.results import TestResult
-from cdcwh.quality.runner import ensure_tables, failed_result, run_test
+from cdcwh.quality.runner import Catalog, ensure_tables, failed_result, run_test
 from cdcwh.quality.spec import Relationships, TestSpec
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ def run_scoped(
     broken = broken or {}
     ran_at = datetime.now(UTC)
     run_id = f"batch:{batch_id}"
+    catalog = Catalog.read(con)
     results = []
     for spec in specs:
         if spec.model not in wanted:
@@ -117,7 +118,14 @@ def run_scoped(
             continue
         try:
             result = run_test(
-                con, spec, run_id=run_id, scope=scope, batch_id=batch_id, ran_at=ran_at, changes=changes
+                con,
+                spec,
+                run_id=run_id,
+                scope=scope,
+                batch_id=batch_id,
+                ran_at=ran_at,
+                changes=changes,
+                catalog=catalog,
             )
         except (duckdb.FatalException, duckdb.InternalException):
             raise

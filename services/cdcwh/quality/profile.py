@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import duckdb
 
-from cdcwh.warehouse import quote, read_state, table_exists, write_state
+from cdcwh.warehouse import insert_rows, quote, read_state, table_exists, write_state
 
 TOP_VALUES: Final = 5
 TOP_VALUES_MAX_DISTINCT: Final = 20
@@ -199,9 +199,9 @@ def profile_all(
                     con, "gold", str(table), source, columns, at=at, batch_id=batch_id
                 )
         if profiles:
-            con.executemany(
-                f"INSERT OR IGNORE INTO cdcwh.column_profiles ({PROFILE_COLUMNS}) "  # noqa: S608 - constant
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            insert_rows(
+                con,
+                f"INSERT OR IGNORE INTO cdcwh.column_profiles ({PROFILE_COLUMNS})",
                 [p.row() for p in profiles],
             )
         con.execute("COMMIT")

@@ -15,6 +15,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -25,6 +26,7 @@ from cdcwh import metrics
 from cdcwh.quality.compile import columns_used, failing_rows_sql
 from cdcwh.quality.results import RESULTS_TABLE, Scope, Status, TestResult
 from cdcwh.quality.spec import Relationships, TestSpec
+from cdcwh.warehouse import insert_rows
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 5
@@ -51,23 +53,34 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _exists(con: duckdb.DuckDBPyConnection, spec: TestSpec) -> bool:
-    return _relation_exists(con, spec.layer, spec.table)
+@dataclass(frozen=True)
+class Catalog:
+    """The warehouse's tables and every relation's columns, read once per run of tests: a test run changes
+    no table, and two catalog queries per test cost more than many of the tests (milliseconds each)."""
+
+    tables: frozenset[tuple[str, str]]
+    columns: dict[tuple[str, str], frozenset[str]]
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection) -> Catalog:
+        tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+        columns: dict[tuple[str, str], set[str]] = {}
+        for schema, table, column in con.execute(
+            "SELECT schema_name, table_name, column_name FROM duckdb_columns()"
+        ).fetchall():
+            columns.setdefault((str(schema), str(table)), set()).add(str(column).lower())
+        return cls(
+            frozenset((str(s), str(t)) for s, t in tables),
+            {relation: frozenset(names) for relation, names in columns.items()},
+        )
 
 
-def _relation_exists(con: duckdb.DuckDBPyConnection, layer: str, table: str) -> bool:
-    rows = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?", [layer, table]
-    ).fetchall()
-    return bool(rows[0][0])
-
-
-def waiting_for(con: duckdb.DuckDBPyConnection, spec: TestSpec) -> list[str]:
+def waiting_for(catalog: Catalog, spec: TestSpec) -> list[str]:
     """The relations besides its own model the test reads that are not in the warehouse yet."""
     return sorted(
         f"{layer}.{table}"
         for layer, table in columns_used(spec)
-        if (layer, table) != (spec.layer, spec.table) and not _relation_exists(con, layer, table)
+        if (layer, table) != (spec.layer, spec.table) and (layer, table) not in catalog.tables
     )
 
 
@@ -93,13 +106,16 @@ def run_test(
     batch_id: int | None = None,
     ran_at: datetime | None = None,
     changes: str | None = None,
+    catalog: Catalog | None = None,
 ) -> TestResult | None:
     """One test, in full (``scope`` None) or on the touched rows (and for ``relationships`` the rows whose
-    parent ``changes`` deleted: ``compile.py``); None when it does not run in that scope."""
+    parent ``changes`` deleted: ``compile.py``); None when it does not run in that scope. ``catalog``: the
+    warehouse's catalog as the run read it (read here when None)."""
     sql = failing_rows_sql(spec, scope, changes, parent_key_type(con, spec) if changes else None)
     if sql is None:
         return None
-    waiting = waiting_for(con, spec)
+    catalog = catalog or Catalog.read(con)
+    waiting = waiting_for(catalog, spec)
     if waiting and scope is not None and spec.layer == "gold":
         # the transform builds no mart before its tested relations exist: in a batch this is a target that
         # failed to build; the rows are not published untested
@@ -115,7 +131,7 @@ def run_test(
                 ", ".join(waiting),
             )
         return None
-    problem = missing_columns(con, spec)
+    problem = missing_columns(catalog, spec)
     if problem:  # a misspelt name: the test fails, saying why, and the batch's transaction goes on
         log.error("data quality test %s cannot run: %s", spec.test_id, problem)
         return failed_result(spec, run_id, "full" if scope is None else "batch", batch_id, ran_at, problem)
@@ -167,16 +183,10 @@ def _result(
     )
 
 
-def missing_columns(con: duckdb.DuckDBPyConnection, spec: TestSpec) -> str | None:
+def missing_columns(catalog: Catalog, spec: TestSpec) -> str | None:
     """What the test reads that the warehouse lacks (a table or a column), or None."""
     for (layer, table), columns in columns_used(spec).items():
-        have = {
-            str(name).lower()
-            for (name,) in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?",
-                [layer, table],
-            ).fetchall()
-        }
+        have = catalog.columns.get((layer, table), frozenset())
         if not have:
             return f"no table {layer}.{table}"
         missing = sorted(c for c in columns if c.lower() not in have)
@@ -191,12 +201,13 @@ def run_tests(
     """Every test in full (``cdcwh test``, the scheduled full run), skipping models not built yet."""
     run = run_id or str(uuid.uuid4())
     ran_at = datetime.now(UTC)
+    catalog = Catalog.read(con)
     results = []
     for spec in specs:
-        if not _exists(con, spec):
+        if (spec.layer, spec.table) not in catalog.tables:
             continue
         try:
-            result = run_test(con, spec, run_id=run, ran_at=ran_at)
+            result = run_test(con, spec, run_id=run, ran_at=ran_at, catalog=catalog)
         except (duckdb.FatalException, duckdb.InternalException):
             raise
         except duckdb.Error as exc:  # not in a transaction here: the next test runs regardless
@@ -213,7 +224,9 @@ def select(specs: Iterable[TestSpec], models: Iterable[str]) -> list[TestSpec]:
 
 
 def record_results(con: duckdb.DuckDBPyConnection, results: Iterable[TestResult]) -> None:
-    """Write results into ``cdcwh.dq_results`` (idempotent on ``(run_id, test_id)``) and count them."""
+    """Write results into ``cdcwh.dq_results`` (idempotent on ``(run_id, test_id)``; of a test given twice,
+    the last result)."""
+    latest = {(r.run_id, r.test_id): r for r in results}
     rows = [
         [
             r.run_id,
@@ -229,12 +242,10 @@ def record_results(con: duckdb.DuckDBPyConnection, results: Iterable[TestResult]
             r.scope,
             r.ran_at,
         ]
-        for r in results
+        for r in latest.values()
     ]
     if rows:
-        con.executemany(
-            "INSERT OR REPLACE INTO cdcwh.dq_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-        )
+        insert_rows(con, "INSERT OR REPLACE INTO cdcwh.dq_results", rows)
 
 
 def observe(results: Iterable[TestResult]) -> None:

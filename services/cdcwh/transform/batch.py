@@ -59,7 +59,7 @@ from cdcwh.transform.bronze_reader import BronzeSlice, read_new_rows
 from cdcwh.transform.gold import ModelResult
 from cdcwh.transform.refresh import NOT_THE_MODELS, ModelFailed, describe, refresh_gold, stamp_source_times
 from cdcwh.transform.silver import COLUMNS_TABLE, apply_changes, key_columns
-from cdcwh.warehouse import SILVER_FAILED, ChangeSet, count, read_state, scalar, write_state
+from cdcwh.warehouse import SILVER_FAILED, ChangeSet, count, insert_rows, read_state, scalar, write_state
 
 log = logging.getLogger(__name__)
 
@@ -352,10 +352,9 @@ def apply_silver(
         result.silver_rows_in[name] = result.silver_rows_in.get(name, 0) + piece.rows.num_rows
         if piece.rows.num_rows:
             source_times.append(piece.rows["__source_ts"].combine_chunks().drop_null())
-        con.executemany(
-            "INSERT OR REPLACE INTO cdcwh.watermarks VALUES (?, ?, ?)",
-            [[topic, partition, offset] for (topic, partition), offset in piece.upper.items()],
-        )
+        watermarks = [[topic, partition, offset] for (topic, partition), offset in piece.upper.items()]
+        if watermarks:
+            insert_rows(con, "INSERT OR REPLACE INTO cdcwh.watermarks", watermarks)
     _mark_failed_tables(con, result)
     write_state(con, "seq", seq)
     note_source_clock(con, source_times, backlog=any(piece.more for piece in slices))
@@ -573,10 +572,7 @@ def _record_batch(con: duckdb.DuckDBPyConnection, result: BatchResult, started: 
             result.version,
         ],
     )
-    insert = (
-        "INSERT INTO cdcwh.batch_models (batch_id, model, rows_in, rows_out, status, error) "
-        "VALUES (?, ?, ?, ?, ?, ?)"
-    )
+    insert = "INSERT INTO cdcwh.batch_models (batch_id, model, rows_in, rows_out, status, error)"
     rows: list[list[object]] = [
         [result.batch_id, f"silver.{name}", result.silver_rows_in.get(name, 0), applied, "ok", None]
         for name, applied in result.silver.items()
@@ -594,7 +590,7 @@ def _record_batch(con: duckdb.DuckDBPyConnection, result: BatchResult, started: 
     ]
     rows += [[result.batch_id, name, 0, 0, "skipped", why] for name, why in result.skipped.items()]
     if rows:
-        con.executemany(insert, rows)
+        insert_rows(con, insert, rows)
     _record_quality(con, result)
 
 

@@ -5,7 +5,9 @@ The records of a real Debezium capture are produced to a one-partition topic in 
 embedded broker's ListOffsets answers a stale end), landed in bronze by the real writer and applied to silver
 by the transform. The status must report the true end, a healthy pipeline (exit 0), lag once more records
 arrive (exit 1) and, with the broker gone, every other part still (exit 2). A PostgreSQL mart named like rich
-markup must come out verbatim in JSON and in the table.
+markup must come out verbatim in JSON and in the table. ``cdcwh status`` runs through the CLI's ``main`` in
+the test process (its environment patched), ``cdcwh replay rebuild`` as a subprocess; tests/e2e/test_cli.py
+runs ``cdcwh status`` as a user does.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
+from cdcwh import redaction
 from cdcwh.bronze.catalog import open_catalog
+from cdcwh.cli import main
 from cdcwh.config import Settings
 from cdcwh.core.record import RawRecord
 from cdcwh.ingest.bronze import IcebergBronzeWriter
@@ -44,6 +48,7 @@ class Pipeline:
     env: dict[str, str]
     topic: str
     records: list[RawRecord]
+    capsys: pytest.CaptureFixture[str]
 
     def produce(self, records: list[RawRecord]) -> None:
         """Produce in one batch, flushed once: the case where the embedded broker's ListOffsets is stale."""
@@ -53,18 +58,30 @@ class Pipeline:
         assert producer.flush(30) == 0
 
     def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "cdcwh.cli", "status", *args],
-            env=env or self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        """``cdcwh status ARGS`` through the CLI's ``main`` in this process, in ``env`` (the ``CDCWH_*``
+        variables of the test process replaced): its exit code, stdout and stderr."""
+        with pytest.MonkeyPatch.context() as patch:
+            for name in [n for n in os.environ if n.startswith("CDCWH_")]:
+                patch.delenv(name)
+            for name, value in (env or self.env).items():
+                if name.startswith("CDCWH_"):
+                    patch.setenv(name, value)
+            self.capsys.readouterr()
+            try:
+                code = main(["status", *args])
+            finally:
+                redaction.forget_secrets()  # what main() registered
+            out = self.capsys.readouterr()
+        return subprocess.CompletedProcess(["cdcwh", "status", *args], code, out.out, out.err)
 
 
 @pytest.fixture
 def pipeline(
-    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, unique_prefix: str
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    postgres_dsn: str,
+    unique_prefix: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> Iterator[Pipeline]:
     topic = f"{unique_prefix}.public.type_zoo"
     schema = f"marts_{uuid.uuid4().hex[:8]}"
@@ -104,7 +121,7 @@ def pipeline(
         CDCWH_POSTGRES__DSN=postgres_dsn,
         CDCWH_POSTGRES__SCHEMA=schema,
     )
-    pipeline = Pipeline(settings, env, topic, records)
+    pipeline = Pipeline(settings, env, topic, records, capsys)
     pipeline.produce(records)
     writer = IcebergBronzeWriter(
         open_catalog(settings), settings.iceberg.namespace, {}, max_value_bytes=1 << 24
