@@ -10,13 +10,13 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import pyarrow.compute as pc
 
 from cdcwh.bronze.catalog import bronze_table_name, open_catalog
 from cdcwh.config import KafkaSettings, Settings
 from cdcwh.ingest.bronze import IcebergBronzeWriter
 from cdcwh.transform.silver import apply_changes
+from cdcwh.warehouse import open_warehouse
 from tests.support.debezium import captured, table_rows
 
 TIME_MAX_US = (838 * 3600 + 59 * 60 + 59) * 1_000_000
@@ -73,9 +73,7 @@ def test_silver_applies_mysql_changes_in_offset_order(tmp_path: Path) -> None:
     settings = land(tmp_path)
     orders = table_rows(settings, bronze_table_name("shop.inventory.orders"))
     without_truncate = orders.filter(pc.not_equal(orders["__op"], "t"))
-    con = duckdb.connect()
-    for schema in ("silver", "silver_history", "cdcwh"):
-        con.execute(f"CREATE SCHEMA {schema}")
+    con = open_warehouse(settings)  # the warehouse file with its bookkeeping tables, as the transform has it
     applied = apply_changes(con, "inventory__orders", without_truncate, 0)
     assert applied == 6  # r r c c u d
     current = dict(con.execute("SELECT id, prep_time FROM silver.inventory__orders ORDER BY id").fetchall())
