@@ -159,7 +159,10 @@ def volume_anomalies(con: duckdb.DuckDBPyConnection, audit: AuditSettings) -> li
     if clock is None or read_state(con, BRONZE_BACKLOG):
         return []
     lateness = timedelta(seconds=audit.volume_lateness_s)
-    last_complete = last_complete_minute(datetime.fromtimestamp(clock / 1000, UTC), lateness)
+    last_complete = min(  # the clamp of note_source_clock allows a little drift; judge no minute past now
+        last_complete_minute(datetime.fromtimestamp(clock / 1000, UTC), lateness),
+        last_complete_minute(datetime.now(UTC), lateness),
+    )
     judged = read_state(con, VOLUME_MINUTE)
     if judged is None:
         first_due = last_complete - timedelta(minutes=MAX_MINUTES_JUDGED - 1)

@@ -38,7 +38,8 @@ CONNECT_TIMEOUT_S = 5
 COLUMNS_SQL = (
     "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = %s"
 )
-# each valid, non-partial unique index (the primary key too) on plain NOT NULL columns: its table, columns
+# each valid, non-partial unique index (the primary key too) on plain NOT NULL columns: its table, its key
+# columns (not the INCLUDE ones, which the uniqueness does not cover)
 UNIQUE_SQL = """
 SELECT c.relname, array_agg(a.attname::text ORDER BY k.ord)
 FROM pg_index i
@@ -46,7 +47,7 @@ JOIN pg_class c ON c.oid = i.indrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-WHERE n.nspname = %s AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+WHERE n.nspname = %s AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND k.ord <= i.indnkeyatts
 GROUP BY i.indexrelid, c.relname
 HAVING bool_and(k.attnum > 0 AND a.attnotnull)
 """
