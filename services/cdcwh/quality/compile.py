@@ -68,6 +68,11 @@ def _args(spec: TestSpec, kind: type[T]) -> T:
     return spec.args
 
 
+def foreign_relations(spec: TestSpec) -> set[tuple[str, str]]:
+    """The (layer, table) the test reads besides its own model (a ``relationships`` target)."""
+    return set(columns_used(spec)) - {(spec.layer, spec.table)}
+
+
 def columns_used(spec: TestSpec) -> dict[tuple[str, str], set[str]]:
     """The columns the test reads, per (layer, table): checked against the warehouse before it runs, so that
     a misspelt name is reported as the test's failure rather than aborting the batch's transaction."""

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from cdcwh.quality.compile import columns_used
+from cdcwh.quality.compile import foreign_relations
 from cdcwh.quality.results import TestResult
 from cdcwh.quality.runner import Catalog, ensure_tables, failed_result, run_test
 from cdcwh.quality.spec import Relationships, TestSpec
@@ -86,7 +86,7 @@ def relations_tested(specs: Iterable[TestSpec]) -> dict[str, frozenset[tuple[str
     for spec in specs:
         if spec.layer != "gold" or spec.severity != "error":
             continue
-        foreign = set(columns_used(spec)) - {(spec.layer, spec.table)}
+        foreign = foreign_relations(spec)
         if foreign:
             tested.setdefault(spec.model, set()).update(foreign)
     return {model: frozenset(relations) for model, relations in tested.items()}

@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 
 from cdcwh import metrics
-from cdcwh.quality.compile import columns_used, failing_rows_sql
+from cdcwh.quality.compile import columns_used, failing_rows_sql, foreign_relations
 from cdcwh.quality.results import RESULTS_TABLE, Scope, Status, TestResult
 from cdcwh.quality.spec import Relationships, TestSpec
 from cdcwh.warehouse import insert_rows
@@ -55,46 +55,45 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Catalog:
-    """The warehouse's tables and every relation's columns, read once per run of tests: a test run changes
-    no table, and two catalog queries per test cost more than many of the tests (milliseconds each)."""
+    """The warehouse's tables and every relation's columns with their types, read once per run of tests: a
+    test run changes no table, and catalog queries per test cost more than many of the tests (milliseconds
+    each)."""
 
     tables: frozenset[tuple[str, str]]
     columns: dict[tuple[str, str], frozenset[str]]
+    types: dict[tuple[str, str, str], str]  # (schema, table, lower-case column) -> its DuckDB type
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection) -> Catalog:
         tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
         columns: dict[tuple[str, str], set[str]] = {}
-        for schema, table, column in con.execute(
-            "SELECT schema_name, table_name, column_name FROM duckdb_columns()"
+        types: dict[tuple[str, str, str], str] = {}
+        for schema, table, column, data_type in con.execute(
+            "SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns()"
         ).fetchall():
-            columns.setdefault((str(schema), str(table)), set()).add(str(column).lower())
+            relation, name = (str(schema), str(table)), str(column).lower()
+            columns.setdefault(relation, set()).add(name)
+            types[(*relation, name)] = str(data_type)
         return cls(
             frozenset((str(s), str(t)) for s, t in tables),
             {relation: frozenset(names) for relation, names in columns.items()},
+            types,
         )
 
 
 def waiting_for(catalog: Catalog, spec: TestSpec) -> list[str]:
     """The relations besides its own model the test reads that are not in the warehouse yet."""
     return sorted(
-        f"{layer}.{table}"
-        for layer, table in columns_used(spec)
-        if (layer, table) != (spec.layer, spec.table) and (layer, table) not in catalog.tables
+        f"{layer}.{table}" for layer, table in foreign_relations(spec) if (layer, table) not in catalog.tables
     )
 
 
-def parent_key_type(con: duckdb.DuckDBPyConnection, spec: TestSpec) -> str | None:
+def parent_key_type(catalog: Catalog, spec: TestSpec) -> str | None:
     """The DuckDB type of a ``relationships`` test's ``field`` in its target (None for another test, or when
     the target or the field is missing)."""
     if not isinstance(spec.args, Relationships):
         return None
-    rows = con.execute(
-        "SELECT data_type FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? "
-        "AND lower(column_name) = lower(?)",
-        [spec.layer, spec.args.target, spec.args.field],
-    ).fetchall()
-    return str(rows[0][0]) if rows else None
+    return catalog.types.get((spec.layer, spec.args.target, spec.args.field.lower()))
 
 
 def run_test(
@@ -111,10 +110,10 @@ def run_test(
     """One test, in full (``scope`` None) or on the touched rows (and for ``relationships`` the rows whose
     parent ``changes`` deleted: ``compile.py``); None when it does not run in that scope. ``catalog``: the
     warehouse's catalog as the run read it (read here when None)."""
-    sql = failing_rows_sql(spec, scope, changes, parent_key_type(con, spec) if changes else None)
+    catalog = catalog or Catalog.read(con)
+    sql = failing_rows_sql(spec, scope, changes, parent_key_type(catalog, spec) if changes else None)
     if sql is None:
         return None
-    catalog = catalog or Catalog.read(con)
     waiting = waiting_for(catalog, spec)
     if waiting and scope is not None and spec.layer == "gold" and spec.severity == "error":
         # the transform builds no mart before its tested relations exist: in a batch this is a target that
