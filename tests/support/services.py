@@ -19,10 +19,8 @@ from __future__ import annotations
 import gc
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import pyarrow as pa
 
@@ -82,7 +80,7 @@ class RunningIngest:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.apps: list[Any] = []
+        self.stopping = threading.Event()
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, name="test-ingest", daemon=True)
 
@@ -90,7 +88,7 @@ class RunningIngest:
         from cdcwh.ingest.service import run_ingest
 
         try:
-            run_ingest(self.settings)
+            run_ingest(self.settings, stopping=self.stopping)
         except BaseException as exc:  # reported by alive() and on stop
             self.errors.append(exc)
 
@@ -101,14 +99,10 @@ class RunningIngest:
         return self.thread.is_alive()
 
     def stop(self, timeout_s: float = 60.0) -> None:
-        """What SIGTERM does: the application stops after its final checkpoint. ``Application.run`` resets
-        a stop that comes before it starts polling, so the request is repeated until the thread ends."""
-        deadline = time.monotonic() + timeout_s
-        while self.thread.is_alive():
-            assert time.monotonic() < deadline, "the in-process ingest did not stop"
-            if self.apps:
-                self.apps[-1].stop()
-            self.thread.join(0.2)
+        """What SIGTERM does: the application stops after its final checkpoint."""
+        self.stopping.set()
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), "the in-process ingest did not stop"
         if self.errors:
             raise AssertionError("the in-process ingest failed") from self.errors[0]
 
@@ -117,34 +111,20 @@ class RunningIngest:
 def ingest_running(settings: Settings) -> Iterator[RunningIngest]:
     """``cdcwh ingest`` (long-running, one consumer-group join for many rounds) in a thread, stopped on exit.
 
-    Python lets only the main thread install signal handlers, so the applications this run builds skip
-    quixstreams' (the test stops them with ``Application.stop``, as SIGTERM would)."""
+    Python lets only the main thread install signal handlers: the test sets the run's ``stopping``, as
+    SIGTERM would."""
     from cdcwh.bronze.catalog import open_catalog
-    from cdcwh.ingest import service
 
     # the catalog's tables are created here, before the thread opens it too: two first opens at once race
     # on creating them (sqlite "table iceberg_tables already exists")
     open_catalog(settings)
     running = RunningIngest(settings)
-    build_app = service.build_app
-
-    def build_without_signals(*args: Any, **kwargs: Any) -> Any:
-        app = build_app(*args, **kwargs)
-        app._setup_signal_handlers = lambda: None  # type: ignore[method-assign]
-        if threading.current_thread() is running.thread:  # two may run, each wrapping the other's build
-            running.apps.append(app)
-        return app
-
     with process_state_restored():
-        service.build_app = build_without_signals
+        running.thread.start()
         try:
-            running.thread.start()
             yield running
         finally:
-            try:
-                running.stop()
-            finally:
-                service.build_app = build_app
+            running.stop()
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
+from cdcwh.bronze import metadata_cache
 from cdcwh.config import Settings
 
 TOPIC_PROPERTY = "cdcwh.topic"
@@ -16,6 +17,7 @@ QUARANTINE_TABLE = "_quarantine"
 
 def open_catalog(settings: Settings) -> Catalog:
     """The configured catalog, or ``<data_dir>/iceberg/catalog.db`` with a file warehouse beside it."""
+    metadata_cache.install()  # an append no longer deep-copies the table's metadata twenty times
     base = (settings.data_dir / "iceberg").resolve()
     uri = settings.iceberg.catalog_uri
     warehouse = settings.iceberg.warehouse

@@ -40,6 +40,7 @@ from cdcwh.kafka import client_config, consumer_config
 from cdcwh.kafka.catchup import CatchUpTracker
 from cdcwh.retry import retrying
 from cdcwh.schema_registry import RegistrySchemas
+from cdcwh.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +218,17 @@ def make_writer(settings: Settings) -> IcebergBronzeWriter:
     )
 
 
-def run_ingest(settings: Settings, *, until_caught_up: bool = False, idle_s: float = 1.0) -> int:
-    """Run until SIGTERM/SIGINT (exit 0 after the final checkpoint), or until the topics are drained."""
+def run_ingest(
+    settings: Settings,
+    *,
+    until_caught_up: bool = False,
+    idle_s: float = 1.0,
+    stopping: threading.Event | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT or ``stopping`` (exit 0 after the final checkpoint), or until the topics are
+    drained."""
+    stopping = stopping or threading.Event()
+    stop_on_signals(stopping, "stopping after the current checkpoint")
     # Arrow's default jemalloc pool keeps freed batches mapped; the system allocator hands them back, which
     # lowers the plateau RSS of a catch-up at the same rate (measured: docs/benchmarks.md, "Memory")
     pa.set_memory_pool(pa.system_memory_pool())
@@ -230,40 +240,82 @@ def run_ingest(settings: Settings, *, until_caught_up: bool = False, idle_s: flo
         audit=BufferedAuditWriter.from_settings("ingest", settings),
     )
     try:
-        return ingest_topics(settings, sink, until_caught_up=until_caught_up, idle_s=idle_s)
+        return ingest_topics(
+            settings, sink, until_caught_up=until_caught_up, idle_s=idle_s, stopping=stopping
+        )
     finally:
         if sink.audit is not None:  # a last try for audit rows still pending; counts what is lost
             sink.audit.close()
 
 
-def ingest_topics(settings: Settings, sink: BronzeSink, *, until_caught_up: bool, idle_s: float) -> int:
-    """Subscribe to the matching topics and land them through ``sink``, resubscribing when they change."""
-    while True:
+def ingest_topics(
+    settings: Settings,
+    sink: BronzeSink,
+    *,
+    until_caught_up: bool,
+    idle_s: float,
+    stopping: threading.Event | None = None,
+) -> int:
+    """Subscribe to the matching topics and land them through ``sink``, resubscribing when they change, until
+    ``stopping`` is set (then exit 0 after the final checkpoint)."""
+    stopping = stopping or threading.Event()
+    while not stopping.is_set():
         topics = matching_topics(settings)
         if not topics:
             if until_caught_up:
                 log.info("no topic matches %s: nothing to ingest", settings.kafka.topics)
                 return 0
             log.info("waiting for topics matching %s", settings.kafka.topics)
-            time.sleep(settings.ingest.topic_refresh_s)
+            stopping.wait(settings.ingest.topic_refresh_s)
             continue
         log.info("ingesting %d topics: %s", len(topics), ", ".join(topics))
         tracker = CatchUpTracker(ingest_group(settings), expected_partitions=sum(topics.values()))
         interval = CATCH_UP_STATS_INTERVAL_MS if until_caught_up else STATS_INTERVAL_MS
         app = build_app(settings, list(topics), sink, tracker, interval)
+        # SIGTERM and SIGINT set ``stopping`` (run_ingest's handlers, one pair for the whole process).
+        # quixstreams installs its own at every run(), bound to that application: a signal arriving while
+        # the service resubscribes then reached the old, stopped application and was lost (seen: `cdcwh run`
+        # stopped mid-resubscribe waited out its 30 s and killed ingest).
+        app._setup_signal_handlers = lambda: None  # type: ignore[method-assign]
+        if stopping.is_set():  # not a group join only to leave it (a member leaving mid-join can wedge a group)
+            return 0
         watcher: CatchUpWatcher | TopicWatcher
         if until_caught_up:
             watcher = CatchUpWatcher(tracker, idle_s, app.stop)
         else:
             watcher = TopicWatcher(settings, list(topics), app.stop, tracker)
+        relay = StopRelay(stopping, app.stop)
         watcher.start()
+        relay.start()
         try:
             app.run()
         finally:
             watcher.stop()
-        if isinstance(watcher, CatchUpWatcher) or not watcher.changed:
+            relay.stop()
+        if stopping.is_set() or isinstance(watcher, CatchUpWatcher) or not watcher.changed:
             return 0
         log.info("the set of matching topics changed: resubscribing")
+    return 0
+
+
+class StopRelay(threading.Thread):
+    """Stops the running application once ``stopping`` is set. ``Application.run`` forgets a ``stop()`` that
+    comes before it starts polling, so the stop is repeated until the relay itself is stopped (when ``run``
+    has returned)."""
+
+    def __init__(self, stopping: threading.Event, stop_app: Callable[[], None]) -> None:
+        super().__init__(name="cdcwh-stop-relay", daemon=True)
+        self.stopping = stopping
+        self.stop_app = stop_app
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.2):
+            if self.stopping.is_set():
+                self.stop_app()
+
+    def stop(self) -> None:
+        self._done.set()
 
 
 class CatchUpWatcher(threading.Thread):
