@@ -38,6 +38,7 @@ from cdcwh.ingest.probe import KafkaRecordProbe
 from cdcwh.ingest.quarantine import DLQ_SUFFIX, KafkaDeadLetterPublisher
 from cdcwh.kafka import client_config, consumer_config
 from cdcwh.kafka.catchup import CatchUpTracker
+from cdcwh.kafka.offsets import consumed_to_end
 from cdcwh.retry import retrying
 from cdcwh.schema_registry import RegistrySchemas
 from cdcwh.stopping import stop_on_signals
@@ -268,6 +269,13 @@ def ingest_topics(
             log.info("waiting for topics matching %s", settings.kafka.topics)
             stopping.wait(settings.ingest.topic_refresh_s)
             continue
+        if until_caught_up and consumed_to_end(
+            consumer_config(settings, ingest_group(settings)),
+            ingest_group(settings),
+            [(topic, p) for topic, count in topics.items() for p in range(count)],
+        ):
+            log.info("every partition of the %d topics is landed to its end: nothing to ingest", len(topics))
+            return 0
         log.info("ingesting %d topics: %s", len(topics), ", ".join(topics))
         tracker = CatchUpTracker(ingest_group(settings), expected_partitions=sum(topics.values()))
         interval = CATCH_UP_STATS_INTERVAL_MS if until_caught_up else STATS_INTERVAL_MS
@@ -277,7 +285,7 @@ def ingest_topics(
         # the service resubscribes then reached the old, stopped application and was lost (seen: `cdcwh run`
         # stopped mid-resubscribe waited out its 30 s and killed ingest).
         app._setup_signal_handlers = lambda: None  # type: ignore[method-assign]
-        if stopping.is_set():  # not a group join only to leave it (a member leaving mid-join can wedge a group)
+        if stopping.is_set():  # no group join only to leave it (a member leaving mid-join can wedge a group)
             return 0
         watcher: CatchUpWatcher | TopicWatcher
         if until_caught_up:

@@ -299,7 +299,7 @@ def _kafka(
     those bronze or silver know), and the sink's lag on the gold change topics."""
     from cdcwh.ingest.quarantine import DLQ_SUFFIX
     from cdcwh.kafka import client_config
-    from cdcwh.overview.kafka_offsets import committed_offsets, end_offsets, topic_partitions
+    from cdcwh.kafka.offsets import committed_offsets, end_offsets, topic_partitions
 
     config = client_config(settings)
     topics = topic_partitions(config)

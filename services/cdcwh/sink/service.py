@@ -31,6 +31,7 @@ from cdcwh.errors import InfrastructureError
 from cdcwh.goldfeed import MalformedGoldChange, decode, gold_topic
 from cdcwh.kafka import client_config, consumer_config, ensure_topics
 from cdcwh.kafka.catchup import CatchUpTracker
+from cdcwh.kafka.offsets import consumed_to_end
 from cdcwh.models import load_models
 from cdcwh.pgprivileges import dsn_setting
 from cdcwh.retry import retrying
@@ -89,6 +90,14 @@ class SinkService:
         topics = gold_topics(consumer, prefix)
         if until_caught_up and not topics:
             log.info("no gold topics (%s.*) yet: nothing to apply", prefix)
+            consumer.close()
+            return 0
+        if until_caught_up and consumed_to_end(
+            consumer_config(self.settings, self.group),
+            self.group,
+            [(topic, p) for topic, count in topics.items() for p in range(count)],
+        ):
+            log.info("every gold partition is applied to its end: nothing to apply")
             consumer.close()
             return 0
         self.tracker.expected_partitions = sum(topics.values())

@@ -1,4 +1,5 @@
-"""End and committed offsets of topic-partitions, as the status reports them.
+"""End and committed offsets of topic-partitions: what ``cdcwh status`` reports, and whether a catch-up run
+has anything to consume.
 
 The end of a partition is taken from the high watermark a fetch response carries (the last stable offset
 under read_committed), not from ListOffsets: the embedded broker (Tansu) answers ListOffsets "latest" with
@@ -96,3 +97,18 @@ def committed_offsets(
     return {
         (tp.topic, tp.partition): int(tp.offset) for tp in committed if tp.error is None and tp.offset >= 0
     }
+
+
+def consumed_to_end(config: dict[str, Any], group: str, partitions: Iterable[Partition]) -> bool:
+    """Whether ``group`` has committed every partition to its end, an empty partition counting as consumed:
+    a ``--until-caught-up`` run would then join its group (seconds on any broker) only to find nothing.
+    False whenever it cannot tell (an end not answered, a broker error): the run then simply joins."""
+    wanted = set(partitions)
+    try:
+        ends = end_offsets(config, wanted)
+        if set(ends) != wanted:
+            return False
+        committed = committed_offsets(config, group, wanted)
+    except (InfrastructureError, KafkaException):
+        return False
+    return all(committed.get(tp, 0 if end == 0 else -1) == end for tp, end in ends.items())
