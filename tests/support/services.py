@@ -53,7 +53,7 @@ def ingest_until_caught_up(settings: Settings, *, idle_s: float = IDLE_S) -> Non
     """``cdcwh ingest --until-caught-up``: land everything in the matching topics, then return."""
     from cdcwh.ingest.service import run_ingest
 
-    # quixstreams installs its signal handlers when the application runs, which Python allows only there
+    # run_ingest installs its SIGTERM/SIGINT handlers, which Python allows only in the main thread
     assert threading.current_thread() is threading.main_thread(), "run ingest in the main thread"
     with process_state_restored():
         assert run_ingest(settings, until_caught_up=True, idle_s=idle_s) == 0

@@ -249,34 +249,36 @@ def remove_orphans(table: Table, now: datetime, age: timedelta) -> int:
     return removed
 
 
-_MANIFESTS_KEPT = 4096
-_MANIFEST_FILES: dict[str, frozenset[str]] = {}
-"""The data files each manifest names, by the manifest's path (immutable files: never stale)."""
+_MANIFEST_FILES: dict[str, dict[str, frozenset[str]]] = {}
+"""Per table location, the data files each manifest of its last pass names, by the manifest's path (a manifest
+file is never rewritten, and its name is a fresh uuid: never stale)."""
 
 
 def _referenced(table: Table) -> set[str]:
     """Every file path the table's metadata names, across the retained snapshots. Snapshots share most of
-    their manifests, and a manifest file is never rewritten: each is read once per process (most of a
-    maintenance pass's time went to reading the same manifests again)."""
+    their manifests: each is read once per pass, and a manifest the table's previous pass read is not read
+    again (most of a maintenance pass's time went to reading the same manifests). Only the manifests this
+    pass saw are kept for the next."""
+    known = _MANIFEST_FILES.get(table.location(), {})
+    seen: dict[str, frozenset[str]] = {}
     paths: set[str] = set()
     for snapshot in table.snapshots():
         paths.add(_local(snapshot.manifest_list))
         for manifest in snapshot.manifests(table.io):
             path = _local(manifest.manifest_path)
-            if path in paths:
+            if path in seen:
                 continue
-            paths.add(path)
-            named = _MANIFEST_FILES.get(path)
+            named = known.get(path)
             if named is None:
                 entries = manifest.fetch_manifest_entry(table.io, discard_deleted=False)
                 named = frozenset(_local(entry.data_file.file_path) for entry in entries)
-                if len(_MANIFEST_FILES) >= _MANIFESTS_KEPT:
-                    _MANIFEST_FILES.clear()
-                _MANIFEST_FILES[path] = named
+            seen[path] = named
+            paths.add(path)
             paths |= named
     paths.add(_local(table.metadata_location))
     for logged in table.metadata.metadata_log:
         paths.add(_local(logged.metadata_file))
+    _MANIFEST_FILES[table.location()] = seen
     return paths
 
 

@@ -228,7 +228,8 @@ def run_ingest(
 ) -> int:
     """Run until SIGTERM/SIGINT or ``stopping`` (exit 0 after the final checkpoint), or until the topics are
     drained."""
-    stopping = stopping or threading.Event()
+    if stopping is None:
+        stopping = threading.Event()
     stop_on_signals(stopping, "stopping after the current checkpoint")
     # Arrow's default jemalloc pool keeps freed batches mapped; the system allocator hands them back, which
     # lowers the plateau RSS of a catch-up at the same rate (measured: docs/benchmarks.md, "Memory")
@@ -259,7 +260,8 @@ def ingest_topics(
 ) -> int:
     """Subscribe to the matching topics and land them through ``sink``, resubscribing when they change, until
     ``stopping`` is set (then exit 0 after the final checkpoint)."""
-    stopping = stopping or threading.Event()
+    if stopping is None:
+        stopping = threading.Event()
     while not stopping.is_set():
         topics = matching_topics(settings)
         if not topics:
@@ -279,13 +281,15 @@ def ingest_topics(
         log.info("ingesting %d topics: %s", len(topics), ", ".join(topics))
         tracker = CatchUpTracker(ingest_group(settings), expected_partitions=sum(topics.values()))
         interval = CATCH_UP_STATS_INTERVAL_MS if until_caught_up else STATS_INTERVAL_MS
+        if stopping.is_set():
+            return 0
         app = build_app(settings, list(topics), sink, tracker, interval)
         # SIGTERM and SIGINT set ``stopping`` (run_ingest's handlers, one pair for the whole process).
         # quixstreams installs its own at every run(), bound to that application: a signal arriving while
         # the service resubscribes then reached the old, stopped application and was lost (seen: `cdcwh run`
         # stopped mid-resubscribe waited out its 30 s and killed ingest).
         app._setup_signal_handlers = lambda: None  # type: ignore[method-assign]
-        if stopping.is_set():  # no group join only to leave it (a member leaving mid-join can wedge a group)
+        if stopping.is_set():  # stopped while it was being built: no join only to leave the group at once
             return 0
         watcher: CatchUpWatcher | TopicWatcher
         if until_caught_up:

@@ -8,7 +8,7 @@ from unittest import mock
 
 import pyarrow as pa
 import pytest
-from pyiceberg.table import Table
+from pyiceberg.table import Table, Transaction
 from pyiceberg.table import update as table_update
 
 from cdcwh.bronze import metadata_cache
@@ -24,10 +24,11 @@ def table(tmp_path: Path) -> Table:
     return catalog.create_table(("bronze", "t"), schema=SCHEMA)
 
 
-def test_open_catalog_installs_the_cache() -> None:
-    assert metadata_cache.install()  # the pyiceberg pinned here is one it was checked with
-    from pyiceberg.table import Transaction
-
+def test_open_catalog_installs_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = property(lambda self: table_update.update_table_metadata(self._table.metadata, self._updates))
+    monkeypatch.setattr(Transaction, "table_metadata", original)  # pyiceberg's own, put back afterwards
+    open_catalog(Settings(data_dir=tmp_path))
+    # the pyiceberg pinned here is one it was checked with: open_catalog put the cache in place
     assert Transaction.__dict__["table_metadata"].fget is metadata_cache._table_metadata
 
 

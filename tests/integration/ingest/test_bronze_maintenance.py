@@ -11,16 +11,19 @@ import time
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from pyiceberg.manifest import ManifestFile
 
 from cdcwh.bronze.catalog import bronze_table_name, open_catalog
 from cdcwh.bronze.offsets import landed_offsets
 from cdcwh.config import IcebergSettings, Settings
 from cdcwh.core.record import RawRecord
 from cdcwh.generate import ShopGenerator, encode
+from cdcwh.ingest import maintenance
 from cdcwh.ingest.bronze import IcebergBronzeWriter
 from cdcwh.ingest.maintenance import MERGE_PROPERTIES, maintain
 from cdcwh.transform.bronze_reader import read_new_rows
@@ -143,3 +146,33 @@ def test_orphan_files_are_removed_and_referenced_ones_kept(landed_few: Landed) -
     table.refresh()
     assert table.scan().to_arrow().num_rows == rows  # every referenced file is still there
     assert pc.sum(pc.is_valid(table.scan().to_arrow()["__offset"])).as_py() == rows
+
+
+def test_a_pass_reads_only_the_manifests_it_has_not_read(
+    landed_few: Landed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, writer, records = landed_few
+    table = open_catalog(settings).load_table((settings.iceberg.namespace, bronze_table_name(TOPIC)))
+    read: list[str] = []
+    fetch = ManifestFile.fetch_manifest_entry
+
+    def counted(self: ManifestFile, *args: Any, **kwargs: Any) -> Any:
+        read.append(self.manifest_path)
+        return fetch(self, *args, **kwargs)
+
+    monkeypatch.setattr(ManifestFile, "fetch_manifest_entry", counted)
+    first = maintenance._referenced(table)
+    assert read and len(read) == len(set(read))  # snapshots share manifests: each read once in a pass
+    read.clear()
+    assert maintenance._referenced(table) == first and read == []  # nothing new: nothing read again
+    writer.land(records[300:303])
+    table.refresh()
+    current = table.current_snapshot()
+    assert current is not None
+    newest = {m.manifest_path for m in current.manifests(table.io)} - {
+        m.manifest_path for s in table.snapshots()[:-1] for m in s.manifests(table.io)
+    }
+    later = maintenance._referenced(table)
+    assert set(read) == newest and newest  # only the commit's new manifest(s)
+    files = table.inspect.data_files()["file_path"].to_pylist()
+    assert {maintenance._local(p) for p in files} <= later  # every data file, the new one too, is referenced
