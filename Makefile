@@ -32,8 +32,10 @@ demo: $(STAMP)
 # consumer-group joins, and the crash tests on their subprocesses, so even on two cores more workers than
 # cores overlap those waits. The whole suite on a fresh clone here (2 cores, 915 tests, 2026-12-04, one run
 # each): 6:37 on three workers, 5:30 on four, 5:08 on five; four keeps a margin for the timing-sensitive
-# tests (chaos, crash) on a loaded machine. tests/conftest.py orders the tests so that each worker starts
-# with its share of the slowest ones.
+# tests (chaos, crash) on a loaded machine. The same VM a day later (923 tests, quiet): 6:27 and 7:02 on
+# four, 6:17 on five, using about 1.6 of the 2 cores throughout: the run is close to CPU-bound, so more
+# workers buy little. tests/conftest.py orders the tests so that each worker starts with its share of the
+# slowest ones.
 TEST_WORKERS ?= 4
 
 test: $(STAMP)

@@ -4,8 +4,6 @@ Iceberg, DuckDB and PostgreSQL; the services run in this process."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +21,6 @@ from tests.support.services import ingest_until_caught_up, sink_until_caught_up,
 from tests.support.warehouse import produce_changes
 
 
-@pytest.fixture
-def schema(postgres_dsn: str) -> Iterator[str]:
-    name = f"catchup_{uuid.uuid4().hex[:8]}"
-    yield name
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-
-
 def bronze_rows(settings: Settings, prefix: str) -> int:
     return sum(bronze(settings, f"{prefix}.public.{t}").num_rows for t in TABLES)
 
@@ -45,9 +35,14 @@ def mart_rows(dsn: str, schema: str) -> int:
 
 
 def test_a_caught_up_group_is_not_joined_and_new_records_still_are(
-    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    unique_prefix: str,
+    postgres_dsn: str,
+    pg_schema: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    prefix = f"t{uuid.uuid4().hex[:8]}"
+    prefix, schema = unique_prefix, pg_schema
     settings = settings_for(
         tmp_path / "data", kafka_bootstrap, prefix, postgres={"dsn": postgres_dsn, "schema": schema}
     )
