@@ -113,11 +113,6 @@ def ingest_running(settings: Settings) -> Iterator[RunningIngest]:
 
     Python lets only the main thread install signal handlers: the test sets the run's ``stopping``, as
     SIGTERM would."""
-    from cdcwh.bronze.catalog import open_catalog
-
-    # the catalog's tables are created here, before the thread opens it too: two first opens at once race
-    # on creating them (sqlite "table iceberg_tables already exists")
-    open_catalog(settings)
     running = RunningIngest(settings)
     with process_state_restored():
         running.thread.start()

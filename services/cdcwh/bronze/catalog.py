@@ -7,12 +7,14 @@ import re
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cdcwh.bronze import metadata_cache
 from cdcwh.config import Settings
 
 TOPIC_PROPERTY = "cdcwh.topic"
 QUARANTINE_TABLE = "_quarantine"
+FIRST_OPEN_ATTEMPTS = 3
 
 
 def open_catalog(settings: Settings) -> Catalog:
@@ -23,13 +25,28 @@ def open_catalog(settings: Settings) -> Catalog:
     warehouse = settings.iceberg.warehouse
     if uri is None or warehouse is None:
         base.mkdir(parents=True, exist_ok=True)
-    catalog = SqlCatalog(
-        "cdcwh",
-        uri=uri or f"sqlite:///{base / 'catalog.db'}",
-        warehouse=warehouse or (base / "warehouse").as_uri(),
-    )
-    catalog.create_namespace_if_not_exists(settings.iceberg.namespace)
-    return catalog
+    attempt = 1
+    while True:
+        try:
+            catalog = SqlCatalog(
+                "cdcwh",
+                uri=uri or f"sqlite:///{base / 'catalog.db'}",
+                warehouse=warehouse or (base / "warehouse").as_uri(),
+            )
+            catalog.create_namespace_if_not_exists(settings.iceberg.namespace)
+            return catalog
+        except (OperationalError, IntegrityError) as exc:
+            # two processes opening a new catalog at once (`cdcwh run` starts ingest and transform together)
+            # both see no tables, and the second CREATE TABLE or namespace INSERT fails: the other has made
+            # them, so the next attempt finds them
+            if attempt == FIRST_OPEN_ATTEMPTS or not _lost_a_creation_race(exc):
+                raise
+            attempt += 1
+
+
+def _lost_a_creation_race(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "already exists" in text or "unique" in text or "duplicate" in text
 
 
 def bronze_table_name(topic: str) -> str:
