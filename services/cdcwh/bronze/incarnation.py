@@ -72,6 +72,10 @@ class RecordProbe(Protocol):
         ``offset``. Raises ``TransientError`` when the broker does not answer."""
         ...
 
+    def close(self) -> None:
+        """Release the broker connection, if one is open."""
+        ...
+
 
 def fingerprint(key: bytes | None, value: bytes | None, timestamp_ms: int | None) -> str:
     """A short hash that tells one Kafka record from another at the same offset."""

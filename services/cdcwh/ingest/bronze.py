@@ -137,6 +137,11 @@ class IcebergBronzeWriter:
             return WriterSchemas(unavailable=NOT_CONFIGURED)
         return self.registry.writer_schemas(ids)
 
+    def close(self) -> None:
+        """Release the broker connection the record probe may hold (the writer can be used again)."""
+        if self.incarnations.probe is not None:
+            self.incarnations.probe.close()
+
     def land(self, records: Sequence[RawRecord]) -> LandResult:
         result = LandResult()
         if not records:

@@ -246,6 +246,7 @@ def run_ingest(
             settings, sink, until_caught_up=until_caught_up, idle_s=idle_s, stopping=stopping
         )
     finally:
+        sink.writer.close()
         if sink.audit is not None:  # a last try for audit rows still pending; counts what is lost
             sink.audit.close()
 

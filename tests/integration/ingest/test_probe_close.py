@@ -1,0 +1,40 @@
+"""The record probe's consumer (the log-incarnation check) is closed when ingest ends, and opened again if
+the writer is used after. Real broker and catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cdcwh.config import Settings
+from cdcwh.ingest import service
+from cdcwh.ingest.bronze import IcebergBronzeWriter
+from cdcwh.ingest.probe import KafkaRecordProbe
+from tests.support.pipeline import produce_shop
+from tests.support.services import ingest_until_caught_up
+
+
+def test_ingest_closes_the_probe_it_opened(
+    pipeline_settings: Settings, kafka_bootstrap: str, unique_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    produce_shop(kafka_bootstrap, unique_prefix, 50, seed=2)
+    writers: list[IcebergBronzeWriter] = []
+    make_writer = service.make_writer
+
+    def kept(settings: Settings) -> Any:
+        writers.append(make_writer(settings))
+        probe = writers[-1].incarnations.probe
+        assert isinstance(probe, KafkaRecordProbe)
+        assert probe.fetch(f"{unique_prefix}.public.customers", 0, 0) is not None  # its consumer is open
+        return writers[-1]
+
+    monkeypatch.setattr(service, "make_writer", kept)
+    ingest_until_caught_up(pipeline_settings)
+
+    (writer,) = writers
+    probe = writer.incarnations.probe
+    assert isinstance(probe, KafkaRecordProbe)
+    assert probe._consumer is None  # closed with the service
+    assert probe.fetch(f"{unique_prefix}.public.customers", 0, 0) is not None  # and usable again
+    probe.close()
