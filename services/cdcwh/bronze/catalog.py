@@ -7,14 +7,14 @@ import re
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from cdcwh.bronze import metadata_cache
 from cdcwh.config import Settings
 
 TOPIC_PROPERTY = "cdcwh.topic"
 QUARANTINE_TABLE = "_quarantine"
-FIRST_OPEN_ATTEMPTS = 3
+FIRST_OPEN_ATTEMPTS = 4  # a race can be lost at each of the three creations, and one more try finds all
 
 
 def open_catalog(settings: Settings) -> Catalog:
@@ -35,10 +35,11 @@ def open_catalog(settings: Settings) -> Catalog:
             )
             catalog.create_namespace_if_not_exists(settings.iceberg.namespace)
             return catalog
-        except (OperationalError, IntegrityError) as exc:
+        except (OperationalError, IntegrityError, ProgrammingError) as exc:
             # two processes opening a new catalog at once (`cdcwh run` starts ingest and transform together)
             # both see no tables, and the second CREATE TABLE or namespace INSERT fails: the other has made
-            # them, so the next attempt finds them
+            # them, so the next attempt finds them (sqlite and MySQL say so with OperationalError, PostgreSQL
+            # with ProgrammingError for a table and IntegrityError for the namespace row)
             if attempt == FIRST_OPEN_ATTEMPTS or not _lost_a_creation_race(exc):
                 raise
             attempt += 1

@@ -82,6 +82,6 @@ class KafkaRecordProbe:
         return self._consumer
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        consumer, self._consumer = self._consumer, None  # a failed close still leaves room for a new one
+        if consumer is not None:
+            consumer.close()

@@ -246,9 +246,12 @@ def run_ingest(
             settings, sink, until_caught_up=until_caught_up, idle_s=idle_s, stopping=stopping
         )
     finally:
-        sink.writer.close()
         if sink.audit is not None:  # a last try for audit rows still pending; counts what is lost
             sink.audit.close()
+        try:
+            sink.writer.close()
+        except Exception:  # best effort: never in place of what ended the run
+            log.warning("closing the record probe failed", exc_info=True)
 
 
 def ingest_topics(

@@ -3,8 +3,6 @@ the writer is used after. Real broker and catalog."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from cdcwh.config import Settings
@@ -22,7 +20,7 @@ def test_ingest_closes_the_probe_it_opened(
     writers: list[IcebergBronzeWriter] = []
     make_writer = service.make_writer
 
-    def kept(settings: Settings) -> Any:
+    def kept(settings: Settings) -> IcebergBronzeWriter:
         writers.append(make_writer(settings))
         probe = writers[-1].incarnations.probe
         assert isinstance(probe, KafkaRecordProbe)
@@ -35,6 +33,6 @@ def test_ingest_closes_the_probe_it_opened(
     (writer,) = writers
     probe = writer.incarnations.probe
     assert isinstance(probe, KafkaRecordProbe)
-    assert probe._consumer is None  # closed with the service
+    assert probe._consumer is None  # closed with the service (no consumer held until the next fetch)
     assert probe.fetch(f"{unique_prefix}.public.customers", 0, 0) is not None  # and usable again
     probe.close()
