@@ -19,8 +19,8 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 def stop_on_signals(stopping: threading.Event, message: str = "stopping after the current batch") -> None:
     """Set ``stopping`` (and log ``message``) on SIGTERM or SIGINT; a second SIGINT raises KeyboardInterrupt
-    where the process is, as Python's default does. Outside the main thread (a service run
-    in a thread, as the tests do) there are no handlers to install: whoever runs it sets ``stopping``."""
+    where the process is, as Python's default does. Outside the main thread (a service run in a thread, as
+    the tests do) there are no handlers to install: whoever runs it sets ``stopping``."""
     if threading.current_thread() is not threading.main_thread():
         log.debug("not in the main thread: no signal handlers; stopping is set by the caller")
         return

@@ -58,7 +58,6 @@ def test_sigterm_and_sigint_set_the_stop_event(signum: signal.Signals) -> None:
 def test_a_second_ctrl_c_interrupts_at_once() -> None:
     stopping = threading.Event()
     stop_on_signals(stopping)
-    signal.raise_signal(signal.SIGTERM)
     signal.raise_signal(signal.SIGINT)  # the first Ctrl-C asks for a clean stop
     assert stopping.is_set()
     with pytest.raises(KeyboardInterrupt):  # the second does not wait for it

@@ -275,25 +275,20 @@ def ingest_topics(
             log.info("waiting for topics matching %s", settings.kafka.topics)
             stopping.wait(settings.ingest.topic_refresh_s)
             continue
-        if until_caught_up and consumed_to_end(
-            consumer_config(settings, ingest_group(settings)),
-            ingest_group(settings),
-            [(topic, p) for topic, count in topics.items() for p in range(count)],
-        ):
+        group = ingest_group(settings)
+        if until_caught_up and consumed_to_end(consumer_config(settings, group), group, topics):
             log.info("every partition of the %d topics is landed to its end: nothing to ingest", len(topics))
             return 0
         log.info("ingesting %d topics: %s", len(topics), ", ".join(topics))
-        tracker = CatchUpTracker(ingest_group(settings), expected_partitions=sum(topics.values()))
+        tracker = CatchUpTracker(group, expected_partitions=sum(topics.values()))
         interval = CATCH_UP_STATS_INTERVAL_MS if until_caught_up else STATS_INTERVAL_MS
-        if stopping.is_set():
-            return 0
         app = build_app(settings, list(topics), sink, tracker, interval)
         # SIGTERM and SIGINT set ``stopping`` (run_ingest's handlers, one pair for the whole process).
         # quixstreams installs its own at every run(), bound to that application: a signal arriving while
         # the service resubscribes then reached the old, stopped application and was lost (seen: `cdcwh run`
         # stopped mid-resubscribe waited out its 30 s and killed ingest).
         app._setup_signal_handlers = lambda: None  # type: ignore[method-assign]
-        if stopping.is_set():  # stopped while it was being built: no join only to leave the group at once
+        if stopping.is_set():  # stopped since the loop began: no group join only to leave it at once
             return 0
         watcher: CatchUpWatcher | TopicWatcher
         if until_caught_up:

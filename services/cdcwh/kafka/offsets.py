@@ -10,7 +10,7 @@ cdcwh.ingest.probe and cdcwh.kafka.catchup take the end the same way.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -99,11 +99,12 @@ def committed_offsets(
     }
 
 
-def consumed_to_end(config: dict[str, Any], group: str, partitions: Iterable[Partition]) -> bool:
-    """Whether ``group`` has committed every partition to its end, an empty partition counting as consumed:
-    a ``--until-caught-up`` run would then join its group (seconds on any broker) only to find nothing.
-    False whenever it cannot tell (an end not answered, a broker error): the run then simply joins."""
-    wanted = set(partitions)
+def consumed_to_end(config: dict[str, Any], group: str, topics: Mapping[str, int]) -> bool:
+    """Whether ``group`` has committed every partition of ``topics`` (name -> partition count) to its end, an
+    empty partition counting as consumed: a ``--until-caught-up`` run would then join its group (seconds on
+    any broker) only to find nothing. False whenever it cannot tell (an end not answered, a broker error):
+    the run then simply joins."""
+    wanted = {(topic, p) for topic, count in topics.items() for p in range(count)}
     try:
         ends = end_offsets(config, wanted)
         if set(ends) != wanted:

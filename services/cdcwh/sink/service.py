@@ -92,11 +92,8 @@ class SinkService:
             log.info("no gold topics (%s.*) yet: nothing to apply", prefix)
             consumer.close()
             return 0
-        if until_caught_up and consumed_to_end(
-            consumer_config(self.settings, self.group),
-            self.group,
-            [(topic, p) for topic, count in topics.items() for p in range(count)],
-        ):
+        config = consumer_config(self.settings, self.group)
+        if until_caught_up and consumed_to_end(config, self.group, topics):
             consumer.close()
             self.sink.connect()  # what a start promises still holds: the mart tables, widenings, privileges
             self.sink.close()
