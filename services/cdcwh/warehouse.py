@@ -6,6 +6,8 @@ The transform service opens it read-write and closes it when a batch finds nothi
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +18,8 @@ import duckdb
 from cdcwh.config import Settings
 from cdcwh.core.identifiers import quote as quote  # re-exported: the service packages quote through here
 from cdcwh.errors import InfrastructureError
+
+log = logging.getLogger(__name__)
 
 SCHEMAS = ("silver", "silver_history", "gold", "cdcwh")
 # cdcwh.state mark of a silver table whose slice failed: ``silver_failed:<table>`` = the first batch it
@@ -80,6 +84,8 @@ def open_warehouse(
     if read_only and not path.exists():
         raise InfrastructureError(f"no warehouse at {path} yet: run `cdcwh transform` first")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not read_only:
+        _create_whole(path)
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -95,6 +101,48 @@ def open_warehouse(
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         con.execute(BOOKKEEPING)
     return con
+
+
+def _create_whole(path: Path) -> None:
+    """Make sure ``path`` is either absent-and-never-half-made or a whole DuckDB file.
+
+    DuckDB creates a new file in place, and a process killed in its first moments (a SIGKILL while the
+    transform starts) left a file of zero bytes that DuckDB then refused for good ("not a valid DuckDB
+    database file"): every restart failed. So a new warehouse is made under a name of its own, closed (its
+    headers written), and linked into place, which fails if another process got there first; and a
+    zero-byte file at the path, which no DuckDB ever committed anything to, is taken for what an earlier,
+    interrupted creation left and made anew."""
+    if path.exists():
+        if path.stat().st_size > 0 or Path(f"{path}.wal").exists():
+            return
+        log.warning("the warehouse %s is an empty file (an interrupted creation): making it anew", path)
+        path.unlink(missing_ok=True)
+    prefix = f".{path.name}."
+    for leftover in path.parent.glob(f"{prefix}*.creating*"):  # and its .wal: what a killed creation left
+        pid = leftover.name.removeprefix(prefix).split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+    making = path.with_name(f"{prefix}{os.getpid()}.creating")
+    duckdb.connect(str(making)).close()
+    try:
+        os.link(making, path)
+    except FileExistsError:
+        pass  # another process made it in the meantime: use theirs
+    except OSError:  # a file system without hard links: a rename, which cannot refuse an existing path
+        if not path.exists():
+            os.replace(making, path)
+    finally:
+        making.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # somebody else's process
+    return True
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> object | None:
