@@ -6,7 +6,9 @@ for the point's pause, so the test can kill the process inside the window. The p
 
 - ``landed`` (ingest): after a batch is landed in bronze, before quixstreams commits the Kafka offsets;
 - ``before_commit`` (transform): silver and gold written, the DuckDB transaction not committed;
-- ``before_publish`` (transform): committed, the outbox not yet published.
+- ``before_publish`` (transform): committed, the outbox not yet published;
+- ``warehouse_created`` / ``warehouse_linked`` (a new warehouse file): made under its own name, not yet
+  linked into place / linked, its own name not yet removed.
 
 A test running a service in another process arms points through its environment, read once per process
 (on the first ``hit``): ``CDCWH_FAULT_PAUSE_AFTER_LAND_S=<s>`` arms ``landed``; ``CDCWH_FAULT_POINT=<point>``
@@ -26,6 +28,8 @@ from cdcwh.errors import ConfigError
 LANDED = "landed"
 BEFORE_COMMIT = "before_commit"
 BEFORE_PUBLISH = "before_publish"
+WAREHOUSE_CREATED = "warehouse_created"
+WAREHOUSE_LINKED = "warehouse_linked"
 
 PAUSE_AFTER_LAND_ENV = "CDCWH_FAULT_PAUSE_AFTER_LAND_S"
 POINT_ENV = "CDCWH_FAULT_POINT"

@@ -6,6 +6,7 @@ The transform service opens it read-write and closes it when a batch finds nothi
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from cdcwh import faults
 from cdcwh.config import Settings
 from cdcwh.core.identifiers import quote as quote  # re-exported: the service packages quote through here
 from cdcwh.errors import InfrastructureError
@@ -104,45 +106,38 @@ def open_warehouse(
 
 
 def _create_whole(path: Path) -> None:
-    """Make sure ``path`` is either absent-and-never-half-made or a whole DuckDB file.
+    """Make sure ``path`` holds a whole DuckDB file before DuckDB opens it read-write.
 
     DuckDB creates a new file in place, and a process killed in its first moments (a SIGKILL while the
     transform starts) left a file of zero bytes that DuckDB then refused for good ("not a valid DuckDB
-    database file"): every restart failed. So a new warehouse is made under a name of its own, closed (its
-    headers written), and linked into place, which fails if another process got there first; and a
-    zero-byte file at the path, which no DuckDB ever committed anything to, is taken for what an earlier,
-    interrupted creation left and made anew."""
-    if path.exists():
-        if path.stat().st_size > 0 or Path(f"{path}.wal").exists():
-            return
-        log.warning("the warehouse %s is an empty file (an interrupted creation): making it anew", path)
-        path.unlink(missing_ok=True)
-    prefix = f".{path.name}."
-    for leftover in path.parent.glob(f"{prefix}*.creating*"):  # and its .wal: what a killed creation left
-        pid = leftover.name.removeprefix(prefix).split(".", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+    database file"): every restart failed. So a new warehouse is made as ``.<name>.creating``, closed (its
+    headers written) and linked into place; and a zero-byte file at the path, which no DuckDB ever committed
+    anything to, is what an earlier release's interrupted creation left, and is made anew. Creators take
+    turns under a lock on ``.<name>.lock`` (released by the kernel when its holder dies), so whatever a
+    creator finds besides the path itself is a dead one's leftover."""
+    if path.exists() and path.stat().st_size > 0:
+        return
+    making = path.with_name(f".{path.name}.creating")
+    with path.with_name(f".{path.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            if path.stat().st_size > 0 or Path(f"{path}.wal").exists():
+                return  # another creator made it while this one waited
+            log.warning("the warehouse %s is an empty file (an interrupted creation): making it anew", path)
+            path.unlink()
+        for leftover in (making, Path(f"{making}.wal")):
             leftover.unlink(missing_ok=True)
-    making = path.with_name(f"{prefix}{os.getpid()}.creating")
-    duckdb.connect(str(making)).close()
-    try:
-        os.link(making, path)
-    except FileExistsError:
-        pass  # another process made it in the meantime: use theirs
-    except OSError:  # a file system without hard links: a rename, which cannot refuse an existing path
-        if not path.exists():
+        try:
+            duckdb.connect(str(making)).close()
+        except duckdb.Error as exc:
+            raise InfrastructureError(f"cannot create the warehouse {path}: {exc}") from exc
+        faults.hit(faults.WAREHOUSE_CREATED, path.parent)
+        try:
+            os.link(making, path)
+        except OSError:  # a file system without hard links; under the lock, nobody else makes the path
             os.replace(making, path)
-    finally:
+        faults.hit(faults.WAREHOUSE_LINKED, path.parent)
         making.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # somebody else's process
-    return True
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> object | None:
