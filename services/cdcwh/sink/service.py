@@ -36,25 +36,21 @@ from cdcwh.models import load_models
 from cdcwh.pgprivileges import dsn_setting
 from cdcwh.retry import retrying
 from cdcwh.sink.postgres import ApplyResult, PostgresMartSink
+from cdcwh.sink.resubscribe import Resubscriber
 from cdcwh.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL_MS = 5000
 CATCH_UP_STATS_INTERVAL_MS = 250
-# Seconds after the subscribed gold topics vanished (a broker reset, deleted topics) before the sink checks
-# whether they are back while it has no partition, and between such checks (each longer than a group join on
-# the embedded broker): see SinkService._resubscribe_if_back
-RESUBSCRIBE_CHECK_S = 5.0
-RESUBSCRIBE_ATTEMPTS = 3
 
 
 def sink_group(settings: Settings) -> str:
     return f"{settings.kafka.group_prefix}-sink"
 
 
-def gold_topics(consumer: Consumer, prefix: str) -> dict[str, int]:
-    metadata = consumer.list_topics(timeout=10).topics
+def gold_topics(consumer: Consumer, prefix: str, *, timeout_s: float = 10.0) -> dict[str, int]:
+    metadata = consumer.list_topics(timeout=timeout_s).topics
     return {name: len(t.partitions) for name, t in metadata.items() if name.startswith(prefix + ".")}
 
 
@@ -74,8 +70,7 @@ class SinkService:
         )
         self.stopping = threading.Event()
         self.audit = BufferedAuditWriter.from_settings("sink", settings)
-        self._vanished_at: float | None = None  # when the consumer last said a subscribed topic is gone
-        self._resubscribed = 0  # times the sink subscribed again since then
+        self.resubscriber = Resubscriber()
 
     def _consumer(self, stats_interval_ms: int) -> Consumer:
         config = consumer_config(self.settings, self.group)
@@ -116,7 +111,9 @@ class SinkService:
         try:
             while not self.stopping.is_set():
                 messages = self._collect(consumer)
-                self._resubscribe_if_back(consumer, prefix, pattern)
+                self.resubscriber.check(
+                    consumer, partial(gold_topics, consumer, prefix, timeout_s=2.0), pattern
+                )
                 if messages:
                     started = datetime.now(UTC)
                     result = self._apply_with_retry(consumer, messages)
@@ -175,40 +172,12 @@ class SinkService:
                 if error is not None:
                     if error.fatal():
                         raise RuntimeError(f"Kafka consumer error: {error}")
-                    if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART and self._vanished_at is None:
-                        self._vanished_at, self._resubscribed = time.monotonic(), 0
+                    if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        self.resubscriber.vanished()
                     log.warning("Kafka consumer: %s", error)
                     continue
                 messages.append(message)
         return messages
-
-    def _resubscribe_if_back(self, consumer: Consumer, prefix: str, pattern: str) -> None:
-        """Subscribe again when the gold topics vanished and came back while this sink has no partition.
-
-        After the embedded broker restarts (memory-only: every topic and group gone) the consumer reports its
-        topics unknown, and once the transform has created them again it stays without partitions for good
-        (seen for minutes; `unsubscribe` and `subscribe` rejoin at once). Only after the topics were reported
-        gone, and at most ``RESUBSCRIBE_ATTEMPTS`` times, so a member of a larger group that is legitimately
-        without partitions is left alone."""
-        if self._vanished_at is None or time.monotonic() - self._vanished_at < RESUBSCRIBE_CHECK_S:
-            return
-        if consumer.assignment():
-            self._vanished_at = None  # assigned again by itself
-            return
-        self._vanished_at = time.monotonic()  # look again later, until partitions are assigned
-        if not gold_topics(consumer, prefix):
-            return  # still gone
-        if self._resubscribed == RESUBSCRIBE_ATTEMPTS:
-            self._vanished_at = None  # another member of the group may hold every partition: leave it be
-            return
-        self._resubscribed += 1
-        log.warning(
-            "the gold topics (%s.*) are back after they vanished (a broker reset?) and this sink has no "
-            "partition: subscribing again",
-            prefix,
-        )
-        consumer.unsubscribe()
-        consumer.subscribe([pattern])
 
     def _apply_with_retry(self, consumer: Consumer, messages: list[Message]) -> ApplyResult:
         changes = []
