@@ -16,6 +16,7 @@ from cdcwh.config import Settings
 from cdcwh.generate import ShopGenerator
 from cdcwh.ingest import service as ingest_service
 from cdcwh.sink import service as sink_service
+from tests.support.marts import pg_mart_value
 from tests.support.pipeline import TABLES, bronze, settings_for
 from tests.support.services import ingest_until_caught_up, sink_until_caught_up, transform_once
 from tests.support.warehouse import produce_changes
@@ -26,12 +27,7 @@ def bronze_rows(settings: Settings, prefix: str) -> int:
 
 
 def mart_rows(dsn: str, schema: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "orders"))
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+    return int(pg_mart_value(dsn, schema, "orders", "count(*)"))
 
 
 def test_a_caught_up_group_is_not_joined_and_new_records_still_are(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import duckdb
 import psycopg
@@ -25,6 +25,15 @@ def read_postgres_marts(dsn: str, schema: str) -> dict[str, list[dict[str, Any]]
             mart: [dict(row) for row in conn.execute(f'SELECT * FROM "{schema}"."{mart}"').fetchall()]
             for mart in MARTS
         }
+
+
+def pg_mart_value(dsn: str, schema: str, mart: str, expression: LiteralString) -> Any:
+    """``SELECT <expression> FROM <schema>.<mart>`` (one row, one column): a count or a sum of a mart."""
+    query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(expression), sql.Identifier(schema, mart))
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]
 
 
 def pg_marts(dsn: str, schema: str) -> Marts:

@@ -104,6 +104,7 @@ class SinkService:
         self.tracker.expected_partitions = sum(topics.values())
         pattern = "^" + re.escape(prefix) + r"\..+"
         consumer.subscribe([pattern])
+        topics_on_broker = partial(gold_topics, consumer, prefix, timeout_s=2.0)
         if not until_caught_up:
             stop_on_signals(self.stopping)
         self.sink.connect()
@@ -111,9 +112,7 @@ class SinkService:
         try:
             while not self.stopping.is_set():
                 messages = self._collect(consumer)
-                self.resubscriber.check(
-                    consumer, partial(gold_topics, consumer, prefix, timeout_s=2.0), pattern
-                )
+                self.resubscriber.check(consumer, topics_on_broker, pattern)
                 if messages:
                     started = datetime.now(UTC)
                     result = self._apply_with_retry(consumer, messages)

@@ -19,6 +19,7 @@ from websockets.typing import Subprotocol
 from cdcwh.generate import ShopGenerator
 from cdcwh.serve.app import build_app
 from tests.integration.serve.shop import SECRET, RunningApi, token
+from tests.support.marts import pg_mart_value
 from tests.support.marts_reference import customer_changes_from, reference_marts
 from tests.support.pipeline import settings_for
 from tests.support.services import ingest_until_caught_up, sink_until_caught_up, transform_once
@@ -29,12 +30,7 @@ SUBSCRIPTION = "subscription($q: SemanticQueryInput!) { semantic(query: $q) { ro
 
 
 def total_revenue(dsn: str, schema: str) -> str:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            sql.SQL("SELECT sum(revenue)::text FROM {}").format(sql.Identifier(schema, "daily_revenue"))
-        ).fetchone()
-        assert row is not None
-        return str(row[0])
+    return str(pg_mart_value(dsn, schema, "daily_revenue", "sum(revenue)::text"))
 
 
 def test_the_api_over_the_pipelines_marts(

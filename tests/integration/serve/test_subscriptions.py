@@ -10,14 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from tests.integration.serve.shop import Api, audit_rows, running, token, wait_for, write
+from tests.support.marts import pg_mart_value
 
 SUBSCRIPTION = "subscription($q: SemanticQueryInput!) { semantic(query: $q) { columns rows cached } }"
 WAIT_S = 15.0
@@ -44,12 +43,7 @@ def receive(ws: ClientConnection) -> dict[str, Any]:
 
 
 def revenue(dsn: str, schema: str) -> str:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            sql.SQL("SELECT sum(revenue)::text FROM {}").format(sql.Identifier(schema, "daily_revenue"))
-        ).fetchone()
-        assert row is not None
-        return str(row[0])
+    return str(pg_mart_value(dsn, schema, "daily_revenue", "sum(revenue)::text"))
 
 
 def test_a_subscription_gets_the_new_answer_after_the_sink_commits(api: Api, pg_schema: str) -> None:
