@@ -23,6 +23,7 @@ from typing import Any, Final
 import orjson
 from fastavro import parse_schema
 
+from cdcwh.core.avro_block import BlockSchema, block_schema
 from cdcwh.core.avro_reader import Reader, compile_reader
 from cdcwh.core.builder import SOURCE_KEYS
 from cdcwh.core.plan import RowPlan
@@ -98,6 +99,7 @@ class _Compiled:
     read: Reader | None
     connect: Any
     error: str | None
+    block: BlockSchema | None = None
     plans: dict[str, RowPlan] = field(default_factory=dict)
 
 
@@ -157,6 +159,24 @@ def decode(
     )
 
 
+def block_plan(
+    header: bytes, what: str, schemas: WriterSchemas, build: Callable[[Any], RowPlan]
+) -> tuple[RowPlan, BlockSchema] | None:
+    """The row plan and the block schema (:mod:`cdcwh.core.avro_block`) of the writer schema a 5-byte
+    header names, or ``None`` when its bodies are to be read one at a time (an unknown id, a schema that
+    cannot be used or planned, or one the block reader does not take): :func:`decode` then says why."""
+    text = schemas.by_id.get(int.from_bytes(header[1:HEADER_BYTES], "big"))
+    if text is None:
+        return None
+    compiled = _compile(text)
+    if compiled.error is not None or compiled.block is None:
+        return None
+    plan = compiled.plans.get(what)
+    if plan is None:
+        plan = compiled.plans[what] = build(compiled.connect)
+    return (plan, compiled.block) if plan.error is None else None
+
+
 def _compile(text: str) -> _Compiled:
     compiled = _COMPILED.get(text)
     if compiled is not None:
@@ -165,7 +185,8 @@ def _compile(text: str) -> _Compiled:
         document = orjson.loads(text)
         connect = to_connect(document)
         parse_schema(document)  # fastavro validates the writer schema
-        compiled = _Compiled(compile_reader(document, _projection(document)), connect, None)
+        reader = compile_reader(document, _projection(document))
+        compiled = _Compiled(reader, connect, None, block_schema(document))
     except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
         compiled = _Compiled(None, None, f"the writer schema cannot be used: {exc}")
     except Exception as exc:  # fastavro's SchemaParseException and friends

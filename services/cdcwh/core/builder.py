@@ -91,6 +91,30 @@ class GroupBuilder:
         self._key_nulls = (None,) * len(self.key_names)
         self._value_columns: tuple[list[list[Any]], list[list[Any]]] | None = None
         self._key_columns: list[list[Any]] | None = None
+        self._source_columns: list[list[Any]] | None = None
+
+    @classmethod
+    def of_columns(
+        cls,
+        plans: tuple[RowPlan, RowPlan],
+        positions: list[int],
+        ops: list[str],
+        values: tuple[list[list[Any]], list[list[Any]], list[int]],
+        keys: tuple[list[list[Any]], list[bool]],
+        source: list[list[Any]],
+        coordinates: tuple[list[int], list[int], list[int | None]],
+    ) -> GroupBuilder:
+        """A group given as columns rather than rows (:mod:`cdcwh.core.avro_batch`), in the plans' column
+        order: ``values`` are the after columns, the sparse before columns and the rows they belong to;
+        ``keys`` the key columns and which rows have a key; ``source`` the :data:`SOURCE_KEYS` columns."""
+        group = cls(*plans)
+        group.positions, group.ops = positions, ops
+        after, before, group.before_at = values
+        group._value_columns = after, before
+        group._key_columns, group.has_key = keys
+        group._source_columns = source
+        group.partitions, group.offsets, group.kafka_ts = coordinates
+        return group
 
     def add(
         self,
@@ -132,6 +156,13 @@ class GroupBuilder:
             self._key_columns = _transpose(self.key_rows, len(self.key_names))
             self.key_rows = []
         return self._key_columns
+
+    def source_columns(self) -> list[list[Any]]:
+        """The kept ``source`` fields as one list per field (transposed once, then kept)."""
+        if self._source_columns is None:
+            self._source_columns = _transpose(self.source_rows, len(_SOURCE))
+            self.source_rows = []
+        return self._source_columns
 
     def finish(
         self,
@@ -175,9 +206,7 @@ class GroupBuilder:
         columns["__key"] = key
         columns["__before"] = self._before(before_children, kept)
         columns["__toasted"] = _toasted_column(len(ops), self.names, toasted)
-        for (name, source_key, codec), values in zip(
-            _SOURCE, _transpose(self.source_rows, len(_SOURCE)), strict=True
-        ):
+        for (name, source_key, codec), values in zip(_SOURCE, self.source_columns(), strict=True):
             column = decode_column(codec, values)
             _note(problems, column.errors, RejectReason.TYPE_MISMATCH, f"source.{source_key}")
             columns[name] = column.array

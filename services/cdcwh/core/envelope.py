@@ -23,7 +23,7 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 
-from cdcwh.core import avro
+from cdcwh.core import avro, avro_batch
 from cdcwh.core.avro import NO_SCHEMAS, AvroReject, WriterSchemas
 from cdcwh.core.contract import TableContract
 from cdcwh.core.plan import EMPTY_PLAN, PlanCache, RowPlan, key_plan, schemaless_plan, value_plan
@@ -78,20 +78,36 @@ def decode_batch(
     topics: dict[str, TopicBuilder] = {}
     rejected: list[tuple[int, RejectReason, str]] = []
     ignored: list[Ignored] = []
-    for position, record in enumerate(records):
+    chunks: dict[avro_batch.ChunkKey, list[int]] = {}
+
+    def one(position: int) -> None:
+        record = records[position]
         try:
-            builder = topics.get(record.topic)
-            if builder is None:
-                builder = topics[record.topic] = TopicBuilder(
-                    record.topic, contracts.get(record.topic), existing.get(record.topic)
-                )
-            skip = _decode_record(position, record, builder, max_value_bytes, writer_schemas)
+            skip = _decode_record(position, record, topics[record.topic], max_value_bytes, writer_schemas)
             if skip is not None:
                 ignored.append(Ignored(record.topic, record.partition, record.offset, skip))
         except (_Reject, AvroReject) as exc:
             rejected.append((position, exc.reason, exc.detail))
         except Exception as exc:  # a decoder bug must cost one record, not the batch
             rejected.append((position, RejectReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+
+    for position, record in enumerate(records):
+        if record.topic not in topics:
+            topics[record.topic] = TopicBuilder(
+                record.topic, contracts.get(record.topic), existing.get(record.topic)
+            )
+        chunk = avro_batch.chunk_key(record, max_value_bytes) if writer_schemas.by_id else None
+        if chunk is not None:  # Avro: read with the others of its schema ids, below
+            chunks.setdefault(chunk, []).append(position)
+        else:
+            one(position)
+    for chunk, positions in chunks.items():
+        try:
+            rest = avro_batch.add_chunk(topics[chunk[0]], records, positions, chunk, writer_schemas)
+        except Exception:  # noqa: BLE001 - a bug of the columnar branch: each record is read on its own
+            rest = positions
+        for position in rest:
+            one(position)
     batch = DecodedBatch(ignored=ignored)
     for topic, builder in topics.items():
         try:

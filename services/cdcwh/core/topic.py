@@ -31,7 +31,9 @@ class TopicBuilder:
         """The bronze table's current schema, if known: every accepted group must unify with it too."""
         self.legacy = legacy_decimal_columns(existing)
         """Columns the bronze table holds as decimal(38, 18) from before VariableScaleDecimal became text."""
-        self.groups: dict[tuple[RowPlan, RowPlan], GroupBuilder] = {}
+        self.groups: dict[tuple[object, ...], GroupBuilder] = {}
+        """By (value plan, key plan) for rows added one at a time; groups given whole
+        (:meth:`add_group`) have keys of their own."""
         self.schemaless: dict[tuple[bool, tuple[str, ...]], RowPlan] = {}
         self.memo: dict[str, tuple[bytes, RowPlan]] = {}
         """By "value"/"key": the last verified envelope head ``{"schema":S,"payload":`` and the plan of
@@ -43,12 +45,16 @@ class TopicBuilder:
             group = self.groups[(value_plan, key_plan)] = GroupBuilder(value_plan, key_plan)
         return group
 
+    def add_group(self, group: GroupBuilder) -> None:
+        """A group given whole, as columns (:mod:`cdcwh.core.avro_batch`)."""
+        self.groups[(group.value_plan, group.key_plan, len(self.groups))] = group
+
     def finish(self) -> tuple[pa.Table | None, list[tuple[int, RejectReason, str]]]:
         """The topic's good rows in input order, and its rejected positions."""
         inferred = self._infer()
         results: list[GroupResult] = []
         rejected: list[tuple[int, RejectReason, str]] = []
-        for group in sorted(self.groups.values(), key=lambda g: g.positions[0]):
+        for group in sorted(self.groups.values(), key=lambda g: min(g.positions)):
             result = group.finish(self.topic, self.contract, inferred, self.legacy)
             rejected.extend(result.rejected)
             if result.table.num_rows:
@@ -73,7 +79,7 @@ class TopicBuilder:
             accepted.append(result)
         if target is None:
             return None, rejected
-        if len(accepted) == 1:
+        if len(accepted) == 1 and _ascending(accepted[0].positions):
             return without_empty_key(accepted[0].table), rejected
         data_fields = [f for f in target if f.name not in METADATA_COLUMNS]
         target = pa.schema(data_fields + [target.field(name) for name in METADATA_COLUMNS])
@@ -92,6 +98,12 @@ class TopicBuilder:
                 if fc.codec is INFER:
                     values.setdefault((True, fc.name), []).append(key_values)
         return {name: infer_codec(columns) for name, columns in values.items()}
+
+
+def _ascending(positions: list[int]) -> bool:
+    """Whether rows are in input order: a group's rows are not when some of them were read one at a time
+    after the columnar branch gave them back (:func:`cdcwh.core.envelope.decode_batch`)."""
+    return all(a < b for a, b in zip(positions, positions[1:], strict=False))
 
 
 def without_empty_key(table: pa.Table) -> pa.Table:

@@ -1,0 +1,181 @@
+"""Many Avro bodies of one writer schema read at once, into Arrow columns, by polars' native Avro reader.
+
+The generated reader (:mod:`cdcwh.core.avro_reader`) reads one body at a time in Python; for a batch's
+bodies of one schema id this module is the fast path (docs/decoding.md, "Throughput"). The bodies are
+concatenated into the single data block of an in-memory Avro object container whose schema is the writer
+schema made plain: named types written out where they are referred to, and without defaults, logical types
+or properties, none of which changes the binary layout (polars refuses Connect's named-type references and
+non-null defaults, and reads a ``Decimal`` as the unscaled bytes only without its logical type, as the codecs
+want it). Schemas with a map, an array, an enum, a fixed or a union other than two branches one of which is
+null are not taken (:func:`block_schema` returns ``None``): the generated reader reads those.
+
+A block reader says neither where one body ended nor which body was bad: a truncated body fails the whole
+block, and a body with bytes after it shifts the bodies after it silently. So every body's values are
+encoded again, in lengths only and column-wise (:func:`encoded_lengths`), and must come to exactly the
+body's length: Avro's binary encoding is unique for given values, except for varints written longer than
+needed, which no Avro writer does (a body with them fails the check and takes the generated reader). Any
+failure or difference returns ``None`` and the caller reads each body with the generated reader, which
+says which body is bad and why.
+
+What it does not see (corrupt bytes that keep every length): a boolean byte other than 0 or 1 (polars reads
+it as false), a union index beyond the union (read as its second branch), an ``int`` varint beyond 32 bits
+of exactly five bytes (wrapped). The generated reader refuses those; Kafka's record-batch CRC, checked by
+the consumer, stands between them and a body a writer wrote.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_PRIMITIVES: Final = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_FIXED_WIDTH: Final = {"null": 0, "boolean": 1, "float": 4, "double": 8}
+_SYNC: Final = bytes(16)
+_MAX_DEPTH: Final = 32
+_INT64_BITS: Final = 64
+_VARINT_STEPS: Final = np.array([1 << bits for bits in range(6, 63, 7)], np.int64)
+"""``u`` from which a zig-zag varint takes one more byte: 2^6, 2^13, ... 2^62."""
+
+
+class Unsupported(ValueError):
+    """The schema holds a type the block reader is not used for."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSchema:
+    """A writer schema made plain (``schema``) and the object container header that declares it."""
+
+    schema: Any
+    header: bytes
+
+
+def block_schema(document: Any) -> BlockSchema | None:
+    """The plain form of a writer schema (a parsed Avro schema document), or ``None`` if not supported."""
+    try:
+        plain = _Plain().convert(document, "", 0)
+    except (Unsupported, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(plain, dict) or plain.get("type") != "record":
+        return None
+    metadata = _long(2) + _string(b"avro.schema") + _string(orjson.dumps(plain))
+    metadata += _string(b"avro.codec") + _string(b"null") + b"\x00"
+    return BlockSchema(plain, b"Obj\x01" + metadata + _SYNC)
+
+
+def read_bodies(block: BlockSchema, bodies: list[bytes | memoryview]) -> pa.Table | None:
+    """The bodies (without the 5-byte header) as one row each, or ``None`` when the reader fails on any or a
+    body's length differs from its values' (then read each body on its own)."""
+    import polars as pl  # noqa: PLC0415 - 70 ms to import; only ingest of Avro topics needs it
+    from polars.exceptions import PanicException  # noqa: PLC0415
+
+    data = b"".join(bodies)
+    container = block.header + _long(len(bodies)) + _long(len(data)) + data + _SYNC
+    try:
+        frame = pl.read_avro(io.BytesIO(container))
+    except (Exception, PanicException):  # noqa: BLE001 - a bad body: the caller reads each one
+        return None
+    table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+    if table.num_rows != len(bodies):
+        return None
+    expected = np.fromiter(map(len, bodies), np.int64, len(bodies))
+    if not np.array_equal(encoded_lengths(block.schema, table), expected):
+        return None
+    return table
+
+
+def encoded_lengths(schema: Any, table: pa.Table) -> npt.NDArray[np.int64]:
+    """The length in bytes of each row of ``table`` encoded with the plain record ``schema`` (a null of a
+    union counts its index byte only)."""
+    total = np.zeros(table.num_rows, np.int64)
+    for field, column in zip(schema["fields"], table.columns, strict=True):
+        total += _lengths(field["type"], column.combine_chunks())
+    return total
+
+
+def _lengths(schema: Any, array: pa.Array) -> npt.NDArray[np.int64]:
+    if isinstance(schema, list):  # [null, X]: the branch index (one byte), then X unless null
+        inner = _lengths(next(s for s in schema if s != "null"), array)
+        if array.null_count:
+            inner[~array.is_valid().to_numpy(zero_copy_only=False)] = 0
+        return inner + 1
+    kind = schema if isinstance(schema, str) else schema["type"]
+    if kind in _FIXED_WIDTH:
+        return np.full(len(array), _FIXED_WIDTH[kind], np.int64)
+    if kind in ("int", "long"):
+        return _varint_lengths(array.fill_null(0).to_numpy().astype(np.int64, copy=False))
+    if kind in ("bytes", "string"):
+        sizes: npt.NDArray[np.int64] = pc.binary_length(array).fill_null(0).to_numpy().astype(np.int64)
+        return sizes + _varint_lengths(sizes)
+    total = np.zeros(len(array), np.int64)  # a record: its fields, whatever a null parent's children hold
+    for i, field in enumerate(schema["fields"]):
+        total += _lengths(field["type"], array.field(i))
+    return total
+
+
+def _varint_lengths(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Bytes of the zig-zag varint of each integer: 1, plus 1 for each 7 bits beyond the first 6 of
+    ``u``, where ``u`` is ``v`` for ``v >= 0`` and ``-v - 1`` otherwise (the zig-zag value is ``2u`` or
+    ``2u + 1``)."""
+    magnitude = values ^ (values >> (_INT64_BITS - 1))
+    return np.searchsorted(_VARINT_STEPS, magnitude, side="right") + 1
+
+
+def _long(n: int) -> bytes:
+    """An Avro ``long`` >= 0 (zig-zag: doubled)."""
+    value, out = n << 1, bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _string(data: bytes) -> bytes:
+    return _long(len(data)) + data
+
+
+class _Plain:
+    """Writes a schema out plain: references by name replaced by the named type, records renamed uniquely."""
+
+    def __init__(self) -> None:
+        self.named: dict[str, tuple[dict[str, Any], str]] = {}
+        self.records = 0
+
+    def convert(self, schema: Any, namespace: str, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            raise Unsupported("nested too deep")
+        if isinstance(schema, list):
+            if len(schema) != 2 or schema.count("null") != 1:
+                raise Unsupported(f"union {schema!r}")
+            return [self.convert(s, namespace, depth + 1) for s in schema]
+        if isinstance(schema, str):
+            if schema in _PRIMITIVES:
+                return schema
+            named = self.named.get(schema) or self.named.get(f"{namespace}.{schema}")
+            if named is None:
+                raise Unsupported(f"unknown type {schema!r}")
+            return self.convert(*named, depth + 1)
+        kind = schema["type"]
+        if kind == "record":
+            name = str(schema["name"])
+            space = str(schema.get("namespace", namespace)) if "." not in name else name.rsplit(".", 1)[0]
+            fullname = name if "." in name or not space else f"{space}.{name}"
+            self.named[fullname] = (schema, namespace)
+            self.records += 1
+            fields = [
+                {"name": str(f["name"]), "type": self.convert(f["type"], space, depth + 1)}
+                for f in schema["fields"]
+            ]
+            return {"type": "record", "name": f"r{self.records}", "fields": fields}
+        if kind in _PRIMITIVES:
+            return kind
+        if isinstance(kind, (list, dict)):
+            return self.convert(kind, namespace, depth + 1)
+        raise Unsupported(f"type {kind!r}")
