@@ -6,8 +6,9 @@ concatenated into the single data block of an in-memory Avro object container wh
 schema made plain: named types written out where they are referred to, and without defaults, logical types
 or properties, none of which changes the binary layout (polars refuses Connect's named-type references and
 non-null defaults, and reads a ``Decimal`` as the unscaled bytes only without its logical type, as the codecs
-want it). Schemas with a map, an array, an enum, a fixed or a union other than two branches one of which is
-null are not taken (:func:`block_schema` returns ``None``): the generated reader reads those.
+want it). Schemas with a map, an enum, a fixed, a union other than two branches one of which is null,
+a ``null`` outside such a union, or an array of items that take no bytes are not taken
+(:func:`block_schema` returns ``None``): the generated reader reads those.
 
 A block reader says neither where one body ended nor which body was bad: a truncated body fails the whole
 block, and a body with bytes after it shifts the bodies after it silently. So every body's values are
@@ -113,6 +114,12 @@ def _lengths(schema: Any, array: pa.Array) -> npt.NDArray[np.int64]:
     if kind in ("bytes", "string"):
         sizes: npt.NDArray[np.int64] = pc.binary_length(array).fill_null(0).to_numpy().astype(np.int64)
         return sizes + _varint_lengths(sizes)
+    if kind == "array":  # one block (count, items, then 0) unless empty (0): as every Avro writer writes it
+        offsets = array.offsets.to_numpy().astype(np.int64)
+        ends = np.concatenate(([0], np.cumsum(_lengths(schema["items"], array.values))))
+        counts = offsets[1:] - offsets[:-1]
+        items = ends[offsets[1:]] - ends[offsets[:-1]]
+        return np.where(counts > 0, _varint_lengths(counts) + items + 1, 1)
     total = np.zeros(len(array), np.int64)  # a record: its fields, whatever a null parent's children hold
     for i, field in enumerate(schema["fields"]):
         total += _lengths(field["type"], array.field(i))
@@ -125,6 +132,15 @@ def _varint_lengths(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     ``2u + 1``)."""
     magnitude = values ^ (values >> (_INT64_BITS - 1))
     return np.searchsorted(_VARINT_STEPS, magnitude, side="right") + 1
+
+
+def _zero_width(schema: Any) -> bool:
+    """Whether a value of the plain ``schema`` takes no bytes (a record without fields, or of such)."""
+    return (
+        isinstance(schema, dict)
+        and schema["type"] == "record"
+        and all(_zero_width(f["type"]) for f in schema["fields"])
+    )
 
 
 def _long(n: int) -> bytes:
@@ -154,8 +170,10 @@ class _Plain:
         if isinstance(schema, list):
             if len(schema) != 2 or schema.count("null") != 1:
                 raise Unsupported(f"union {schema!r}")
-            return [self.convert(s, namespace, depth + 1) for s in schema]
+            return [s if s == "null" else self.convert(s, namespace, depth + 1) for s in schema]
         if isinstance(schema, str):
+            if schema == "null":
+                raise Unsupported("null outside a union")  # polars does not read it
             if schema in _PRIMITIVES:
                 return schema
             named = self.named.get(schema) or self.named.get(f"{namespace}.{schema}")
@@ -174,8 +192,13 @@ class _Plain:
                 for f in schema["fields"]
             ]
             return {"type": "record", "name": f"r{self.records}", "fields": fields}
+        if kind == "array":
+            items = self.convert(schema["items"], namespace, depth + 1)
+            if _zero_width(items):  # a block count alone could then ask for billions of items
+                raise Unsupported("an array of items that take no bytes")
+            return {"type": "array", "items": items}
         if kind in _PRIMITIVES:
-            return kind
+            return self.convert(kind, namespace, depth + 1)
         if isinstance(kind, (list, dict)):
             return self.convert(kind, namespace, depth + 1)
         raise Unsupported(f"type {kind!r}")

@@ -1,0 +1,251 @@
+"""The block reader (``cdcwh.core.avro_block``: many bodies at once, polars' native Avro reader) and the
+columnar branch of ``decode_batch`` it feeds (``cdcwh.core.avro_batch``).
+
+The expected values come from elsewhere: fastavro writes and reads every random body, the real
+AvroConverter capture of the type zoo must decode as its JsonConverter capture does (test_avro.py runs that
+comparison through both branches), and the record-at-a-time path (the generated reader, pinned by
+test_avro_reader*.py) is the reference for every decision the columnar branch makes."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from cdcwh.core import RawRecord, avro_batch, decode_batch
+from cdcwh.core.avro import WriterSchemas
+from cdcwh.core.avro_block import _varint_lengths, block_schema, read_bodies
+from cdcwh.core.contract import ColumnContract, TableContract
+from cdcwh.core.record import DecodedBatch, RejectReason
+from tests.support.avro_fixtures import captured_avro
+from tests.unit.core.test_avro import ID, comparable, encode, envelope, event
+from tests.unit.core.test_avro_reader_shapes import _SCHEMAS, _named, _values
+
+
+def write(schema: Any, value: Any) -> bytes:
+    out = io.BytesIO()
+    schemaless_writer(out, parse_schema(schema), value)
+    return out.getvalue()
+
+
+def top(schema: Any) -> dict[str, Any]:
+    return {"type": "record", "name": "Top", "fields": [{"name": "v", "type": schema}]}
+
+
+# ---- the block reader -----------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_random_bodies_read_in_a_block_as_fastavro_reads_each(data: st.DataObject) -> None:
+    schema = top(_named(data.draw(_SCHEMAS), itertools.count()))
+    block = block_schema(schema)
+    assume(block is not None)  # maps, enums, fixed, bare nulls: the generated reader's
+    assert block is not None
+    values = data.draw(st.lists(_values(schema), min_size=1, max_size=5))
+    bodies = [write(schema, v) for v in values]
+    table = read_bodies(block, list(bodies))
+    assert table is not None
+    parsed = parse_schema(schema)
+    assert table.to_pylist() == [schemaless_reader(io.BytesIO(b), parsed, None) for b in bodies]
+
+
+def test_the_schemas_the_block_reader_leaves_to_the_generated_reader() -> None:
+    enum = {"type": "enum", "name": "E", "symbols": ["A"]}
+    for unsupported in (
+        {"type": "map", "values": "long"},
+        enum,
+        {"type": "fixed", "name": "F", "size": 2},
+        ["null", "long", "string"],
+        "null",  # polars does not read a bare null
+        {"type": "array", "items": {"type": "record", "name": "Nothing", "fields": []}},  # see below
+        {"type": "array", "items": {"type": "record", "name": "Empty", "fields": []}},
+    ):
+        assert block_schema(top(unsupported)) is None, unsupported
+    assert block_schema(top({"type": "array", "items": ["null", "long"]})) is not None
+
+
+def test_named_types_referred_to_are_written_out_and_properties_dropped() -> None:
+    schema = envelope([ID, {"name": "n", "type": ["null", "string"], "default": None}])
+    block = block_schema(schema)
+    assert block is not None
+    fields = {f["name"]: f["type"] for f in block.schema["fields"]}
+    assert fields["after"][1]["fields"] == fields["before"][1]["fields"]  # "Value" by name, written out
+    assert fields["after"][1]["name"] != fields["before"][1]["name"]
+    assert "default" not in json.dumps(block.schema) and "connect.name" not in json.dumps(block.schema)
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (lambda b: b[:-1], "truncated"),
+        (lambda b: b + b"\x00", "a byte after the body"),
+        (lambda b: b"\x82\x00" + b[1:], "the id's varint written one byte longer than needed"),
+    ],
+)
+def test_a_body_whose_length_does_not_add_up_fails_the_block(edit: Any, why: str) -> None:
+    schema = top({"type": "record", "name": "R", "fields": [ID, {"name": "s", "type": "string"}]})
+    block = block_schema(schema)
+    assert block is not None
+    bodies = [write(schema, {"v": {"id": i, "s": "x" * i}}) for i in range(1, 4)]
+    assert bodies[1][0] == 0x04  # id 2: one byte
+    assert read_bodies(block, list(bodies)) is not None
+    bodies[1] = edit(bodies[1])
+    assert read_bodies(block, list(bodies)) is None, why
+
+
+def test_varint_lengths_at_every_boundary() -> None:
+    import numpy as np
+
+    edges = [0, 63, 64, 8191, 8192, -64, -65, 2**62 - 1, 2**62, 2**63 - 1, -(2**63), 1_796_402_766_733]
+    got = _varint_lengths(np.array(edges, np.int64)).tolist()
+    assert got == [len(write("long", v)) for v in edges]
+
+
+# ---- the columnar branch of decode_batch ---------------------------------------------------------------
+
+
+def schemas_of(schemas: WriterSchemas) -> dict[int, str]:
+    return {i: text for i, text in schemas.by_id.items() if text is not None}
+
+
+def decoded(
+    records: list[RawRecord], schemas: dict[int, str], *, blocks: bool, **kwargs: Any
+) -> DecodedBatch:
+    """``decode_batch`` with the columnar branch taking chunks of any size, or never."""
+    minimum = avro_batch.MIN_RECORDS
+    setattr(avro_batch, "MIN_RECORDS", 1 if blocks else 10**9)  # noqa: B010 - a Final, set for the test
+    try:
+        return decode_batch(
+            records, kwargs.pop("contracts", {}), writer_schemas=WriterSchemas(schemas), **kwargs
+        )
+    finally:
+        setattr(avro_batch, "MIN_RECORDS", minimum)  # noqa: B010
+
+
+@pytest.fixture
+def given_back(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[int]]]:
+    """What each chunk gave back to the record-at-a-time path."""
+    calls: list[list[int]] = []
+    real = avro_batch.add_chunk
+
+    def spy(*args: Any) -> list[int]:
+        rest = real(*args)
+        calls.append(list(rest))
+        return rest
+
+    monkeypatch.setattr(avro_batch, "add_chunk", spy)
+    yield calls
+
+
+def same(a: DecodedBatch, b: DecodedBatch) -> None:
+    assert a.rejected == b.rejected and a.ignored == b.ignored
+    assert a.tables.keys() == b.tables.keys()
+    for topic, table in a.tables.items():  # NaN != NaN: rows compared with comparable
+        assert table.schema == b.tables[topic].schema
+        assert comparable(table.to_pylist()) == comparable(b.tables[topic].to_pylist()), topic
+
+
+def test_the_real_capture_decodes_the_same_in_blocks(given_back: list[list[int]]) -> None:
+    records, schemas = captured_avro("type_zoo_avro")
+    in_blocks = decoded(records, schemas_of(schemas), blocks=True)
+    assert given_back == [[]]  # its one chunk (13 values; the tombstone is not Avro) was read as a block
+    same(in_blocks, decoded(records, schemas_of(schemas), blocks=False))
+
+
+SCHEMA = envelope([ID, {"name": "n", "type": ["null", "string"], "default": None}])
+KEY = {"type": "record", "name": "Key", "namespace": "s.public.t", "fields": [ID]}
+
+
+def events(count: int = 40) -> list[RawRecord]:
+    out = []
+    for i in range(count):
+        op = "cud"[i % 3]
+        payload = event({"id": i, "n": f"n{i}"}, op)
+        if op == "d":
+            payload["before"], payload["after"] = payload["after"], None
+        key = encode(2, KEY, {"id": i})
+        out.append(RawRecord("s.public.t", i % 2, i, 1_700_000_000_000 + i, key, encode(1, SCHEMA, payload)))
+    return out
+
+
+SCHEMAS = {1: json.dumps(SCHEMA), 2: json.dumps(KEY)}
+
+
+def test_rows_are_the_same_in_blocks_and_in_input_order(given_back: list[list[int]]) -> None:
+    records = events()
+    in_blocks = decoded(records, SCHEMAS, blocks=True)
+    assert given_back == [[]]
+    same(in_blocks, decoded(records, SCHEMAS, blocks=False))
+    table = in_blocks.tables["s.public.t"]
+    assert table["__offset"].to_pylist() == list(range(40))
+    assert table["__key"].to_pylist()[5] == {"id": 5} and table["__before"].to_pylist()[2] == {
+        "id": 2,
+        "n": "n2",
+    }
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (
+            lambda r: r._replace(value=encode(1, SCHEMA, {**event({"id": 7}), "op": "x"})),
+            RejectReason.UNKNOWN_OP,
+        ),
+        (lambda r: r._replace(value=encode(1, SCHEMA, {**event({"id": 7}), "after": None})), None),
+        (lambda r: r._replace(value=(r.value or b"")[:-3]), RejectReason.INVALID_AVRO),
+        (lambda r: r._replace(value=(r.value or b"") + b"\x02"), RejectReason.INVALID_AVRO),
+        (lambda r: r._replace(key=(r.key or b"") + b"\x02"), RejectReason.INVALID_AVRO),
+    ],
+    ids=["unknown-op", "insert-without-after", "truncated", "trailing-bytes", "key-trailing-bytes"],
+)
+def test_a_bad_record_in_a_block_gets_the_reason_it_gets_alone(
+    edit: Any, reason: RejectReason | None, given_back: list[list[int]]
+) -> None:
+    records = events()
+    records[7] = edit(records[7])
+    alone = decoded(records, SCHEMAS, blocks=False)
+    given_back.clear()
+    in_blocks = decoded(records, SCHEMAS, blocks=True)
+    same(in_blocks, alone)
+    assert [r.offset for r in in_blocks.rejected] == [7]
+    assert in_blocks.rejected[0].reason == (reason or RejectReason.INVALID_ENVELOPE)
+    assert in_blocks.tables["s.public.t"].num_rows == 39
+    # a bad envelope costs the block its own row only; a body that does not read costs it the block
+    assert given_back == ([[7]] if reason in (RejectReason.UNKNOWN_OP, None) else [list(range(40))])
+
+
+def test_a_keyed_table_without_keys_is_decided_by_the_record_at_a_time_path(
+    given_back: list[list[int]],
+) -> None:
+    records = [r._replace(key=None) for r in events()]
+    contracts = {
+        "s.public.t": TableContract(
+            topic="s.public.t", key=("id",), columns={"id": ColumnContract(type="int64")}
+        )
+    }
+    alone = decoded(records, SCHEMAS, blocks=False, contracts=contracts)
+    given_back.clear()
+    in_blocks = decoded(records, SCHEMAS, blocks=True, contracts=contracts)
+    same(in_blocks, alone)
+    assert {r.reason for r in in_blocks.rejected} == {RejectReason.MISSING_KEY}
+    assert len(in_blocks.rejected) == 40 and given_back == [list(range(40))]
+
+
+def test_two_ids_of_one_schema_read_one_at_a_time_keep_input_order() -> None:
+    """Small chunks go back to the record-at-a-time path after the others: two ids with the same schema
+    text share a row group, which then holds its rows out of order until the topic sorts them."""
+    records = [
+        r._replace(value=b"\x00" + (1 + i % 2 * 2).to_bytes(4, "big") + (r.value or b"")[5:])
+        for i, r in enumerate(events(6))
+    ]
+    batch = decode_batch(records, {}, writer_schemas=WriterSchemas({**SCHEMAS, 3: SCHEMAS[1]}))
+    assert batch.rejected == []
+    assert batch.tables["s.public.t"]["__offset"].to_pylist() == list(range(6))
