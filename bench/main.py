@@ -71,6 +71,7 @@ BODY_READERS = (
     ("orjson_payload", "orjson, JSON payload"),
     ("generated_reader", "generated Avro reader"),
     ("generated_reader_whole", "generated Avro reader, every field built"),
+    ("block_reader", "block reader (polars, Arrow columns, lengths checked)"),
     ("fastavro_block", "fastavro block reader"),
 )
 

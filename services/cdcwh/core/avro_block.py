@@ -27,6 +27,7 @@ the consumer, stands between them and a body a writer wrote.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -70,7 +71,7 @@ def block_schema(document: Any) -> BlockSchema | None:
     return BlockSchema(plain, b"Obj\x01" + metadata + _SYNC)
 
 
-def read_bodies(block: BlockSchema, bodies: list[bytes | memoryview]) -> pa.Table | None:
+def read_bodies(block: BlockSchema, bodies: Sequence[bytes | memoryview]) -> pa.Table | None:
     """The bodies (without the 5-byte header) as one row each, or ``None`` when the reader fails on any or a
     body's length differs from its values' (then read each body on its own)."""
     import polars as pl  # noqa: PLC0415 - 70 ms to import; only ingest of Avro topics needs it
