@@ -18,10 +18,11 @@ needed, which no Avro writer does (a body with them fails the check and takes th
 failure or difference returns ``None`` and the caller reads each body with the generated reader, which
 says which body is bad and why.
 
-What it does not see (corrupt bytes that keep every length): a boolean byte other than 0 or 1 (polars reads
-it as false), a union index beyond the union (read as its second branch), an ``int`` varint beyond 32 bits
-of exactly five bytes (wrapped). The generated reader refuses those; Kafka's record-batch CRC, checked by
-the consumer, stands between them and a body a writer wrote.
+An ``int`` is read as a ``long`` (the same varint) and must fit 32 bits. What the block reader does not see
+(corrupt bytes that keep every length): a boolean byte other than 0 or 1 (polars reads it as false) and a
+union index beyond the union (read as its non-null branch). The generated reader refuses both; no Avro
+writer writes them, and Kafka's record-batch CRC, checked by the consumer, stands between a body as written
+and the decoder.
 """
 
 from __future__ import annotations
@@ -42,12 +43,18 @@ _FIXED_WIDTH: Final = {"null": 0, "boolean": 1, "float": 4, "double": 8}
 _SYNC: Final = bytes(16)
 _MAX_DEPTH: Final = 32
 _INT64_BITS: Final = 64
+_INT32_MIN: Final = -(2**31)
+_INT32_MAX: Final = 2**31 - 1
 _VARINT_STEPS: Final = np.array([1 << bits for bits in range(6, 63, 7)], np.int64)
 """``u`` from which a zig-zag varint takes one more byte: 2^6, 2^13, ... 2^62."""
 
 
 class Unsupported(ValueError):
     """The schema holds a type the block reader is not used for."""
+
+
+class _Corrupt(ValueError):  # noqa: N818 - control flow inside this module
+    """A value the block reader read that no valid body holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +73,7 @@ def block_schema(document: Any) -> BlockSchema | None:
         return None
     if not isinstance(plain, dict) or plain.get("type") != "record":
         return None
-    metadata = _long(2) + _string(b"avro.schema") + _string(orjson.dumps(plain))
+    metadata = _long(2) + _string(b"avro.schema") + _string(orjson.dumps(_as_read(plain)))
     metadata += _string(b"avro.codec") + _string(b"null") + b"\x00"
     return BlockSchema(plain, b"Obj\x01" + metadata + _SYNC)
 
@@ -87,7 +94,11 @@ def read_bodies(block: BlockSchema, bodies: Sequence[bytes | memoryview]) -> pa.
     if table.num_rows != len(bodies):
         return None
     expected = np.fromiter(map(len, bodies), np.int64, len(bodies))
-    if not np.array_equal(encoded_lengths(block.schema, table), expected):
+    try:
+        lengths = encoded_lengths(block.schema, table)
+    except _Corrupt:
+        return None
+    if not np.array_equal(lengths, expected):
         return None
     return table
 
@@ -111,7 +122,10 @@ def _lengths(schema: Any, array: pa.Array) -> npt.NDArray[np.int64]:
     if kind in _FIXED_WIDTH:
         return np.full(len(array), _FIXED_WIDTH[kind], np.int64)
     if kind in ("int", "long"):
-        return _varint_lengths(array.fill_null(0).to_numpy().astype(np.int64, copy=False))
+        values: npt.NDArray[np.int64] = array.fill_null(0).to_numpy().astype(np.int64, copy=False)
+        if kind == "int" and len(values) and (values.min() < _INT32_MIN or values.max() > _INT32_MAX):
+            raise _Corrupt("an int beyond 32 bits")  # read as a long (see _as_read), so not wrapped
+        return _varint_lengths(values)
     if kind in ("bytes", "string"):
         sizes: npt.NDArray[np.int64] = pc.binary_length(array).fill_null(0).to_numpy().astype(np.int64)
         return sizes + _varint_lengths(sizes)
@@ -133,6 +147,21 @@ def _varint_lengths(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     ``2u + 1``)."""
     magnitude = values ^ (values >> (_INT64_BITS - 1))
     return np.searchsorted(_VARINT_STEPS, magnitude, side="right") + 1
+
+
+def _as_read(schema: Any) -> Any:
+    """The plain schema as the block reader is given it: ``int`` as ``long`` (the same varint), so that a
+    body whose ``int`` goes beyond 32 bits is seen (:func:`_lengths`) rather than read wrapped."""
+    if schema == "int":
+        return "long"
+    if isinstance(schema, list):
+        return [_as_read(s) for s in schema]
+    if isinstance(schema, dict):
+        if schema["type"] == "record":
+            fields = [{"name": f["name"], "type": _as_read(f["type"])} for f in schema["fields"]]
+            return {**schema, "fields": fields}
+        return {**schema, "items": _as_read(schema["items"])}  # an array
+    return schema
 
 
 def _zero_width(schema: Any) -> bool:
