@@ -265,26 +265,18 @@ def _container(schema: Any, bodies: list[bytes], fastavro_writer: Any) -> bytes:
     (no records), then the block is appended with its record count and byte size, and the sync marker."""
     from fastavro import parse_schema
 
+    from cdcwh.core.avro_block import avro_count
+
     out = io.BytesIO()
     fastavro_writer(out, parse_schema(schema), [], sync_marker=SYNC)
     data = b"".join(bodies)
-    out.write(_varint(len(bodies)) + _varint(len(data)))
+    out.write(avro_count(len(bodies)) + avro_count(len(data)))
     out.write(data)
     out.write(SYNC)
     return out.getvalue()
 
 
 SYNC = bytes(range(16))
-
-
-def _varint(n: int) -> bytes:
-    """An Avro ``long`` >= 0 (zig-zag: doubled), as a block header writes it."""
-    value, out = n << 1, bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def bench_avro(bench: Bench) -> None:

@@ -73,7 +73,7 @@ def block_schema(document: Any) -> BlockSchema | None:
         return None
     if not isinstance(plain, dict) or plain.get("type") != "record":
         return None
-    metadata = _long(2) + _string(b"avro.schema") + _string(orjson.dumps(_as_read(plain)))
+    metadata = avro_count(2) + _string(b"avro.schema") + _string(orjson.dumps(_as_read(plain)))
     metadata += _string(b"avro.codec") + _string(b"null") + b"\x00"
     return BlockSchema(plain, b"Obj\x01" + metadata + _SYNC)
 
@@ -85,7 +85,7 @@ def read_bodies(block: BlockSchema, bodies: Sequence[bytes | memoryview]) -> pa.
     from polars.exceptions import PanicException  # noqa: PLC0415
 
     data = b"".join(bodies)
-    container = block.header + _long(len(bodies)) + _long(len(data)) + data + _SYNC
+    container = block.header + avro_count(len(bodies)) + avro_count(len(data)) + data + _SYNC
     try:
         frame = pl.read_avro(io.BytesIO(container))
     except (Exception, PanicException):  # noqa: BLE001 - a bad body: the caller reads each one
@@ -173,8 +173,8 @@ def _zero_width(schema: Any) -> bool:
     )
 
 
-def _long(n: int) -> bytes:
-    """An Avro ``long`` >= 0 (zig-zag: doubled)."""
+def avro_count(n: int) -> bytes:
+    """An Avro ``long`` >= 0 (zig-zag: doubled), as a count or a size in an object container."""
     value, out = n << 1, bytearray()
     while value >= 0x80:
         out.append(value & 0x7F | 0x80)
@@ -184,7 +184,7 @@ def _long(n: int) -> bytes:
 
 
 def _string(data: bytes) -> bytes:
-    return _long(len(data)) + data
+    return avro_count(len(data)) + data
 
 
 class _Plain:

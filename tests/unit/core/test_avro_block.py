@@ -26,7 +26,7 @@ from cdcwh.core.contract import ColumnContract, TableContract
 from cdcwh.core.record import DecodedBatch, RejectReason
 from tests.support.avro_fixtures import captured_avro
 from tests.unit.core.test_avro import ID, comparable, encode, envelope, event
-from tests.unit.core.test_avro_reader_shapes import _named, _values
+from tests.unit.core.test_avro_reader_shapes import _compound, _named, _values
 
 
 def write(schema: Any, value: Any) -> bytes:
@@ -46,22 +46,7 @@ def top(schema: Any) -> dict[str, Any]:
 # arrays, and unions with null in either place.
 _BLOCK_SCHEMAS = st.recursive(
     st.sampled_from(["boolean", "int", "long", "float", "double", "bytes", "string"]),
-    lambda inner: st.one_of(
-        st.builds(lambda items: {"type": "array", "items": items}, inner),
-        st.builds(
-            lambda t, first: [t, "null"] if first else ["null", t],
-            inner.filter(lambda s: not isinstance(s, list)),
-            st.booleans(),
-        ),
-        st.builds(
-            lambda types: {
-                "type": "record",
-                "name": "?",
-                "fields": [{"name": f"f{i}", "type": t} for i, t in enumerate(types)],
-            },
-            st.lists(inner, min_size=1, max_size=4),
-        ),
-    ),
+    lambda inner: _compound(inner, maps=False, min_fields=1),
     max_leaves=12,
 )
 

@@ -121,11 +121,17 @@ def test_the_envelope_projection_reads_what_fastavro_reads_of_the_kept_fields() 
 _PRIMITIVE = st.sampled_from(["null", "boolean", "int", "long", "float", "double", "bytes", "string"])
 
 
-def _compound(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+def _compound(
+    inner: st.SearchStrategy[Any], *, maps: bool = True, min_fields: int = 0
+) -> st.SearchStrategy[Any]:
+    """Arrays, maps (unless ``maps`` is false), unions with null in either place, and records of
+    ``min_fields`` to 4 fields, of ``inner`` schemas."""
     not_union = inner.filter(lambda s: not isinstance(s, list))
+    kinds = [st.builds(lambda items: {"type": "array", "items": items}, inner)]
+    if maps:
+        kinds.append(st.builds(lambda values: {"type": "map", "values": values}, inner))
     return st.one_of(
-        st.builds(lambda items: {"type": "array", "items": items}, inner),
-        st.builds(lambda values: {"type": "map", "values": values}, inner),
+        *kinds,
         st.builds(
             lambda t, first: [t, "null"] if first else ["null", t],
             not_union.filter(lambda s: s != "null"),
@@ -137,7 +143,7 @@ def _compound(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
                 "name": "?",
                 "fields": [{"name": f"f{i}", "type": t} for i, t in enumerate(types)],
             },
-            st.lists(inner, max_size=4),
+            st.lists(inner, min_size=min_fields, max_size=4),
         ),
     )
 
