@@ -99,7 +99,9 @@ class _Compiled:
     read: Reader | None
     connect: Any
     error: str | None
-    block: BlockSchema | None = None
+    document: Any = None
+    block: BlockSchema | None | bool = False
+    """The block reader's schema, made on first use (``False``: not yet; ``None``: not supported)."""
     plans: dict[str, RowPlan] = field(default_factory=dict)
 
 
@@ -169,7 +171,14 @@ def block_plan(
     if text is None:
         return None
     compiled = _compile(text)
-    if compiled.error is not None or compiled.block is None:
+    if compiled.error is not None:
+        return None
+    if compiled.block is False:
+        try:
+            compiled.block = block_schema(compiled.document)
+        except Exception:  # noqa: BLE001 - say MemoryError: the bodies are read one at a time
+            compiled.block = None
+    if not isinstance(compiled.block, BlockSchema):
         return None
     plan = compiled.plans.get(what)
     if plan is None:
@@ -185,8 +194,7 @@ def _compile(text: str) -> _Compiled:
         document = orjson.loads(text)
         connect = to_connect(document)
         parse_schema(document)  # fastavro validates the writer schema
-        reader = compile_reader(document, _projection(document))
-        compiled = _Compiled(reader, connect, None, block_schema(document))
+        compiled = _Compiled(compile_reader(document, _projection(document)), connect, None, document)
     except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
         compiled = _Compiled(None, None, f"the writer schema cannot be used: {exc}")
     except Exception as exc:  # fastavro's SchemaParseException and friends
@@ -248,7 +256,8 @@ class _Converter:
         if isinstance(schema, str):
             if schema in _PRIMITIVE:
                 return {"type": _PRIMITIVE[schema], "optional": optional}
-            named = self.named.get(schema) or self.named.get(f"{namespace}.{schema}")
+            qualified = schema if "." in schema or not namespace else f"{namespace}.{schema}"
+            named = self.named.get(qualified) or self.named.get(schema)  # the enclosing namespace first
             if named is None:
                 raise ValueError(f"unknown type {schema!r}")
             return {**named, "optional": optional}

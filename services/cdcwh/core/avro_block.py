@@ -30,7 +30,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -38,23 +38,22 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cdcwh.core.avro_reader import MAX_ITEMS
+
 _PRIMITIVES: Final = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
-_FIXED_WIDTH: Final = {"null": 0, "boolean": 1, "float": 4, "double": 8}
+_FIXED_WIDTH: Final = {"boolean": 1, "float": 4, "double": 8}
 _SYNC: Final = bytes(16)
 _MAX_DEPTH: Final = 32
+_MAX_NODES: Final = 10_000
 _INT64_BITS: Final = 64
-_INT32_MIN: Final = -(2**31)
-_INT32_MAX: Final = 2**31 - 1
+_LIMITS: Final = {"int": (-(2**31), 2**31 - 1), "long": (-(2**62), 2**62 - 1)}
+"""The values the block reader takes: an ``int`` within 32 bits; a ``long`` of at most 9 varint bytes."""
 _VARINT_STEPS: Final = np.array([1 << bits for bits in range(6, 63, 7)], np.int64)
 """``u`` from which a zig-zag varint takes one more byte: 2^6, 2^13, ... 2^62."""
 
 
 class Unsupported(ValueError):
     """The schema holds a type the block reader is not used for."""
-
-
-class _Corrupt(ValueError):  # noqa: N818 - control flow inside this module
-    """A value the block reader read that no valid body holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,67 +77,97 @@ def block_schema(document: Any) -> BlockSchema | None:
     return BlockSchema(plain, b"Obj\x01" + metadata + _SYNC)
 
 
-def read_bodies(block: BlockSchema, bodies: Sequence[bytes | memoryview]) -> pa.Table | None:
-    """The bodies (without the 5-byte header) as one row each, or ``None`` when the reader fails on any or a
-    body's length differs from its values' (then read each body on its own)."""
+@dataclass(frozen=True, slots=True)
+class Block:
+    """The bodies read, one row each, and the rows to read one at a time all the same (``alone``)."""
+
+    table: pa.Table
+    alone: list[bool]
+
+
+def read_bodies(block: BlockSchema, bodies: Sequence[bytes | memoryview]) -> Block | None:
+    """The bodies (without the 5-byte header) as one row each, or ``None`` when they are to be read one at
+    a time: the reader fails on any, or a body's length differs from its values'. A row whose values the
+    generated reader decides otherwise than polars reads them is marked ``alone``: an ``int`` beyond 32 bits,
+    a ``long`` of a 10-byte varint (polars drops the bits beyond 64 that the generated reader refuses), more
+    than ``MAX_ITEMS`` array items in a body."""
     import polars as pl  # noqa: PLC0415 - 70 ms to import; only ingest of Avro topics needs it
     from polars.exceptions import PanicException  # noqa: PLC0415
 
     data = b"".join(bodies)
     container = block.header + avro_count(len(bodies)) + avro_count(len(data)) + data + _SYNC
     try:
-        frame = pl.read_avro(io.BytesIO(container))
-    except (Exception, PanicException):  # noqa: BLE001 - a bad body: the caller reads each one
+        table = pl.read_avro(io.BytesIO(container)).to_arrow(compat_level=pl.CompatLevel.oldest())
+    except (Exception, PanicException):  # noqa: BLE001 - a bad body (a panic is a BaseException)
         return None
-    table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
     if table.num_rows != len(bodies):
         return None
-    expected = np.fromiter(map(len, bodies), np.int64, len(bodies))
-    try:
-        lengths = encoded_lengths(block.schema, table)
-    except _Corrupt:
+    counts = encoded_lengths(block.schema, table)
+    if not np.array_equal(counts.lengths, np.fromiter(map(len, bodies), np.int64, len(bodies))):
         return None
-    if not np.array_equal(lengths, expected):
-        return None
-    return table
+    alone = (counts.beyond > 0) | (counts.items > MAX_ITEMS)
+    return Block(table, alone.tolist())
 
 
-def encoded_lengths(schema: Any, table: pa.Table) -> npt.NDArray[np.int64]:
-    """The length in bytes of each row of ``table`` encoded with the plain record ``schema`` (a null of a
+class Counts(NamedTuple):
+    """Per row of a block: what its values take."""
+
+    lengths: npt.NDArray[np.int64]
+    """Bytes, encoded."""
+    items: npt.NDArray[np.int64]
+    """Array items, all arrays of the value, nested ones too."""
+    beyond: npt.NDArray[np.int64]
+    """Integers beyond what the block reader reads as the generated reader does (:data:`_LIMITS`)."""
+
+
+def encoded_lengths(schema: Any, table: pa.Table) -> Counts:
+    """The :class:`Counts` of each row of ``table`` encoded with the plain record ``schema`` (a null of a
     union counts its index byte only)."""
-    total = np.zeros(table.num_rows, np.int64)
-    for field, column in zip(schema["fields"], table.columns, strict=True):
-        total += _lengths(field["type"], column.combine_chunks())
-    return total
+    columns = zip(schema["fields"], table.columns, strict=True)
+    return _sum(
+        [_counts(f["type"], c.combine_chunks()) for f, c in columns], np.zeros(table.num_rows, np.int64)
+    )
 
 
-def _lengths(schema: Any, array: pa.Array) -> npt.NDArray[np.int64]:
+def _sum(parts: list[Counts], zero: npt.NDArray[np.int64]) -> Counts:
+    return Counts(*(sum((p[i] for p in parts), zero) for i in range(3)))
+
+
+def _counts(schema: Any, array: pa.Array) -> Counts:
+    zero = np.zeros(len(array), np.int64)
     if isinstance(schema, list):  # [null, X]: the branch index (one byte), then X unless null
-        inner = _lengths(next(s for s in schema if s != "null"), array)
+        inner = _counts(next(s for s in schema if s != "null"), array)
         if array.null_count:
-            inner[~array.is_valid().to_numpy(zero_copy_only=False)] = 0
-        return inner + 1
+            valid = array.is_valid().to_numpy(zero_copy_only=False)
+            inner = Counts(*(np.where(valid, part, 0) for part in inner))
+        return Counts(inner.lengths + 1, inner.items, inner.beyond)
     kind = schema if isinstance(schema, str) else schema["type"]
     if kind in _FIXED_WIDTH:
-        return np.full(len(array), _FIXED_WIDTH[kind], np.int64)
+        return Counts(np.full(len(array), _FIXED_WIDTH[kind], np.int64), zero, zero)
     if kind in ("int", "long"):
         values: npt.NDArray[np.int64] = array.fill_null(0).to_numpy().astype(np.int64, copy=False)
-        if kind == "int" and len(values) and (values.min() < _INT32_MIN or values.max() > _INT32_MAX):
-            raise _Corrupt("an int beyond 32 bits")  # read as a long (see _as_read), so not wrapped
-        return _varint_lengths(values)
+        low, high = _LIMITS[kind]
+        beyond = ((values < low) | (values > high)).astype(np.int64)
+        return Counts(_varint_lengths(values), zero, beyond)
     if kind in ("bytes", "string"):
         sizes: npt.NDArray[np.int64] = pc.binary_length(array).fill_null(0).to_numpy().astype(np.int64)
-        return sizes + _varint_lengths(sizes)
+        return Counts(sizes + _varint_lengths(sizes), zero, zero)
     if kind == "array":  # one block (count, items, then 0) unless empty (0): as every Avro writer writes it
         offsets = array.offsets.to_numpy().astype(np.int64)
-        ends = np.concatenate(([0], np.cumsum(_lengths(schema["items"], array.values))))
+        inner = _counts(schema["items"], array.values)
         counts = offsets[1:] - offsets[:-1]
-        items = ends[offsets[1:]] - ends[offsets[:-1]]
-        return np.where(counts > 0, _varint_lengths(counts) + items + 1, 1)
-    total = np.zeros(len(array), np.int64)  # a record: its fields, whatever a null parent's children hold
-    for i, field in enumerate(schema["fields"]):
-        total += _lengths(field["type"], array.field(i))
-    return total
+        lengths = np.where(counts > 0, _varint_lengths(counts) + _per_list(inner.lengths, offsets) + 1, 1)
+        items = counts + _per_list(inner.items, offsets)
+        return Counts(lengths, items, _per_list(inner.beyond, offsets))
+    # a record: its fields, whatever a null parent's children hold
+    return _sum([_counts(f["type"], array.field(i)) for i, f in enumerate(schema["fields"])], zero)
+
+
+def _per_list(values: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The sum of ``values`` over each list's slice ``offsets[i]:offsets[i + 1]``."""
+    ends = np.concatenate(([0], np.cumsum(values)))
+    result: npt.NDArray[np.int64] = ends[offsets[1:]] - ends[offsets[:-1]]
+    return result
 
 
 def _varint_lengths(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -162,6 +191,11 @@ def _as_read(schema: Any) -> Any:
             return {**schema, "fields": fields}
         return {**schema, "items": _as_read(schema["items"])}  # an array
     return schema
+
+
+def _qualified(name: str, namespace: str) -> str:
+    """A name as referred to within ``namespace``: the spec looks there first (a dotted name is full)."""
+    return name if "." in name or not namespace else f"{namespace}.{name}"
 
 
 def _zero_width(schema: Any) -> bool:
@@ -193,10 +227,12 @@ class _Plain:
     def __init__(self) -> None:
         self.named: dict[str, tuple[dict[str, Any], str]] = {}
         self.records = 0
+        self.nodes = 0
 
     def convert(self, schema: Any, namespace: str, depth: int) -> Any:
-        if depth > _MAX_DEPTH:
-            raise Unsupported("nested too deep")
+        self.nodes += 1
+        if depth > _MAX_DEPTH or self.nodes > _MAX_NODES:  # references written out can multiply a schema
+            raise Unsupported("nested too deep or too large once written out")
         if isinstance(schema, list):
             if len(schema) != 2 or schema.count("null") != 1:
                 raise Unsupported(f"union {schema!r}")
@@ -206,7 +242,7 @@ class _Plain:
                 raise Unsupported("null outside a union")  # polars does not read it
             if schema in _PRIMITIVES:
                 return schema
-            named = self.named.get(schema) or self.named.get(f"{namespace}.{schema}")
+            named = self.named.get(_qualified(schema, namespace)) or self.named.get(schema)
             if named is None:
                 raise Unsupported(f"unknown type {schema!r}")
             return self.convert(*named, depth + 1)

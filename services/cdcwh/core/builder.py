@@ -20,11 +20,11 @@ from cdcwh.core.codec import Codec, IntCodec, StringCodec, decode_column
 from cdcwh.core.contract import TableContract, check_contract
 from cdcwh.core.nested import FieldCodec
 from cdcwh.core.plan import INFER, RowPlan
-from cdcwh.core.record import RejectReason
+from cdcwh.core.record import ROW_OPS, RejectReason
 from cdcwh.core.semantic import LegacyVariableScaleDecimalCodec, VariableScaleDecimalCodec
 from cdcwh.core.temporal import TimestampCodec
 
-ROW_OPS: Final = pa.array(["r", "c", "u"])
+_ROW_OPS: Final = pa.array(sorted(ROW_OPS))
 _TOASTED_TYPE: Final = pa.list_(pa.string())
 _KAFKA_TS: Final = TimestampCodec("kafka timestamp", us_per=1000, tz="UTC")
 
@@ -66,6 +66,8 @@ class GroupResult:
     table: pa.Table
     positions: list[int]
     rejected: list[tuple[int, RejectReason, str]] = field(default_factory=list)
+    first: int = 0
+    """The group's first input position, good rows and rejected ones alike (groups unify in that order)."""
 
 
 class GroupBuilder:
@@ -126,6 +128,7 @@ class GroupBuilder:
         key: dict[str, Any] | None,
     ) -> None:
         """Append one event as tuples of plain values; must not raise (all lists grow by exactly one)."""
+        assert self._value_columns is None, "a group given as columns takes no rows"  # noqa: S101
         self.positions.append(position)
         self.ops.append(op)
         after, before = images
@@ -177,7 +180,7 @@ class GroupBuilder:
         VariableScaleDecimal became text (:func:`cdcwh.core.semantic.legacy_decimal_columns`)."""
         problems: dict[int, Problem] = {}
         ops = pa.array(self.ops, pa.string())
-        active = pc.is_in(ops, value_set=ROW_OPS)
+        active = pc.is_in(ops, value_set=_ROW_OPS)
         fields = [_resolve(f, inferred, legacy) for f in self.value_plan.fields]
         data: dict[str, pa.Array] = {}
         toasted: dict[str, list[int]] = {}
@@ -220,12 +223,13 @@ class GroupBuilder:
             violations = check_contract(contract, data, active, toasted)
             _note(problems, violations, RejectReason.CONTRACT_VIOLATION, "contract")
         table = pa.Table.from_pydict(columns)
+        first = min(self.positions)
         if not problems:
-            return GroupResult(table, self.positions)
+            return GroupResult(table, self.positions, first=first)
         good = [i not in problems for i in range(len(ops))]
         rejected = [(self.positions[i], reason, detail) for i, (reason, detail) in sorted(problems.items())]
         positions = [p for p, ok in zip(self.positions, good, strict=True) if ok]
-        return GroupResult(table.filter(pa.array(good, pa.bool_())), positions, rejected)
+        return GroupResult(table.filter(pa.array(good, pa.bool_())), positions, rejected, first)
 
     def _before(self, children: list[pa.Array], fields: list[FieldCodec]) -> pa.Array:
         struct_type = pa.struct([pa.field(f.name, f.codec.arrow_type) for f in fields])

@@ -28,6 +28,9 @@ from cdcwh.core.avro import NO_SCHEMAS, AvroReject, WriterSchemas
 from cdcwh.core.contract import TableContract
 from cdcwh.core.plan import EMPTY_PLAN, PlanCache, RowPlan, key_plan, schemaless_plan, value_plan
 from cdcwh.core.record import (
+    KEYED_OPS,
+    OPS,
+    ROW_OPS,
     DecodedBatch,
     Ignored,
     IgnoreReason,
@@ -39,9 +42,6 @@ from cdcwh.core.record import (
 from cdcwh.core.topic import TopicBuilder
 
 DEFAULT_MAX_VALUE_BYTES: Final = 1_048_576
-OPS: Final = frozenset({"r", "c", "u", "d", "t", "m"})
-ROW_OPS: Final = frozenset({"r", "c", "u"})
-KEYED_OPS: Final = frozenset({"r", "c", "u", "d"})
 _PREFIX: Final = b'{"schema":'
 _SEPARATOR: Final = b',"payload":'
 _PREFIX_LEN: Final = len(_PREFIX)

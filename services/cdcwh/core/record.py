@@ -19,6 +19,13 @@ DETAIL_MAX_CHARS: Final = 500
 VALUE_REPR_MAX_CHARS: Final = 120
 """A value quoted inside a detail is truncated to this many characters."""
 
+OPS: Final = frozenset({"r", "c", "u", "d", "t", "m"})
+"""Debezium's ops: read (snapshot), create, update, delete, truncate, message."""
+ROW_OPS: Final = frozenset({"r", "c", "u"})
+"""The ops that carry an after image."""
+KEYED_OPS: Final = frozenset({"r", "c", "u", "d"})
+"""The ops a keyed table's record must have a key for (truncates and messages concern no row)."""
+
 
 class RawRecord(NamedTuple):
     """One Kafka record as consumed: coordinates plus the undecoded key and value bytes.

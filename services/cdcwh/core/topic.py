@@ -52,13 +52,16 @@ class TopicBuilder:
     def finish(self) -> tuple[pa.Table | None, list[tuple[int, RejectReason, str]]]:
         """The topic's good rows in input order, and its rejected positions."""
         inferred = self._infer()
+        parts: dict[tuple[RowPlan, RowPlan], list[GroupResult]] = {}
+        for group in self.groups.values():
+            result = group.finish(self.topic, self.contract, inferred, self.legacy)
+            parts.setdefault((group.value_plan, group.key_plan), []).append(result)
         results: list[GroupResult] = []
         rejected: list[tuple[int, RejectReason, str]] = []
-        for group in sorted(self.groups.values(), key=lambda g: min(g.positions)):
-            result = group.finish(self.topic, self.contract, inferred, self.legacy)
-            rejected.extend(result.rejected)
-            if result.table.num_rows:
-                results.append(result)
+        for merged in sorted(map(_merged, parts.values()), key=lambda r: r.first):
+            rejected.extend(merged.rejected)
+            if merged.table.num_rows:
+                results.append(merged)
         accepted: list[GroupResult] = []
         target: pa.Schema | None = None  # the union of the accepted groups
         bound = self.existing  # the union of the bronze table's schema and the accepted groups
@@ -98,6 +101,16 @@ class TopicBuilder:
                 if fc.codec is INFER:
                     values.setdefault((True, fc.name), []).append(key_values)
         return {name: infer_codec(columns) for name, columns in values.items()}
+
+
+def _merged(parts: list[GroupResult]) -> GroupResult:
+    """The parts of one (value plan, key plan) as one group: rows of a plan added one at a time and given
+    as columns (:meth:`TopicBuilder.add_group`) are unified and conflict-checked as one group would be."""
+    if len(parts) == 1:
+        return parts[0]
+    table = pa.concat_tables([p.table for p in parts])
+    rejected = [r for p in parts for r in p.rejected]
+    return GroupResult(table, [i for p in parts for i in p.positions], rejected, min(p.first for p in parts))
 
 
 def _ascending(positions: list[int]) -> bool:
