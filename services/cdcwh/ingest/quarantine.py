@@ -223,14 +223,25 @@ class KafkaDeadLetterPublisher:
             err = outcome.get(index, KafkaError(KafkaError._TIMED_OUT))
             if err is None:
                 continue
+            # undelivered without a broker error: the broker may have lost its state (a restarted
+            # memory-only one, a new cluster) and not know this idempotent producer's id, which keeps every
+            # later record of this producer queued for good; a new producer (below) asks for a new id
+            fatal = fatal or err.code() in _UNDELIVERED
             if err.code() in PERMANENT_ERRORS:
                 permanent.append((rejection, str(err)))
             else:
                 transient.append(rejection)
                 self._last_transient = str(err)
-        if fatal:  # an idempotent producer in a fatal state refuses everything: start a new one
+        if fatal:  # an idempotent producer in a fatal state (or stuck, above) refuses everything: a new one
             self._producer = self._new_producer()
+        if transient:  # a broker that lost its topics waits for them: check them on the next try
+            self._known.clear()
         return transient, permanent
+
+
+_UNDELIVERED: Final = frozenset(
+    {KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
+)
 
 
 def message_max_bytes(max_value_bytes: int) -> int:

@@ -23,14 +23,24 @@ from cdcwh.errors import ProduceError
 from cdcwh.kafka import DeliveryFailures, ensure_topics, with_producer_defaults
 
 PUBLISH_CHUNK = 20_000
+FLUSH_TIMEOUT_S = 60.0
+"""How long a chunk's deliveries may take before the try fails (and is retried with a new producer)."""
 
 
 class KafkaOutboxPublisher:
     """Publishes pending outbox rows; one instance per transform process."""
 
-    def __init__(self, client_config: dict[str, Any], topic_prefix: str, partitions: int = 3) -> None:
+    def __init__(
+        self,
+        client_config: dict[str, Any],
+        topic_prefix: str,
+        partitions: int = 3,
+        *,
+        flush_timeout_s: float = FLUSH_TIMEOUT_S,
+    ) -> None:
         self._client_config = client_config
         self._topic_prefix = topic_prefix
+        self._flush_timeout_s = flush_timeout_s
         self._producer = Producer(with_producer_defaults(client_config))
         self._partitions = partitions
         self._known: set[str] = set()
@@ -70,13 +80,25 @@ class KafkaOutboxPublisher:
                 self._producer.produce(self.topic(mart), key=key.encode(), value=value, on_delivery=failures)
                 if i % 1000 == 999:
                     self._producer.poll(0)  # serve delivery reports now and then; flush waits for the rest
-            remaining = self._producer.flush(60)
+            remaining = self._producer.flush(self._flush_timeout_s)
             if remaining or failures:
                 # a broker that lost its topics (a restarted memory-only one, a new cluster) answers every
                 # record with "unknown topic" until they exist again: check them on the next try
                 self._known.clear()
+                self._replace_producer()
                 raise ProduceError(
                     f"gold change delivery failed ({remaining} undelivered): {failures.failures[:3]}"
                 )
             con.execute("DELETE FROM cdcwh.outbox WHERE id <= ?", [rows[-1][0]])
             published += len(rows)
+
+    def _replace_producer(self) -> None:
+        """A new producer after a failed delivery; the batch's rows are produced again on the next try (they
+        leave the outbox only once all are delivered). The idempotent producer keeps the producer id a
+        broker gave it, and a broker that lost its state (a restarted memory-only one, a new cluster) does
+        not know that id: the old producer's records then stay queued, neither delivered nor failed, for
+        good (seen with the embedded broker: the transform published nothing more until it was restarted).
+        A new producer asks for a new id."""
+        self._producer.purge()
+        self._producer.flush(0)
+        self._producer = Producer(with_producer_defaults(self._client_config))
