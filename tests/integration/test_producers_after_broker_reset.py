@@ -4,8 +4,9 @@ its state: the embedded broker, memory-only, restarted on the same port under a 
 An idempotent producer keeps the producer id the old broker gave it; the new broker does not know it, and
 the producer's records then stay queued, neither delivered nor failed (measured: three tries of 100 records,
 none delivered, no error reported; a new producer delivered at once). Each publisher must give up that
-producer after a failed try, check its topics again, and deliver on the next. Found by the chaos test (tests/e2e/test_chaos.py), whose
-transform published nothing for two minutes after the broker restart when no kill happened to restart it.
+producer after a failed try, check its topics again, and deliver on the next. Found by the chaos test
+(tests/e2e/test_chaos.py), whose transform published nothing for two minutes after the broker restart when
+no kill happened to restart it.
 """
 
 from __future__ import annotations
