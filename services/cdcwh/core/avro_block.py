@@ -18,11 +18,15 @@ needed, which no Avro writer does (a body with them fails the check and takes th
 failure or difference returns ``None`` and the caller reads each body with the generated reader, which
 says which body is bad and why.
 
-An ``int`` is read as a ``long`` (the same varint) and must fit 32 bits. What the block reader does not see
-(corrupt bytes that keep every length): a boolean byte other than 0 or 1 (polars reads it as false) and a
-union index beyond the union (read as its non-null branch). The generated reader refuses both; no Avro
-writer writes them, and Kafka's record-batch CRC, checked by the consumer, stands between a body as written
-and the decoder.
+A row whose values polars reads otherwise than the generated reader is marked to be read alone (the rest of
+the block stays): an ``int`` beyond 32 bits (an ``int`` is read as a ``long``, the same varint, so it is
+seen rather than wrapped), a ``long`` of a 10-byte varint (polars drops the bits beyond 64 that the generated
+reader refuses; only values beyond +-2^62 take ten bytes), more than ``MAX_ITEMS`` array items in a body.
+What the block reader does not see (corrupt bytes that keep every length and read as a valid value): a
+boolean byte other than 0 or 1 (polars reads it as false) and a union index beyond the union (polars reads
+any index but the first as the second branch). The generated reader refuses both; no Avro writer writes
+them, and Kafka's record-batch CRC, checked by the consumer, stands between a body as written and the
+decoder.
 """
 
 from __future__ import annotations
