@@ -1,7 +1,8 @@
 """The sink service: gold change topics -> PostgreSQL marts.
 
 Loop: consume up to ``CDCWH_SINK__BATCH_MAX_ROWS`` messages or ``CDCWH_SINK__BATCH_MAX_S`` seconds, apply
-them in one Postgres transaction (``PostgresMartSink``), then commit the Kafka offsets. When Postgres is
+them in one Postgres transaction (``PostgresMartSink``), then commit the Kafka offsets of what was applied
+(``cdcwh.sink.offsets``). When Postgres is
 unavailable the same batch is retried with back-off (for up to 10 minutes, then the sink exits for its
 supervisor to restart it): nothing is skipped, and the
 consumer is paused meanwhile so memory stays bounded. A change PostgreSQL refuses for its data is a dead
@@ -35,6 +36,7 @@ from cdcwh.kafka.offsets import consumed_to_end
 from cdcwh.models import load_models
 from cdcwh.pgprivileges import dsn_setting
 from cdcwh.retry import retrying
+from cdcwh.sink import offsets
 from cdcwh.sink.postgres import ApplyResult, PostgresMartSink
 from cdcwh.sink.resubscribe import Resubscriber
 from cdcwh.stopping import stop_on_signals
@@ -80,6 +82,7 @@ class SinkService:
                 "stats_cb": self.tracker.on_stats,
                 # the subscription is a regex: notice a new mart's topic within seconds, not minutes
                 "topic.metadata.refresh.interval.ms": 2000,
+                **offsets.CONSUMER_SETTINGS,
             }
         )
         return Consumer(config)
@@ -116,7 +119,7 @@ class SinkService:
                 if messages:
                     started = datetime.now(UTC)
                     result = self._apply_with_retry(consumer, messages)
-                    consumer.commit(asynchronous=False)
+                    offsets.commit_applied(consumer, messages)
                     if self.audit is not None:  # after the commits; never raises (cdcwh.audit.writer)
                         self.audit.record_from(
                             partial(
@@ -245,7 +248,9 @@ class SinkService:
         """Sleep while serving the consumer (heartbeats, rebalances) so the group keeps us."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            consumer.poll(0.1)  # paused: returns no messages, keeps the session alive
+            message = consumer.poll(0.1)  # paused: returns no messages, keeps the session alive
+            if message is not None and message.error() is None:
+                offsets.give_back(consumer, message)  # from a partition assigned during the wait
             if self.stopping.is_set():
                 raise SystemExit(0)
 

@@ -1,0 +1,96 @@
+"""The long-running sink while PostgreSQL is away: it keeps its group, retries the batch it holds, and loses
+no change that arrives meanwhile, also when the group rebalances during the outage (another sink member joins
+and leaves, or a new model's topic appears): the partitions it is given then that it did not hold are not
+paused, and what it polls from them while it waits must be read again, not dropped. Real broker, real
+PostgreSQL behind a TCP gate (tests/support/tcp_gate.py) that takes the server away from the sink and gives
+it back."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from psycopg import sql
+
+from cdcwh.kafka import ensure_topics
+from tests.support.pipeline import env_overrides, settings_for
+from tests.support.services import sink_running
+from tests.support.tcp_gate import tcp_gate
+
+ROW = {
+    "first_name": "Ada",
+    "last_name": "L",
+    "email": "ada@example.com",
+    "segment": "retail",
+    "first_order_date": None,
+    "most_recent_order_date": None,
+    "number_of_orders": 0,
+    "lifetime_value": "0.00",
+}
+
+
+def produce(bootstrap: str, topic: str, ids: range, partition: int = -1) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in ids:
+        value = {"mart": "customers", "op": "upsert", "version": 1, "source_ts_ms": None}
+        value |= {"key": {"customer_id": i}, "row": {"customer_id": i, **ROW}}
+        key = json.dumps({"customer_id": i}).encode()
+        producer.produce(topic, key=key, value=json.dumps(value), partition=partition)
+    assert producer.flush(10) == 0
+
+
+def customer_ids(dsn: str, schema: str) -> set[int]:
+    with psycopg.connect(dsn) as conn:
+        query = sql.SQL("SELECT customer_id FROM {}").format(sql.Identifier(schema, "customers"))
+        try:
+            return {row[0] for row in conn.execute(query).fetchall()}
+        except psycopg.errors.UndefinedTable:  # the sink has not made its mart tables yet
+            return set()
+
+
+def wait_for(condition: object, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_changes_polled_while_postgres_is_away_are_applied_after_it_is_back(
+    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, pg_schema: str
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    with tcp_gate(postgres_dsn) as gate:
+        settings = env_overrides(
+            settings_for(tmp_path / "data", kafka_bootstrap, prefix),
+            CDCWH_POSTGRES__DSN=gate.dsn,
+            CDCWH_POSTGRES__SCHEMA=pg_schema,
+        )
+        topic = f"{settings.kafka.gold_topic_prefix}.customers"
+        with sink_running(settings) as sink_alive:
+            produce(kafka_bootstrap, topic, range(1, 11))
+            wait_for(
+                lambda: sink_alive() and customer_ids(postgres_dsn, pg_schema) == set(range(1, 11)),
+                60,
+                "the first changes were not applied",
+            )
+            gate.close()  # PostgreSQL away: the next batch fails and is retried while the sink waits
+            produce(kafka_bootstrap, topic, range(11, 21))
+            time.sleep(3)  # the sink holds that batch and pauses its partitions
+            # a new gold topic appears (a new model's): the sink is given its partition, not paused, while
+            # it waits, and polls its changes
+            new_topic = f"{settings.kafka.gold_topic_prefix}.zz_new_model"
+            ensure_topics(AdminClient({"bootstrap.servers": kafka_bootstrap}), [new_topic], 1)
+            produce(kafka_bootstrap, new_topic, range(21, 121))
+            time.sleep(8)  # the sink's metadata refresh (2 s), the rebalance, and its wait
+            assert sink_alive()
+            gate.reopen()
+            wait_for(
+                lambda: sink_alive() and customer_ids(postgres_dsn, pg_schema) == set(range(1, 121)),
+                60,
+                f"changes lost: {sorted(set(range(1, 121)) - customer_ids(postgres_dsn, pg_schema))}",
+            )
