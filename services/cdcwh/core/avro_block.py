@@ -184,7 +184,7 @@ def _varint_lengths(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
 
 def _as_read(schema: Any) -> Any:
     """The plain schema as the block reader is given it: ``int`` as ``long`` (the same varint), so that a
-    body whose ``int`` goes beyond 32 bits is seen (:func:`_lengths`) rather than read wrapped."""
+    body whose ``int`` goes beyond 32 bits is seen (:func:`_counts`) rather than read wrapped."""
     if schema == "int":
         return "long"
     if isinstance(schema, list):
@@ -257,11 +257,12 @@ class _Plain:
             fullname = name if "." in name or not space else f"{space}.{name}"
             self.named[fullname] = (schema, namespace)
             self.records += 1
+            renamed = f"r{self.records}"  # numbered before its fields: names stay unique
             fields = [
                 {"name": str(f["name"]), "type": self.convert(f["type"], space, depth + 1)}
                 for f in schema["fields"]
             ]
-            return {"type": "record", "name": f"r{self.records}", "fields": fields}
+            return {"type": "record", "name": renamed, "fields": fields}
         if kind == "array":
             items = self.convert(schema["items"], namespace, depth + 1)
             if _zero_width(items):  # a block count alone could then ask for billions of items

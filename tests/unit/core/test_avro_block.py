@@ -110,6 +110,25 @@ def test_named_types_referred_to_are_written_out_and_properties_dropped() -> Non
     assert fields["after"][1]["fields"] == fields["before"][1]["fields"]  # "Value" by name, written out
     assert fields["after"][1]["name"] != fields["before"][1]["name"]
     assert "default" not in json.dumps(block.schema) and "connect.name" not in json.dumps(block.schema)
+    parse_schema(block.schema)  # a valid schema: every record's name its own
+
+
+def test_a_schema_that_grows_beyond_the_budget_once_written_out_is_left_to_the_generated_reader() -> None:
+    """Each record holds the one before it and refers to it twice: written out, 3^12 records (nested only 12
+    deep); refused at once by the size budget."""
+    schema: dict[str, Any] = {"type": "record", "name": "R0", "fields": [ID]}
+    for i in range(1, 13):
+        prior = f"R{i - 1}"
+        schema = {
+            "type": "record",
+            "name": f"R{i}",
+            "fields": [
+                {"name": "x", "type": schema},
+                {"name": "y", "type": prior},
+                {"name": "z", "type": prior},
+            ],
+        }
+    assert block_schema(top(schema)) is None
 
 
 @pytest.mark.parametrize(
@@ -185,7 +204,7 @@ def decoded(
 ) -> DecodedBatch:
     """``decode_batch`` with the columnar branch taking chunks of any size, or never."""
     minimum = avro_batch.MIN_RECORDS
-    setattr(avro_batch, "MIN_RECORDS", 1 if blocks else 10**9)  # noqa: B010 - a Final, set for the test
+    setattr(avro_batch, "MIN_RECORDS", 1 if blocks else 10**9)  # noqa: B010
     try:
         return decode_batch(
             records, kwargs.pop("contracts", {}), writer_schemas=WriterSchemas(schemas), **kwargs
