@@ -75,10 +75,10 @@ def add_chunk(
     key = None if key_header is None else block_plan(key_header, "key", schemas, key_plan)
     if key_header is not None and key is None:
         return positions
-    values = read_bodies(block, [memoryview(records[p].value or b"")[HEADER_BYTES:] for p in positions])
+    values = read_bodies(block, [(records[p].value or b"")[HEADER_BYTES:] for p in positions])
     keys = None
     if key is not None:
-        keys = read_bodies(key[1], [memoryview(records[p].key or b"")[HEADER_BYTES:] for p in positions])
+        keys = read_bodies(key[1], [(records[p].key or b"")[HEADER_BYTES:] for p in positions])
     if values is None or (key is not None and keys is None):
         return positions
     table = values.table
@@ -152,9 +152,9 @@ def _is_record(schema: Any) -> bool:
     return isinstance(schema, dict) and schema.get("type") == "record"
 
 
-def _fields(array: pa.Array, names: Sequence[str], keep: pa.Array | None = None) -> list[list[Any]]:
-    """The fields ``names`` of a struct array as lists of Python values, null where the struct is null (or
-    ``keep`` is false); a field the struct lacks is all null."""
+def _fields(array: pa.Array, names: Sequence[str], keep: pa.Array | None = None) -> list[pa.Array]:
+    """The fields ``names`` of a struct array, null where the struct is null (or ``keep`` is false); a field
+    the struct lacks is all null. Arrow arrays: the codecs take most of them whole (``Codec.from_arrow``)."""
     if keep is not None:
         array = pa.StructArray.from_arrays(
             [array.field(i) for i in range(array.type.num_fields)],
@@ -162,12 +162,11 @@ def _fields(array: pa.Array, names: Sequence[str], keep: pa.Array | None = None)
             mask=pc.invert(pc.and_(array.is_valid(), keep)),
         )
     children = dict(zip((f.name for f in array.type), array.flatten(), strict=True))
-    return [children[name].to_pylist() if name in children else [None] * len(array) for name in names]
+    return [children[name] if name in children else pa.nulls(len(array)) for name in names]
 
 
-def _top(table: pa.Table, name: str) -> list[Any]:
+def _top(table: pa.Table, name: str) -> pa.Array:
     """A top-level field of the rows of ``table`` (a key's column), all null if the schema lacks it."""
     if name not in table.column_names:
-        return [None] * table.num_rows
-    values: list[Any] = table.column(name).to_pylist()
-    return values
+        return pa.nulls(table.num_rows)
+    return table.column(name).combine_chunks()

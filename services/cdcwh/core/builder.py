@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import itemgetter
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -57,6 +57,9 @@ SOURCE_KEYS: Final = _SOURCE_KEYS
 _SOURCE_NULLS: Final = (None,) * len(_SOURCE)
 
 Problem = tuple[RejectReason, str]
+Column: TypeAlias = list[Any] | pa.Array
+"""A column's values: a list of plain values (rows added one at a time), or an Arrow array (a group given as
+columns, :meth:`GroupBuilder.of_columns`), which :func:`cdcwh.core.codec.decode_column` takes either way."""
 
 
 @dataclass(slots=True)
@@ -91,9 +94,9 @@ class GroupBuilder:
         self.kafka_ts: list[int | None] = []
         self._nulls = (None,) * len(self.names)
         self._key_nulls = (None,) * len(self.key_names)
-        self._value_columns: tuple[list[list[Any]], list[list[Any]]] | None = None
-        self._key_columns: list[list[Any]] | None = None
-        self._source_columns: list[list[Any]] | None = None
+        self._value_columns: tuple[list[Column], list[Column]] | None = None
+        self._key_columns: list[Column] | None = None
+        self._source_columns: list[Column] | None = None
 
     @classmethod
     def of_columns(
@@ -101,9 +104,9 @@ class GroupBuilder:
         plans: tuple[RowPlan, RowPlan],
         positions: list[int],
         ops: list[str],
-        values: tuple[list[list[Any]], list[list[Any]], list[int]],
-        keys: tuple[list[list[Any]], list[bool]],
-        source: list[list[Any]],
+        values: tuple[list[Column], list[Column], list[int]],
+        keys: tuple[list[Column], list[bool]],
+        source: list[Column],
         coordinates: tuple[list[int], list[int], list[int | None]],
     ) -> GroupBuilder:
         """A group given as columns rather than rows (:mod:`cdcwh.core.avro_batch`), in the plans' column
@@ -145,7 +148,7 @@ class GroupBuilder:
         self.offsets.append(offset)
         self.kafka_ts.append(timestamp_ms)
 
-    def value_columns(self) -> tuple[list[list[Any]], list[list[Any]]]:
+    def value_columns(self) -> tuple[list[Column], list[Column]]:
         """After images and the (sparse) before images, one list per column (transposed once, then kept)."""
         if self._value_columns is None:
             width = len(self.names)
@@ -153,14 +156,14 @@ class GroupBuilder:
             self.after_rows, self.before_rows = [], []
         return self._value_columns
 
-    def key_columns(self) -> list[list[Any]]:
+    def key_columns(self) -> list[Column]:
         """The keys as one list per key column (transposed once, then kept)."""
         if self._key_columns is None:
             self._key_columns = _transpose(self.key_rows, len(self.key_names))
             self.key_rows = []
         return self._key_columns
 
-    def source_columns(self) -> list[list[Any]]:
+    def source_columns(self) -> list[Column]:
         """The kept ``source`` fields as one list per field (transposed once, then kept)."""
         if self._source_columns is None:
             self._source_columns = _transpose(self.source_rows, len(_SOURCE))

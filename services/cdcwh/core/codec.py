@@ -69,6 +69,13 @@ class Codec:
         """Whether ``value`` is the TOAST placeholder for this type."""
         return False
 
+    def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
+        """:meth:`fast_toasted` of a column that arrives as an Arrow array (the Avro block reader's,
+        :mod:`cdcwh.core.avro_batch`), without making Python values of it: the same result as
+        ``fast_toasted(array.to_pylist())``, or ``None`` when this codec does not take such an array whole
+        (then the caller makes the list; a bad value is then found value by value as usual)."""
+        return None
+
 
 @dataclass(slots=True)
 class ColumnResult:
@@ -79,8 +86,17 @@ class ColumnResult:
     toasted: list[int]
 
 
-def decode_column(codec: Codec, values: list[Any]) -> ColumnResult:
-    """Decode one column, vectorised when every value is good, row by row to isolate the bad ones."""
+def decode_column(codec: Codec, values: list[Any] | pa.Array) -> ColumnResult:
+    """Decode one column, vectorised when every value is good, row by row to isolate the bad ones. An Arrow
+    array (the Avro block reader's) is taken whole when the codec can (:meth:`Codec.from_arrow`)."""
+    if isinstance(values, pa.Array):
+        try:
+            whole = codec.from_arrow(values)
+        except (ValueMismatch, pa.ArrowException):
+            whole = None
+        if whole is not None:
+            return ColumnResult(whole[0], {}, whole[1])
+        values = values.to_pylist()
     try:
         array, toasted = codec.fast_toasted(values)
         return ColumnResult(array, {}, toasted)
@@ -142,6 +158,14 @@ class IntCodec(Codec):
                 raise ValueMismatch("out of range")
         return array.cast(self.arrow_type)
 
+    def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
+        if not pa.types.is_integer(array.type):
+            return None
+        bounds = pc.min_max(array).as_py()
+        if bounds["min"] is not None and (bounds["min"] < self.low or bounds["max"] > self.high):
+            return None
+        return array.cast(self.arrow_type), []
+
 
 class FloatCodec(Codec):
     """Connect float32 -> float32, float64 -> float64. Accepts ints and Jackson's quoted NaN/Infinity."""
@@ -165,6 +189,10 @@ class FloatCodec(Codec):
             raise ValueMismatch(f"inferred {array.type}")
         return array.cast(self.arrow_type)
 
+    def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
+        # a float32 to float64 and back is exact, as the list path's Python floats are
+        return (array.cast(self.arrow_type), []) if pa.types.is_floating(array.type) else None
+
 
 class BoolCodec(Codec):
     """Connect boolean -> bool (JSON true/false only)."""
@@ -185,6 +213,9 @@ class BoolCodec(Codec):
             raise ValueMismatch(f"inferred {array.type}")
         return array
 
+    def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
+        return (array, []) if pa.types.is_boolean(array.type) else None
+
 
 class StringCodec(Codec):
     """Connect string (and string-based semantic types: Json, Uuid, Enum, ...) -> string."""
@@ -204,7 +235,16 @@ class StringCodec(Codec):
         return pa.array(values, type=pa.string())
 
     def fast_toasted(self, values: list[Any]) -> tuple[pa.Array, list[int]]:
-        array = self.fast(values)
+        return self._toasted(self.fast(values))
+
+    def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
+        overridden = type(self).fast is not StringCodec.fast or type(self).one is not StringCodec.one
+        if overridden or not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+            return None
+        return self._toasted(array.cast(pa.string()))
+
+    def _toasted(self, array: pa.Array) -> tuple[pa.Array, list[int]]:
+        """The column with the TOAST placeholder nulled, and its rows."""
         if not self.toastable:
             return array, []
         placeholder = pc.equal(array, TOAST_PLACEHOLDER)
@@ -244,6 +284,18 @@ class BytesCodec(Codec):
 
     def is_toasted(self, value: Any) -> bool:
         return bool(value == TOAST_PLACEHOLDER_B64 or value == TOAST_PLACEHOLDER or value == _TOAST_BYTES)
+
+    def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
+        if type(self) is not BytesCodec or not (
+            pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type)
+        ):
+            return None
+        array = array.cast(pa.binary())
+        placeholder = pc.equal(array, pa.scalar(_TOAST_BYTES, pa.binary()))  # bytes: the placeholder's own
+        if not pc.any(placeholder).as_py():
+            return array, []
+        rows = pc.indices_nonzero(placeholder.fill_null(False)).to_pylist()
+        return pc.if_else(placeholder, pa.scalar(None, pa.binary()), array), rows
 
 
 _TOAST_BYTES: Final = TOAST_PLACEHOLDER.encode()

@@ -74,7 +74,12 @@ class DateCodec(Codec):
         return days
 
     def fast(self, values: list[Any]) -> pa.Array:
-        array = int64_column(values)
+        return self._from_int64(int64_column(values))
+
+    def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
+        return (self._from_int64(array.cast(pa.int64())), []) if pa.types.is_integer(array.type) else None
+
+    def _from_int64(self, array: pa.Array) -> pa.Array:
         bounds = pc.min_max(array).as_py()
         if bounds["min"] is not None and (
             bounds["min"] < DATE_NEG_INFINITY or bounds["max"] > DATE_POS_INFINITY
@@ -99,7 +104,12 @@ class TimeCodec(Codec):
         return raw * self.us_per // self.per_us
 
     def fast(self, values: list[Any]) -> pa.Array:
-        array = int64_column(values)
+        return self._from_int64(int64_column(values))
+
+    def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
+        return (self._from_int64(array.cast(pa.int64())), []) if pa.types.is_integer(array.type) else None
+
+    def _from_int64(self, array: pa.Array) -> pa.Array:
         bounds = pc.min_max(array).as_py()
         if bounds["min"] is not None and (bounds["min"] < 0 or bounds["max"] > self.max_raw):
             raise ValueMismatch("not a time of day")
@@ -155,7 +165,12 @@ class TimestampCodec(Codec):
         return us
 
     def fast(self, values: list[Any]) -> pa.Array:
-        array = int64_column(values)
+        return self._from_int64(int64_column(values))
+
+    def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
+        return (self._from_int64(array.cast(pa.int64())), []) if pa.types.is_integer(array.type) else None
+
+    def _from_int64(self, array: pa.Array) -> pa.Array:
         if pc.any(pc.is_in(array, value_set=self.sentinels)).as_py():
             raise ValueMismatch("infinity sentinel")
         if self.us_per != 1:

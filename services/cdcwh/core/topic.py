@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cdcwh.core.builder import GroupBuilder, GroupResult
+from cdcwh.core.builder import Column, GroupBuilder, GroupResult
 from cdcwh.core.codec import Codec
 from cdcwh.core.contract import TableContract
 from cdcwh.core.evolve import conform, plan_evolution
@@ -96,11 +96,19 @@ class TopicBuilder:
             after_columns, before_columns = group.value_columns()
             for fc, after, before in zip(group.value_plan.fields, after_columns, before_columns, strict=True):
                 if fc.codec is INFER:
-                    values.setdefault((False, fc.name), []).extend((after, before))
+                    values.setdefault((False, fc.name), []).extend(map(_plain, (after, before)))
             for fc, key_values in zip(group.key_plan.fields, group.key_columns(), strict=True):
                 if fc.codec is INFER:
-                    values.setdefault((True, fc.name), []).append(key_values)
+                    values.setdefault((True, fc.name), []).append(_plain(key_values))
         return {name: infer_codec(columns) for name, columns in values.items()}
+
+
+def _plain(column: Column) -> list[Any]:
+    """A column as plain values (schemaless columns are inferred from those; Avro columns are typed)."""
+    if isinstance(column, pa.Array):
+        values: list[Any] = column.to_pylist()
+        return values
+    return column
 
 
 def _merged(parts: list[GroupResult]) -> GroupResult:
