@@ -1,5 +1,6 @@
-"""The long-lived producers (the transform's gold change feed, ingest's dead letters) after the broker lost
-its state: the embedded broker, memory-only, restarted on the same port under a producer that had delivered.
+"""The long-lived producers (the transform's gold change feed, ingest's dead letters, capture's relay) after
+the broker lost its state: the embedded broker, memory-only, restarted on the same port under a producer
+that had delivered.
 
 An idempotent producer keeps the producer id the old broker gave it; the new broker does not know it, and
 the producer's records then stay queued, neither delivered nor failed (measured: three tries of 100 records,
@@ -23,6 +24,8 @@ from cdcwh.core.record import RawRecord, Rejection, RejectReason
 from cdcwh.embedded.broker import EmbeddedBroker
 from cdcwh.errors import ProduceError
 from cdcwh.ingest.quarantine import KafkaDeadLetterPublisher, dlq_topic
+from cdcwh.kafka import with_producer_defaults
+from cdcwh.source.relay import KafkaRelay
 from cdcwh.transform.outbox import KafkaOutboxPublisher
 from cdcwh.warehouse import BOOKKEEPING
 
@@ -117,4 +120,22 @@ def test_dead_letters_are_delivered_again_after_the_broker_lost_its_state(
         assert publisher.publish(rejections[5:]) == []  # within its retry budget, with a new producer
         assert count_messages(broker.address, [dlq_topic(topic)], 5) == 5
     finally:
+        broker.stop()
+
+
+def test_the_capture_relay_delivers_again_after_the_broker_lost_its_state(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    topic = f"reset{uuid.uuid4().hex[:6]}.public.t"
+    config = {"bootstrap.servers": broker.address}
+    relay = KafkaRelay({**with_producer_defaults(config), "message.timeout.ms": 2000}, config, 1)
+    assert relay.send([(topic, b"k1", b"v1")]) == 1
+    broker = restarted(broker, tmp_path)
+    try:
+        with pytest.raises(ProduceError, match="not delivered"):  # the old producer id: timed out
+            relay.send([(topic, b"k2", b"v2")])
+        assert relay.send([(topic, b"k2", b"v2")]) == 1  # as the engine sends the batch again
+        assert count_messages(broker.address, [topic], 1) == 1
+    finally:
+        relay.close()
         broker.stop()

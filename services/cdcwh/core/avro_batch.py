@@ -95,7 +95,7 @@ def add_chunk(
     if rest:
         mask = pa.array(good, pa.bool_())
         table, after = table.filter(mask), after.filter(mask)
-        keys = None if keys is None else Block(keys.table.filter(mask), [])
+        keys = None if keys is None else Block(keys.table.filter(mask), [False] * sum(good))
         ops = [op for op, ok in zip(ops, good, strict=True) if ok]
         positions = [p for p, ok in zip(positions, good, strict=True) if ok]
     if not positions:

@@ -27,12 +27,13 @@ FLUSH_STEP_S = 5.0
 
 
 class KafkaRelay:
-    """One producer for the life of a capture process."""
+    """One producer for the life of a capture process, or until a batch is not delivered."""
 
     def __init__(
         self, producer_config: dict[str, Any], admin_config: dict[str, Any], partitions: int
     ) -> None:
-        self.producer = Producer({**producer_config, "partitioner": "murmur2_random"})
+        self._config = {**producer_config, "partitioner": "murmur2_random"}
+        self.producer = Producer(self._config)
         self.admin = AdminClient(admin_config)
         self.partitions = partitions
         self.known_topics: set[str] = set()
@@ -53,6 +54,7 @@ class KafkaRelay:
             log.warning("capture: waiting for the broker to acknowledge %d records", len(self.producer))
         if delivered:
             failures = delivered.failures
+            self._renew()
             raise ProduceError(f"{len(failures)} records not delivered, first: {failures[0]}")
         for topic, count in Counter(topic for topic, _, _ in records).items():
             metrics.CAPTURE_EVENTS.labels(topic).inc(count)
@@ -63,6 +65,15 @@ class KafkaRelay:
         if new:
             ensure_topics(self.admin, sorted(new), self.partitions)
             self.known_topics |= new
+
+    def _renew(self) -> None:
+        """A new producer, and the topics checked again, after a batch that was not delivered (the engine
+        sends it again). A broker that lost its state (a restarted memory-only one, a new cluster) does not
+        know the idempotent producer's id, and every later record of that producer would time out too."""
+        self.producer.purge()
+        self.producer.flush(0)
+        self.producer = Producer(self._config)
+        self.known_topics.clear()
 
     def close(self) -> None:
         self.producer.flush(10)
