@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, LiteralString
 
@@ -16,6 +17,24 @@ from tests.support.kafka_readback import read_to_end
 from tests.support.warehouse import MARTS
 
 Marts = dict[str, list[dict[str, Any]]]
+
+
+def customer_change(customer_id: int) -> tuple[bytes, str]:
+    """The key and value of a gold change message upserting a ``customers`` mart row (version 1)."""
+    row = {
+        "customer_id": customer_id,
+        "first_name": "Ada",
+        "last_name": "L",
+        "email": "ada@example.com",
+        "segment": "retail",
+        "first_order_date": None,
+        "most_recent_order_date": None,
+        "number_of_orders": 0,
+        "lifetime_value": "0.00",
+    }
+    change = {"mart": "customers", "op": "upsert", "version": 1, "source_ts_ms": None}
+    key = {"customer_id": customer_id}
+    return json.dumps(key).encode(), json.dumps({**change, "key": key, "row": row})
 
 
 def read_postgres_marts(dsn: str, schema: str) -> dict[str, list[dict[str, Any]]]:

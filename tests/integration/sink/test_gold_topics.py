@@ -5,7 +5,6 @@ PostgreSQL, the long-running sink in a thread."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ from psycopg import sql
 from cdcwh.config import PROJECT_ROOT
 from cdcwh.models import load_models
 from cdcwh.transform.service import TransformService
+from tests.support.marts import customer_change
 from tests.support.pipeline import env_overrides, settings_for
 from tests.support.services import sink_running
 
@@ -62,21 +62,9 @@ def test_the_sink_creates_them_before_it_joins_and_applies_the_first_change(
             assert time.monotonic() < deadline, f"topics: {gold_topics(kafka_bootstrap, gold_prefix)}"
             time.sleep(0.2)
         # no transform ran: every topic is the sink's, and the sink consumes from them
-        row = {
-            "customer_id": 7,
-            "first_name": "Ada",
-            "last_name": "L",
-            "email": "ada@example.com",
-            "segment": "retail",
-            "first_order_date": None,
-            "most_recent_order_date": None,
-            "number_of_orders": 0,
-            "lifetime_value": "0.00",
-        }
-        change = {"mart": "customers", "op": "upsert", "version": 1, "source_ts_ms": None}
-        value = {**change, "key": {"customer_id": 7}, "row": row}
+        key, value = customer_change(7)
         producer = Producer({"bootstrap.servers": kafka_bootstrap})
-        producer.produce(f"{gold_prefix}.customers", key=b'{"customer_id":7}', value=json.dumps(value))
+        producer.produce(f"{gold_prefix}.customers", key=key, value=value)
         assert producer.flush(10) == 0
         deadline = time.monotonic() + 60
         while (found := customer_emails(postgres_dsn, schema)) != ["ada@example.com"]:

@@ -7,7 +7,6 @@ it back."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
@@ -18,29 +17,17 @@ from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from cdcwh.kafka import ensure_topics
+from tests.support.marts import customer_change
 from tests.support.pipeline import env_overrides, settings_for
 from tests.support.services import sink_running
 from tests.support.tcp_gate import tcp_gate
-
-ROW = {
-    "first_name": "Ada",
-    "last_name": "L",
-    "email": "ada@example.com",
-    "segment": "retail",
-    "first_order_date": None,
-    "most_recent_order_date": None,
-    "number_of_orders": 0,
-    "lifetime_value": "0.00",
-}
 
 
 def produce(bootstrap: str, topic: str, ids: range, partition: int = -1) -> None:
     producer = Producer({"bootstrap.servers": bootstrap})
     for i in ids:
-        value = {"mart": "customers", "op": "upsert", "version": 1, "source_ts_ms": None}
-        value |= {"key": {"customer_id": i}, "row": {"customer_id": i, **ROW}}
-        key = json.dumps({"customer_id": i}).encode()
-        producer.produce(topic, key=key, value=json.dumps(value), partition=partition)
+        key, value = customer_change(i)
+        producer.produce(topic, key=key, value=value, partition=partition)
     assert producer.flush(10) == 0
 
 
