@@ -61,7 +61,12 @@ class TcpGate:
                     client.close()
                     continue
                 server = socket.socket(self._target[0], socket.SOCK_STREAM)
-                server.connect(self._target[1])
+                try:
+                    server.connect(self._target[1])
+                except OSError:  # the server refused: so does the gate, for this connection only
+                    client.close()
+                    server.close()
+                    continue
                 self._carried += [client, server]
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=_pump, args=(a, b), daemon=True).start()

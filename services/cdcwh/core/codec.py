@@ -73,7 +73,8 @@ class Codec:
         """:meth:`fast_toasted` of a column that arrives as an Arrow array (the Avro block reader's,
         :mod:`cdcwh.core.avro_batch`), without making Python values of it: the same result as
         ``fast_toasted(array.to_pylist())``, or ``None`` when this codec does not take such an array whole
-        (then the caller makes the list; a bad value is then found value by value as usual)."""
+        (then the caller makes the list; a bad value is then found value by value as usual). Each
+        implementation takes its own class only: a subclass that converts otherwise is not bypassed."""
         return None
 
 
@@ -92,7 +93,7 @@ def decode_column(codec: Codec, values: list[Any] | pa.Array) -> ColumnResult:
     if isinstance(values, pa.Array):
         try:
             whole = codec.from_arrow(values)
-        except (ValueMismatch, pa.ArrowException):
+        except Exception:  # noqa: BLE001 - as fast_toasted: the list path finds the bad values
             whole = None
         if whole is not None:
             return ColumnResult(whole[0], {}, whole[1])
@@ -159,7 +160,7 @@ class IntCodec(Codec):
         return array.cast(self.arrow_type)
 
     def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
-        if not pa.types.is_integer(array.type):
+        if type(self) is not IntCodec or not pa.types.is_integer(array.type):
             return None
         bounds = pc.min_max(array).as_py()
         if bounds["min"] is not None and (bounds["min"] < self.low or bounds["max"] > self.high):
@@ -191,7 +192,8 @@ class FloatCodec(Codec):
 
     def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
         # a float32 to float64 and back is exact, as the list path's Python floats are
-        return (array.cast(self.arrow_type), []) if pa.types.is_floating(array.type) else None
+        exact = type(self) is FloatCodec and pa.types.is_floating(array.type)
+        return (array.cast(self.arrow_type), []) if exact else None
 
 
 class BoolCodec(Codec):
@@ -214,7 +216,7 @@ class BoolCodec(Codec):
         return array
 
     def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
-        return (array, []) if pa.types.is_boolean(array.type) else None
+        return (array, []) if type(self) is BoolCodec and pa.types.is_boolean(array.type) else None
 
 
 class StringCodec(Codec):

@@ -77,7 +77,9 @@ class DateCodec(Codec):
         return self._from_int64(int64_column(values))
 
     def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
-        return (self._from_int64(array.cast(pa.int64())), []) if pa.types.is_integer(array.type) else None
+        if type(self) is not DateCodec or not pa.types.is_integer(array.type):
+            return None
+        return self._from_int64(array.cast(pa.int64())), []
 
     def _from_int64(self, array: pa.Array) -> pa.Array:
         bounds = pc.min_max(array).as_py()
@@ -107,7 +109,9 @@ class TimeCodec(Codec):
         return self._from_int64(int64_column(values))
 
     def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
-        return (self._from_int64(array.cast(pa.int64())), []) if pa.types.is_integer(array.type) else None
+        if type(self) is not TimeCodec or not pa.types.is_integer(array.type):
+            return None
+        return self._from_int64(array.cast(pa.int64())), []
 
     def _from_int64(self, array: pa.Array) -> pa.Array:
         bounds = pc.min_max(array).as_py()
@@ -168,7 +172,9 @@ class TimestampCodec(Codec):
         return self._from_int64(int64_column(values))
 
     def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
-        return (self._from_int64(array.cast(pa.int64())), []) if pa.types.is_integer(array.type) else None
+        if type(self) is not TimestampCodec or not pa.types.is_integer(array.type):
+            return None
+        return self._from_int64(array.cast(pa.int64())), []
 
     def _from_int64(self, array: pa.Array) -> pa.Array:
         if pc.any(pc.is_in(array, value_set=self.sentinels)).as_py():

@@ -86,10 +86,13 @@ class DeliveryFailures:
 
     def __init__(self) -> None:
         self.failures: list[str] = []
+        self.delivered = 0
 
     def __call__(self, error: KafkaError | None, message: Any) -> None:
         if error is not None:
             self.failures.append(f"{message.topic()}: {error}")
+        else:
+            self.delivered += 1
 
     def __bool__(self) -> bool:
         return bool(self.failures)

@@ -1,19 +1,24 @@
-"""What the sink commits, and what it gives back: offsets are stored by the sink itself, only for messages it
-applied (``enable.auto.offset.store`` is off), so that nothing it consumed but did not apply is ever
-committed past.
+"""What the sink commits, and how it pauses while PostgreSQL is away.
 
-The case that needs it: while PostgreSQL is away the sink pauses its partitions and waits, serving its
-consumer. A rebalance meanwhile (another member joins or leaves, a new mart's topic appears) gives it
-partitions that are not paused; what it polls from them while it waits is given back (:func:`give_back`: a
-seek to the message, then every partition paused again) rather than dropped, and a commit after the batch
-does not go past it. Offsets of partitions the sink no longer holds are not stored: their new owner applies
-the batch's changes again (versions make that harmless).
+Offsets are stored by the sink itself, only for messages it applied (``enable.auto.offset.store`` is off),
+so that nothing it consumed but did not apply is ever committed past. Offsets of partitions the sink no
+longer holds are not stored: their new owner applies the batch's changes again (versions make that
+harmless).
+
+While PostgreSQL is away the sink pauses its partitions and waits, serving its consumer. A rebalance
+meanwhile (another member joins or leaves, a new model's topic appears) must neither feed it nor leave
+anything paused for good (:class:`Pauses`): a partition assigned while it waits is paused at once, and one
+revoked is resumed first, because librdkafka keeps an application's pause on a partition it loses and gets
+back later, which would stop that partition for good. A message polled while waiting all the same is given
+back (:func:`give_back`: a seek to it, then every partition paused again) rather than dropped.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -39,16 +44,61 @@ def commit_applied(consumer: Consumer, messages: Sequence[Message]) -> int:
         consumer.commit(asynchronous=False)
     except KafkaException as exc:
         error = exc.args[0] if exc.args else None
-        if not (isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET):
+        if not (isinstance(error, KafkaError) and error.code() in _NOT_COMMITTED):
             raise
-        log.info("nothing to commit: the batch's partitions were revoked before its commit")
+        # the batch is applied; its offsets are committed with a later batch, or its changes are applied
+        # again by whoever reads the partition next (versions make that harmless)
+        log.warning("the batch's offsets were not committed (%s): a rebalance under way", error.str())
         return 0
     return len(offsets)
 
 
+_NOT_COMMITTED = frozenset(
+    {
+        KafkaError._NO_OFFSET,  # already committed, or nothing stored any more
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+    }
+)
+
+
 def give_back(consumer: Consumer, message: Message) -> None:
-    """A message polled while the sink waits (a partition assigned during the wait is not paused): read it
-    again later, and pause every partition held."""
+    """A message polled while the sink waits: read it again later, and pause every partition held. Never
+    raises (the wait goes on; the message is read again at the latest after a restart)."""
     tp = TopicPartition(message.topic() or "", message.partition() or 0, message.offset() or 0)
-    consumer.seek(tp)
-    consumer.pause(consumer.assignment())
+    try:
+        consumer.seek(tp)
+        consumer.pause(consumer.assignment())
+    except KafkaException as exc:
+        log.warning("could not give back a message polled while waiting (%s): %s", tp, exc)
+        return
+    log.info("gave back a message polled while waiting for PostgreSQL (%s offset %d)", tp.topic, tp.offset)
+
+
+class Pauses:
+    """The sink's pause while PostgreSQL is away, kept right across rebalances (the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.waiting = False
+
+    def pause(self, consumer: Consumer) -> None:
+        self.waiting = True
+        consumer.pause(consumer.assignment())
+
+    def resume(self, consumer: Consumer) -> None:
+        self.waiting = False
+        consumer.resume(consumer.assignment())
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.waiting:
+            consumer.assign(partitions)
+            consumer.pause(partitions)
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with suppress(KafkaException):
+            consumer.resume(partitions)
+
+    def callbacks(self) -> dict[str, Callable[..., Any]]:
+        """``subscribe``'s keyword arguments."""
+        return {"on_assign": self.on_assign, "on_revoke": self.on_revoke}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from confluent_kafka import KafkaException
 
@@ -29,14 +29,20 @@ ATTEMPTS: Final = 3
 class GroupConsumer(Protocol):
     def assignment(self) -> list[object]: ...
     def unsubscribe(self) -> None: ...
-    def subscribe(self, topics: list[str]) -> None: ...
+    def subscribe(self, topics: list[str], **callbacks: Callable[..., Any]) -> None: ...
 
 
 class Resubscriber:
     """Call ``vanished()`` when the consumer reports a subscribed topic unknown, and ``check`` after every
     poll; ``check`` subscribes again (returning True) when it is time and the topics are back."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        callbacks: Mapping[str, Callable[..., Any]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.callbacks = dict(callbacks or {})
+        """``subscribe``'s rebalance callbacks (the sink's :class:`cdcwh.sink.offsets.Pauses`)."""
         self.clock = clock
         self.since: float | None = None  # when the topics were reported gone, or last subscribed again
         self.attempts = 0
@@ -72,5 +78,5 @@ class Resubscriber:
             pattern,
         )
         consumer.unsubscribe()
-        consumer.subscribe([pattern])
+        consumer.subscribe([pattern], **self.callbacks)
         return True

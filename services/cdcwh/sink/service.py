@@ -72,7 +72,8 @@ class SinkService:
         )
         self.stopping = threading.Event()
         self.audit = BufferedAuditWriter.from_settings("sink", settings)
-        self.resubscriber = Resubscriber()
+        self.pauses = offsets.Pauses()
+        self.resubscriber = Resubscriber(self.pauses.callbacks())
 
     def _consumer(self, stats_interval_ms: int) -> Consumer:
         config = consumer_config(self.settings, self.group)
@@ -106,7 +107,7 @@ class SinkService:
             return 0
         self.tracker.expected_partitions = sum(topics.values())
         pattern = "^" + re.escape(prefix) + r"\..+"
-        consumer.subscribe([pattern])
+        consumer.subscribe([pattern], **self.pauses.callbacks())
         topics_on_broker = partial(gold_topics, consumer, prefix, timeout_s=2.0)
         if not until_caught_up:
             stop_on_signals(self.stopping)
@@ -192,16 +193,13 @@ class SinkService:
             except MalformedGoldChange as exc:  # nothing is applied or committed: the offsets stay put
                 where = f"{message.topic()} partition {message.partition()} offset {message.offset()}"
                 raise MalformedGoldChange(f"{where}: {exc}") from exc
-        paused = False
         started = time.monotonic()
 
         def before_sleep(error: BaseException, wait: float) -> None:
-            nonlocal paused
             metrics.ERRORS.labels("sink", "postgres_unavailable").inc()
             self.sink.close()
-            if not paused:  # keep the group (and the partitions) while Postgres is away
-                consumer.pause(consumer.assignment())
-                paused = True
+            if not self.pauses.waiting:  # keep the group (and the partitions) while Postgres is away
+                self.pauses.pause(consumer)
 
         for attempt in retrying(
             "applying a sink batch to PostgreSQL",
@@ -211,8 +209,8 @@ class SinkService:
             with attempt:
                 started = time.monotonic()
                 result = self.sink.apply(changes)
-        if paused:
-            consumer.resume(consumer.assignment())
+        if self.pauses.waiting:
+            self.pauses.resume(consumer)
         metrics.SINK_BATCH_DURATION.observe(time.monotonic() - started)
         for mart, n in result.upserts.items():
             metrics.SINK_ROWS.labels(mart, "upsert").inc(n)

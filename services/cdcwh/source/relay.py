@@ -54,7 +54,8 @@ class KafkaRelay:
             log.warning("capture: waiting for the broker to acknowledge %d records", len(self.producer))
         if delivered:
             failures = delivered.failures
-            self._renew()
+            if not delivered.delivered:  # stuck, not a refused record: a new producer
+                self._renew()
             raise ProduceError(f"{len(failures)} records not delivered, first: {failures[0]}")
         for topic, count in Counter(topic for topic, _, _ in records).items():
             metrics.CAPTURE_EVENTS.labels(topic).inc(count)
@@ -67,9 +68,10 @@ class KafkaRelay:
             self.known_topics |= new
 
     def _renew(self) -> None:
-        """A new producer, and the topics checked again, after a batch that was not delivered (the engine
-        sends it again). A broker that lost its state (a restarted memory-only one, a new cluster) does not
-        know the idempotent producer's id, and every later record of that producer would time out too."""
+        """A new producer, and the topics checked again, after a batch of which nothing was delivered (the
+        engine sends it again). A broker that lost its state (a restarted memory-only one, a new cluster)
+        does not know the idempotent producer's id, and every later record of that producer would time out
+        too."""
         self.producer.purge()
         self.producer.flush(0)
         self.producer = Producer(self._config)

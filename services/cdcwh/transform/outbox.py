@@ -82,13 +82,15 @@ class KafkaOutboxPublisher:
                     self._producer.poll(0)  # serve delivery reports now and then; flush waits for the rest
             remaining = self._producer.flush(self._flush_timeout_s)
             if remaining or failures:
+                error = ProduceError(
+                    f"gold change delivery failed ({remaining} undelivered): {failures.failures[:3]}"
+                )
                 # a broker that lost its topics (a restarted memory-only one, a new cluster) answers every
                 # record with "unknown topic" until they exist again: check them on the next try
                 self._known.clear()
-                self._replace_producer()
-                raise ProduceError(
-                    f"gold change delivery failed ({remaining} undelivered): {failures.failures[:3]}"
-                )
+                if not failures.delivered:  # stuck, not slow: a slow broker keeps its producer (order)
+                    self._replace_producer()
+                raise error
             con.execute("DELETE FROM cdcwh.outbox WHERE id <= ?", [rows[-1][0]])
             published += len(rows)
 

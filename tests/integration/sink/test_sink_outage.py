@@ -12,11 +12,12 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from cdcwh.kafka import ensure_topics
+from cdcwh.sink.service import sink_group
 from tests.support.marts import customer_change
 from tests.support.pipeline import env_overrides, settings_for
 from tests.support.services import sink_running
@@ -80,4 +81,59 @@ def test_changes_polled_while_postgres_is_away_are_applied_after_it_is_back(
                 lambda: sink_alive() and customer_ids(postgres_dsn, pg_schema) == set(range(1, 121)),
                 60,
                 f"changes lost: {sorted(set(range(1, 121)) - customer_ids(postgres_dsn, pg_schema))}",
+            )
+
+
+def test_a_partition_lost_while_paused_is_read_again_when_it_comes_back(
+    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, pg_schema: str
+) -> None:
+    """librdkafka keeps an application's pause on a partition the consumer loses and is given again later:
+    the sink paused every partition for the outage, another member took one of them meanwhile, and when it
+    leaves after the outage the sink must read that partition again rather than hold it paused for good."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    with tcp_gate(postgres_dsn) as gate:
+        settings = env_overrides(
+            settings_for(tmp_path / "data", kafka_bootstrap, prefix),
+            CDCWH_POSTGRES__DSN=gate.dsn,
+            CDCWH_POSTGRES__SCHEMA=pg_schema,
+        )
+        topic = f"{settings.kafka.gold_topic_prefix}.customers"
+        with sink_running(settings) as sink_alive:
+            produce(kafka_bootstrap, topic, range(1, 11))
+            wait_for(
+                lambda: sink_alive() and customer_ids(postgres_dsn, pg_schema) == set(range(1, 11)),
+                60,
+                "the first changes were not applied",
+            )
+            gate.close()
+            produce(kafka_bootstrap, topic, range(11, 21))
+            time.sleep(3)  # the sink holds that batch and pauses its partitions
+            member = Consumer(
+                {
+                    "bootstrap.servers": kafka_bootstrap,
+                    "group.id": sink_group(settings),
+                    "session.timeout.ms": 6000,
+                    "heartbeat.interval.ms": 500,
+                    "enable.auto.commit": False,
+                }
+            )
+            member.subscribe([topic])
+            deadline = time.monotonic() + 30
+            while not member.assignment():  # it takes some of the partitions the sink had paused
+                assert time.monotonic() < deadline, "the second member was given no partition"
+                member.poll(0.2)
+            taken = len(member.assignment())
+            gate.reopen()  # the sink applies its batch and resumes what it holds now
+            wait_for(
+                lambda: sink_alive() and set(range(1, 21)) - customer_ids(postgres_dsn, pg_schema) <= set(),
+                60,
+                "the held batch was not applied",
+            )
+            member.close()  # its partitions go back to the sink
+            assert taken >= 1
+            produce(kafka_bootstrap, topic, range(21, 121))  # on every partition, by key
+            wait_for(
+                lambda: sink_alive() and customer_ids(postgres_dsn, pg_schema) == set(range(1, 121)),
+                60,
+                f"not read: {sorted(set(range(1, 121)) - customer_ids(postgres_dsn, pg_schema))}",
             )

@@ -11,6 +11,7 @@ supervisor restarts a crashed service."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -39,8 +40,8 @@ class StandInConsumer:
     def unsubscribe(self) -> None:
         self.calls.append("unsubscribe")
 
-    def subscribe(self, topics: list[str]) -> None:
-        self.calls.append(f"subscribe {topics}")
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        self.calls.append(f"subscribe {topics} {sorted(callbacks)}")  # the sink's rebalance callbacks too
 
 
 BACK: Mapping[str, int] = {"p.gold.orders": 3}
@@ -48,7 +49,7 @@ BACK: Mapping[str, int] = {"p.gold.orders": 3}
 
 def test_nothing_happens_before_the_topics_were_reported_gone() -> None:
     clock, consumer = Clock(), StandInConsumer()
-    resubscriber = Resubscriber(clock)
+    resubscriber = Resubscriber(clock=clock)
     clock.now += 10 * CHECK_S
     assert not resubscriber.check(consumer, lambda: BACK, PATTERN)
     assert consumer.calls == []
@@ -56,13 +57,13 @@ def test_nothing_happens_before_the_topics_were_reported_gone() -> None:
 
 def test_back_without_a_partition_subscribes_again_check_s_after_the_report() -> None:
     clock, consumer = Clock(), StandInConsumer()
-    resubscriber = Resubscriber(clock)
+    resubscriber = Resubscriber({"on_assign": print, "on_revoke": print}, clock=clock)
     resubscriber.vanished()
     clock.now += CHECK_S - 0.1
     assert not resubscriber.check(consumer, lambda: BACK, PATTERN)
     clock.now += 0.1
     assert resubscriber.check(consumer, lambda: BACK, PATTERN)
-    assert consumer.calls == ["unsubscribe", f"subscribe {[PATTERN]}"]
+    assert consumer.calls == ["unsubscribe", f"subscribe {[PATTERN]} ['on_assign', 'on_revoke']"]
     clock.now += 1.0  # a join under way is not cut short
     assert not resubscriber.check(consumer, lambda: BACK, PATTERN)
     assert len(consumer.calls) == 2
@@ -70,7 +71,7 @@ def test_back_without_a_partition_subscribes_again_check_s_after_the_report() ->
 
 def test_still_gone_or_unreachable_waits_and_assigned_ends_the_episode() -> None:
     clock, consumer = Clock(), StandInConsumer()
-    resubscriber = Resubscriber(clock)
+    resubscriber = Resubscriber(clock=clock)
     resubscriber.vanished()
     clock.now += CHECK_S
     assert not resubscriber.check(consumer, dict, PATTERN)  # not created again yet
@@ -93,7 +94,7 @@ def test_still_gone_or_unreachable_waits_and_assigned_ends_the_episode() -> None
 @pytest.mark.parametrize("episodes", [1, 2])
 def test_at_most_attempts_per_episode(episodes: int) -> None:
     clock, consumer = Clock(), StandInConsumer()
-    resubscriber = Resubscriber(clock)
+    resubscriber = Resubscriber(clock=clock)
     for _ in range(episodes):
         resubscriber.vanished()
         for _ in range(ATTEMPTS + 3):  # an idle member of a larger group: never assigned
