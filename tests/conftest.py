@@ -40,6 +40,8 @@ SLOW_FIRST = (
     "tests/integration/ingest/test_ingest_crash_compaction.py",
     "tests/integration/transform/test_transform_pipeline.py",
     "tests/e2e/test_replay.py",
+    "tests/integration/test_producers_after_broker_reset.py",
+    "tests/integration/sink/test_sink_outage.py",
     "tests/integration/ingest/test_bronze_maintenance.py",
     "tests/e2e/test_pipeline_postgres.py",
     "tests/integration/transform/test_gold_full_refresh.py",
