@@ -55,7 +55,23 @@ _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _FRACTION: Final = re.compile(r"(\.\d{6})\d+")
 
 
-class DateCodec(Codec):
+class _Int64Codec(Codec):
+    """A codec whose column is made from an int64 array (``_from_int64``, raising on any value it cannot
+    take whole): the JSON path's list and the Avro block reader's integer column go the same way."""
+
+    def fast(self, values: list[Any]) -> pa.Array:
+        return self._from_int64(int64_column(values))
+
+    def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
+        if type(self).fast is not _Int64Codec.fast or not pa.types.is_integer(array.type):
+            return None  # a subclass that makes its list otherwise takes no array whole either
+        return self._from_int64(array.cast(pa.int64())), []
+
+    def _from_int64(self, array: pa.Array) -> pa.Array:
+        raise NotImplementedError
+
+
+class DateCodec(_Int64Codec):
     """``io.debezium.time.Date`` / Connect ``Date``: int32 days since epoch -> date32."""
 
     arrow_type = pa.date32()
@@ -73,14 +89,6 @@ class DateCodec(Codec):
             raise ValueMismatch("out of range (0001-01-01 .. 9999-12-31)")
         return days
 
-    def fast(self, values: list[Any]) -> pa.Array:
-        return self._from_int64(int64_column(values))
-
-    def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
-        if type(self) is not DateCodec or not pa.types.is_integer(array.type):
-            return None
-        return self._from_int64(array.cast(pa.int64())), []
-
     def _from_int64(self, array: pa.Array) -> pa.Array:
         bounds = pc.min_max(array).as_py()
         if bounds["min"] is not None and (
@@ -90,7 +98,7 @@ class DateCodec(Codec):
         return array.cast(pa.int32()).cast(pa.date32())
 
 
-class TimeCodec(Codec):
+class TimeCodec(_Int64Codec):
     """Time of day in ms, us or ns since midnight -> time64('us'); ns are floored to us."""
 
     arrow_type = pa.time64("us")
@@ -104,14 +112,6 @@ class TimeCodec(Codec):
         if not 0 <= raw <= self.max_raw:
             raise ValueMismatch("not a time of day")
         return raw * self.us_per // self.per_us
-
-    def fast(self, values: list[Any]) -> pa.Array:
-        return self._from_int64(int64_column(values))
-
-    def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
-        if type(self) is not TimeCodec or not pa.types.is_integer(array.type):
-            return None
-        return self._from_int64(array.cast(pa.int64())), []
 
     def _from_int64(self, array: pa.Array) -> pa.Array:
         bounds = pc.min_max(array).as_py()
@@ -146,7 +146,7 @@ class DurationCodec(Codec):
         return array
 
 
-class TimestampCodec(Codec):
+class TimestampCodec(_Int64Codec):
     """Epoch ms/us/ns -> timestamp('us'[, tz]); ns floored to us; PostgreSQL +/-infinity sentinels mapped."""
 
     def __init__(self, label: str, per_us: int = 1, us_per: int = 1, tz: str | None = None) -> None:
@@ -167,14 +167,6 @@ class TimestampCodec(Codec):
         if not TS_NEG_INFINITY <= us <= TS_POS_INFINITY:
             raise ValueMismatch("out of range (0001-01-01 .. 9999-12-31)")
         return us
-
-    def fast(self, values: list[Any]) -> pa.Array:
-        return self._from_int64(int64_column(values))
-
-    def from_arrow(self, array: pa.Array) -> tuple[pa.Array, list[int]] | None:
-        if type(self) is not TimestampCodec or not pa.types.is_integer(array.type):
-            return None
-        return self._from_int64(array.cast(pa.int64())), []
 
     def _from_int64(self, array: pa.Array) -> pa.Array:
         if pc.any(pc.is_in(array, value_set=self.sentinels)).as_py():

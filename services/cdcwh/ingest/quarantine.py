@@ -223,9 +223,7 @@ class KafkaDeadLetterPublisher:
             err = outcome.get(index, KafkaError(KafkaError._TIMED_OUT))
             if err is None:
                 continue
-            # undelivered without a broker error: the broker may have lost its state (a restarted
-            # memory-only one, a new cluster) and not know this idempotent producer's id, which keeps every
-            # later record of this producer queued for good; a new producer (below) asks for a new id
+            # undelivered without a broker error: perhaps a broker that lost its state (renewed_producer)
             fatal = fatal or err.code() in _UNDELIVERED
             if err.code() in PERMANENT_ERRORS:
                 permanent.append((rejection, str(err)))

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import NewTopic
 
 from cdcwh.config import Settings
@@ -78,6 +78,19 @@ def with_producer_defaults(client: dict[str, Any]) -> dict[str, Any]:
 
 def producer_config(settings: Settings) -> dict[str, Any]:
     return with_producer_defaults(client_config(settings))
+
+
+def renewed_producer(old: Producer, config: dict[str, Any]) -> Producer:
+    """A new producer in place of ``old``, whose queued records are dropped (the caller sends them again).
+
+    For a try of which nothing was delivered: an idempotent producer keeps the producer id a broker gave
+    it, and a broker that lost its state (a restarted memory-only one, a new cluster) does not know that
+    id; the old producer's records then stay queued or time out, and so would every later one, until the
+    process restarts (seen with the embedded broker: the transform published nothing more). A new producer
+    asks for a new id. The caller also checks its topics again: such a broker lost them too."""
+    old.purge()
+    old.flush(0)  # serves the purged records' delivery reports before the producer is dropped
+    return Producer(config)
 
 
 class DeliveryFailures:

@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from cdcwh import metrics
 from cdcwh.errors import ProduceError
-from cdcwh.kafka import DeliveryFailures, ensure_topics
+from cdcwh.kafka import DeliveryFailures, ensure_topics, renewed_producer
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,9 @@ class KafkaRelay:
             self.known_topics |= new
 
     def _renew(self) -> None:
-        """A new producer, and the topics checked again, after a batch of which nothing was delivered (the
-        engine sends it again). A broker that lost its state (a restarted memory-only one, a new cluster)
-        does not know the idempotent producer's id, and every later record of that producer would time out
-        too."""
-        self.producer.purge()
-        self.producer.flush(0)
-        self.producer = Producer(self._config)
+        """A new producer (``renewed_producer``), and the topics checked again, after a batch of which
+        nothing was delivered (the engine sends it again)."""
+        self.producer = renewed_producer(self.producer, self._config)
         self.known_topics.clear()
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from cdcwh import goldfeed
 from cdcwh.errors import ProduceError
-from cdcwh.kafka import DeliveryFailures, ensure_topics, with_producer_defaults
+from cdcwh.kafka import DeliveryFailures, ensure_topics, renewed_producer, with_producer_defaults
 
 PUBLISH_CHUNK = 20_000
 FLUSH_TIMEOUT_S = 60.0
@@ -95,12 +95,6 @@ class KafkaOutboxPublisher:
             published += len(rows)
 
     def _replace_producer(self) -> None:
-        """A new producer after a failed delivery; the batch's rows are produced again on the next try (they
-        leave the outbox only once all are delivered). The idempotent producer keeps the producer id a
-        broker gave it, and a broker that lost its state (a restarted memory-only one, a new cluster) does
-        not know that id: the old producer's records then stay queued, neither delivered nor failed, for
-        good (seen with the embedded broker: the transform published nothing more until it was restarted).
-        A new producer asks for a new id."""
-        self._producer.purge()
-        self._producer.flush(0)
-        self._producer = Producer(with_producer_defaults(self._client_config))
+        """A new producer after a try of which nothing was delivered (``renewed_producer``); the chunk's rows
+        are produced again on the next try (they leave the outbox only once all are delivered)."""
+        self._producer = renewed_producer(self._producer, with_producer_defaults(self._client_config))
